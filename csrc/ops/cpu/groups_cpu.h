@@ -1,0 +1,42 @@
+// Splits boxes into groups of equal id for the batched CPU kernels.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+namespace sniper {
+
+struct Groups {
+  std::vector<int64_t> order;    // box indices, grouped, ascending within a group
+  std::vector<int64_t> offsets;  // group g is order[offsets[g] .. offsets[g+1])
+  int64_t count() const { return static_cast<int64_t>(offsets.size()) - 1; }
+};
+
+// `ids` may be null (all boxes in one group). Groups come out in ascending id.
+inline Groups make_groups(const int64_t* ids, int64_t n) {
+  Groups g;
+  g.order.resize(n);
+  std::iota(g.order.begin(), g.order.end(), int64_t(0));
+  g.offsets.push_back(0);
+  if (ids != nullptr && n > 0) {
+    std::stable_sort(g.order.begin(), g.order.end(),
+                     [ids](int64_t a, int64_t b) { return ids[a] < ids[b]; });
+    for (int64_t i = 1; i < n; ++i) {
+      if (ids[g.order[i]] != ids[g.order[i - 1]]) g.offsets.push_back(i);
+    }
+  }
+  if (n > 0) g.offsets.push_back(n);
+  return g;
+}
+
+// Grain for torch's parallel_for over groups: enough boxes per task to pay
+// for the scheduling, at least one group.
+inline int64_t group_grain(int64_t boxes, int64_t groups) {
+  if (groups <= 0) return 1;
+  const int64_t per_group = std::max<int64_t>(1, boxes / groups);
+  return std::max<int64_t>(1, 2048 / per_group);
+}
+
+}  // namespace sniper

@@ -1,0 +1,116 @@
+"""NMS, batched NMS and Soft-NMS over torch.ops.sniper (CPU and CUDA kernels)."""
+from __future__ import annotations
+
+import torch
+
+from ._checks import (
+    check_box_values,
+    check_boxes,
+    check_finite,
+    check_idxs,
+    check_scores,
+    check_threshold,
+)
+
+__all__ = ["nms", "batched_nms", "soft_nms", "SOFT_NMS_METHODS"]
+
+#: Soft-NMS decay rules and their codes in the ``sniper::soft_nms`` schema.
+SOFT_NMS_METHODS = {"linear": 0, "gaussian": 1, "hard": 2}
+
+
+def _check_scored(op, boxes, scores):
+    check_boxes(op, "boxes", boxes)
+    check_scores(op, boxes, scores)
+    check_box_values(op, "boxes", boxes)
+    check_finite(op, "scores", scores)
+
+
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """Greedy non-maximum suppression.
+
+    Args:
+        boxes: ``[N, 4]`` float ``xyxy`` boxes (finite, ``x1 <= x2``, ``y1 <= y2``).
+        scores: ``[N]`` scores, same dtype and device as ``boxes``.
+        iou_threshold: a box is discarded when its IoU with an already kept,
+            higher-scoring box is ``> iou_threshold`` (torchvision's rule).
+
+    Returns:
+        int64 ``[K]`` indices of the kept boxes, by descending score (ties: lower index first).
+    """
+    _check_scored("nms", boxes, scores)
+    thr = check_threshold("nms", "iou_threshold", iou_threshold)
+    return torch.ops.sniper.nms(boxes, scores, thr)
+
+
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """NMS independently inside each group of equal ``idxs`` (e.g. class, or image × class).
+
+    Exact per group (no coordinate-offset trick, so no precision loss with large
+    coordinates or many groups). Returns kept indices by descending score.
+    """
+    _check_scored("batched_nms", boxes, scores)
+    check_idxs("batched_nms", boxes, idxs)
+    thr = check_threshold("batched_nms", "iou_threshold", iou_threshold)
+    return torch.ops.sniper.batched_nms(boxes, scores, idxs, thr)
+
+
+def soft_nms(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    idxs: torch.Tensor | None = None,
+    *,
+    method: str = "gaussian",
+    sigma: float = 0.5,
+    iou_threshold: float = 0.3,
+    score_threshold: float = 1e-3,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact sequential greedy Soft-NMS (Bodla et al., 2017), batched over groups.
+
+    Inside each group of equal ``idxs`` (one group when ``None``): repeatedly
+    select the box with the highest current score (ties: lower index), then
+    multiply the score of every remaining box that overlaps it (IoU > 0) by
+
+    * ``"gaussian"``: ``exp(-IoU**2 / sigma)``;
+    * ``"linear"``: ``1 - IoU`` when ``IoU >= iou_threshold``, else 1;
+    * ``"hard"``: 0 (drop) when ``IoU >= iou_threshold``, else 1.
+
+    Boxes whose (decayed) score falls below ``score_threshold`` are dropped,
+    including boxes that start below it. Thousands of groups (images × classes)
+    run in one call: in parallel on the CPU, one launch on CUDA.
+
+    Returns:
+        ``(keep, new_scores)``: int64 indices into the input and their decayed
+        scores (input dtype), sorted by decayed score descending, ties to the
+        lower index.
+    """
+    op = "soft_nms"
+    _check_scored(op, boxes, scores)
+    if idxs is not None:
+        check_idxs(op, boxes, idxs)
+    if method not in SOFT_NMS_METHODS:
+        raise ValueError(f"{op}: `method` must be one of {sorted(SOFT_NMS_METHODS)}, got {method!r}")
+    sig = check_threshold(op, "sigma", sigma, positive=True)
+    iou = check_threshold(op, "iou_threshold", iou_threshold)
+    sthr = check_threshold(op, "score_threshold", score_threshold)
+    return torch.ops.sniper.soft_nms(boxes, scores, idxs, SOFT_NMS_METHODS[method], sig, iou, sthr)
+
+
+def _dynamic_keep(boxes):
+    n = torch.library.get_ctx().new_dynamic_size()
+    return boxes.new_empty((n,), dtype=torch.int64)
+
+
+@torch.library.register_fake("sniper::nms")
+def _nms_fake(boxes, scores, iou_threshold):
+    return _dynamic_keep(boxes)
+
+
+@torch.library.register_fake("sniper::batched_nms")
+def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
+    return _dynamic_keep(boxes)
+
+
+@torch.library.register_fake("sniper::soft_nms")
+def _soft_nms_fake(boxes, scores, idxs, method, sigma, iou_threshold, score_threshold):
+    keep = _dynamic_keep(boxes)
+    return keep, scores.new_empty(keep.shape)
