@@ -15,18 +15,35 @@ import glob
 import os
 import subprocess
 
+import shutil
+
 import torch
+import torch.utils.cpp_extension as cpp_ext
 from setuptools import find_packages, setup
-from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension
+from torch.utils.cpp_extension import BuildExtension, CppExtension
 
 VERSION = "0.1.0"
 ROOT = os.path.dirname(os.path.abspath(__file__))
 TORCH_TARGET_VERSION = "0x020a000000000000"  # LibTorch stable ABI of torch 2.10
-PY_LIMITED_API = "0x030a0000"  # CPython 3.10
 DEFAULT_ARCHS = "8.0;9.0+PTX"
 
 DEBUG = os.getenv("SNIPER_DEBUG", "0") == "1"
 FORCE_CUDA = os.getenv("FORCE_CUDA", "0") == "1"
+
+
+def find_cuda_home():
+    """torch finds the toolkit only when torch itself has CUDA; FORCE_CUDA looks too."""
+    if cpp_ext.CUDA_HOME is not None or not FORCE_CUDA:
+        return cpp_ext.CUDA_HOME
+    for cand in (os.getenv("CUDA_HOME"), os.getenv("CUDA_PATH"), "/usr/local/cuda"):
+        if cand and os.path.exists(os.path.join(cand, "bin", "nvcc")):
+            return cand
+    nvcc = shutil.which("nvcc")
+    return os.path.dirname(os.path.dirname(nvcc)) if nvcc else None
+
+
+CUDA_HOME = find_cuda_home()
+cpp_ext.CUDA_HOME = CUDA_HOME  # BuildExtension reads it to find nvcc
 BUILD_CUDA = (torch.version.cuda is not None or FORCE_CUDA) and CUDA_HOME is not None
 if FORCE_CUDA and CUDA_HOME is None:
     raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit was found (set CUDA_HOME)")
@@ -69,7 +86,8 @@ def write_build_info(archs):
     os.replace(tmp, path)
 
 
-macros = [("TORCH_TARGET_VERSION", TORCH_TARGET_VERSION), ("Py_LIMITED_API", PY_LIMITED_API)]
+# py_limited_api=True makes torch define Py_LIMITED_API; nothing here includes Python.h anyway.
+macros = [("TORCH_TARGET_VERSION", TORCH_TARGET_VERSION)]
 opt = ["-O0", "-g"] if DEBUG else ["-O3"]
 cxx_flags = opt + ["-std=c++17", "-fvisibility=hidden", "-ffp-contract=off", "-Wall"]
 include_dirs = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc")]

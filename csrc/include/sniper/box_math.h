@@ -9,7 +9,7 @@ namespace sniper {
 
 template <typename T>
 SNIPER_HD T box_area(T x1, T y1, T x2, T y2) {
-  return (x2 - x1) * (y2 - y1);
+  return mul_rn(x2 - x1, y2 - y1);
 }
 
 // Area of the intersection of a = (ax1, ay1, ax2, ay2) and b.
@@ -18,7 +18,7 @@ SNIPER_HD T box_intersection(T ax1, T ay1, T ax2, T ay2,
                              T bx1, T by1, T bx2, T by2) {
   const T w = min_(ax2, bx2) - max_(ax1, bx1);
   const T h = min_(ay2, by2) - max_(ay1, by1);
-  return (w > T(0) && h > T(0)) ? w * h : T(0);
+  return (w > T(0) && h > T(0)) ? mul_rn(w, h) : T(0);
 }
 
 // IoU given both areas (precomputed by callers that compare one box with
