@@ -56,7 +56,7 @@ def check_threshold(op: str, name: str, value, *, positive: bool = False) -> flo
         v = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{op}: `{name}` must be a number, got {type(value).__name__}") from None
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
+    if not (0 <= v < math.inf) or (positive and v == 0):  # also catches NaN; traceable
         need = "> 0" if positive else ">= 0"
         raise ValueError(f"{op}: `{name}` must be a finite number {need}, got {value}")
     return v

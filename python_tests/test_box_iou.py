@@ -1,0 +1,98 @@
+import pytest
+import torch
+from conftest import ALL_DTYPES, DEVICES, random_boxes, requires_cuda, tol
+
+import reference as ref
+from sniper_ext import ops
+
+
+def test_hand_computed_values():
+    a = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 2.0, 1.0]])
+    b = torch.tensor([[5.0, 5.0, 15.0, 15.0], [0.0, 0.0, 1.0, 1.0], [20.0, 20.0, 30.0, 30.0]])
+    expected = torch.tensor([[25 / 175, 1 / 100, 0.0], [0.0, 0.5, 0.0]])  # [0,0,2,1] misses [5,5,15,15]
+    torch.testing.assert_close(ops.box_iou(a, b), expected)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_matches_reference(device):
+    g = torch.Generator().manual_seed(1)
+    a, b = random_boxes(37, generator=g), random_boxes(23, generator=g)
+    got = ops.box_iou(a.to(device), b.to(device)).cpu()
+    expected = torch.tensor(ref.box_iou(a.tolist(), b.tolist()), dtype=torch.float64)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("device", DEVICES)
+def test_dtypes(dtype, device):
+    a = random_boxes(20, dtype=dtype, device=device)
+    got = ops.box_iou(a, a)
+    assert got.dtype == dtype and got.shape == (20, 20)
+    expected = ops.box_iou(a.double(), a.double()).to(dtype)  # same rounded inputs, exact math
+    torch.testing.assert_close(got, expected, rtol=tol(dtype), atol=tol(dtype))
+
+
+def test_empty_and_degenerate():
+    assert ops.box_iou(torch.zeros(0, 4), torch.zeros(3, 4)).shape == (0, 3)
+    assert ops.box_iou(torch.zeros(3, 4), torch.zeros(0, 4)).shape == (3, 0)
+    point = torch.tensor([[1.0, 1.0, 1.0, 1.0]])
+    line = torch.tensor([[0.0, 0.0, 5.0, 0.0]])
+    box = torch.tensor([[0.0, 0.0, 5.0, 5.0]])
+    assert ops.box_iou(point, point).item() == 0.0  # empty union
+    assert ops.box_iou(line, box).item() == 0.0
+    assert ops.box_iou(box, box).item() == 1.0
+
+
+def test_gradcheck():
+    g = torch.Generator().manual_seed(3)
+    a = random_boxes(6, generator=g, canvas=20).requires_grad_()
+    b = random_boxes(5, generator=g, canvas=20).requires_grad_()
+    assert torch.autograd.gradcheck(ops.box_iou, (a, b))
+
+
+def test_gradient_matches_plain_pytorch():
+    g = torch.Generator().manual_seed(4)
+    a = random_boxes(30, generator=g).requires_grad_()
+    b = random_boxes(20, generator=g).requires_grad_()
+    w = torch.randn(30, 20, generator=g, dtype=torch.float64)
+    (ops.box_iou(a, b) * w).sum().backward()
+    a2, b2 = a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()
+    lt = torch.maximum(a2[:, None, :2], b2[None, :, :2])
+    rb = torch.minimum(a2[:, None, 2:], b2[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+    iou = inter / (area(a2)[:, None] + area(b2)[None, :] - inter)
+    (iou * w).sum().backward()
+    torch.testing.assert_close(a.grad, a2.grad)
+    torch.testing.assert_close(b.grad, b2.grad)
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        ((torch.zeros(3, 5), torch.zeros(2, 4)), r"`boxes1` must have shape \[N, 4\]"),
+        ((torch.zeros(3, 4), torch.zeros(4)), r"`boxes2` must have shape \[N, 4\]"),
+        ((torch.zeros(3, 4, dtype=torch.int64), torch.zeros(2, 4)), "`boxes1` must be float32"),
+        ((torch.zeros(3, 4), torch.zeros(2, 4, dtype=torch.float64)), "`boxes2` must have the dtype"),
+        ((torch.tensor([[0.0, 0.0, float("nan"), 1.0]]), torch.zeros(1, 4)), r"`boxes1`\[0\]"),
+        ((torch.zeros(1, 4), torch.tensor([[5.0, 0.0, 1.0, 1.0]])), r"x1 <= x2"),
+        (([[0, 0, 1, 1]], torch.zeros(1, 4)), "must be a torch.Tensor"),
+    ],
+)
+def test_bad_input(args, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        ops.box_iou(*args)
+
+
+def test_raw_op_checks_shapes():
+    with pytest.raises(RuntimeError, match=r"box_iou: `boxes1` must have shape \[N, 4\]"):
+        torch.ops.sniper.box_iou(torch.zeros(3, 3), torch.zeros(2, 4))
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_cuda_matches_cpu(dtype):
+    a = random_boxes(300, dtype=dtype)
+    b = random_boxes(200, generator=torch.Generator().manual_seed(9), dtype=dtype)
+    torch.testing.assert_close(ops.box_iou(a.cuda(), b.cuda()).cpu(), ops.box_iou(a, b), rtol=0, atol=0)

@@ -1,0 +1,191 @@
+import pytest
+import torch
+from conftest import (
+    ALL_DTYPES,
+    DEVICES,
+    MMCV_BOXES,
+    MMCV_EXPECTED,
+    MMCV_SCORES,
+    random_boxes,
+    requires_cuda,
+    tol,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reference as ref
+from sniper_ext import ops
+
+METHODS = ["linear", "gaussian", "hard"]
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", METHODS)
+def test_mmcv_fixture(method, device, dtype):
+    b = torch.tensor(MMCV_BOXES, dtype=dtype, device=device)
+    s = torch.tensor(MMCV_SCORES, dtype=dtype, device=device)
+    keep, scores = ops.soft_nms(b, s, method=method, sigma=0.5, iou_threshold=0.3, score_threshold=0.01)
+    want_keep, want_scores = MMCV_EXPECTED[method]
+    assert keep.tolist() == want_keep
+    assert scores.dtype == dtype
+    torch.testing.assert_close(scores.cpu().double(), torch.tensor(want_scores, dtype=torch.float64),
+                               rtol=max(tol(dtype), 1e-6), atol=max(tol(dtype), 1e-7))
+
+
+def _check(got, want, atol=1e-12):
+    keep, scores = got
+    assert keep.cpu().tolist() == want[0]
+    torch.testing.assert_close(scores.cpu().double(), torch.tensor(want[1], dtype=torch.float64),
+                               rtol=0, atol=atol)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("method", METHODS)
+def test_matches_reference(method, device):
+    g = torch.Generator().manual_seed(7)
+    boxes = random_boxes(250, generator=g)
+    scores = torch.rand(250, generator=g, dtype=torch.float64)
+    idxs = torch.randint(0, 5, (250,), generator=g)
+    for sigma, iou, sthr in [(0.5, 0.3, 1e-3), (0.1, 0.6, 0.05), (2.0, 0.0, 0.0)]:
+        kw = dict(method=method, sigma=sigma, iou_threshold=iou, score_threshold=sthr)
+        _check(ops.soft_nms(boxes.to(device), scores.to(device), **kw),
+               ref.soft_nms(boxes.tolist(), scores.tolist(), None, **kw))
+        _check(ops.soft_nms(boxes.to(device), scores.to(device), idxs.to(device), **kw),
+               ref.soft_nms(boxes.tolist(), scores.tolist(), idxs.tolist(), **kw))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_thousands_of_groups(device):
+    g = torch.Generator().manual_seed(8)
+    n = 12_000
+    boxes = random_boxes(n, generator=g, canvas=60)
+    scores = torch.rand(n, generator=g, dtype=torch.float64)
+    idxs = torch.randint(0, 3000, (n,), generator=g) * 7 - 5000  # sparse, negative ids
+    got = ops.soft_nms(boxes.to(device), scores.to(device), idxs.to(device), sigma=0.55)
+    _check(got, ref.soft_nms(boxes.tolist(), scores.tolist(), idxs.tolist(), sigma=0.55))
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("device", DEVICES)
+def test_dtypes(dtype, device):
+    g = torch.Generator().manual_seed(9)
+    boxes = random_boxes(120, generator=g, dtype=dtype)
+    scores = torch.rand(120, generator=g).to(dtype)
+    keep, out = ops.soft_nms(boxes.to(device), scores.to(device), score_threshold=0.05)
+    rk, rs = ref.soft_nms(boxes.double().tolist(), scores.double().tolist(), score_threshold=0.05)
+    assert out.dtype == dtype
+    if dtype in (torch.float32, torch.float64):
+        assert keep.cpu().tolist() == rk
+    else:  # float32 math on half inputs: decisions may differ only right at the threshold
+        assert len(set(keep.tolist()) ^ set(rk)) <= 2
+    common = {i: s for i, s in zip(rk, rs)}
+    for i, s in zip(keep.cpu().tolist(), out.cpu().double().tolist()):
+        if i in common:
+            assert abs(s - common[i]) <= 4 * tol(dtype) + 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_edge_cases(device):
+    f = lambda x: torch.tensor(x, dtype=torch.float64, device=device)  # noqa: E731
+    keep, s = ops.soft_nms(torch.zeros(0, 4, device=device), torch.zeros(0, device=device))
+    assert keep.shape == (0,) and s.shape == (0,) and keep.dtype == torch.int64
+    keep, s = ops.soft_nms(f([[0, 0, 1, 1]]), f([0.5]))
+    assert keep.tolist() == [0] and s.tolist() == [0.5]
+    # Identical boxes: each later one decays by exp(-1/sigma) per selection before it.
+    keep, s = ops.soft_nms(f([[0, 0, 2, 2]] * 3), f([0.9, 0.9, 0.9]), sigma=0.5, score_threshold=0)
+    w = torch.exp(torch.tensor(-2.0, dtype=torch.float64)).item()
+    assert keep.tolist() == [0, 1, 2]
+    torch.testing.assert_close(s, f([0.9, 0.9 * w, 0.9 * w * w]))
+    # Zero-area boxes never overlap anything and keep their scores.
+    keep, s = ops.soft_nms(f([[1, 1, 1, 1], [1, 1, 1, 1]]), f([0.2, 0.4]), method="hard")
+    assert keep.tolist() == [1, 0] and s.tolist() == [0.4, 0.2]
+    # Below the score threshold from the start: dropped.
+    keep, _ = ops.soft_nms(f([[0, 0, 1, 1], [5, 5, 6, 6]]), f([0.5, 0.01]), score_threshold=0.05)
+    assert keep.tolist() == [0]
+    # "hard" drops at IoU == threshold (>=); nms keeps it (>).
+    keep, _ = ops.soft_nms(f([[0, 0, 2, 1], [0, 0, 1, 1]]), f([0.9, 0.8]), method="hard", iou_threshold=0.5)
+    assert keep.tolist() == [0]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("device", DEVICES)
+def test_100k_boxes(device):
+    g = torch.Generator().manual_seed(10)
+    n = 100_000
+    boxes = random_boxes(n, generator=g, canvas=300).float()
+    scores = torch.rand(n, generator=g)
+    idxs = torch.randint(0, 2000, (n,), generator=g)
+    keep, s = ops.soft_nms(boxes.to(device), scores.to(device), idxs.to(device))
+    keep, s = keep.cpu(), s.cpu()
+    assert len(torch.unique(keep)) == len(keep) > 0
+    assert torch.all(s[:-1] >= s[1:])
+    assert torch.all(s <= scores[keep]) and torch.all(s >= 1e-3)
+    # Spot-check a few groups against the reference.
+    for gid in (0, 777, 1999):
+        m = (idxs == gid).nonzero().flatten()
+        rk, rs = ref.soft_nms(boxes[m].double().tolist(), scores[m].double().tolist())
+        sel = torch.isin(keep, m)
+        assert [m[i].item() for i in rk] == keep[sel].tolist()
+        torch.testing.assert_close(s[sel].double(), torch.tensor(rs, dtype=torch.float64), rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(0, 30),
+    groups=st.integers(1, 3),
+    method=st.sampled_from(METHODS),
+    sigma=st.floats(0.05, 2.0),
+    iou=st.floats(0.0, 1.0),
+    sthr=st.floats(0.0, 0.5),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_property_matches_reference(n, groups, method, sigma, iou, sthr, seed):
+    g = torch.Generator().manual_seed(seed)
+    boxes = random_boxes(n, generator=g, canvas=30, max_size=20)
+    scores = torch.randint(0, 5, (n,), generator=g).double() / 4  # frequent ties
+    idxs = torch.randint(0, groups, (n,), generator=g)
+    kw = dict(method=method, sigma=sigma, iou_threshold=iou, score_threshold=sthr)
+    _check(ops.soft_nms(boxes, scores, idxs, **kw), ref.soft_nms(boxes.tolist(), scores.tolist(), idxs.tolist(), **kw))
+
+
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        (dict(method="cubic"), ValueError, "`method` must be one of"),
+        (dict(sigma=0.0), ValueError, "`sigma` must be a finite number > 0"),
+        (dict(iou_threshold=-1), ValueError, "`iou_threshold`"),
+        (dict(score_threshold=float("inf")), ValueError, "`score_threshold`"),
+        (dict(sigma="big"), TypeError, "`sigma` must be a number"),
+    ],
+)
+def test_bad_arguments(kwargs, err, match):
+    with pytest.raises(err, match=match):
+        ops.soft_nms(torch.zeros(2, 4), torch.rand(2), **kwargs)
+
+
+def test_bad_tensors():
+    b = torch.tensor([[0.0, 0.0, 1.0, 1.0]] * 2)
+    with pytest.raises(ValueError, match=r"`idxs` must have shape \[2\]"):
+        ops.soft_nms(b, torch.rand(2), torch.zeros(3, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"`boxes`\[1\]"):
+        ops.soft_nms(torch.tensor([[0.0, 0, 1, 1], [0, 0, float("nan"), 1]]), torch.rand(2))
+    with pytest.raises(RuntimeError, match="`method` must be 0 .linear., 1 .gaussian. or 2 .hard."):
+        torch.ops.sniper.soft_nms(b, torch.rand(2), None, 5, 0.5, 0.3, 0.001)
+    with pytest.raises(RuntimeError, match="`sigma` must be > 0"):
+        torch.ops.sniper.soft_nms(b, torch.rand(2), None, 1, 0.0, 0.3, 0.001)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("method", METHODS)
+def test_cuda_matches_cpu(dtype, method):
+    g = torch.Generator().manual_seed(12)
+    for n, ng in ((1, 1), (300, 1), (5000, 1), (20000, 400)):
+        boxes = random_boxes(n, generator=g, dtype=dtype)
+        scores = torch.rand(n, generator=g).to(dtype)
+        idxs = torch.randint(0, ng, (n,), generator=g)
+        k_cpu, s_cpu = ops.soft_nms(boxes, scores, idxs, method=method)
+        k_gpu, s_gpu = ops.soft_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), method=method)
+        assert torch.equal(k_gpu.cpu(), k_cpu)
+        torch.testing.assert_close(s_gpu.cpu(), s_cpu, rtol=1e-5, atol=1e-6)

@@ -1,0 +1,70 @@
+"""opcheck on every op, torch.compile(fullgraph=True), and the info report."""
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import DEVICES, random_boxes
+
+from sniper_ext import info, ops
+
+
+def _nms_args(device, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    boxes = random_boxes(40, generator=g, dtype=dtype, device=device)
+    scores = torch.rand(40, generator=g).to(dtype=dtype, device=device)
+    idxs = torch.randint(0, 4, (40,), generator=g).to(device)
+    return boxes, scores, idxs
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_opcheck(device, dtype):
+    boxes, scores, idxs = _nms_args(device, dtype)
+    sn = torch.ops.sniper
+    torch.library.opcheck(sn.box_iou.default, (boxes, boxes[:7].clone().requires_grad_(dtype == torch.float64)))
+    torch.library.opcheck(sn.nms.default, (boxes, scores, 0.5))
+    torch.library.opcheck(sn.batched_nms.default, (boxes, scores, idxs, 0.5))
+    torch.library.opcheck(sn.soft_nms.default, (boxes, scores, idxs, 1, 0.5, 0.3, 1e-3))
+    torch.library.opcheck(sn.soft_nms.default, (boxes, scores, None, 0, 0.5, 0.3, 1e-3))
+    torch.library.opcheck(sn.nms.default, (boxes[:0], scores[:0], 0.5))
+
+
+def test_compile_fullgraph():
+    torch._dynamo.reset()
+
+    def detect(boxes, scores, idxs):
+        keep, new_scores = ops.soft_nms(boxes, scores, idxs, method="gaussian", sigma=0.55)
+        kept = boxes[keep]
+        nms_keep = ops.batched_nms(boxes, scores, idxs, 0.5)
+        return kept * 2, new_scores + 1, nms_keep, ops.box_iou(kept, boxes).sum()
+
+    compiled = torch.compile(detect, fullgraph=True, dynamic=True)
+    for n in (40, 57):
+        g = torch.Generator().manual_seed(n)
+        boxes = random_boxes(n, generator=g, dtype=torch.float32)
+        scores, idxs = torch.rand(n, generator=g), torch.randint(0, 3, (n,), generator=g)
+        for a, b in zip(compiled(boxes, scores, idxs), detect(boxes, scores, idxs)):
+            torch.testing.assert_close(a, b)
+
+
+def test_compile_box_iou_backward():
+    torch._dynamo.reset()
+    f = torch.compile(lambda a, b: ops.box_iou(a, b).square().sum(), fullgraph=True)
+    a = random_boxes(8).requires_grad_()
+    b = random_boxes(5, generator=torch.Generator().manual_seed(1))
+    f(a, b).backward()
+    a2 = a.detach().clone().requires_grad_()
+    ops.box_iou(a2, b).square().sum().backward()
+    torch.testing.assert_close(a.grad, a2.grad)
+
+
+def test_info_report():
+    text = info.report()
+    assert "built against torch" in text and "running on torch" in text
+    for name in info.OPS:
+        assert f"sniper::{name}" in text
+    assert set(info.op_backends("soft_nms")) >= {"CPU", "Fake"}
+    assert "Autograd" in info.op_backends("box_iou")
+    out = subprocess.run([sys.executable, "-m", "sniper_ext.info"], capture_output=True, text=True, check=True)
+    assert "sniper::soft_nms" in out.stdout
