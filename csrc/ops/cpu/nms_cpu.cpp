@@ -1,6 +1,7 @@
 // CPU kernels of sniper::nms and sniper::batched_nms: classic greedy NMS,
 // parallel over groups.
 #include <algorithm>
+#include <numeric>
 #include <utility>
 #include <vector>
 
@@ -12,24 +13,29 @@ namespace sniper {
 namespace {
 
 // Greedy NMS over one group. `idx` holds the group's input indices; kept
-// ones get their flag set in `keep` (indexed by input index).
+// ones get their flag set in `keep` (indexed by input index). Boxes are laid
+// out by x1 so each kept box only visits the boxes its x-range can overlap.
 template <typename scalar_t>
-void nms_group(const scalar_t* boxes, const scalar_t* scores, int64_t* idx,
+void nms_group(const scalar_t* boxes, const scalar_t* scores, const int64_t* idx,
                int64_t count, double iou_threshold, uint8_t* keep) {
   using A = acc_t<scalar_t>;
-  std::sort(idx, idx + count, [scores](int64_t a, int64_t b) {
-    return score_before(static_cast<A>(scores[a]), a,
-                        static_cast<A>(scores[b]), b);
-  });
   BoxesSoA<A> s;
-  s.gather(boxes, scores, idx, count);
+  s.gather_by_x1(boxes, scores, idx, count);
+  std::vector<int64_t> by_score(count);
+  std::iota(by_score.begin(), by_score.end(), int64_t(0));
+  std::sort(by_score.begin(), by_score.end(), [&s](int64_t a, int64_t b) {
+    return score_before(s.score[a], s.index[a], s.score[b], s.index[b]);
+  });
   const A thr = static_cast<A>(iou_threshold);
   std::vector<uint8_t> suppressed(count, 0);
-  for (int64_t i = 0; i < count; ++i) {
+  for (const int64_t i : by_score) {
     if (suppressed[i]) continue;
-    keep[idx[i]] = 1;
-    for (int64_t j = i + 1; j < count; ++j) {
-      if (!suppressed[j] && s.iou(i, j) > thr) suppressed[j] = 1;
+    keep[s.index[i]] = 1;
+    // IoU is symmetric and every kept box already passed against the kept
+    // ones before it, so only lower-ranked boxes can cross the threshold.
+    const auto [lo, hi] = s.window(s.x1[i], s.x2[i]);
+    for (int64_t j = lo; j < hi; ++j) {
+      if (j != i && !suppressed[j] && s.iou(i, j) > thr) suppressed[j] = 1;
     }
   }
 }

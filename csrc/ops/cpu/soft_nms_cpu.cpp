@@ -19,51 +19,63 @@ struct SoftNmsParams {
 };
 
 // Appends the group's kept (index, decayed score) pairs to `out` in
-// selection order.
+// selection order. Boxes are laid out by x1: a selection decays only the
+// window of boxes its x-range can overlap (all others have IoU 0 and keep
+// their score), and the next maximum comes from per-block maxima, of which
+// only the blocks the window touched are recomputed.
 template <typename scalar_t, typename A>
 void soft_nms_group(const scalar_t* boxes, const scalar_t* scores,
                     const int64_t* idx, int64_t count,
                     const SoftNmsParams<A>& p,
                     std::vector<std::pair<int64_t, A>>& out) {
+  constexpr int64_t kBlock = 64;
   BoxesSoA<A> s;
-  s.gather(boxes, scores, idx, count);
-  // Live entries, and the best of them (score desc, index asc).
-  std::vector<int64_t> live;
-  live.reserve(count);
-  int64_t best = -1;
-  for (int64_t k = 0; k < count; ++k) {
-    if (!(s.score[k] >= p.score_threshold)) continue;
-    live.push_back(k);
-    if (best < 0 || score_before(s.score[k], s.index[k], s.score[best],
-                                 s.index[best])) {
-      best = k;
+  s.gather_by_x1(boxes, scores, idx, count);
+  std::vector<uint8_t> alive(count);
+  for (int64_t k = 0; k < count; ++k) alive[k] = s.score[k] >= p.score_threshold;
+
+  const int64_t blocks = (count + kBlock - 1) / kBlock;
+  std::vector<int64_t> block_best(blocks, -1);
+  auto better = [&s](int64_t a, int64_t b) {  // a beats b (b may be -1)
+    return b < 0 || score_before(s.score[a], s.index[a], s.score[b], s.index[b]);
+  };
+  auto refresh = [&](int64_t blk) {
+    int64_t best = -1;
+    const int64_t end = std::min(count, (blk + 1) * kBlock);
+    for (int64_t k = blk * kBlock; k < end; ++k) {
+      if (alive[k] && better(k, best)) best = k;
     }
-  }
-  while (best >= 0) {
-    const int64_t b = best;
+    block_best[blk] = best;
+  };
+  for (int64_t blk = 0; blk < blocks; ++blk) refresh(blk);
+
+  while (true) {
+    int64_t b = -1;
+    for (int64_t blk = 0; blk < blocks; ++blk) {
+      const int64_t c = block_best[blk];
+      if (c >= 0 && better(c, b)) b = c;
+    }
+    if (b < 0) break;
     out.emplace_back(s.index[b], s.score[b]);
+    alive[b] = 0;
     const A bx1 = s.x1[b], by1 = s.y1[b], bx2 = s.x2[b], by2 = s.y2[b],
             barea = s.area[b];
-    best = -1;
-    size_t w = 0;
-    for (size_t r = 0; r < live.size(); ++r) {
-      const int64_t k = live[r];
-      if (k == b) continue;
+    const auto [lo, hi] = s.window(bx1, bx2);
+    for (int64_t k = lo; k < hi; ++k) {
+      if (!alive[k]) continue;
       const A iou = box_iou(bx1, by1, bx2, by2, barea, s.x1[k], s.y1[k],
                             s.x2[k], s.y2[k], s.area[k]);
-      A sc = s.score[k];
       if (iou > A(0)) {
-        sc *= soft_nms_weight(p.method, iou, p.sigma, p.iou_threshold);
-        s.score[k] = sc;
-      }
-      if (!(sc >= p.score_threshold)) continue;
-      live[w++] = k;
-      if (best < 0 || score_before(sc, s.index[k], s.score[best],
-                                   s.index[best])) {
-        best = k;
+        s.score[k] *= soft_nms_weight(p.method, iou, p.sigma, p.iou_threshold);
+        if (!(s.score[k] >= p.score_threshold)) alive[k] = 0;
       }
     }
-    live.resize(w);
+    refresh(b / kBlock);
+    if (lo < hi) {
+      for (int64_t blk = lo / kBlock; blk <= (hi - 1) / kBlock; ++blk) {
+        if (blk != b / kBlock) refresh(blk);
+      }
+    }
   }
 }
 

@@ -1,0 +1,81 @@
+"""Baselines the benchmarks run beside our kernels: the classic NumPy greedy
+algorithms (one vectorised pass per selection, as in the original Soft-NMS
+code) and plain PyTorch broadcasting for IoU."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def _iou_one_to_many(box, boxes, area, areas):
+    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
+    inter = w * h
+    return inter / (area + areas - inter)
+
+
+def soft_nms_numpy(boxes, scores, method="gaussian", sigma=0.5, iou_threshold=0.3, score_threshold=1e-3):
+    """Classic Soft-NMS over one group; returns (kept indices, decayed scores)."""
+    boxes = np.asarray(boxes, dtype=np.float32)
+    scores = np.asarray(scores, dtype=np.float32).copy()
+    idx = np.arange(len(boxes))
+    live = scores >= score_threshold
+    boxes, scores, idx = boxes[live], scores[live], idx[live]
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep, kept_scores = [], []
+    while scores.size:
+        i = int(np.argmax(scores))
+        keep.append(idx[i])
+        kept_scores.append(scores[i])
+        box, area = boxes[i], areas[i]
+        rest = np.ones(len(scores), dtype=bool)
+        rest[i] = False
+        boxes, scores, idx, areas = boxes[rest], scores[rest], idx[rest], areas[rest]
+        iou = _iou_one_to_many(box, boxes, area, areas)
+        if method == "gaussian":
+            weight = np.exp(-(iou * iou) / sigma)
+        elif method == "linear":
+            weight = np.where(iou >= iou_threshold, 1 - iou, 1)
+        else:
+            weight = np.where(iou >= iou_threshold, 0, 1)
+        scores = scores * weight
+        live = scores >= score_threshold
+        boxes, scores, idx, areas = boxes[live], scores[live], idx[live], areas[live]
+    return np.array(keep, dtype=np.int64), np.array(kept_scores, dtype=np.float32)
+
+
+def batched_soft_nms_numpy(boxes, scores, idxs, **kw):
+    boxes, scores, idxs = np.asarray(boxes), np.asarray(scores), np.asarray(idxs)
+    order = np.argsort(idxs, kind="stable")
+    bounds = np.flatnonzero(np.diff(idxs[order])) + 1
+    keep, kept = [], []
+    for members in np.split(order, bounds):
+        k, s = soft_nms_numpy(boxes[members], scores[members], **kw)
+        keep.append(members[k])
+        kept.append(s)
+    keep, kept = np.concatenate(keep), np.concatenate(kept)
+    o = np.argsort(-kept, kind="stable")
+    return keep[o], kept[o]
+
+
+def nms_numpy(boxes, scores, iou_threshold):
+    boxes = np.asarray(boxes, dtype=np.float32)
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep = []
+    while order.size:
+        i = order[0]
+        keep.append(i)
+        iou = _iou_one_to_many(boxes[i], boxes[order[1:]], areas[i], areas[order[1:]])
+        order = order[1:][iou <= iou_threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def box_iou_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
+    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a[:, None] + area_b[None, :] - inter)

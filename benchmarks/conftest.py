@@ -1,0 +1,73 @@
+"""Benchmark plumbing: each benchmark sets `group` (the workload) and
+extra_info["impl"]; at the end we print, per workload, how many times faster
+`sniper` (or `sniper-cuda`) is than each baseline, by median time.
+
+SNIPER_BENCH_QUICK=1 shrinks the workloads (for CI smoke runs)."""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+
+import torch
+
+import sniper_ext  # noqa: F401
+
+QUICK = os.environ.get("SNIPER_BENCH_QUICK", "0") == "1"
+HAS_CUDA = torch.cuda.is_available() and sniper_ext._loader.library_paths()["cuda"] is not None
+
+
+def cuda_sync():
+    if HAS_CUDA:
+        torch.cuda.synchronize()
+
+
+def synthetic_detections(images, classes, per_class, seed=0, canvas=800.0):
+    """Detector-like output: per (image, class), boxes clustered around a few objects."""
+    g = torch.Generator().manual_seed(seed)
+    groups = images * classes
+    n = groups * per_class
+    centres = torch.rand(groups, 4, 2, generator=g) * canvas
+    pick = torch.randint(0, 4, (n,), generator=g)
+    gid = torch.arange(groups).repeat_interleave(per_class)
+    c = centres[gid, pick] + torch.randn(n, 2, generator=g) * 8
+    wh = 20 + torch.rand(n, 2, generator=g) * 120
+    boxes = torch.cat([c - wh / 2, c + wh / 2], dim=1)
+    return boxes, torch.rand(n, generator=g), gid
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    session = getattr(config, "_benchmarksession", None)
+    if session is None or not session.benchmarks:
+        return
+    by_group = defaultdict(dict)
+    for bench in session.benchmarks:
+        if bench.stats is None or not getattr(bench.stats, "median", None):
+            continue
+        by_group[bench.group][bench.extra_info.get("impl", bench.name)] = bench.stats.median
+    rows = []
+    for group, impls in sorted(by_group.items()):
+        for ours in ("sniper-cuda", "sniper"):
+            if ours not in impls:
+                continue
+            for base, t in sorted(impls.items()):
+                if base.startswith("sniper") and not (ours == "sniper-cuda" and base == "sniper"):
+                    continue
+                if base == ours:
+                    continue
+                rows.append({"workload": group, "ours": ours, "baseline": base,
+                             "ours_ms": impls[ours] * 1e3, "baseline_ms": t * 1e3, "speedup": t / impls[ours]})
+    if not rows:
+        return
+    tr = terminalreporter
+    tr.section("sniper_ext speedups (baseline median / ours median)")
+    for r in rows:
+        tr.write_line(f"{r['workload']:<40} {r['ours']:>12} vs {r['baseline']:<16} "
+                      f"{r['ours_ms']:10.3f} ms vs {r['baseline_ms']:10.3f} ms   {r['speedup']:8.1f}x")
+    out = os.environ.get("SNIPER_BENCH_RATIOS")
+    if out:
+        tmp = out + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"device": torch.cuda.get_device_name() if HAS_CUDA else "cpu",
+                       "torch": torch.__version__, "rows": rows}, f, indent=1)
+        os.replace(tmp, out)

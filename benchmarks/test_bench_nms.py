@@ -1,0 +1,140 @@
+"""Benchmarks of box_iou, NMS and Soft-NMS beside NumPy / plain-PyTorch
+baselines (and torchvision plus our CPU kernel when a GPU is present)."""
+import numpy as np
+import pytest
+import torch
+from baselines import batched_soft_nms_numpy, box_iou_torch, nms_numpy, soft_nms_numpy
+from conftest import HAS_CUDA, QUICK, cuda_sync, synthetic_detections
+
+from sniper_ext import ops
+
+try:
+    import torchvision
+except Exception:  # noqa: BLE001 - not importable on the CPU machines
+    torchvision = None
+
+SINGLE_SIZES = [1000, 2000] if QUICK else [1000, 5000, 20000]
+BATCH = (20, 80, 50) if QUICK else (200, 80, 50)  # images x classes x boxes per class
+
+
+def _run(benchmark, group, impl, fn, rounds=None):
+    benchmark.group = group
+    benchmark.extra_info["impl"] = impl
+    if rounds is not None:
+        return benchmark.pedantic(fn, rounds=rounds, iterations=1, warmup_rounds=1 if rounds > 1 else 0)
+    return benchmark(fn)
+
+
+def _single(n, seed=0):
+    boxes, scores, _ = synthetic_detections(1, 1, n, seed=seed, canvas=2000.0)
+    return boxes, scores
+
+
+def _cuda(fn):
+    def run():
+        out = fn()
+        cuda_sync()
+        return out
+    return run
+
+
+IMPLS = ["sniper", "numpy"] + (["sniper-cuda"] if HAS_CUDA else [])
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("n", SINGLE_SIZES)
+def test_soft_nms_single_group(benchmark, n, impl):
+    boxes, scores = _single(n)
+    if impl == "numpy":
+        b, s = boxes.numpy(), scores.numpy()
+        _run(benchmark, f"soft_nms single group N={n}", impl, lambda: soft_nms_numpy(b, s), rounds=3)
+    elif impl == "sniper":
+        keep, _ = _run(benchmark, f"soft_nms single group N={n}", impl, lambda: ops.soft_nms(boxes, scores))
+        ref_keep, _ = soft_nms_numpy(boxes.numpy(), scores.numpy())
+        assert len(keep) == len(ref_keep)
+    else:
+        bc, sc = boxes.cuda(), scores.cuda()
+        _run(benchmark, f"soft_nms single group N={n}", impl, _cuda(lambda: ops.soft_nms(bc, sc)))
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_soft_nms_batched(benchmark, impl):
+    images, classes, per = BATCH
+    boxes, scores, gid = synthetic_detections(images, classes, per)
+    group = f"soft_nms batched {images}img x {classes}cls x {per}"
+    if impl == "numpy":
+        b, s, g = boxes.numpy(), scores.numpy(), gid.numpy()
+        _run(benchmark, group, impl, lambda: batched_soft_nms_numpy(b, s, g), rounds=1)
+    elif impl == "sniper":
+        keep, _ = _run(benchmark, group, impl, lambda: ops.soft_nms(boxes, scores, gid))
+        assert len(keep) > 0
+    else:
+        bc, sc, gc = boxes.cuda(), scores.cuda(), gid.cuda()
+        _run(benchmark, group, impl, _cuda(lambda: ops.soft_nms(bc, sc, gc)))
+
+
+NMS_IMPLS = ["sniper", "numpy"] + (["sniper-cuda", "torchvision-cuda"] if HAS_CUDA and torchvision else [])
+
+
+@pytest.mark.parametrize("impl", NMS_IMPLS)
+@pytest.mark.parametrize("n", [2000] if QUICK else [5000, 20000])
+def test_nms_single_group(benchmark, n, impl):
+    boxes, scores = _single(n, seed=1)
+    group = f"nms single group N={n}"
+    if impl == "numpy":
+        b, s = boxes.numpy(), scores.numpy()
+        _run(benchmark, group, impl, lambda: nms_numpy(b, s, 0.5), rounds=3)
+    elif impl == "sniper":
+        keep = _run(benchmark, group, impl, lambda: ops.nms(boxes, scores, 0.5))
+        assert np.array_equal(keep.numpy(), nms_numpy(boxes.numpy(), scores.numpy(), 0.5))
+    elif impl == "sniper-cuda":
+        bc, sc = boxes.cuda(), scores.cuda()
+        _run(benchmark, group, impl, _cuda(lambda: ops.nms(bc, sc, 0.5)))
+    else:
+        bc, sc = boxes.cuda(), scores.cuda()
+        _run(benchmark, group, impl, _cuda(lambda: torchvision.ops.nms(bc, sc, 0.5)))
+
+
+BNMS_IMPLS = ["sniper", "torch-loop"] + (["sniper-cuda", "torchvision-cuda"] if HAS_CUDA and torchvision else [])
+
+
+@pytest.mark.parametrize("impl", BNMS_IMPLS)
+def test_batched_nms(benchmark, impl):
+    images, classes, per = BATCH
+    boxes, scores, gid = synthetic_detections(images, classes, per, seed=2)
+    group = f"batched_nms {images}img x {classes}cls x {per}"
+    if impl == "torch-loop":
+        # Plain PyTorch: NMS per group with the NumPy greedy loop (what users write without an op).
+        b, s, g = boxes.numpy(), scores.numpy(), gid.numpy()
+        order = np.argsort(g, kind="stable")
+        parts = np.split(order, np.flatnonzero(np.diff(g[order])) + 1)
+        _run(benchmark, group, impl, lambda: [m[nms_numpy(b[m], s[m], 0.5)] for m in parts], rounds=1)
+    elif impl == "sniper":
+        _run(benchmark, group, impl, lambda: ops.batched_nms(boxes, scores, gid, 0.5))
+    elif impl == "sniper-cuda":
+        bc, sc, gc = boxes.cuda(), scores.cuda(), gid.cuda()
+        _run(benchmark, group, impl, _cuda(lambda: ops.batched_nms(bc, sc, gc, 0.5)))
+    else:
+        bc, sc, gc = boxes.cuda(), scores.cuda(), gid.cuda()
+        _run(benchmark, group, impl, _cuda(lambda: torchvision.ops.batched_nms(bc, sc, gc, 0.5)))
+
+
+IOU_IMPLS = ["sniper", "torch"] + (["sniper-cuda", "torchvision-cuda"] if HAS_CUDA and torchvision else [])
+
+
+@pytest.mark.parametrize("impl", IOU_IMPLS)
+def test_box_iou(benchmark, impl):
+    n = 500 if QUICK else 2000
+    a, _ = _single(n, seed=3)
+    b, _ = _single(n, seed=4)
+    group = f"box_iou {n}x{n}"
+    fns = {
+        "sniper": lambda: ops.box_iou(a, b),
+        "torch": lambda: box_iou_torch(a, b),
+    }
+    if HAS_CUDA:
+        ac, bc = a.cuda(), b.cuda()
+        fns["sniper-cuda"] = _cuda(lambda: ops.box_iou(ac, bc))
+        if torchvision:
+            fns["torchvision-cuda"] = _cuda(lambda: torchvision.ops.box_iou(ac, bc))
+    _run(benchmark, group, impl, fns[impl])
