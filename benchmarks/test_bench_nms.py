@@ -3,7 +3,7 @@ baselines (and torchvision plus our CPU kernel when a GPU is present)."""
 import numpy as np
 import pytest
 import torch
-from baselines import batched_soft_nms_numpy, box_iou_torch, nms_numpy, soft_nms_numpy
+from sniper_ext.baselines import batched_soft_nms_numpy, box_iou_torch, nms_numpy, soft_nms_numpy
 from conftest import HAS_CUDA, QUICK, cuda_sync, synthetic_detections
 
 from sniper_ext import ops

@@ -1,4 +1,4 @@
-"""Baselines the benchmarks run beside our kernels: the classic NumPy greedy
+"""Baselines that the benchmarks and `sniper demo` run beside our kernels: the classic NumPy greedy
 algorithms (one vectorised pass per selection, as in the original Soft-NMS
 code) and plain PyTorch broadcasting for IoU."""
 from __future__ import annotations

@@ -1,0 +1,82 @@
+// C++ API of sniper_ext for programs that link the `sniper_ops` library
+// (CMake target sniper::ops). Calls go through the PyTorch dispatcher on the
+// stable ABI, so CPU and CUDA tensors both work (CUDA when the library was
+// built with SNIPER_WITH_CUDA).
+//
+//   #include <sniper/ops.h>
+//   auto [keep, scores] = sniper::soft_nms(boxes, scores, std::nullopt,
+//                                          sniper::kSoftNmsGaussian, 0.5, 0.3, 1e-3);
+#pragma once
+
+#include <torch/csrc/stable/library.h>
+#include <torch/csrc/stable/tensor.h>
+
+#include <array>
+#include <optional>
+#include <tuple>
+
+#include "nms_rules.h"
+
+#if defined(_WIN32)
+#define SNIPER_API __declspec(dllimport)
+#else
+#define SNIPER_API __attribute__((visibility("default")))
+#endif
+
+namespace sniper {
+
+// Version of the linked library. Referencing it also keeps the linker from
+// dropping the library, whose loading registers the ops.
+SNIPER_API const char* library_version();
+
+namespace detail {
+template <size_t N>
+inline void call(const char* name, std::array<StableIValue, N>& stack) {
+  static const char* version = library_version();  // ops registered
+  (void)version;
+  STD_TORCH_CHECK(torch_call_dispatcher(name, "", stack.data(), TORCH_ABI_VERSION) ==
+                      AOTI_TORCH_SUCCESS,
+                  "sniper: call to ", name, " failed");
+}
+using torch::stable::detail::from;
+using torch::stable::detail::to;
+}  // namespace detail
+
+using torch::stable::Tensor;
+
+inline Tensor box_iou(const Tensor& boxes1, const Tensor& boxes2) {
+  std::array<StableIValue, 2> s{detail::from(boxes1), detail::from(boxes2)};
+  detail::call("sniper::box_iou", s);
+  return detail::to<Tensor>(s[0]);
+}
+
+inline Tensor nms(const Tensor& boxes, const Tensor& scores, double iou_threshold) {
+  std::array<StableIValue, 3> s{detail::from(boxes), detail::from(scores),
+                                detail::from(iou_threshold)};
+  detail::call("sniper::nms", s);
+  return detail::to<Tensor>(s[0]);
+}
+
+inline Tensor batched_nms(const Tensor& boxes, const Tensor& scores, const Tensor& idxs,
+                          double iou_threshold) {
+  std::array<StableIValue, 4> s{detail::from(boxes), detail::from(scores), detail::from(idxs),
+                                detail::from(iou_threshold)};
+  detail::call("sniper::batched_nms", s);
+  return detail::to<Tensor>(s[0]);
+}
+
+// Returns (kept indices, decayed scores), by decayed score descending.
+inline std::tuple<Tensor, Tensor> soft_nms(const Tensor& boxes, const Tensor& scores,
+                                           const std::optional<Tensor>& idxs,
+                                           SoftNmsMethod method = kSoftNmsGaussian,
+                                           double sigma = 0.5, double iou_threshold = 0.3,
+                                           double score_threshold = 1e-3) {
+  std::array<StableIValue, 7> s{detail::from(boxes),         detail::from(scores),
+                                detail::from(idxs),          detail::from(int64_t(method)),
+                                detail::from(sigma),         detail::from(iou_threshold),
+                                detail::from(score_threshold)};
+  detail::call("sniper::soft_nms", s);
+  return {detail::to<Tensor>(s[0]), detail::to<Tensor>(s[1])};
+}
+
+}  // namespace sniper
