@@ -95,7 +95,7 @@ def test_nms_single_group(benchmark, n, impl):
         _run(benchmark, group, impl, _cuda(lambda: torchvision.ops.nms(bc, sc, 0.5)))
 
 
-BNMS_IMPLS = ["sniper", "torch-loop"] + (["sniper-cuda", "torchvision-cuda"] if HAS_CUDA and torchvision else [])
+BNMS_IMPLS = ["sniper", "numpy-loop"] + (["sniper-cuda", "torchvision-cuda"] if HAS_CUDA and torchvision else [])
 
 
 @pytest.mark.parametrize("impl", BNMS_IMPLS)
@@ -103,8 +103,8 @@ def test_batched_nms(benchmark, impl):
     images, classes, per = BATCH
     boxes, scores, gid = synthetic_detections(images, classes, per, seed=2)
     group = f"batched_nms {images}img x {classes}cls x {per}"
-    if impl == "torch-loop":
-        # Plain PyTorch: NMS per group with the NumPy greedy loop (what users write without an op).
+    if impl == "numpy-loop":
+        # NumPy greedy NMS per group (what users write without a batched op).
         b, s, g = boxes.numpy(), scores.numpy(), gid.numpy()
         order = np.argsort(g, kind="stable")
         parts = np.split(order, np.flatnonzero(np.diff(g[order])) + 1)

@@ -71,3 +71,45 @@ def soft_nms(boxes, scores, groups=None, method="gaussian", sigma=0.5, iou_thres
                     del current[j]
     ordered = _output_order(kept)
     return [i for i, _ in ordered], [s for _, s in ordered]
+
+
+def chip_starts(length, K, d):
+    """Window starts along one axis (method §2)."""
+    if length <= K:
+        return [0.0]
+    starts, x = [], 0.0
+    while x + K < length:
+        starts.append(x)
+        x += d
+    starts.append(length - K)
+    return starts
+
+
+def chip_candidates(W, H, K, d):
+    """All candidate chips, row-major (y, then x), clipped to the canvas."""
+    return [(x, y, min(x + K, W), min(y + K, H)) for y in chip_starts(H, K, d) for x in chip_starts(W, K, d)]
+
+
+def greedy_chip_cover(boxes, W, H, K=512, d=32, order=None):
+    """One group. Returns (chips in selection order, chip index per box or -1)."""
+    cands = chip_candidates(W, H, K, d)
+    order = list(range(len(cands))) if order is None else order
+    clipped = [(min(max(x1, 0), W), min(max(y1, 0), H), min(max(x2, 0), W), min(max(y2, 0), H))
+               for x1, y1, x2, y2 in boxes]
+
+    def inside(c, b):
+        return c[0] <= b[0] and c[1] <= b[1] and b[2] <= c[2] and b[3] <= c[3]
+
+    uncovered = {i for i, b in enumerate(clipped) if any(inside(c, b) for c in cands)}
+    chips, box_chip = [], [-1] * len(boxes)
+    while uncovered:
+        best, best_n = None, 0
+        for ci in order:
+            n = sum(1 for i in uncovered if inside(cands[ci], clipped[i]))
+            if n > best_n:
+                best, best_n = ci, n
+        for i in [i for i in uncovered if inside(cands[best], clipped[i])]:
+            box_chip[i] = len(chips)
+            uncovered.discard(i)
+        chips.append(cands[best])
+    return chips, box_chip

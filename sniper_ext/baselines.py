@@ -79,3 +79,40 @@ def box_iou_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
     area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+def chip_candidates_numpy(width, height, chip_size=512, stride=32):
+    """Candidate chips [C, 4] of one canvas, row-major (method §2)."""
+
+    def starts(length):
+        if length <= chip_size:
+            return np.zeros(1)
+        grid = np.arange(0, length - chip_size, stride, dtype=np.float64)
+        return np.append(grid, length - chip_size)
+
+    xs, ys = starts(width), starts(height)
+    x, y = np.meshgrid(xs, ys)  # rows are y
+    x, y = x.ravel(), y.ravel()
+    return np.stack([x, y, np.minimum(x + chip_size, width), np.minimum(y + chip_size, height)], axis=1)
+
+
+def greedy_chip_cover_numpy(boxes, width, height, chip_size=512, stride=32):
+    """One group, canonical order: (chips [C, 4], box_chip [N]) with a dense coverage matrix."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    b = boxes.copy()
+    b[:, 0::2] = np.clip(b[:, 0::2], 0, width)
+    b[:, 1::2] = np.clip(b[:, 1::2], 0, height)
+    cands = chip_candidates_numpy(width, height, chip_size, stride)
+    cover = ((cands[:, None, 0] <= b[None, :, 0]) & (cands[:, None, 1] <= b[None, :, 1])
+             & (b[None, :, 2] <= cands[:, None, 2]) & (b[None, :, 3] <= cands[:, None, 3]))
+    uncovered = cover.any(axis=0)
+    box_chip = np.full(len(b), -1, dtype=np.int64)
+    chips = []
+    while uncovered.any():
+        counts = cover[:, uncovered].sum(axis=1)
+        best = int(np.argmax(counts))
+        newly = cover[best] & uncovered
+        box_chip[newly] = len(chips)
+        uncovered &= ~cover[best]
+        chips.append(cands[best])
+    return np.array(chips).reshape(-1, 4), box_chip
