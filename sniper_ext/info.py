@@ -47,7 +47,7 @@ def report() -> str:
         lines.append("  CUDA kernels: not built (CPU-only install)")
     lines.append("  ops (backends):")
     for name in OPS:
-        lines.append(f"    sniper::{name:<12} {', '.join(op_backends(name))}")
+        lines.append(f"    sniper::{name:<18} {', '.join(op_backends(name))}")
     return "\n".join(lines)
 
 

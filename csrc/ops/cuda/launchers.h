@@ -37,5 +37,15 @@ int64_t soft_nms(const void* boxes, const void* scores, const int64_t* group,
                  double score_threshold, Dtype dtype, int64_t* keep,
                  void* kept_scores, DeviceAllocator& alloc, void* stream);
 
+// Greedy chip cover (method §2). boxes [n, 4] (`dtype`), group [n] int64,
+// canvas [groups, 2] float64. Writes chips [count, 4] (`chip_dtype`, float32
+// or float64) and chip_group [count] into buffers of n rows, box_chip [n];
+// returns count. seed < 0 means the canonical order. Synchronises twice.
+int64_t greedy_chip_cover(const void* boxes, const int64_t* group, const double* canvas,
+                          int64_t n, int64_t groups, int64_t chip_size, int64_t stride,
+                          int64_t seed, Dtype dtype, void* chips, Dtype chip_dtype,
+                          int64_t* chip_group, int64_t* box_chip, DeviceAllocator& alloc,
+                          void* stream);
+
 }  // namespace cuda
 }  // namespace sniper
