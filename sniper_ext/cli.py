@@ -1,5 +1,8 @@
 """The `sniper` command line.
 
+    sniper chips [ANNOTATIONS.json] [--proposals P] [--out DB] [--viz DIR]
+                                plan SNIPER chips for a COCO-format dataset (default: an
+                                embedded synthetic one), print statistics, draw pictures
     sniper info                 what was built and what runs here
     sniper demo [--out DIR]     Soft-NMS / NMS on synthetic detections: timings beside
                                 NumPy, the published fixture, and a picture
@@ -107,9 +110,69 @@ def _cmd_demo(args) -> int:
     return 0
 
 
+def _cmd_chips(args) -> int:
+    import os
+
+    from PIL import Image
+
+    from .chips import ChipConfig, format_stats, load_coco, load_proposals, plan_dataset
+    from .viz import draw_chips, save_png
+
+    if args.annotations is None:
+        from .datasets import synthetic_coco
+
+        coco, proposals = synthetic_coco(args.synthetic_images, seed=args.seed)
+        print(f"no annotations given: using the embedded synthetic dataset ({len(coco['images'])} images, "
+              f"{len(coco['annotations'])} objects, synthetic proposals)")
+        records = load_coco(coco)
+    else:
+        if not os.path.exists(args.annotations):
+            print(f"sniper chips: annotations file not found: {args.annotations}", file=sys.stderr)
+            return 2
+        records = load_coco(args.annotations)
+        proposals = load_proposals(args.proposals) if args.proposals else None
+    if args.limit:
+        records = records[: args.limit]
+    cfg = ChipConfig(chip_size=args.chip_size, stride=args.stride,
+                     negatives_per_image=args.negatives_per_image)
+    t = time.perf_counter()
+    db = plan_dataset(records, proposals, cfg, seed=args.order_seed, progress=not args.quiet)
+    elapsed = time.perf_counter() - t
+    if args.out:
+        db.save(args.out)
+    print(format_stats(db.stats()))
+    print(f"planned {len(records)} images in {elapsed:.2f} s" + (f"; chip database: {args.out}" if args.out else ""))
+    if args.viz:
+        shown = [i for i in range(len(records)) if len(records[i].boxes)][: args.num_viz]
+        for i in shown:
+            rec = records[i]
+            image = None
+            if args.images and rec.file_name and os.path.exists(os.path.join(args.images, rec.file_name)):
+                image = Image.open(os.path.join(args.images, rec.file_name))
+            path = save_png(draw_chips(db, i, rec, image=image), os.path.join(args.viz, f"chips_{rec.image_id}.png"))
+            print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="sniper", description="SNIPER multi-scale training and detection ops")
     sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("chips", help="plan SNIPER chips for a COCO-format dataset")
+    c.add_argument("annotations", nargs="?", help="COCO annotations JSON (default: embedded synthetic dataset)")
+    c.add_argument("--proposals", help="proposals JSON (COCO results, or {image_id: [[x1,y1,x2,y2],...]})")
+    c.add_argument("--out", default="sniper_out/chips.npz", help="chip database to write (default sniper_out/chips.npz)")
+    c.add_argument("--viz", help="folder for pictures of a few images' chips")
+    c.add_argument("--images", help="image folder, to draw on the real images")
+    c.add_argument("--num-viz", type=int, default=4)
+    c.add_argument("--limit", type=int, help="plan only the first N images")
+    c.add_argument("--chip-size", type=int, default=512)
+    c.add_argument("--stride", type=int, default=32)
+    c.add_argument("--negatives-per-image", type=int, default=2)
+    c.add_argument("--order-seed", type=int, default=None, help="seeded candidate order (default: canonical)")
+    c.add_argument("--synthetic-images", type=int, default=200)
+    c.add_argument("--seed", type=int, default=0, help="seed of the synthetic dataset")
+    c.add_argument("--quiet", action="store_true", help="no progress bar")
+    c.set_defaults(fn=_cmd_chips)
     sub.add_parser("info", help="build and runtime information").set_defaults(fn=_cmd_info)
     d = sub.add_parser("demo", help="NMS-family demo with timings and a picture")
     d.add_argument("--out", default="sniper_out", help="folder for pictures (default: sniper_out)")

@@ -32,20 +32,18 @@ struct ChipAxis {
 
   // Windows that contain [a, b] (a <= b, already clipped to [0, len]): the
   // inclusive range [*lo, *hi]; empty when *lo > *hi. Starts and ends both
-  // grow with i, so this is two binary searches.
+  // grow with i: an arithmetic guess, then exact corrections by comparison.
   SNIPER_HD void containing(double a, double b, int64_t* lo, int64_t* hi) const {
-    int64_t l = 0, r = count;  // first i with end(i) >= b
-    while (l < r) {
-      const int64_t m = (l + r) / 2;
-      if (end(m) >= b) r = m; else l = m + 1;
-    }
-    *lo = l;
-    l = 0, r = count;  // first i with start(i) > a
-    while (l < r) {
-      const int64_t m = (l + r) / 2;
-      if (start(m) > a) r = m; else l = m + 1;
-    }
-    *hi = l - 1;
+    int64_t i = int64_t(ceil((b - size) / stride));  // first i with end(i) >= b
+    i = i < 0 ? 0 : (i > count - 1 ? count - 1 : i);
+    while (i > 0 && end(i - 1) >= b) --i;
+    while (i < count && end(i) < b) ++i;
+    *lo = i;
+    int64_t j = int64_t(floor(a / stride));  // last j with start(j) <= a
+    j = j < 0 ? 0 : (j > count - 1 ? count - 1 : j);
+    while (j + 1 < count && start(j + 1) <= a) ++j;
+    while (j >= 0 && start(j) > a) --j;
+    *hi = j;
   }
 };
 

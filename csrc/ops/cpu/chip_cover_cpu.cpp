@@ -4,6 +4,7 @@
 // times a range of y starts), so per-candidate counts of uncovered boxes are
 // built with a 2-D difference array, and covering a box subtracts it from its
 // rectangle only. Uncovered boxes are kept in a bitset.
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <optional>
@@ -56,7 +57,7 @@ void cover_group(const scalar_t* boxes, const int64_t* members, int64_t count,
     diff[(r.y_hi + 1) * (nx + 1) + r.x_hi + 1] += 1;
   }
   // counts[c] = uncovered boxes inside candidate c = iy * nx + ix.
-  std::vector<int64_t> counts(nx * ny);
+  std::vector<int32_t> counts(nx * ny);
   for (int64_t iy = 0; iy < ny; ++iy) {
     for (int64_t ix = 0; ix < nx; ++ix) {
       int64_t v = diff[iy * (nx + 1) + ix];
@@ -64,7 +65,7 @@ void cover_group(const scalar_t* boxes, const int64_t* members, int64_t count,
       if (iy > 0) v += diff[(iy - 1) * (nx + 1) + ix];
       if (ix > 0 && iy > 0) v -= diff[(iy - 1) * (nx + 1) + ix - 1];
       diff[iy * (nx + 1) + ix] = v;  // in place: diff becomes the prefix sum
-      counts[iy * nx + ix] = v;
+      counts[iy * nx + ix] = static_cast<int32_t>(v);
     }
   }
   std::vector<uint64_t> key;
@@ -72,16 +73,30 @@ void cover_group(const scalar_t* boxes, const int64_t* members, int64_t count,
     key.resize(nx * ny);
     for (int64_t c = 0; c < nx * ny; ++c) key[c] = chip_order_key(uint64_t(*seed), group, c);
   }
-  auto earlier = [&](int64_t a, int64_t b) {
-    return seed ? (key[a] < key[b] || (key[a] == key[b] && a < b)) : a < b;
-  };
+  // Counts only ever decrease, so the best count is non-increasing: look
+  // for the running maximum first, and rescan for a new one only when no
+  // candidate has it any more.
+  const int64_t nc = nx * ny;
+  int32_t top = 0;
+  for (int64_t c = 0; c < nc; ++c) top = std::max(top, counts[c]);
 
   while (true) {
     int64_t best = -1;
-    for (int64_t c = 0; c < nx * ny; ++c) {
-      if (counts[c] <= 0) continue;
-      if (best < 0 || counts[c] > counts[best] || (counts[c] == counts[best] && earlier(c, best))) {
-        best = c;
+    for (int attempt = 0; attempt < 2 && best < 0 && top > 0; ++attempt) {
+      if (attempt == 1) {
+        top = 0;
+        for (int64_t c = 0; c < nc; ++c) top = std::max(top, counts[c]);
+        if (top == 0) break;
+      }
+      if (!seed) {
+        best = std::find(counts.begin(), counts.end(), top) - counts.begin();
+        if (best == nc) best = -1;
+      } else {
+        for (int64_t c = 0; c < nc; ++c) {
+          if (counts[c] == top && (best < 0 || key[c] < key[best] || (key[c] == key[best] && c < best))) {
+            best = c;
+          }
+        }
       }
     }
     if (best < 0) break;
