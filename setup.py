@@ -136,7 +136,7 @@ setup(
     packages=find_packages(include=["sniper_ext", "sniper_ext.*"]),
     package_data={"sniper_ext": ["py.typed"]},
     python_requires=">=3.10",
-    install_requires=["torch>=2.10", "numpy", "pillow"],
+    install_requires=["torch>=2.10", "numpy", "pillow", "pycocotools", "tqdm"],
     extras_require={"test": ["pytest", "pytest-benchmark", "hypothesis"]},
     entry_points={"console_scripts": ["sniper=sniper_ext.cli:main"]},
     ext_modules=ext_modules,

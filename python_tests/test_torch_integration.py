@@ -48,6 +48,21 @@ def test_compile_fullgraph():
             torch.testing.assert_close(a, b)
 
 
+def test_compile_chip_cover():
+    torch._dynamo.reset()
+
+    def plan(boxes, group, canvas):
+        chips, chip_group, box_chip = ops.greedy_chip_cover(boxes, group, canvas, seed=3)
+        return chips / 512, chip_group, box_chip + 1
+
+    compiled = torch.compile(plan, fullgraph=True)
+    boxes = random_boxes(30, canvas=900, max_size=200).float()
+    group = torch.arange(30) % 3
+    canvas = torch.tensor([[1000.0, 900.0], [400.0, 300.0], [1200.0, 1200.0]])
+    for a, b in zip(compiled(boxes, group, canvas), plan(boxes, group, canvas)):
+        torch.testing.assert_close(a, b)
+
+
 def test_compile_box_iou_backward():
     torch._dynamo.reset()
     f = torch.compile(lambda a, b: ops.box_iou(a, b).square().sum(), fullgraph=True)

@@ -16,7 +16,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   pip_install "$TORCH_SPEC"
 fi
 echo "== installing build and test tools"
-pip_install setuptools wheel ninja numpy pillow pytest pytest-benchmark hypothesis
+pip_install setuptools wheel ninja numpy pillow pycocotools tqdm pytest pytest-benchmark hypothesis
 echo "== building sniper_ext (C++ kernels; CUDA kernels too when torch has CUDA or FORCE_CUDA=1)"
 "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
 "$VENV/bin/python" -m sniper_ext.info

@@ -468,14 +468,18 @@ class ChipDB:
 
 def load_coco(annotations) -> list:
     """ImageRecords from a COCO-format annotation file (path) or dict, through pycocotools."""
+    import contextlib
+    import io
+
     from pycocotools.coco import COCO
 
-    if isinstance(annotations, (str, os.PathLike)):
-        coco = COCO(os.fspath(annotations))
-    else:
-        coco = COCO()
-        coco.dataset = annotations
-        coco.createIndex()
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
+        if isinstance(annotations, (str, os.PathLike)):
+            coco = COCO(os.fspath(annotations))
+        else:
+            coco = COCO()
+            coco.dataset = annotations
+            coco.createIndex()
     records = []
     for img_id in sorted(coco.getImgIds()):
         info = coco.imgs[img_id]

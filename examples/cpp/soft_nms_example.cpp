@@ -29,5 +29,13 @@ int main() {
   std::printf("\nnms keep:");
   for (int64_t i = 0; i < nms_keep.numel(); ++i) std::printf(" %ld", (long)nms_keep.const_data_ptr<int64_t>()[i]);
   std::printf("\n");
+  // Two boxes on a 1000x800 canvas: the earliest 512x512 windows that hold them.
+  Tensor gt = make({10, 10, 50, 50, 900, 10, 950, 40}, {2, 4});
+  Tensor group = torch::stable::new_zeros(nms_keep, {2});
+  Tensor canvas = make({1000, 800}, {1, 2});
+  auto [chips, chip_group, box_chip] = sniper::greedy_chip_cover(gt, group, canvas);
+  std::printf("chips:");
+  for (int64_t i = 0; i < chips.numel(); ++i) std::printf(" %.0f", chips.const_data_ptr<float>()[i]);
+  std::printf("\n");
   return 0;
 }

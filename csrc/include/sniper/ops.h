@@ -79,4 +79,15 @@ inline std::tuple<Tensor, Tensor> soft_nms(const Tensor& boxes, const Tensor& sc
   return {detail::to<Tensor>(s[0]), detail::to<Tensor>(s[1])};
 }
 
+// SNIPER chip covering: (chips [C, 4], chip_group [C], box_chip [N]).
+inline std::tuple<Tensor, Tensor, Tensor> greedy_chip_cover(
+    const Tensor& boxes, const Tensor& box_group, const Tensor& canvas_wh,
+    int64_t chip_size = 512, int64_t stride = 32, std::optional<int64_t> seed = std::nullopt) {
+  std::array<StableIValue, 6> s{detail::from(boxes),     detail::from(box_group),
+                                detail::from(canvas_wh), detail::from(chip_size),
+                                detail::from(stride),    detail::from(seed)};
+  detail::call("sniper::greedy_chip_cover", s);
+  return {detail::to<Tensor>(s[0]), detail::to<Tensor>(s[1]), detail::to<Tensor>(s[2])};
+}
+
 }  // namespace sniper
