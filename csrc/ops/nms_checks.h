@@ -17,6 +17,17 @@ inline void check_scored_boxes(const Tensor& boxes, const Tensor& scores,
   check_same_device(boxes, scores, op, "boxes", "scores");
 }
 
+// Checks boxes/scores (and idxs when given); returns the group ids as
+// contiguous int64, or nullopt for a single group.
+inline std::optional<Tensor> checked_group_ids(const Tensor& boxes, const Tensor& scores,
+                                               const std::optional<Tensor>& idxs,
+                                               const char* op) {
+  check_scored_boxes(boxes, scores, op);
+  if (!idxs.has_value()) return std::nullopt;
+  check_same_device(boxes, *idxs, op, "boxes", "idxs");
+  return group_ids(*idxs, boxes.size(0), op);
+}
+
 inline void check_soft_nms_args(int64_t method, double sigma,
                                 double iou_threshold, double score_threshold) {
   const char* op = "soft_nms";

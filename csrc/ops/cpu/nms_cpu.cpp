@@ -41,15 +41,10 @@ void nms_group(const scalar_t* boxes, const scalar_t* scores, const int64_t* idx
 }
 
 Tensor nms_impl(const Tensor& boxes_in, const Tensor& scores_in,
-                const Tensor* idxs_in, double iou_threshold, const char* op) {
-  check_scored_boxes(boxes_in, scores_in, op);
+                const std::optional<Tensor>& idxs, double iou_threshold, const char* op) {
+  const std::optional<Tensor> ids = checked_group_ids(boxes_in, scores_in, idxs, op);
   check_threshold(iou_threshold, op, "iou_threshold");
   const int64_t n = boxes_in.size(0);
-  std::optional<Tensor> ids;
-  if (idxs_in != nullptr) {
-    check_same_device(boxes_in, *idxs_in, op, "boxes", "idxs");
-    ids = group_ids(*idxs_in, n, op);
-  }
   if (n == 0) return new_empty(boxes_in, {0}, ScalarType::Long);
   const Tensor boxes = torch::stable::contiguous(boxes_in);
   const Tensor scores = torch::stable::contiguous(scores_in);
@@ -85,12 +80,12 @@ Tensor nms_impl(const Tensor& boxes_in, const Tensor& scores_in,
 }
 
 Tensor nms_cpu(Tensor boxes, Tensor scores, double iou_threshold) {
-  return nms_impl(boxes, scores, nullptr, iou_threshold, "nms");
+  return nms_impl(boxes, scores, std::nullopt, iou_threshold, "nms");
 }
 
 Tensor batched_nms_cpu(Tensor boxes, Tensor scores, Tensor idxs,
                        double iou_threshold) {
-  return nms_impl(boxes, scores, &idxs, iou_threshold, "batched_nms");
+  return nms_impl(boxes, scores, idxs, iou_threshold, "batched_nms");
 }
 
 }  // namespace

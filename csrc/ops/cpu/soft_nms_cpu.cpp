@@ -85,14 +85,9 @@ std::tuple<Tensor, Tensor> soft_nms_cpu(Tensor boxes_in, Tensor scores_in,
                                         double iou_threshold,
                                         double score_threshold) {
   const char* op = "soft_nms";
-  check_scored_boxes(boxes_in, scores_in, op);
+  const std::optional<Tensor> ids = checked_group_ids(boxes_in, scores_in, idxs, op);
   check_soft_nms_args(method, sigma, iou_threshold, score_threshold);
   const int64_t n = boxes_in.size(0);
-  std::optional<Tensor> ids;
-  if (idxs.has_value()) {
-    check_same_device(boxes_in, *idxs, op, "boxes", "idxs");
-    ids = group_ids(*idxs, n, op);
-  }
   const Tensor boxes = torch::stable::contiguous(boxes_in);
   const Tensor scores = torch::stable::contiguous(scores_in);
   const ScalarType dtype = boxes.scalar_type();

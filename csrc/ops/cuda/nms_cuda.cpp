@@ -6,15 +6,10 @@ namespace sniper {
 namespace {
 
 Tensor nms_cuda_impl(const Tensor& boxes_in, const Tensor& scores_in,
-                     const Tensor* idxs, double iou_threshold, const char* op) {
-  check_scored_boxes(boxes_in, scores_in, op);
+                     const std::optional<Tensor>& idxs, double iou_threshold, const char* op) {
+  const std::optional<Tensor> ids = checked_group_ids(boxes_in, scores_in, idxs, op);
   check_threshold(iou_threshold, op, "iou_threshold");
   const int64_t n = boxes_in.size(0);
-  std::optional<Tensor> ids;
-  if (idxs != nullptr) {
-    check_same_device(boxes_in, *idxs, op, "boxes", "idxs");
-    ids = group_ids(*idxs, n, op);
-  }
   torch::stable::accelerator::DeviceGuard guard(boxes_in.get_device_index());
   Tensor keep = new_empty(boxes_in, {n}, ScalarType::Long);
   if (n == 0) return keep;
@@ -30,12 +25,12 @@ Tensor nms_cuda_impl(const Tensor& boxes_in, const Tensor& scores_in,
 }
 
 Tensor nms_cuda(Tensor boxes, Tensor scores, double iou_threshold) {
-  return nms_cuda_impl(boxes, scores, nullptr, iou_threshold, "nms");
+  return nms_cuda_impl(boxes, scores, std::nullopt, iou_threshold, "nms");
 }
 
 Tensor batched_nms_cuda(Tensor boxes, Tensor scores, Tensor idxs,
                         double iou_threshold) {
-  return nms_cuda_impl(boxes, scores, &idxs, iou_threshold, "batched_nms");
+  return nms_cuda_impl(boxes, scores, idxs, iou_threshold, "batched_nms");
 }
 
 }  // namespace

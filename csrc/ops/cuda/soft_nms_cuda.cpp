@@ -11,14 +11,9 @@ std::tuple<Tensor, Tensor> soft_nms_cuda(Tensor boxes_in, Tensor scores_in,
                                          double iou_threshold,
                                          double score_threshold) {
   const char* op = "soft_nms";
-  check_scored_boxes(boxes_in, scores_in, op);
+  const std::optional<Tensor> ids = checked_group_ids(boxes_in, scores_in, idxs, op);
   check_soft_nms_args(method, sigma, iou_threshold, score_threshold);
   const int64_t n = boxes_in.size(0);
-  std::optional<Tensor> ids;
-  if (idxs.has_value()) {
-    check_same_device(boxes_in, *idxs, op, "boxes", "idxs");
-    ids = group_ids(*idxs, n, op);
-  }
   torch::stable::accelerator::DeviceGuard guard(boxes_in.get_device_index());
   const ScalarType dtype = boxes_in.scalar_type();
   Tensor keep = new_empty(boxes_in, {n}, ScalarType::Long);
