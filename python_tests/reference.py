@@ -113,3 +113,89 @@ def greedy_chip_cover(boxes, W, H, K=512, d=32, order=None):
             uncovered.discard(i)
         chips.append(cands[best])
     return chips, box_chip
+
+
+def label_anchors(anchors, gts, states, W, H, pos_iou=0.5, neg_iou=0.4, invalid_iou=0.3, border=32):
+    """One chip, method §5. Returns (labels, matched)."""
+    considered = [a[0] >= -border and a[1] >= -border and a[2] <= W + border and a[3] <= H + border for a in anchors]
+    valid = [j for j, s in enumerate(states) if s == 1]
+    invalid = [j for j, s in enumerate(states) if s == 0]
+    table = [[iou(a, g) for g in gts] for a in anchors]
+    gt_best = {j: max([table[k][j] for k in range(len(anchors)) if considered[k]], default=0.0) for j in valid}
+    labels, matched = [], []
+    for k in range(len(anchors)):
+        if not considered[k]:
+            labels.append(-1)
+            matched.append(-1)
+            continue
+        label, arg = 0, -1
+        if valid:
+            m = max(table[k][j] for j in valid)
+            arg = next(j for j in valid if table[k][j] == m) if m > 0 else -1
+            label = 1 if m >= pos_iou else (0 if m < neg_iou else -1)
+            if any(gt_best[j] > 0 and table[k][j] == gt_best[j] for j in valid):
+                label = 1
+        if any(table[k][j] > invalid_iou for j in invalid):
+            label = -1
+        labels.append(label)
+        matched.append(arg if label == 1 else -1)
+    return labels, matched
+
+
+def decode(anchor, delta, weights=(1, 1, 1, 1), clip_max=math.log(1000 / 16)):
+    w, h = anchor[2] - anchor[0], anchor[3] - anchor[1]
+    cx, cy = anchor[0] + 0.5 * w, anchor[1] + 0.5 * h
+    dx, dy = delta[0] / weights[0], delta[1] / weights[1]
+    dw, dh = min(delta[2] / weights[2], clip_max), min(delta[3] / weights[3], clip_max)
+    px, py, pw, ph = cx + dx * w, cy + dy * h, w * math.exp(dw), h * math.exp(dh)
+    return [px - 0.5 * pw, py - 0.5 * ph, px + 0.5 * pw, py + 0.5 * ph]
+
+
+def filter_proposals(anchors, objectness, deltas, canvas, valid_range, min_size=3, nms_iou=0.7, top_n=300):
+    """All chips; returns [(box, score, chip)] by chip, then score descending."""
+    out = []
+    for c in range(len(objectness)):
+        W, H = canvas[c]
+        lo, hi = valid_range[c]
+        boxes, scores = [], []
+        for k, a in enumerate(anchors):
+            x1, y1, x2, y2 = decode(a, deltas[c][k])
+            b = [min(max(x1, 0), W), min(max(y1, 0), H), min(max(x2, 0), W), min(max(y2, 0), H)]
+            w, h = b[2] - b[0], b[3] - b[1]
+            if w >= min_size and h >= min_size and lo * lo <= w * h < hi * hi:
+                boxes.append(b)
+                scores.append(objectness[c][k])
+        keep = nms(boxes, scores, nms_iou)[:top_n]
+        out += [(boxes[i], scores[i], c) for i in keep]
+    return out
+
+
+def proposal_targets(proposals, proposal_chip, gt_boxes, gt_labels, gt_state, valid_range, fg_iou=0.5,
+                     weights=(10, 10, 5, 5)):
+    """Returns [(roi, chip, label, target)] by chip: its proposals, then its added GT."""
+    out = []
+    for c in range(len(gt_boxes)):
+        lo, hi = valid_range[c]
+        present = [j for j, s in enumerate(gt_state[c]) if s >= 0]
+        rois = [p for p, pc in zip(proposals, proposal_chip) if pc == c]
+        for j in present:
+            g = gt_boxes[c][j]
+            if lo * lo <= (g[2] - g[0]) * (g[3] - g[1]) < hi * hi:
+                rois.append(g)
+        for r in rois:
+            best, arg = -1.0, -1
+            for j in present:
+                o = iou(r, gt_boxes[c][j])
+                if o > best:
+                    best, arg = o, j
+            if arg >= 0 and best > fg_iou:
+                g = gt_boxes[c][arg]
+                rw, rh = r[2] - r[0], r[3] - r[1]
+                gw, gh = g[2] - g[0], g[3] - g[1]
+                t = [weights[0] * ((g[0] + gw / 2) - (r[0] + rw / 2)) / rw,
+                     weights[1] * ((g[1] + gh / 2) - (r[1] + rh / 2)) / rh,
+                     weights[2] * math.log(gw / rw), weights[3] * math.log(gh / rh)]
+                out.append((r, c, gt_labels[c][arg], t))
+            else:
+                out.append((r, c, 0, [0.0, 0.0, 0.0, 0.0]))
+    return out

@@ -63,6 +63,22 @@ def test_compile_chip_cover():
         torch.testing.assert_close(a, b)
 
 
+def test_compile_rpn_targets():
+    torch._dynamo.reset()
+    anchors = ops.make_anchors((4, 4), scales=(1, 2))
+
+    def targets(gt, state, canvas):
+        labels, matched = ops.label_anchors(anchors, gt, state, canvas)
+        return (labels == 1).sum(1), matched.clamp(min=0)
+
+    compiled = torch.compile(targets, fullgraph=True)
+    gt = torch.stack([random_boxes(5, generator=torch.Generator().manual_seed(i), canvas=64).float() for i in range(3)])
+    state = torch.tensor([[1, 0, -1, 1, 1]] * 3, dtype=torch.int8)
+    canvas = torch.full((3, 2), 64.0)
+    for a, b in zip(compiled(gt, state, canvas), targets(gt, state, canvas)):
+        torch.testing.assert_close(a, b)
+
+
 def test_compile_box_iou_backward():
     torch._dynamo.reset()
     f = torch.compile(lambda a, b: ops.box_iou(a, b).square().sum(), fullgraph=True)

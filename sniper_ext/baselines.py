@@ -116,3 +116,36 @@ def greedy_chip_cover_numpy(boxes, width, height, chip_size=512, stride=32):
         uncovered &= ~cover[best]
         chips.append(cands[best])
     return np.array(chips).reshape(-1, 4), box_chip
+
+
+def label_anchors_torch(anchors, gt_boxes, gt_state, canvas_wh, pos_iou=0.5, neg_iou=0.4, invalid_iou=0.3,
+                        allowed_border=32.0):
+    """Vectorised plain-PyTorch anchor labelling (method §5) over all chips: a [B, A, G] IoU tensor."""
+    a = anchors[None, :, None, :]
+    g = gt_boxes[:, None, :, :]
+    lt = torch.maximum(a[..., :2], g[..., :2])
+    rb = torch.minimum(a[..., 2:], g[..., 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    area_a = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
+    area_g = (gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1])
+    union = area_a[None, :, None] + area_g[:, None, :] - inter
+    iou = torch.where(union > 0, inter / union, torch.zeros_like(inter))  # [B, A, G]
+    valid = (gt_state == 1)[:, None, :]
+    invalid = (gt_state == 0)[:, None, :]
+    w, h = canvas_wh[:, 0:1], canvas_wh[:, 1:2]
+    considered = ((anchors[None, :, 0] >= -allowed_border) & (anchors[None, :, 1] >= -allowed_border)
+                  & (anchors[None, :, 2] <= w + allowed_border) & (anchors[None, :, 3] <= h + allowed_border))
+    iou_valid = torch.where(valid, iou, torch.full_like(iou, -1))
+    max_iou, arg = iou_valid.max(dim=2)
+    max_iou = max_iou.clamp(min=0)
+    gt_best = torch.where(considered[..., None], iou_valid, torch.full_like(iou, -1)).max(dim=1).values  # [B, G]
+    best = ((iou_valid == gt_best[:, None, :]) & (gt_best[:, None, :] > 0) & considered[..., None]).any(dim=2)
+    has_valid = valid.any(dim=2)
+    labels = torch.where(max_iou >= pos_iou, 1, torch.where(max_iou < neg_iou, 0, -1))
+    labels = torch.where(best, 1, labels)
+    labels = torch.where(has_valid, labels, torch.zeros_like(labels))
+    near_invalid = ((iou > invalid_iou) & invalid).any(dim=2)
+    labels = torch.where(near_invalid | ~considered, -1, labels).to(torch.int8)
+    matched = torch.where(labels == 1, arg, torch.full_like(arg, -1))
+    return labels, matched

@@ -6,7 +6,7 @@ import torch
 from . import __version__
 from ._loader import library_paths
 
-OPS = ["box_iou", "nms", "batched_nms", "soft_nms", "greedy_chip_cover"]
+OPS = ["box_iou", "nms", "batched_nms", "soft_nms", "greedy_chip_cover", "label_anchors"]
 
 
 def op_backends(name: str) -> list[str]:

@@ -1,6 +1,10 @@
 """Python API of the compiled ops (``torch.ops.sniper.*``), with argument checks."""
+from .anchors import decode_boxes, encode_boxes, label_anchors, make_anchors, sample_anchors
 from .boxes import box_iou
 from .chips import greedy_chip_cover
 from .nms import SOFT_NMS_METHODS, batched_nms, nms, soft_nms
+from .proposals import filter_proposals, proposal_targets
 
-__all__ = ["box_iou", "greedy_chip_cover", "nms", "batched_nms", "soft_nms", "SOFT_NMS_METHODS"]
+__all__ = [
+    "make_anchors", "label_anchors", "sample_anchors", "encode_boxes", "decode_boxes",
+    "filter_proposals", "proposal_targets", "box_iou", "greedy_chip_cover", "nms", "batched_nms", "soft_nms", "SOFT_NMS_METHODS"]

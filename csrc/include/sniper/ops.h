@@ -79,6 +79,19 @@ inline std::tuple<Tensor, Tensor> soft_nms(const Tensor& boxes, const Tensor& sc
   return {detail::to<Tensor>(s[0]), detail::to<Tensor>(s[1])};
 }
 
+// RPN anchor labels for B chips: (labels [B, A] int8, matched_gt [B, A] int64).
+inline std::tuple<Tensor, Tensor> label_anchors(const Tensor& anchors, const Tensor& gt_boxes,
+                                                const Tensor& gt_state, const Tensor& canvas_wh,
+                                                double pos_iou = 0.5, double neg_iou = 0.4,
+                                                double invalid_iou = 0.3, double allowed_border = 32) {
+  std::array<StableIValue, 8> s{detail::from(anchors),   detail::from(gt_boxes),
+                                detail::from(gt_state),  detail::from(canvas_wh),
+                                detail::from(pos_iou),   detail::from(neg_iou),
+                                detail::from(invalid_iou), detail::from(allowed_border)};
+  detail::call("sniper::label_anchors", s);
+  return {detail::to<Tensor>(s[0]), detail::to<Tensor>(s[1])};
+}
+
 // SNIPER chip covering: (chips [C, 4], chip_group [C], box_chip [N]).
 inline std::tuple<Tensor, Tensor, Tensor> greedy_chip_cover(
     const Tensor& boxes, const Tensor& box_group, const Tensor& canvas_wh,

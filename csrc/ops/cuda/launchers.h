@@ -47,5 +47,13 @@ int64_t greedy_chip_cover(const void* boxes, const int64_t* group, const double*
                           int64_t* chip_group, int64_t* box_chip, DeviceAllocator& alloc,
                           void* stream);
 
+// RPN anchor labels (method §5) for `chips` chips: anchors [a, 4], gt
+// [chips, g, 4] (`dtype`), state [chips, g] int8, canvas [chips, 2] float64.
+// Writes labels [chips, a] int8 and matched [chips, a] int64. No host sync.
+void label_anchors(const void* anchors, const void* gt, const int8_t* state, const double* canvas,
+                   int64_t chips, int64_t a, int64_t g, double pos_iou, double neg_iou,
+                   double invalid_iou, double border, Dtype dtype, int8_t* labels,
+                   int64_t* matched, DeviceAllocator& alloc, void* stream);
+
 }  // namespace cuda
 }  // namespace sniper

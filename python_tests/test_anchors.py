@@ -1,0 +1,221 @@
+import math
+
+import pytest
+import torch
+from conftest import DEVICES, random_boxes, requires_cuda
+
+import reference as ref
+from sniper_ext import ops
+
+
+def test_make_anchors_layout():
+    a = ops.make_anchors((32, 32))
+    assert a.shape == (32 * 32 * 21, 4) and a.dtype == torch.float32
+    a = ops.make_anchors((2, 3), stride=16, base_size=16, ratios=(0.5, 1, 2), scales=(2, 4), dtype=torch.float64)
+    assert a.shape == (2 * 3 * 6, 4)
+    # Cell (y=1, x=2), ratio 1 (second), scale 4: centre (40, 24), 64 x 64.
+    k = (1 * 3 + 2) * 6 + 1 * 2 + 1
+    assert a[k].tolist() == [8.0, -8.0, 72.0, 56.0]
+    w, h = a[:, 2] - a[:, 0], a[:, 3] - a[:, 1]
+    torch.testing.assert_close((w * h)[:6], torch.tensor([32.0**2, 64.0**2] * 3, dtype=torch.float64))
+    torch.testing.assert_close((h / w)[:6], torch.tensor([0.5, 0.5, 1, 1, 2, 2], dtype=torch.float64))
+
+
+def _case(device="cpu", dtype=torch.float64):
+    f = lambda x: torch.tensor(x, dtype=dtype, device=device)  # noqa: E731
+    anchors = f([[0, 0, 32, 32], [16, 0, 48, 32], [200, 200, 232, 232], [-40, 0, 0, 32],
+                 [100, 100, 140, 140], [60, 60, 70, 70]])
+    return anchors, f
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rules_by_hand(device):
+    anchors, f = _case(device)
+    canvas = f([[256, 256], [256, 256], [256, 256]]).float()
+    gt = f([
+        [[0, 0, 32, 32], [100, 100, 136, 136], [0, 0, 0, 0]],     # exact match; an invalid GT near anchor 4
+        [[58, 58, 80, 80], [0, 0, 0, 0], [0, 0, 0, 0]],          # only a weak match (best-anchor rule)
+        [[200, 200, 230, 230], [0, 0, 0, 0], [0, 0, 0, 0]],      # only invalid GT
+    ])
+    state = torch.tensor([[1, 0, -1], [1, -1, -1], [0, -1, -1]], dtype=torch.int8, device=device)
+    labels, matched = ops.label_anchors(anchors, gt, state, canvas)
+    # Chip 0: anchor 0 is the GT (1); anchor 1 IoU 1/3 -> 0; anchor 3 reaches 40 px beyond -> -1;
+    # anchor 4 overlaps the invalid GT (IoU 0.81) -> -1; others 0.
+    assert labels[0].tolist() == [1, 0, 0, -1, -1, 0]
+    assert matched[0].tolist() == [0, -1, -1, -1, -1, -1]
+    # Chip 1: anchor 5 has IoU 100/484 with the only valid GT, its best anchor -> 1.
+    assert labels[1].tolist() == [0, 0, 0, -1, 0, 1]
+    assert matched[1].tolist() == [-1, -1, -1, -1, -1, 0]
+    # Chip 2: no valid GT: all considered anchors 0, but the invalid GT still ignores anchor 2.
+    assert labels[2].tolist() == [0, 0, -1, -1, 0, 0]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_invalid_gt_overrides_a_positive(device):
+    anchors, f = _case(device)
+    gt = f([[[0, 0, 32, 32], [1, 1, 33, 33]]])
+    state = torch.tensor([[1, 0]], dtype=torch.int8, device=device)
+    labels, matched = ops.label_anchors(anchors, gt, state, f([[256, 256]]))
+    assert labels[0, 0] == -1 and matched[0, 0] == -1
+    labels, _ = ops.label_anchors(anchors, gt, state, f([[256, 256]]), invalid_iou=0.95)
+    assert labels[0, 0] == 1
+
+
+def _random_chips(seed, anchors, chips=5, g=12, size=128.0):
+    gen = torch.Generator().manual_seed(seed)
+    gt = torch.stack([random_boxes(g, generator=gen, canvas=size, max_size=90) for _ in range(chips)])
+    gt[0, 3] = gt[0, 2]  # duplicate GT (ties)
+    state = torch.randint(-1, 2, (chips, g), generator=gen, dtype=torch.int8)
+    state[1] = torch.where(state[1] == 1, 0, state[1])  # chip 1: no valid GT
+    canvas = torch.tensor([[size, size], [size, size * 0.75], [size * 0.6, size], [size, size], [size, size]])[:chips]
+    return gt, state, canvas
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["grid", "irregular"])
+def test_matches_reference(device, kind):
+    if kind == "grid":
+        anchors = ops.make_anchors((8, 8), stride=16, scales=(1, 2, 4), dtype=torch.float64)
+    else:  # every anchor its own shape: the kernel's no-index path
+        anchors = random_boxes(700, generator=torch.Generator().manual_seed(1), canvas=140, max_size=80)
+    gt, state, canvas = _random_chips(2, anchors)
+    kw = dict(pos_iou=0.5, neg_iou=0.3, invalid_iou=0.3, allowed_border=8)
+    labels, matched = ops.label_anchors(anchors.to(device), gt.to(device), state.to(device), canvas.to(device), **kw)
+    for c in range(len(gt)):
+        rl, rm = ref.label_anchors(anchors.tolist(), gt[c].tolist(), state[c].tolist(), *canvas[c].tolist(),
+                                   0.5, 0.3, 0.3, 8)
+        assert labels[c].cpu().tolist() == rl, f"chip {c}"
+        assert matched[c].cpu().tolist() == rm, f"chip {c}"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_low_precision_dtypes(dtype):
+    anchors = ops.make_anchors((8, 8), stride=16, scales=(1, 2, 4), dtype=torch.float64)
+    gt, state, canvas = _random_chips(3, anchors)
+    gt = gt.round()
+    got = ops.label_anchors(anchors.to(dtype), gt.to(dtype), state, canvas)
+    want = ops.label_anchors(anchors.to(dtype).double(), gt.to(dtype).double(), state, canvas)
+    assert got[0].dtype == torch.int8
+    agree = (got[0] == want[0]).float().mean().item()
+    assert agree > 0.995, agree  # only IoUs within rounding of a threshold may differ
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_empty_and_padding_only(device):
+    anchors = ops.make_anchors((4, 4), device=device, dtype=torch.float64)
+    labels, matched = ops.label_anchors(anchors, torch.zeros(0, 3, 4, dtype=torch.float64, device=device),
+                                        torch.zeros(0, 3, dtype=torch.int8, device=device),
+                                        torch.zeros(0, 2, device=device))
+    assert labels.shape == (0, len(anchors))
+    gt = torch.zeros(2, 0, 4, dtype=torch.float64, device=device)
+    labels, matched = ops.label_anchors(anchors, gt, torch.zeros(2, 0, dtype=torch.int8, device=device),
+                                        torch.full((2, 2), 64.0, device=device))
+    considered = (anchors[:, 0] >= -32) & (anchors[:, 1] >= -32) & (anchors[:, 2] <= 96) & (anchors[:, 3] <= 96)
+    assert torch.equal(labels[0], torch.where(considered, 0, -1).to(torch.int8))
+    assert (matched == -1).all()
+
+
+@pytest.mark.slow
+def test_sniper_size_runs():
+    anchors = ops.make_anchors((32, 32))
+    gen = torch.Generator().manual_seed(0)
+    gt = torch.stack([random_boxes(50, generator=gen, canvas=512, max_size=300).float() for _ in range(16)])
+    state = torch.randint(-1, 2, (16, 50), generator=gen, dtype=torch.int8)
+    labels, matched = ops.label_anchors(anchors, gt, state, torch.full((16, 2), 512.0))
+    assert labels.shape == (16, 21504)
+    # Spot-check one chip against the plain PyTorch computation of the same rules.
+    c = 3
+    iou = ops.box_iou(anchors, gt[c])
+    valid, invalid = state[c] == 1, state[c] == 0
+    m = torch.where(valid[None], iou, torch.full_like(iou, -1)).max(1).values.clamp(min=0)
+    considered = (anchors[:, :2] >= -32).all(1) & (anchors[:, 2] <= 544) & (anchors[:, 3] <= 544)
+    gt_best = torch.where(considered[:, None], iou, torch.zeros_like(iou)).max(0).values
+    best = ((iou == gt_best[None]) & (gt_best[None] > 0) & valid[None] & considered[:, None]).any(1)
+    want = torch.where(m >= 0.5, 1, torch.where(m < 0.4, 0, -1))
+    want = torch.where(best, 1, want)
+    want = torch.where((iou[:, invalid] > 0.3).any(1) | ~considered, -1, want)
+    assert torch.equal(labels[c].long(), want)
+
+
+def test_bad_input():
+    a = ops.make_anchors((2, 2))
+    gt, st, cv = torch.zeros(1, 2, 4), torch.ones(1, 2, dtype=torch.int8), torch.full((1, 2), 64.0)
+    with pytest.raises(ValueError, match=r"`gt_state` must have shape \[1, 2\]"):
+        ops.label_anchors(a, gt, st[:, :1], cv)
+    with pytest.raises(TypeError, match="`gt_state` must be int8"):
+        ops.label_anchors(a, gt, st.long(), cv)
+    with pytest.raises(TypeError, match="`gt_boxes` must have the dtype of `anchors`"):
+        ops.label_anchors(a, gt.double(), st, cv)
+    with pytest.raises(ValueError, match=r"`canvas_wh` must have shape \[1, 2\]"):
+        ops.label_anchors(a, gt, st, cv[:, :1])
+    with pytest.raises(ValueError, match="must not exceed `pos_iou`"):
+        ops.label_anchors(a, gt, st, cv, pos_iou=0.3, neg_iou=0.4)
+    with pytest.raises(ValueError, match="`gt_boxes` of valid and invalid GT must be finite"):
+        ops.label_anchors(a, torch.full((1, 2, 4), float("nan")), st, cv)
+    with pytest.raises(ValueError, match="`gt_state` values must be 1, 0 or -1"):
+        ops.label_anchors(a, gt, torch.full((1, 2), 3, dtype=torch.int8), cv)
+    with pytest.raises(RuntimeError, match=r"label_anchors: `gt_boxes` must have shape \[B, G, 4\]"):
+        torch.ops.sniper.label_anchors(a, gt[0], st, cv, 0.5, 0.4, 0.3, 32.0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    anchors = ops.make_anchors((4, 4), scales=(1, 2), device=device)
+    gt, state, canvas = _random_chips(4, anchors, chips=3, size=64.0)
+    torch.library.opcheck(torch.ops.sniper.label_anchors.default,
+                          (anchors, gt.float().to(device), state.to(device), canvas.to(device), 0.5, 0.4, 0.3, 32.0))
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_cuda_matches_cpu(dtype):
+    anchors = ops.make_anchors((32, 32), dtype=dtype)
+    gen = torch.Generator().manual_seed(7)
+    gt = torch.stack([random_boxes(200, generator=gen, canvas=512, max_size=300) for _ in range(8)]).to(dtype)
+    state = torch.randint(-1, 2, (8, 200), generator=gen, dtype=torch.int8)
+    canvas = torch.tensor([[512.0, 512.0]] * 4 + [[300.0, 512.0]] * 4)
+    cpu = ops.label_anchors(anchors, gt, state, canvas)
+    gpu = ops.label_anchors(anchors.cuda(), gt.cuda(), state.cuda(), canvas.cuda())
+    assert torch.equal(cpu[0], gpu[0].cpu()) and torch.equal(cpu[1], gpu[1].cpu())
+
+
+# -- sampling -----------------------------------------------------------------------------------
+
+def test_sample_anchors():
+    gen = torch.Generator().manual_seed(0)
+    labels = torch.randint(-1, 2, (4, 3000), generator=gen, dtype=torch.int8)
+    labels[1] = torch.where(labels[1] == 1, 0, labels[1])  # no positives: all 256 negatives
+    labels[2, :] = -1
+    labels[2, :10] = 1  # few positives, no negatives
+    out = ops.sample_anchors(labels, 256, 0.5, generator=torch.Generator().manual_seed(1))
+    again = ops.sample_anchors(labels, 256, 0.5, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(out, again)
+    assert ((out == 1) <= (labels == 1)).all() and ((out == 0) <= (labels == 0)).all()
+    n_pos, n_neg = (out == 1).sum(1), (out == 0).sum(1)
+    assert n_pos[0] == 128 and n_neg[0] == 128
+    assert n_pos[1] == 0 and n_neg[1] == 256
+    assert n_pos[2] == 10 and n_neg[2] == 0
+    other = ops.sample_anchors(labels, 256, 0.5, generator=torch.Generator().manual_seed(2))
+    assert not torch.equal(out, other)
+    assert (ops.sample_anchors(labels, 64, 0.25) == 1).sum(1).max() <= 16
+
+
+# -- box coding ---------------------------------------------------------------------------------
+
+def test_encode_decode():
+    ref_box = torch.tensor([[0.0, 0.0, 10.0, 20.0]], dtype=torch.float64)
+    tgt = torch.tensor([[5.0, 10.0, 25.0, 30.0]], dtype=torch.float64)
+    d = ops.encode_boxes(ref_box, tgt, (10, 10, 5, 5))
+    torch.testing.assert_close(d, torch.tensor([[10 * 10 / 10, 10 * 10 / 20, 5 * math.log(2), 5 * math.log(1)]],
+                                               dtype=torch.float64))
+    torch.testing.assert_close(ops.decode_boxes(ref_box, d, (10, 10, 5, 5)), tgt)
+    gen = torch.Generator().manual_seed(0)
+    a, b = random_boxes(50, generator=gen), random_boxes(50, generator=gen)
+    torch.testing.assert_close(ops.decode_boxes(a, ops.encode_boxes(a, b)), b)
+    # dw is clamped at log(1000/16); clipping to the canvas.
+    huge = ops.decode_boxes(ref_box, torch.tensor([[0.0, 0.0, 50.0, 0.0]], dtype=torch.float64))
+    assert math.isclose(huge[0, 2] - huge[0, 0], 10 * 1000 / 16)
+    clipped = ops.decode_boxes(ref_box, torch.tensor([[0.0, 0.0, 50.0, 0.0]], dtype=torch.float64), clip_wh=(100, 15))
+    assert clipped.tolist() == [[0.0, 0.0, 100.0, 15.0]]
+    assert ref.decode([0, 0, 10, 20], [0.1, -0.2, 0.3, 0.1]) == pytest.approx(
+        ops.decode_boxes(ref_box, torch.tensor([[0.1, -0.2, 0.3, 0.1]], dtype=torch.float64))[0].tolist())

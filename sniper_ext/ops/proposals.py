@@ -1,0 +1,156 @@
+"""Proposal filtering and R-CNN target assignment, batched over chips (method §6).
+
+Built from torch operations and the batched NMS kernel, so CPU and CUDA give the same results."""
+from __future__ import annotations
+
+import torch
+
+from ._checks import check_same_device, check_tensor, check_threshold
+from .anchors import decode_boxes, encode_boxes
+from .boxes import box_iou
+from .nms import batched_nms
+
+__all__ = ["filter_proposals", "proposal_targets"]
+
+
+def _check_ranges(op, valid_range, b):
+    check_tensor(op, "valid_range", valid_range)
+    if tuple(valid_range.shape) != (b, 2):
+        raise ValueError(f"{op}: `valid_range` must have shape [{b}, 2] (lo, hi in chip pixels; hi may be inf), "
+                         f"got {tuple(valid_range.shape)}")
+
+
+def filter_proposals(anchors, objectness, deltas, canvas_wh, valid_range, *, min_size: float = 3,
+                     nms_iou: float = 0.7, post_nms_top_n: int = 300, pre_nms_top_n: int | None = None,
+                     weights=(1.0, 1.0, 1.0, 1.0)):
+    """RPN proposals of B chips in one call.
+
+    Per chip: decode every anchor with its deltas, clip to the chip, keep boxes with both sides
+    >= ``min_size`` and area in [lo², hi²) of the chip's valid range, optionally keep the
+    ``pre_nms_top_n`` best, NMS at ``nms_iou``, keep the ``post_nms_top_n`` best.
+
+    Args:
+        anchors: ``[A, 4]``; objectness: ``[B, A]`` scores (higher is better); deltas: ``[B, A, 4]``;
+        canvas_wh: ``[B, 2]``; valid_range: ``[B, 2]`` (lo, hi) box *sizes* in chip pixels.
+
+    Returns:
+        ``(boxes [P, 4], scores [P], chip [P])`` packed, by chip, then score descending.
+    """
+    op = "filter_proposals"
+    for name, t in (("anchors", anchors), ("objectness", objectness), ("deltas", deltas), ("canvas_wh", canvas_wh)):
+        check_tensor(op, name, t)
+    a = anchors.shape[0]
+    if anchors.dim() != 2 or anchors.shape[1] != 4:
+        raise ValueError(f"{op}: `anchors` must have shape [A, 4], got {tuple(anchors.shape)}")
+    if objectness.dim() != 2 or objectness.shape[1] != a:
+        raise ValueError(f"{op}: `objectness` must have shape [B, {a}], got {tuple(objectness.shape)}")
+    b = objectness.shape[0]
+    if tuple(deltas.shape) != (b, a, 4):
+        raise ValueError(f"{op}: `deltas` must have shape [{b}, {a}, 4], got {tuple(deltas.shape)}")
+    if tuple(canvas_wh.shape) != (b, 2):
+        raise ValueError(f"{op}: `canvas_wh` must have shape [{b}, 2], got {tuple(canvas_wh.shape)}")
+    _check_ranges(op, valid_range, b)
+    for name, t in (("objectness", objectness), ("deltas", deltas), ("canvas_wh", canvas_wh), ("valid_range", valid_range)):
+        check_same_device(op, "anchors", anchors, name, t)
+    thr = check_threshold(op, "nms_iou", nms_iou)
+    check_threshold(op, "min_size", min_size)
+    if post_nms_top_n < 0 or (pre_nms_top_n is not None and pre_nms_top_n < 0):
+        raise ValueError(f"{op}: top-n limits must be >= 0")
+
+    dtype = deltas.dtype
+    canvas = canvas_wh.to(dtype)
+    boxes = decode_boxes(anchors.to(dtype)[None], deltas, weights, clip_wh=canvas[:, None, :])  # [B, A, 4]
+    w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+    area = w * h
+    lo, hi = valid_range[:, 0:1].to(dtype), valid_range[:, 1:2].to(dtype)
+    keep = (w >= min_size) & (h >= min_size) & (area >= lo * lo) & (area < hi * hi)
+    scores = objectness.to(dtype)
+    if pre_nms_top_n is not None and pre_nms_top_n < a:
+        masked = torch.where(keep, scores, torch.full_like(scores, -torch.inf))
+        top = masked.topk(pre_nms_top_n, dim=1).indices
+        pre = torch.zeros_like(keep)
+        pre.scatter_(1, top, True)
+        keep &= pre
+    chip = torch.arange(b, device=anchors.device)[:, None].expand(b, a)
+    boxes, scores, chip = boxes[keep], scores[keep], chip[keep]
+    kept = batched_nms(boxes.detach(), scores.detach(), chip, thr)  # score descending
+    order = torch.sort(chip[kept], stable=True).indices  # by chip, score descending within
+    kept = kept[order]
+    kc = chip[kept]
+    first = torch.searchsorted(kc, kc, right=False)
+    rank = torch.arange(len(kc), device=kc.device) - first
+    kept = kept[rank < post_nms_top_n]
+    return boxes[kept], scores[kept], chip[kept]
+
+
+def proposal_targets(proposals, proposal_chip, gt_boxes, gt_labels, gt_state, valid_range, *,
+                     fg_iou: float = 0.5, weights=(10.0, 10.0, 5.0, 5.0)):
+    """R-CNN RoIs and targets for B chips (method §6).
+
+    RoIs are the proposals plus each chip's GT (valid or invalid) whose area lies in
+    [lo², hi²) of the chip's valid range. Each RoI takes the class of its highest-IoU GT in the
+    chip (valid or invalid; lowest index on ties) if that IoU > ``fg_iou``, else 0 (background);
+    no fg/bg sampling. Foreground RoIs get class-agnostic regression targets to that GT, encoded
+    with ``weights`` (1/stds); background targets are 0. RoIs carry no gradient.
+
+    Args:
+        proposals: ``[P, 4]``; proposal_chip: ``[P]`` int64 chip of each proposal;
+        gt_boxes: ``[B, G, 4]``; gt_labels: ``[B, G]`` int64 classes 1..C; gt_state: ``[B, G]`` int8
+        (1 valid, 0 invalid, -1 padding); valid_range: ``[B, 2]`` (lo, hi) sizes in chip pixels.
+
+    Returns:
+        ``(rois [R, 4], roi_chip [R], labels [R] int64, targets [R, 4])``, by chip: its proposals,
+        then its added GT.
+    """
+    op = "proposal_targets"
+    for name, t in (("proposals", proposals), ("proposal_chip", proposal_chip), ("gt_boxes", gt_boxes),
+                    ("gt_labels", gt_labels), ("gt_state", gt_state)):
+        check_tensor(op, name, t)
+    if proposals.dim() != 2 or proposals.shape[1] != 4:
+        raise ValueError(f"{op}: `proposals` must have shape [P, 4], got {tuple(proposals.shape)}")
+    if tuple(proposal_chip.shape) != (proposals.shape[0],):
+        raise ValueError(f"{op}: `proposal_chip` must have shape [{proposals.shape[0]}]")
+    if gt_boxes.dim() != 3 or gt_boxes.shape[2] != 4:
+        raise ValueError(f"{op}: `gt_boxes` must have shape [B, G, 4], got {tuple(gt_boxes.shape)}")
+    b, g = gt_boxes.shape[:2]
+    for name, t in (("gt_labels", gt_labels), ("gt_state", gt_state)):
+        if tuple(t.shape) != (b, g):
+            raise ValueError(f"{op}: `{name}` must have shape [{b}, {g}], got {tuple(t.shape)}")
+    _check_ranges(op, valid_range, b)
+    for name, t in (("proposal_chip", proposal_chip), ("gt_boxes", gt_boxes), ("gt_labels", gt_labels),
+                    ("gt_state", gt_state), ("valid_range", valid_range)):
+        check_same_device(op, "proposals", proposals, name, t)
+    fg = check_threshold(op, "fg_iou", fg_iou)
+    if proposals.shape[0] and not torch.compiler.is_compiling():
+        lo_c, hi_c = int(proposal_chip.min()), int(proposal_chip.max())
+        if lo_c < 0 or hi_c >= b:
+            raise ValueError(f"{op}: `proposal_chip` values must lie in [0, {b}), got [{lo_c}, {hi_c}]")
+
+    dtype = proposals.dtype
+    gtb = gt_boxes.to(dtype)
+    area = (gtb[..., 2] - gtb[..., 0]) * (gtb[..., 3] - gtb[..., 1])
+    lo, hi = valid_range[:, 0:1].to(dtype), valid_range[:, 1:2].to(dtype)
+    add = (gt_state >= 0) & (area >= lo * lo) & (area < hi * hi)
+    gt_chip = torch.arange(b, device=proposals.device)[:, None].expand(b, g)
+    rois = torch.cat([proposals.detach(), gtb[add]])
+    roi_chip = torch.cat([proposal_chip, gt_chip[add]])
+    order = torch.sort(roi_chip, stable=True).indices
+    rois, roi_chip = rois[order], roi_chip[order]
+
+    labels = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
+    targets = torch.zeros(len(rois), 4, dtype=dtype, device=rois.device)
+    if len(rois) and g:
+        bounds = torch.searchsorted(roi_chip, torch.arange(b + 1, device=roi_chip.device)).tolist()
+        for c in range(b):
+            s, e = bounds[c], bounds[c + 1]
+            present = gt_state[c] >= 0
+            if s == e or not bool(present.any()):
+                continue
+            iou = box_iou(rois[s:e], gtb[c])
+            iou = torch.where(present[None, :], iou, torch.full_like(iou, -1))
+            best, arg = iou.max(dim=1)
+            is_fg = best > fg
+            labels[s:e] = torch.where(is_fg, gt_labels[c][arg], torch.zeros_like(arg))
+            t = encode_boxes(rois[s:e], gtb[c][arg], weights)
+            targets[s:e] = torch.where(is_fg[:, None], t, torch.zeros_like(t))
+    return rois, roi_chip, labels, targets
