@@ -6,7 +6,9 @@ import torch
 from . import __version__
 from ._loader import library_paths
 
-OPS = ["box_iou", "nms", "batched_nms", "soft_nms", "greedy_chip_cover", "label_anchors"]
+OPS = ["box_iou", "nms", "batched_nms", "soft_nms", "greedy_chip_cover", "label_anchors",
+       "deform_im2col", "deform_col2im", "roi_align", "roi_align_backward", "deform_roi_pool",
+       "deform_roi_pool_backward"]
 
 
 def op_backends(name: str) -> list[str]:

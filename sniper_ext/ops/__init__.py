@@ -2,9 +2,11 @@
 from .anchors import decode_boxes, encode_boxes, label_anchors, make_anchors, sample_anchors
 from .boxes import box_iou
 from .chips import greedy_chip_cover
+from .deform_conv import deform_conv2d
 from .nms import SOFT_NMS_METHODS, batched_nms, nms, soft_nms
 from .proposals import filter_proposals, proposal_targets
+from .roi_pool import deform_roi_pool, roi_align
 
 __all__ = [
     "make_anchors", "label_anchors", "sample_anchors", "encode_boxes", "decode_boxes",
-    "filter_proposals", "proposal_targets", "box_iou", "greedy_chip_cover", "nms", "batched_nms", "soft_nms", "SOFT_NMS_METHODS"]
+    "filter_proposals", "proposal_targets", "deform_conv2d", "roi_align", "deform_roi_pool", "box_iou", "greedy_chip_cover", "nms", "batched_nms", "soft_nms", "SOFT_NMS_METHODS"]

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include <sniper/bilinear.h>
 #include <sniper/dtype.h>
 
 namespace sniper {
@@ -54,6 +55,27 @@ void label_anchors(const void* anchors, const void* gt, const int8_t* state, con
                    int64_t chips, int64_t a, int64_t g, double pos_iou, double neg_iou,
                    double invalid_iou, double border, Dtype dtype, int8_t* labels,
                    int64_t* matched, DeviceAllocator& alloc, void* stream);
+
+// Deformable-convolution sampling for n samples: columns [n, C*K, L].
+void deform_im2col(const void* input, const void* offset, const void* mask, const DeformGeometry& g,
+                   int64_t n, void* columns, Dtype dtype, void* stream);
+
+// Adjoint of deform_im2col. grad_mask may be null (no mask). The input
+// gradient uses atomics unless `deterministic` (one thread per plane).
+void deform_col2im(const void* grad_columns, const void* input, const void* offset, const void* mask,
+                   const DeformGeometry& g, int64_t n, bool deterministic, void* grad_input,
+                   void* grad_offset, void* grad_mask, Dtype dtype, DeviceAllocator& alloc, void* stream);
+
+// RoI pooling forward: out [k, c, ph, pw]; offset may be null. rois [k, 5].
+void roi_pool_forward(const void* input, const void* rois, const void* offset, int64_t n, int64_t c,
+                      int64_t h, int64_t w, int64_t k, const RoiPoolSpec& spec, void* out, Dtype dtype,
+                      void* stream);
+
+// RoI pooling backward: grad_input [n, c, h, w] (atomics); with an offset,
+// grad_offset [k, 2, ph, pw] (needs input).
+void roi_pool_backward(const void* grad, const void* input, const void* rois, const void* offset, int64_t n,
+                       int64_t c, int64_t h, int64_t w, int64_t k, const RoiPoolSpec& spec, void* grad_input,
+                       void* grad_offset, Dtype dtype, DeviceAllocator& alloc, void* stream);
 
 }  // namespace cuda
 }  // namespace sniper

@@ -1,0 +1,137 @@
+// Bilinear sampling and its derivatives, shared by the CPU and CUDA kernels.
+// Two boundary conventions, both as in torchvision:
+//  * deform_* (deformable convolution): a point is sampled from the 4
+//    surrounding pixels, pixels outside the image count as 0, and points at
+//    or beyond -1 / H (W) give 0.
+//  * roi_* (RoIAlign and deformable RoI pooling): points beyond -1 / H (W)
+//    give 0, otherwise coordinates are clamped into the image first.
+#pragma once
+
+#include <stdint.h>
+
+#include "host_device.h"
+
+namespace sniper {
+
+// The 4 taps of a sample: flat offsets into an H x W plane and weights
+// (weight 0 and offset 0 for taps outside the image).
+template <typename T>
+struct Taps {
+  int64_t idx[4];
+  T w[4];
+  // d(value)/dy = sum dy[i] * plane[idx[i]], likewise dx.
+  T dy[4], dx[4];
+};
+
+template <typename T>
+SNIPER_HD Taps<T> deform_taps(int64_t height, int64_t width, T y, T x) {
+  Taps<T> t;
+  for (int i = 0; i < 4; ++i) {
+    t.idx[i] = 0;
+    t.w[i] = t.dy[i] = t.dx[i] = T(0);
+  }
+  if (y <= T(-1) || y >= T(height) || x <= T(-1) || x >= T(width)) return t;
+  const int64_t y0 = int64_t(floor(y)), x0 = int64_t(floor(x));
+  const int64_t y1 = y0 + 1, x1 = x0 + 1;
+  const T ly = y - T(y0), lx = x - T(x0), hy = T(1) - ly, hx = T(1) - lx;
+  const bool ok[4] = {y0 >= 0 && x0 >= 0, y0 >= 0 && x1 <= width - 1, y1 <= height - 1 && x0 >= 0,
+                      y1 <= height - 1 && x1 <= width - 1};
+  const int64_t ys[4] = {y0, y0, y1, y1}, xs[4] = {x0, x1, x0, x1};
+  const T w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
+  const T dy[4] = {-hx, -lx, hx, lx}, dx[4] = {-hy, hy, -ly, ly};
+  for (int i = 0; i < 4; ++i) {
+    if (!ok[i]) continue;
+    t.idx[i] = ys[i] * width + xs[i];
+    t.w[i] = w[i];
+    t.dy[i] = dy[i];
+    t.dx[i] = dx[i];
+  }
+  return t;
+}
+
+template <typename T>
+SNIPER_HD Taps<T> roi_taps(int64_t height, int64_t width, T y, T x) {
+  Taps<T> t;
+  for (int i = 0; i < 4; ++i) {
+    t.idx[i] = 0;
+    t.w[i] = t.dy[i] = t.dx[i] = T(0);
+  }
+  if (y < T(-1) || y > T(height) || x < T(-1) || x > T(width)) return t;
+  // Where a coordinate is clamped, the value does not depend on it: derivative 0.
+  bool fixed_y = false, fixed_x = false;
+  if (y <= T(0)) { y = T(0); fixed_y = true; }
+  if (x <= T(0)) { x = T(0); fixed_x = true; }
+  int64_t y0 = int64_t(y), x0 = int64_t(x), y1, x1;
+  if (y0 >= height - 1) { y1 = y0 = height - 1; y = T(y0); fixed_y = true; } else { y1 = y0 + 1; }
+  if (x0 >= width - 1) { x1 = x0 = width - 1; x = T(x0); fixed_x = true; } else { x1 = x0 + 1; }
+  const T ly = y - T(y0), lx = x - T(x0), hy = T(1) - ly, hx = T(1) - lx;
+  const int64_t ys[4] = {y0, y0, y1, y1}, xs[4] = {x0, x1, x0, x1};
+  const T w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
+  const T dy[4] = {-hx, -lx, hx, lx}, dx[4] = {-hy, hy, -ly, ly};
+  for (int i = 0; i < 4; ++i) {
+    t.idx[i] = ys[i] * width + xs[i];
+    t.w[i] = w[i];
+    t.dy[i] = fixed_y ? T(0) : dy[i];
+    t.dx[i] = fixed_x ? T(0) : dx[i];
+  }
+  return t;
+}
+
+// Value of a plane at a sample, in the accumulation type A.
+template <typename A, typename T, typename Load>
+SNIPER_HD A sample(const T* plane, const Taps<A>& t, Load load) {
+  return t.w[0] * load(plane[t.idx[0]]) + t.w[1] * load(plane[t.idx[1]]) +
+         t.w[2] * load(plane[t.idx[2]]) + t.w[3] * load(plane[t.idx[3]]);
+}
+
+// Geometry of deformable convolution's sampling points.
+struct DeformGeometry {
+  int64_t channels, height, width;
+  int64_t kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w;
+  int64_t offset_groups, out_h, out_w;
+  SNIPER_HD int64_t taps() const { return kernel_h * kernel_w; }
+  SNIPER_HD int64_t positions() const { return out_h * out_w; }
+};
+
+// Parameters of the RoI pooling family (roi_align: no offset, gamma unused).
+struct RoiPoolSpec {
+  double scale;
+  int64_t ph, pw, sampling;
+  bool aligned;
+  double gamma;
+};
+
+// Geometry of one RoI's bins (RoIAlign / deformable RoI pooling).
+template <typename T>
+struct RoiBins {
+  T start_w, start_h, bin_w, bin_h, roi_w, roi_h;
+  int64_t grid_h, grid_w;
+
+  SNIPER_HD static RoiBins make(const T* roi, T scale, int64_t pooled_h, int64_t pooled_w,
+                                int64_t sampling_ratio, bool aligned) {
+    RoiBins b;
+    const T off = aligned ? T(0.5) : T(0);
+    b.start_w = roi[1] * scale - off;
+    b.start_h = roi[2] * scale - off;
+    b.roi_w = roi[3] * scale - off - b.start_w;
+    b.roi_h = roi[4] * scale - off - b.start_h;
+    if (!aligned) {  // legacy RoIAlign: at least one pixel
+      b.roi_w = max_(b.roi_w, T(1));
+      b.roi_h = max_(b.roi_h, T(1));
+    }
+    b.bin_h = b.roi_h / T(pooled_h);
+    b.bin_w = b.roi_w / T(pooled_w);
+    b.grid_h = sampling_ratio > 0 ? sampling_ratio : int64_t(ceil(b.roi_h / T(pooled_h)));
+    b.grid_w = sampling_ratio > 0 ? sampling_ratio : int64_t(ceil(b.roi_w / T(pooled_w)));
+    return b;
+  }
+  SNIPER_HD T count() const { return max_(T(grid_h * grid_w), T(1)); }
+  SNIPER_HD T y(int64_t ph, int64_t iy, T shift) const {
+    return start_h + shift + T(ph) * bin_h + (T(iy) + T(0.5)) * bin_h / T(grid_h);
+  }
+  SNIPER_HD T x(int64_t pw, int64_t ix, T shift) const {
+    return start_w + shift + T(pw) * bin_w + (T(ix) + T(0.5)) * bin_w / T(grid_w);
+  }
+};
+
+}  // namespace sniper

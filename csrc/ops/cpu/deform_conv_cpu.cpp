@@ -1,0 +1,172 @@
+// CPU kernels of sniper::deform_im2col and sniper::deform_col2im.
+// Both are parallel over (sample, channel) planes or (sample, group, tap)
+// rows, so every output element is written by one thread: the backward is
+// deterministic.
+#include <vector>
+
+#include "../deform_conv_checks.h"
+
+namespace sniper {
+namespace {
+
+template <typename A>
+struct Point {
+  A y, x, m;
+};
+
+// Sampling point of tap k at output position (oy, ox) for offset group g.
+template <typename scalar_t, typename A>
+Point<A> sample_point(const DeformGeometry& g, const scalar_t* off, const scalar_t* mask, int64_t grp,
+                      int64_t k, int64_t oy, int64_t ox) {
+  const int64_t l = oy * g.out_w + ox, L = g.positions(), K = g.taps();
+  const A dy = static_cast<A>(off[(2 * (grp * K + k)) * L + l]);
+  const A dx = static_cast<A>(off[(2 * (grp * K + k) + 1) * L + l]);
+  const int64_t ki = k / g.kernel_w, kj = k % g.kernel_w;
+  Point<A> p;
+  p.y = A(oy * g.stride_h - g.pad_h + ki * g.dil_h) + dy;
+  p.x = A(ox * g.stride_w - g.pad_w + kj * g.dil_w) + dx;
+  p.m = mask ? static_cast<A>(mask[(grp * K + k) * L + l]) : A(1);
+  return p;
+}
+
+Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor> mask_in, int64_t kh,
+                         int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                         int64_t og) {
+  const DeformGeometry g =
+      deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, "deform_im2col");
+  const int64_t n = input_in.size(0), K = g.taps(), L = g.positions();
+  Tensor cols = new_empty(input_in, {n, g.channels * K, L}, input_in.scalar_type());
+  if (n == 0 || g.channels == 0) return cols;
+  const Tensor input = torch::stable::contiguous(input_in);
+  const Tensor offset = torch::stable::contiguous(offset_in);
+  std::optional<Tensor> mask;
+  if (mask_in) mask = torch::stable::contiguous(*mask_in);
+  SNIPER_DISPATCH_FLOATING(input.scalar_type(), "deform_im2col", [&] {
+    using A = acc_t<scalar_t>;
+    const scalar_t* pin = input.const_data_ptr<scalar_t>();
+    const scalar_t* poff = offset.const_data_ptr<scalar_t>();
+    const scalar_t* pmask = mask ? mask->const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* pcol = cols.mutable_data_ptr<scalar_t>();
+    const int64_t cpg = g.channels / og, HW = g.height * g.width;
+    torch::stable::parallel_for(0, n * g.channels, 1, [&](int64_t b, int64_t e) {
+      for (int64_t nc = b; nc < e; ++nc) {
+        const int64_t s = nc / g.channels, c = nc % g.channels, grp = c / cpg;
+        const scalar_t* plane = pin + nc * HW;
+        const scalar_t* off = poff + s * 2 * og * K * L;
+        const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
+        for (int64_t k = 0; k < K; ++k) {
+          scalar_t* row = pcol + (s * g.channels * K + c * K + k) * L;
+          for (int64_t oy = 0; oy < g.out_h; ++oy) {
+            for (int64_t ox = 0; ox < g.out_w; ++ox) {
+              const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, oy, ox);
+              const Taps<A> t = deform_taps<A>(g.height, g.width, p.y, p.x);
+              const A v = sample<A>(plane, t, [](scalar_t v) { return static_cast<A>(v); });
+              row[oy * g.out_w + ox] = static_cast<scalar_t>(p.m * v);
+            }
+          }
+        }
+      }
+    });
+  });
+  return cols;
+}
+
+std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor input_in, Tensor offset_in,
+                                                     std::optional<Tensor> mask_in, int64_t kh, int64_t kw,
+                                                     int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                                                     int64_t dw, int64_t og, bool /*deterministic: always*/) {
+  const char* op = "deform_col2im";
+  const DeformGeometry g = deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, op);
+  const int64_t n = input_in.size(0), K = g.taps(), L = g.positions(), C = g.channels;
+  STD_TORCH_CHECK(grad_cols_in.dim() == 3 && grad_cols_in.size(0) == n && grad_cols_in.size(1) == C * K &&
+                      grad_cols_in.size(2) == L,
+                  op, ": `grad_columns` must have shape [", n, ", ", C * K, ", ", L, "]");
+  const ScalarType dt = input_in.scalar_type();
+  Tensor grad_input = torch::stable::new_zeros(input_in, {n, C, g.height, g.width});
+  Tensor grad_offset = torch::stable::new_zeros(offset_in, {n, 2 * og * K, g.out_h, g.out_w});
+  Tensor grad_mask = mask_in ? torch::stable::new_zeros(*mask_in, {n, og * K, g.out_h, g.out_w})
+                             : new_empty(input_in, {0}, dt);
+  if (n == 0 || C == 0) return std::make_tuple(grad_input, grad_offset, grad_mask);
+  const Tensor gcols = contiguous_as(grad_cols_in, dt);
+  const Tensor input = torch::stable::contiguous(input_in);
+  const Tensor offset = torch::stable::contiguous(offset_in);
+  std::optional<Tensor> mask;
+  if (mask_in) mask = torch::stable::contiguous(*mask_in);
+  SNIPER_DISPATCH_FLOATING(dt, op, [&] {
+    using A = acc_t<scalar_t>;
+    auto load = [](scalar_t v) { return static_cast<A>(v); };
+    const scalar_t* pg = gcols.const_data_ptr<scalar_t>();
+    const scalar_t* pin = input.const_data_ptr<scalar_t>();
+    const scalar_t* poff = offset.const_data_ptr<scalar_t>();
+    const scalar_t* pmask = mask ? mask->const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* pgi = grad_input.mutable_data_ptr<scalar_t>();
+    scalar_t* pgo = grad_offset.mutable_data_ptr<scalar_t>();
+    scalar_t* pgm = mask ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr;
+    const int64_t cpg = C / og, HW = g.height * g.width;
+    // Input: one (sample, channel) plane per task, accumulated in A.
+    torch::stable::parallel_for(0, n * C, 1, [&](int64_t b, int64_t e) {
+      std::vector<A> acc(HW);
+      for (int64_t nc = b; nc < e; ++nc) {
+        const int64_t s = nc / C, c = nc % C, grp = c / cpg;
+        std::fill(acc.begin(), acc.end(), A(0));
+        const scalar_t* off = poff + s * 2 * og * K * L;
+        const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
+        for (int64_t k = 0; k < K; ++k) {
+          const scalar_t* grow = pg + (s * C * K + c * K + k) * L;
+          for (int64_t oy = 0; oy < g.out_h; ++oy) {
+            for (int64_t ox = 0; ox < g.out_w; ++ox) {
+              const A gv = static_cast<A>(grow[oy * g.out_w + ox]);
+              if (gv == A(0)) continue;
+              const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, oy, ox);
+              const Taps<A> t = deform_taps<A>(g.height, g.width, p.y, p.x);
+              for (int i = 0; i < 4; ++i) acc[t.idx[i]] += p.m * gv * t.w[i];
+            }
+          }
+        }
+        for (int64_t i = 0; i < HW; ++i) pgi[nc * HW + i] = static_cast<scalar_t>(acc[i]);
+      }
+    });
+    // Offset and mask: one (sample, group, tap) per task, summing its channels.
+    torch::stable::parallel_for(0, n * og * K, 1, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
+        const scalar_t* off = poff + s * 2 * og * K * L;
+        const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
+        for (int64_t oy = 0; oy < g.out_h; ++oy) {
+          for (int64_t ox = 0; ox < g.out_w; ++ox) {
+            const int64_t l = oy * g.out_w + ox;
+            const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, oy, ox);
+            const Taps<A> t = deform_taps<A>(g.height, g.width, p.y, p.x);
+            A gy = 0, gx = 0, gm = 0;
+            for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
+              const A gv = static_cast<A>(pg[(s * C * K + c * K + k) * L + l]);
+              const scalar_t* plane = pin + (s * C + c) * HW;
+              A vy = 0, vx = 0;
+              for (int i = 0; i < 4; ++i) {
+                const A v = load(plane[t.idx[i]]);
+                vy += t.dy[i] * v;
+                vx += t.dx[i] * v;
+              }
+              gy += gv * vy;
+              gx += gv * vx;
+              gm += gv * sample<A>(plane, t, load);
+            }
+            pgo[(s * 2 * og * K + 2 * (grp * K + k)) * L + l] = static_cast<scalar_t>(p.m * gy);
+            pgo[(s * 2 * og * K + 2 * (grp * K + k) + 1) * L + l] = static_cast<scalar_t>(p.m * gx);
+            if (pgm) pgm[(s * og * K + grp * K + k) * L + l] = static_cast<scalar_t>(gm);
+          }
+        }
+      }
+    });
+  });
+  return std::make_tuple(grad_input, grad_offset, grad_mask);
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) {
+  m.impl("deform_im2col", TORCH_BOX(&deform_im2col_cpu));
+  m.impl("deform_col2im", TORCH_BOX(&deform_col2im_cpu));
+}
+
+}  // namespace sniper

@@ -1,0 +1,81 @@
+// CUDA registration of roi_align and deform_roi_pool (roi_pool_kernel.cu).
+#include "../roi_pool_checks.h"
+#include "cuda_registration.h"
+
+namespace sniper {
+namespace {
+
+Tensor forward(const Tensor& input_in, const Tensor& rois_in, const std::optional<Tensor>& offset_in,
+               const RoiPoolSpec& s, const char* op) {
+  STD_TORCH_CHECK(input_in.dim() == 4, op, ": `input` must have shape [N, C, H, W]");
+  check_roi_pool_args(input_in, rois_in, offset_in, s.ph, s.pw, s.sampling, op);
+  torch::stable::accelerator::DeviceGuard guard(input_in.get_device_index());
+  const Tensor input = torch::stable::contiguous(input_in);
+  const Tensor rois = torch::stable::contiguous(rois_in);
+  std::optional<Tensor> offset;
+  if (offset_in) offset = torch::stable::contiguous(*offset_in);
+  const int64_t k = rois.size(0);
+  Tensor out = new_empty(input, {k, input.size(1), s.ph, s.pw}, input.scalar_type());
+  cuda::roi_pool_forward(input.data_ptr(), rois.data_ptr(), offset ? offset->data_ptr() : nullptr, input.size(0),
+                         input.size(1), input.size(2), input.size(3), k, s, out.data_ptr(),
+                         to_dtype(input.scalar_type()), current_cuda_stream(input));
+  return out;
+}
+
+std::tuple<Tensor, Tensor> backward(const Tensor& grad_in, const Tensor& rois_in, const std::optional<Tensor>& input_in,
+                                    const std::optional<Tensor>& offset_in, int64_t n, int64_t c, int64_t h, int64_t w,
+                                    const RoiPoolSpec& s, const char* op) {
+  check_roi_pool_args(grad_in, rois_in, offset_in, s.ph, s.pw, s.sampling, op);
+  const int64_t k = rois_in.size(0);
+  STD_TORCH_CHECK(grad_in.dim() == 4 && grad_in.size(0) == k && grad_in.size(1) == c && grad_in.size(2) == s.ph &&
+                      grad_in.size(3) == s.pw,
+                  op, ": `grad` must have shape [", k, ", ", c, ", ", s.ph, ", ", s.pw, "]");
+  torch::stable::accelerator::DeviceGuard guard(grad_in.get_device_index());
+  const ScalarType dt = grad_in.scalar_type();
+  const Tensor grad = torch::stable::contiguous(grad_in);
+  const Tensor rois = torch::stable::contiguous(rois_in);
+  std::optional<Tensor> input, offset;
+  if (input_in) input = torch::stable::contiguous(*input_in);
+  if (offset_in) offset = torch::stable::contiguous(*offset_in);
+  Tensor grad_input = torch::stable::new_zeros(grad, {n, c, h, w});
+  Tensor grad_offset = offset ? torch::stable::new_zeros(*offset, {k, 2, s.ph, s.pw}) : new_empty(grad, {0}, dt);
+  TensorAllocator alloc(grad);
+  cuda::roi_pool_backward(grad.data_ptr(), input ? input->data_ptr() : nullptr, rois.data_ptr(),
+                          offset ? offset->data_ptr() : nullptr, n, c, h, w, k, s, grad_input.data_ptr(),
+                          offset ? grad_offset.data_ptr() : nullptr, to_dtype(dt), alloc, current_cuda_stream(grad));
+  return std::make_tuple(grad_input, grad_offset);
+}
+
+Tensor roi_align_cuda(Tensor input, Tensor rois, double scale, int64_t ph, int64_t pw, int64_t sampling, bool aligned) {
+  return forward(input, rois, std::nullopt, RoiPoolSpec{scale, ph, pw, sampling, aligned, 0.0}, "roi_align");
+}
+
+Tensor roi_align_backward_cuda(Tensor grad, Tensor rois, double scale, int64_t ph, int64_t pw, int64_t n, int64_t c,
+                               int64_t h, int64_t w, int64_t sampling, bool aligned) {
+  return std::get<0>(backward(grad, rois, std::nullopt, std::nullopt, n, c, h, w,
+                              RoiPoolSpec{scale, ph, pw, sampling, aligned, 0.0}, "roi_align_backward"));
+}
+
+Tensor deform_roi_pool_cuda(Tensor input, Tensor rois, std::optional<Tensor> offset, double scale, int64_t ph,
+                            int64_t pw, int64_t sampling, double gamma) {
+  return forward(input, rois, offset, RoiPoolSpec{scale, ph, pw, sampling, true, gamma}, "deform_roi_pool");
+}
+
+std::tuple<Tensor, Tensor> deform_roi_pool_backward_cuda(Tensor grad, Tensor input, Tensor rois,
+                                                         std::optional<Tensor> offset, double scale, int64_t ph,
+                                                         int64_t pw, int64_t sampling, double gamma) {
+  STD_TORCH_CHECK(input.dim() == 4, "deform_roi_pool_backward: `input` must have shape [N, C, H, W]");
+  return backward(grad, rois, input, offset, input.size(0), input.size(1), input.size(2), input.size(3),
+                  RoiPoolSpec{scale, ph, pw, sampling, true, gamma}, "deform_roi_pool_backward");
+}
+
+}  // namespace
+
+STABLE_TORCH_LIBRARY_IMPL(sniper, CUDA, m) {
+  m.impl("roi_align", TORCH_BOX(&roi_align_cuda));
+  m.impl("roi_align_backward", TORCH_BOX(&roi_align_backward_cuda));
+  m.impl("deform_roi_pool", TORCH_BOX(&deform_roi_pool_cuda));
+  m.impl("deform_roi_pool_backward", TORCH_BOX(&deform_roi_pool_backward_cuda));
+}
+
+}  // namespace sniper

@@ -1,0 +1,88 @@
+"""Modules over the ops: DeformConv2d (with its own offset/mask conv), DeformRoIPool (learned
+offsets from a first plain pooling pass) and RoIAlign."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .ops import deform_conv2d, deform_roi_pool, roi_align
+
+__all__ = ["DeformConv2d", "DeformRoIPool", "RoIAlign"]
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class DeformConv2d(nn.Module):
+    """Deformable convolution with its own zero-initialised offset conv (so it starts as a plain
+    convolution), drop-in for ``nn.Conv2d``. ``modulated=True`` also predicts a mask (v2), through
+    a sigmoid; SNIPER's res5 uses ``DeformConv2d(512, 512, 3, padding=2, dilation=2, offset_groups=4)``."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 offset_groups=1, bias=True, modulated=False):
+        super().__init__()
+        if in_channels % groups or out_channels % groups or in_channels % offset_groups:
+            raise ValueError("DeformConv2d: groups must divide in/out channels and offset_groups the in channels")
+        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
+        self.padding, self.dilation = _pair(padding), _pair(dilation)
+        self.offset_groups, self.modulated = offset_groups, modulated
+        kh, kw = self.kernel_size
+        self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        taps = offset_groups * kh * kw
+        self.conv_offset = nn.Conv2d(in_channels, (3 if modulated else 2) * taps, self.kernel_size, self.stride,
+                                     self.padding, self.dilation, bias=True)
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1 / math.sqrt(self.weight[0].numel())
+            nn.init.uniform_(self.bias, -bound, bound)
+        nn.init.zeros_(self.conv_offset.weight)
+        nn.init.zeros_(self.conv_offset.bias)
+
+    def forward(self, x):
+        o = self.conv_offset(x)
+        taps = self.offset_groups * self.kernel_size[0] * self.kernel_size[1]
+        offset, mask = (o[:, : 2 * taps], torch.sigmoid(o[:, 2 * taps:])) if self.modulated else (o, None)
+        return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+
+
+class DeformRoIPool(nn.Module):
+    """Deformable RoI pooling whose offsets an FC stack learns from a first, plain pooling pass
+    (Deformable ConvNets v1, as SNIPER's R-CNN head uses). The last FC is zero-initialised, so the
+    module starts as plain (aligned) RoI pooling."""
+
+    def __init__(self, in_channels, output_size=7, spatial_scale=1 / 16, sampling_ratio=0, gamma=0.1,
+                 fc_channels=1024):
+        super().__init__()
+        self.output_size = _pair(output_size)
+        self.spatial_scale, self.sampling_ratio, self.gamma = spatial_scale, sampling_ratio, gamma
+        ph, pw = self.output_size
+        self.offset_fc = nn.Sequential(
+            nn.Linear(in_channels * ph * pw, fc_channels), nn.ReLU(inplace=True),
+            nn.Linear(fc_channels, fc_channels), nn.ReLU(inplace=True),
+            nn.Linear(fc_channels, 2 * ph * pw))
+        nn.init.zeros_(self.offset_fc[-1].weight)
+        nn.init.zeros_(self.offset_fc[-1].bias)
+
+    def forward(self, input, rois):
+        plain = deform_roi_pool(input, rois, None, self.output_size, self.spatial_scale, self.sampling_ratio, self.gamma)
+        offset = self.offset_fc(plain.flatten(1)).view(-1, 2, *self.output_size)
+        return deform_roi_pool(input, rois, offset, self.output_size, self.spatial_scale, self.sampling_ratio, self.gamma)
+
+
+class RoIAlign(nn.Module):
+    """Module form of :func:`sniper_ext.ops.roi_align`."""
+
+    def __init__(self, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
+        super().__init__()
+        self.output_size, self.spatial_scale = output_size, spatial_scale
+        self.sampling_ratio, self.aligned = sampling_ratio, aligned
+
+    def forward(self, input, rois):
+        return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)

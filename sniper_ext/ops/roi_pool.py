@@ -1,0 +1,133 @@
+"""RoIAlign (torchvision's semantics) and deformable RoI pooling (Deformable ConvNets v1)."""
+from __future__ import annotations
+
+import torch
+
+from ._checks import FLOAT_DTYPES, _compiling, check_tensor
+
+__all__ = ["roi_align", "deform_roi_pool"]
+
+
+def _size(op, output_size):
+    if isinstance(output_size, int):
+        output_size = (output_size, output_size)
+    if not (isinstance(output_size, (tuple, list)) and len(output_size) == 2 and all(isinstance(v, int) and v > 0 for v in output_size)):
+        raise ValueError(f"{op}: `output_size` must be a positive int or (h, w), got {output_size!r}")
+    return int(output_size[0]), int(output_size[1])
+
+
+def _rois(op, input, boxes):
+    """Tensor[K, 5] (batch index, x1, y1, x2, y2), or a list of Tensor[L, 4] per image."""
+    if isinstance(boxes, (list, tuple)):
+        for i, b in enumerate(boxes):
+            check_tensor(op, f"boxes[{i}]", b)
+            if b.dim() != 2 or b.shape[1] != 4:
+                raise ValueError(f"{op}: `boxes[{i}]` must have shape [L, 4], got {tuple(b.shape)}")
+        if len(boxes) != input.shape[0]:
+            raise ValueError(f"{op}: a list of boxes needs one tensor per image ({input.shape[0]}), got {len(boxes)}")
+        idx = torch.cat([torch.full((len(b), 1), i, dtype=input.dtype, device=input.device) for i, b in enumerate(boxes)])
+        boxes = torch.cat([idx, torch.cat(list(boxes)).to(input.dtype)], dim=1) if len(idx) else input.new_zeros((0, 5))
+    check_tensor(op, "boxes", boxes)
+    if boxes.dim() != 2 or boxes.shape[1] != 5:
+        raise ValueError(f"{op}: `boxes` must be Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of Tensor[L, 4], "
+                         f"got shape {tuple(boxes.shape)}")
+    if boxes.device != input.device:
+        raise ValueError(f"{op}: `boxes` is on {boxes.device} but `input` is on {input.device}")
+    boxes = boxes.to(input.dtype)
+    if not _compiling() and boxes.numel():
+        b = boxes[:, 0]
+        if not bool(torch.isfinite(boxes).all()):
+            raise ValueError(f"{op}: `boxes` must be finite")
+        if bool(((b < 0) | (b >= input.shape[0]) | (b != b.floor())).any()):
+            raise ValueError(f"{op}: `boxes`[:, 0] must be batch indices in [0, {input.shape[0]})")
+    return boxes
+
+
+def _check_input(op, input):
+    check_tensor(op, "input", input)
+    if input.dim() != 4:
+        raise ValueError(f"{op}: `input` must have shape [N, C, H, W], got {tuple(input.shape)}")
+    if input.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: `input` must be a floating tensor, got {input.dtype}")
+
+
+def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
+              aligned: bool = False) -> torch.Tensor:
+    """RoIAlign as ``torchvision.ops.roi_align``: ``[K, C, h, w]`` averages of bilinear samples
+    (``sampling_ratio`` per bin side, or adaptive ceil(roi/bin) when <= 0); ``aligned=True``
+    shifts boxes by -0.5 pixel. Differentiable w.r.t. ``input``."""
+    op = "roi_align"
+    _check_input(op, input)
+    ph, pw = _size(op, output_size)
+    rois = _rois(op, input, boxes)
+    return torch.ops.sniper.roi_align(input, rois, float(spatial_scale), ph, pw, max(int(sampling_ratio), 0), bool(aligned))
+
+
+def deform_roi_pool(input, rois, offset, output_size, spatial_scale: float = 1.0, sampling_ratio: int = 0,
+                    gamma: float = 0.1) -> torch.Tensor:
+    """Deformable RoI pooling (v1): RoIAlign-style bins (aligned), each bin (i, j) shifted by
+    ``gamma * (roi_w * offset[k, 0, i, j], roi_h * offset[k, 1, i, j])``. ``offset`` is
+    ``[K, 2, h, w]`` or None (plain pooling). Differentiable w.r.t. ``input`` and ``offset``."""
+    op = "deform_roi_pool"
+    _check_input(op, input)
+    ph, pw = _size(op, output_size)
+    rois = _rois(op, input, rois)
+    if offset is not None:
+        check_tensor(op, "offset", offset)
+        if tuple(offset.shape) != (rois.shape[0], 2, ph, pw):
+            raise ValueError(f"{op}: `offset` must have shape [{rois.shape[0]}, 2, {ph}, {pw}], got {tuple(offset.shape)}")
+        offset = offset.to(input.dtype)
+    return torch.ops.sniper.deform_roi_pool(input, rois, offset, float(spatial_scale), ph, pw,
+                                            max(int(sampling_ratio), 0), float(gamma))
+
+
+@torch.library.register_fake("sniper::roi_align")
+def _roi_align_fake(input, rois, scale, ph, pw, sampling, aligned):
+    return input.new_empty((rois.shape[0], input.shape[1], ph, pw))
+
+
+@torch.library.register_fake("sniper::roi_align_backward")
+def _roi_align_backward_fake(grad, rois, scale, ph, pw, n, c, h, w, sampling, aligned):
+    return grad.new_empty((n, c, h, w))
+
+
+@torch.library.register_fake("sniper::deform_roi_pool")
+def _deform_roi_pool_fake(input, rois, offset, scale, ph, pw, sampling, gamma):
+    return input.new_empty((rois.shape[0], input.shape[1], ph, pw))
+
+
+@torch.library.register_fake("sniper::deform_roi_pool_backward")
+def _deform_roi_pool_backward_fake(grad, input, rois, offset, scale, ph, pw, sampling, gamma):
+    go = offset.new_empty(offset.shape) if offset is not None else grad.new_empty((0,))
+    return input.new_empty(input.shape), go
+
+
+def _roi_align_setup(ctx, inputs, output):
+    input, rois, *params = inputs
+    ctx.params = params
+    ctx.shape = tuple(input.shape)
+    ctx.save_for_backward(rois)
+
+
+def _roi_align_backward(ctx, grad):
+    (rois,) = ctx.saved_tensors
+    scale, ph, pw, sampling, aligned = ctx.params
+    gi = torch.ops.sniper.roi_align_backward(grad.contiguous(), rois, scale, ph, pw, *ctx.shape, sampling, aligned)
+    return gi, None, None, None, None, None, None
+
+
+def _drp_setup(ctx, inputs, output):
+    input, rois, offset, *params = inputs
+    ctx.params = params
+    ctx.has_offset = offset is not None
+    ctx.save_for_backward(input, rois, offset)
+
+
+def _drp_backward(ctx, grad):
+    input, rois, offset = ctx.saved_tensors
+    gi, go = torch.ops.sniper.deform_roi_pool_backward(grad.contiguous(), input, rois, offset, *ctx.params)
+    return gi, None, go if ctx.has_offset else None, None, None, None, None, None
+
+
+torch.library.register_autograd("sniper::roi_align", _roi_align_backward, setup_context=_roi_align_setup)
+torch.library.register_autograd("sniper::deform_roi_pool", _drp_backward, setup_context=_drp_setup)
