@@ -47,13 +47,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         by_group[bench.group][bench.extra_info.get("impl", bench.name)] = bench.stats.median
     rows = []
     for group, impls in sorted(by_group.items()):
-        for ours in ("sniper-cuda", "sniper"):
-            if ours not in impls:
-                continue
+        for ours in sorted(i for i in impls if i.startswith("sniper")):
             for base, t in sorted(impls.items()):
-                if base.startswith("sniper") and not (ours == "sniper-cuda" and base == "sniper"):
-                    continue
-                if base == ours:
+                # Ours against every baseline; our CUDA variants also against our CPU kernel.
+                if base.startswith("sniper") and not (base == "sniper" and ours != "sniper"):
                     continue
                 rows.append({"workload": group, "ours": ours, "baseline": base,
                              "ours_ms": impls[ours] * 1e3, "baseline_ms": t * 1e3, "speedup": t / impls[ours]})

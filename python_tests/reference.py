@@ -199,3 +199,102 @@ def proposal_targets(proposals, proposal_chip, gt_boxes, gt_labels, gt_state, va
             else:
                 out.append((r, c, 0, [0.0, 0.0, 0.0, 0.0]))
     return out
+
+
+def _bilinear_deform(plane, y, x):
+    """Deformable-conv sampling: zero outside the image, nothing at or beyond -1 / H."""
+    H, W = len(plane), len(plane[0])
+    if y <= -1 or y >= H or x <= -1 or x >= W:
+        return 0.0
+    y0, x0 = math.floor(y), math.floor(x)
+    v = 0.0
+    for yy, wy in ((y0, 1 - (y - y0)), (y0 + 1, y - y0)):
+        for xx, wx in ((x0, 1 - (x - x0)), (x0 + 1, x - x0)):
+            if 0 <= yy < H and 0 <= xx < W:
+                v += wy * wx * plane[yy][xx]
+    return v
+
+
+def deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask=None):
+    """The nested loops of the definition (lists in, nested lists out)."""
+    N, C, H, W = len(x), len(x[0]), len(x[0][0]), len(x[0][0][0])
+    OC, Cg, kh, kw = len(weight), len(weight[0]), len(weight[0][0]), len(weight[0][0][0])
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    OH = (H + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    OW = (W + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    groups, og = C // Cg, len(offset[0]) // (2 * kh * kw)
+    out = [[[[0.0] * OW for _ in range(OH)] for _ in range(OC)] for _ in range(N)]
+    for n in range(N):
+        for o in range(OC):
+            g = o // (OC // groups)
+            for oy in range(OH):
+                for ox in range(OW):
+                    s = bias[o] if bias is not None else 0.0
+                    for ci in range(Cg):
+                        c = g * Cg + ci
+                        grp = c // (C // og)
+                        for ki in range(kh):
+                            for kj in range(kw):
+                                k = ki * kw + kj
+                                y = oy * sh - ph + ki * dh + offset[n][2 * (grp * kh * kw + k)][oy][ox]
+                                xx = ox * sw - pw + kj * dw + offset[n][2 * (grp * kh * kw + k) + 1][oy][ox]
+                                m = mask[n][grp * kh * kw + k][oy][ox] if mask is not None else 1.0
+                                s += weight[o][ci][ki][kj] * m * _bilinear_deform(x[n][c], y, xx)
+                    out[n][o][oy][ox] = s
+    return out
+
+
+def _bilinear_roi(plane, y, x):
+    """RoIAlign sampling (torchvision): nothing beyond -1 / H, else clamp into the image."""
+    H, W = len(plane), len(plane[0])
+    if y < -1 or y > H or x < -1 or x > W:
+        return 0.0
+    y, x = max(y, 0.0), max(x, 0.0)
+    y0, x0 = int(y), int(x)
+    if y0 >= H - 1:
+        y0 = y1 = H - 1
+        y = float(y0)
+    else:
+        y1 = y0 + 1
+    if x0 >= W - 1:
+        x0 = x1 = W - 1
+        x = float(x0)
+    else:
+        x1 = x0 + 1
+    ly, lx = y - y0, x - x0
+    return ((1 - ly) * (1 - lx) * plane[y0][x0] + (1 - ly) * lx * plane[y0][x1]
+            + ly * (1 - lx) * plane[y1][x0] + ly * lx * plane[y1][x1])
+
+
+def roi_pool(x, rois, ph, pw, scale, sampling, aligned, offset=None, gamma=0.1):
+    """RoIAlign (offset None) / deformable RoI pooling, from the definition."""
+    out = []
+    for k, (b, x1, y1, x2, y2) in enumerate(rois):
+        off = 0.5 if aligned else 0.0
+        sx, sy = x1 * scale - off, y1 * scale - off
+        rw, rh = x2 * scale - off - sx, y2 * scale - off - sy
+        if not aligned:
+            rw, rh = max(rw, 1.0), max(rh, 1.0)
+        bw, bh = rw / pw, rh / ph
+        gh = sampling if sampling > 0 else math.ceil(rh / ph)
+        gw = sampling if sampling > 0 else math.ceil(rw / pw)
+        count = max(gh * gw, 1)
+        chans = []
+        for plane in x[int(b)]:
+            rows = []
+            for i in range(ph):
+                row = []
+                for j in range(pw):
+                    dx = gamma * rw * offset[k][0][i][j] if offset is not None else 0.0
+                    dy = gamma * rh * offset[k][1][i][j] if offset is not None else 0.0
+                    acc = 0.0
+                    for iy in range(gh):
+                        for ix in range(gw):
+                            yy = sy + dy + i * bh + (iy + 0.5) * bh / gh
+                            xx = sx + dx + j * bw + (ix + 0.5) * bw / gw
+                            acc += _bilinear_roi(plane, yy, xx)
+                    row.append(acc / count)
+                rows.append(row)
+            chans.append(rows)
+        out.append(chans)
+    return out

@@ -149,3 +149,77 @@ def label_anchors_torch(anchors, gt_boxes, gt_state, canvas_wh, pos_iou=0.5, neg
     labels = torch.where(near_invalid | ~considered, -1, labels).to(torch.int8)
     matched = torch.where(labels == 1, arg, torch.full_like(arg, -1))
     return labels, matched
+
+
+def deform_conv2d_torch(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None):
+    """Plain-PyTorch deformable convolution: bilinear sampling with ``F.grid_sample`` (zeros
+    padding, align_corners=True: the same sampling rule) per offset group and tap, then a matmul."""
+    import torch.nn.functional as F
+
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
+    n, c, h, w = input.shape
+    oc, cg, kh, kw = weight.shape
+    groups, K = c // cg, kh * kw
+    oh, ow = offset.shape[2:]
+    og = offset.shape[1] // (2 * K)
+    ys = (torch.arange(oh, device=input.device) * sh - ph).to(input.dtype)
+    xs = (torch.arange(ow, device=input.device) * sw - pw).to(input.dtype)
+    cols = []
+    for g in range(og):
+        x_g = input[:, g * (c // og):(g + 1) * (c // og)]
+        taps = []
+        for k in range(K):
+            ki, kj = divmod(k, kw)
+            y = ys[:, None] + ki * dh + offset[:, 2 * (g * K + k)]
+            x = xs[None, :] + kj * dw + offset[:, 2 * (g * K + k) + 1]
+            grid = torch.stack([2 * x / max(w - 1, 1) - 1, 2 * y / max(h - 1, 1) - 1], dim=-1)
+            v = F.grid_sample(x_g, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+            if mask is not None:
+                v = v * mask[:, g * K + k][:, None]
+            taps.append(v)
+        cols.append(torch.stack(taps, dim=2))  # [n, c/og, K, oh, ow]
+    cols = torch.cat(cols, dim=1).reshape(n, groups, cg * K, oh * ow)
+    out = torch.matmul(weight.reshape(groups, oc // groups, cg * K), cols).reshape(n, oc, oh, ow)
+    return out if bias is None else out + bias.reshape(1, -1, 1, 1)
+
+
+def roi_pool_torch(input, rois, pooled_h, pooled_w, spatial_scale, sampling_ratio, aligned, offset=None, gamma=0.1):
+    """Plain-PyTorch RoIAlign / deformable RoI pooling with a fixed sampling grid (ratio > 0),
+    vectorised over RoIs, bins and samples with gathers."""
+    k = rois.shape[0]
+    n, c, h, w = input.shape
+    g = sampling_ratio
+    off = 0.5 if aligned else 0.0
+    x1, y1 = rois[:, 1] * spatial_scale - off, rois[:, 2] * spatial_scale - off
+    rw, rh = rois[:, 3] * spatial_scale - off - x1, rois[:, 4] * spatial_scale - off - y1
+    if not aligned:
+        rw, rh = rw.clamp(min=1), rh.clamp(min=1)
+    bw, bh = rw / pooled_w, rh / pooled_h
+    i = torch.arange(pooled_h, device=input.device, dtype=input.dtype)
+    j = torch.arange(pooled_w, device=input.device, dtype=input.dtype)
+    s = (torch.arange(g, device=input.device, dtype=input.dtype) + 0.5) / g
+    y = y1[:, None, None] + (i[None, :, None] + s[None, None, :]) * bh[:, None, None]  # [K, ph, g]
+    x = x1[:, None, None] + (j[None, :, None] + s[None, None, :]) * bw[:, None, None]  # [K, pw, g]
+    y = y[:, :, None, :, None].expand(k, pooled_h, pooled_w, g, g)
+    x = x[:, None, :, None, :].expand(k, pooled_h, pooled_w, g, g)
+    if offset is not None:
+        y = y + (gamma * rh[:, None, None] * offset[:, 1])[..., None, None]
+        x = x + (gamma * rw[:, None, None] * offset[:, 0])[..., None, None]
+    outside = (y < -1) | (y > h) | (x < -1) | (x > w)
+    y, x = y.clamp(min=0), x.clamp(min=0)
+    y0, x0 = y.floor().clamp(max=h - 1), x.floor().clamp(max=w - 1)
+    y = torch.where(y0 >= h - 1, y0, y)
+    x = torch.where(x0 >= w - 1, x0, x)
+    y1i, x1i = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
+    ly, lx = y - y0, x - x0
+    b = rois[:, 0].long()[:, None, None, None, None]
+    feat = input.permute(0, 2, 3, 1)  # [n, h, w, c]
+
+    def at(yy, xx):
+        return feat[b, yy.long(), xx.long()]  # [K, ph, pw, g, g, c]
+
+    v = (((1 - ly) * (1 - lx))[..., None] * at(y0, x0) + ((1 - ly) * lx)[..., None] * at(y0, x1i)
+         + (ly * (1 - lx))[..., None] * at(y1i, x0) + (ly * lx)[..., None] * at(y1i, x1i))
+    v = torch.where(outside[..., None], torch.zeros_like(v), v)
+    return v.mean(dim=(3, 4)).permute(0, 3, 1, 2)

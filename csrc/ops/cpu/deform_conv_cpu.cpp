@@ -48,21 +48,25 @@ Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor
     const scalar_t* pmask = mask ? mask->const_data_ptr<scalar_t>() : nullptr;
     scalar_t* pcol = cols.mutable_data_ptr<scalar_t>();
     const int64_t cpg = g.channels / og, HW = g.height * g.width;
-    torch::stable::parallel_for(0, n * g.channels, 1, [&](int64_t b, int64_t e) {
-      for (int64_t nc = b; nc < e; ++nc) {
-        const int64_t s = nc / g.channels, c = nc % g.channels, grp = c / cpg;
-        const scalar_t* plane = pin + nc * HW;
+    // Each (sample, group, tap) computes its sampling points once for all
+    // positions, then streams every channel of the group through them.
+    torch::stable::parallel_for(0, n * og * K, 1, [&](int64_t b, int64_t e) {
+      std::vector<Taps<A>> taps(L);
+      std::vector<A> scale(L);
+      for (int64_t r = b; r < e; ++r) {
+        const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
         const scalar_t* off = poff + s * 2 * og * K * L;
         const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
-        for (int64_t k = 0; k < K; ++k) {
+        for (int64_t l = 0; l < L; ++l) {
+          const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, l / g.out_w, l % g.out_w);
+          taps[l] = deform_taps<A>(g.height, g.width, p.y, p.x);
+          scale[l] = p.m;
+        }
+        for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
+          const scalar_t* plane = pin + (s * g.channels + c) * HW;
           scalar_t* row = pcol + (s * g.channels * K + c * K + k) * L;
-          for (int64_t oy = 0; oy < g.out_h; ++oy) {
-            for (int64_t ox = 0; ox < g.out_w; ++ox) {
-              const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, oy, ox);
-              const Taps<A> t = deform_taps<A>(g.height, g.width, p.y, p.x);
-              const A v = sample<A>(plane, t, [](scalar_t v) { return static_cast<A>(v); });
-              row[oy * g.out_w + ox] = static_cast<scalar_t>(p.m * v);
-            }
+          for (int64_t l = 0; l < L; ++l) {
+            row[l] = static_cast<scalar_t>(scale[l] * sample<A>(plane, taps[l], [](scalar_t v) { return static_cast<A>(v); }));
           }
         }
       }
@@ -78,6 +82,7 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
   const char* op = "deform_col2im";
   const DeformGeometry g = deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, op);
   const int64_t n = input_in.size(0), K = g.taps(), L = g.positions(), C = g.channels;
+  STD_TORCH_CHECK(g.height * g.width < (int64_t(1) << 31), op, ": an input plane must have < 2^31 pixels");
   STD_TORCH_CHECK(grad_cols_in.dim() == 3 && grad_cols_in.size(0) == n && grad_cols_in.size(1) == C * K &&
                       grad_cols_in.size(2) == L,
                   op, ": `grad_columns` must have shape [", n, ", ", C * K, ", ", L, "]");
@@ -103,58 +108,89 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
     scalar_t* pgo = grad_offset.mutable_data_ptr<scalar_t>();
     scalar_t* pgm = mask ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr;
     const int64_t cpg = C / og, HW = g.height * g.width;
+    // Sampling taps of every (sample, group, tap, position), weights times mask.
+    struct Tap4 {
+      int32_t idx[4];
+      A w[4];
+    };
+    std::vector<Tap4> table(n * og * K * L);
+    torch::stable::parallel_for(0, n * og * K, 1, [&](int64_t b, int64_t e) {
+      for (int64_t r = b; r < e; ++r) {
+        const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
+        const scalar_t* off = poff + s * 2 * og * K * L;
+        const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
+        for (int64_t l = 0; l < L; ++l) {
+          const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, l / g.out_w, l % g.out_w);
+          const Taps<A> t = deform_taps<A>(g.height, g.width, p.y, p.x);
+          Tap4& q = table[r * L + l];
+          for (int i = 0; i < 4; ++i) {
+            q.idx[i] = static_cast<int32_t>(t.idx[i]);
+            q.w[i] = p.m * t.w[i];
+          }
+        }
+      }
+    });
     // Input: one (sample, channel) plane per task, accumulated in A.
     torch::stable::parallel_for(0, n * C, 1, [&](int64_t b, int64_t e) {
       std::vector<A> acc(HW);
       for (int64_t nc = b; nc < e; ++nc) {
         const int64_t s = nc / C, c = nc % C, grp = c / cpg;
         std::fill(acc.begin(), acc.end(), A(0));
-        const scalar_t* off = poff + s * 2 * og * K * L;
-        const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
         for (int64_t k = 0; k < K; ++k) {
           const scalar_t* grow = pg + (s * C * K + c * K + k) * L;
-          for (int64_t oy = 0; oy < g.out_h; ++oy) {
-            for (int64_t ox = 0; ox < g.out_w; ++ox) {
-              const A gv = static_cast<A>(grow[oy * g.out_w + ox]);
-              if (gv == A(0)) continue;
-              const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, oy, ox);
-              const Taps<A> t = deform_taps<A>(g.height, g.width, p.y, p.x);
-              for (int i = 0; i < 4; ++i) acc[t.idx[i]] += p.m * gv * t.w[i];
-            }
+          const Tap4* taps = table.data() + ((s * og + grp) * K + k) * L;
+          for (int64_t l = 0; l < L; ++l) {
+            const A gv = static_cast<A>(grow[l]);
+            if (gv == A(0)) continue;
+            const Tap4& q = taps[l];
+            for (int i = 0; i < 4; ++i) acc[q.idx[i]] += gv * q.w[i];
           }
         }
         for (int64_t i = 0; i < HW; ++i) pgi[nc * HW + i] = static_cast<scalar_t>(acc[i]);
       }
     });
-    // Offset and mask: one (sample, group, tap) per task, summing its channels.
+    // Offset and mask: one (sample, group, tap) per task, summing its channels
+    // (channels outer, positions inner, so rows are read contiguously).
     torch::stable::parallel_for(0, n * og * K, 1, [&](int64_t b, int64_t e) {
+      std::vector<Taps<A>> taps(L);
+      std::vector<A> scale(L), gy(L), gx(L), gm(L);
       for (int64_t r = b; r < e; ++r) {
         const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
         const scalar_t* off = poff + s * 2 * og * K * L;
         const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
-        for (int64_t oy = 0; oy < g.out_h; ++oy) {
-          for (int64_t ox = 0; ox < g.out_w; ++ox) {
-            const int64_t l = oy * g.out_w + ox;
-            const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, oy, ox);
-            const Taps<A> t = deform_taps<A>(g.height, g.width, p.y, p.x);
-            A gy = 0, gx = 0, gm = 0;
-            for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
-              const A gv = static_cast<A>(pg[(s * C * K + c * K + k) * L + l]);
-              const scalar_t* plane = pin + (s * C + c) * HW;
-              A vy = 0, vx = 0;
-              for (int i = 0; i < 4; ++i) {
-                const A v = load(plane[t.idx[i]]);
-                vy += t.dy[i] * v;
-                vx += t.dx[i] * v;
-              }
-              gy += gv * vy;
-              gx += gv * vx;
-              gm += gv * sample<A>(plane, t, load);
+        for (int64_t l = 0; l < L; ++l) {
+          const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, l / g.out_w, l % g.out_w);
+          taps[l] = deform_taps<A>(g.height, g.width, p.y, p.x);
+          scale[l] = p.m;
+        }
+        std::fill(gy.begin(), gy.end(), A(0));
+        std::fill(gx.begin(), gx.end(), A(0));
+        std::fill(gm.begin(), gm.end(), A(0));
+        for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
+          const scalar_t* grow = pg + (s * C * K + c * K + k) * L;
+          const scalar_t* plane = pin + (s * C + c) * HW;
+          for (int64_t l = 0; l < L; ++l) {
+            const A gv = static_cast<A>(grow[l]);
+            if (gv == A(0)) continue;
+            const Taps<A>& t = taps[l];
+            A vy = 0, vx = 0, v = 0;
+            for (int i = 0; i < 4; ++i) {
+              const A pv = load(plane[t.idx[i]]);
+              vy += t.dy[i] * pv;
+              vx += t.dx[i] * pv;
+              v += t.w[i] * pv;
             }
-            pgo[(s * 2 * og * K + 2 * (grp * K + k)) * L + l] = static_cast<scalar_t>(p.m * gy);
-            pgo[(s * 2 * og * K + 2 * (grp * K + k) + 1) * L + l] = static_cast<scalar_t>(p.m * gx);
-            if (pgm) pgm[(s * og * K + grp * K + k) * L + l] = static_cast<scalar_t>(gm);
+            gy[l] += gv * vy;
+            gx[l] += gv * vx;
+            gm[l] += gv * v;
           }
+        }
+        scalar_t* go_y = pgo + (s * 2 * og * K + 2 * (grp * K + k)) * L;
+        scalar_t* go_x = go_y + L;
+        for (int64_t l = 0; l < L; ++l) {
+          go_y[l] = static_cast<scalar_t>(scale[l] * gy[l]);
+          go_x[l] = static_cast<scalar_t>(scale[l] * gx[l]);
+          if (pgm) pgm[(s * og * K + grp * K + k) * L + l] = static_cast<scalar_t>(gm[l]);
         }
       }
     });
