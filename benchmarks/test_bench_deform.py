@@ -74,13 +74,16 @@ def test_deform_conv2d(benchmark, shape, impl, device, dtype, pass_):
     benchmark.pedantic(run, rounds=1 if heavy else 5, iterations=1, warmup_rounds=0 if heavy else 1)
 
 
+ROIS, ROI_CHANNELS = (128, 32) if QUICK else (1024, 256)
+
+
 def roi_inputs(device, seed=0):
     g = torch.Generator().manual_seed(seed)
-    feat = torch.randn(4, 256, 64, 64, generator=g)
-    xy = torch.rand(1024, 2, generator=g) * 900
-    wh = 16 + torch.rand(1024, 2, generator=g) * 300
-    rois = torch.cat([torch.randint(0, 4, (1024, 1), generator=g).float(), xy, xy + wh], 1)
-    off = torch.randn(1024, 2, 7, 7, generator=g) * 0.1
+    feat = torch.randn(4, ROI_CHANNELS, 64, 64, generator=g)
+    xy = torch.rand(ROIS, 2, generator=g) * 900
+    wh = 16 + torch.rand(ROIS, 2, generator=g) * 300
+    rois = torch.cat([torch.randint(0, 4, (ROIS, 1), generator=g).float(), xy, xy + wh], 1)
+    off = torch.randn(ROIS, 2, 7, 7, generator=g) * 0.1
     return feat.to(device).requires_grad_(), rois.to(device), off.to(device).requires_grad_()
 
 
@@ -95,7 +98,7 @@ def test_roi_pooling(benchmark, op, impl):
         pytest.skip("torchvision has no deformable RoI pooling")
     device = "cuda" if impl.endswith("cuda") else "cpu"
     feat, rois, off = roi_inputs(device)
-    benchmark.group = f"{op} 1024 RoIs 7x7 on [4, 256, 64, 64] forward+backward"
+    benchmark.group = f"{op} {ROIS} RoIs 7x7 on [4, {ROI_CHANNELS}, 64, 64] forward+backward"
     benchmark.extra_info["impl"] = impl
     if op == "roi_align":
         fns = {"sniper": lambda: ops.roi_align(feat, rois, 7, 1 / 16, 2, True),
