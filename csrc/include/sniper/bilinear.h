@@ -23,40 +23,44 @@ struct Taps {
   T dy[4], dx[4];
 };
 
+// The four taps around (y0, x0)-(y1, x1) with fractional parts (ly, lx);
+// `ok[i]` false zeroes tap i, fixed_y / fixed_x zero a derivative.
 template <typename T>
-SNIPER_HD Taps<T> deform_taps(int64_t height, int64_t width, T y, T x) {
-  Taps<T> t;
-  for (int i = 0; i < 4; ++i) {
-    t.idx[i] = 0;
-    t.w[i] = t.dy[i] = t.dx[i] = T(0);
-  }
-  if (y <= T(-1) || y >= T(height) || x <= T(-1) || x >= T(width)) return t;
-  const int64_t y0 = int64_t(floor(y)), x0 = int64_t(floor(x));
-  const int64_t y1 = y0 + 1, x1 = x0 + 1;
-  const T ly = y - T(y0), lx = x - T(x0), hy = T(1) - ly, hx = T(1) - lx;
-  const bool ok[4] = {y0 >= 0 && x0 >= 0, y0 >= 0 && x1 <= width - 1, y1 <= height - 1 && x0 >= 0,
-                      y1 <= height - 1 && x1 <= width - 1};
+SNIPER_HD Taps<T> make_taps(int64_t width, int64_t y0, int64_t x0, int64_t y1, int64_t x1, T ly, T lx,
+                            const bool ok[4], bool fixed_y, bool fixed_x) {
+  const T hy = T(1) - ly, hx = T(1) - lx;
   const int64_t ys[4] = {y0, y0, y1, y1}, xs[4] = {x0, x1, x0, x1};
   const T w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
   const T dy[4] = {-hx, -lx, hx, lx}, dx[4] = {-hy, hy, -ly, ly};
+  Taps<T> t;
   for (int i = 0; i < 4; ++i) {
-    if (!ok[i]) continue;
-    t.idx[i] = ys[i] * width + xs[i];
-    t.w[i] = w[i];
-    t.dy[i] = dy[i];
-    t.dx[i] = dx[i];
+    t.idx[i] = ok[i] ? ys[i] * width + xs[i] : 0;
+    t.w[i] = ok[i] ? w[i] : T(0);
+    t.dy[i] = ok[i] && !fixed_y ? dy[i] : T(0);
+    t.dx[i] = ok[i] && !fixed_x ? dx[i] : T(0);
   }
   return t;
 }
 
 template <typename T>
+SNIPER_HD Taps<T> empty_taps() {
+  const bool none[4] = {false, false, false, false};
+  return make_taps<T>(0, 0, 0, 0, 0, T(0), T(0), none, true, true);
+}
+
+template <typename T>
+SNIPER_HD Taps<T> deform_taps(int64_t height, int64_t width, T y, T x) {
+  if (y <= T(-1) || y >= T(height) || x <= T(-1) || x >= T(width)) return empty_taps<T>();
+  const int64_t y0 = int64_t(floor(y)), x0 = int64_t(floor(x));
+  const int64_t y1 = y0 + 1, x1 = x0 + 1;
+  const bool ok[4] = {y0 >= 0 && x0 >= 0, y0 >= 0 && x1 <= width - 1, y1 <= height - 1 && x0 >= 0,
+                      y1 <= height - 1 && x1 <= width - 1};
+  return make_taps<T>(width, y0, x0, y1, x1, y - T(y0), x - T(x0), ok, false, false);
+}
+
+template <typename T>
 SNIPER_HD Taps<T> roi_taps(int64_t height, int64_t width, T y, T x) {
-  Taps<T> t;
-  for (int i = 0; i < 4; ++i) {
-    t.idx[i] = 0;
-    t.w[i] = t.dy[i] = t.dx[i] = T(0);
-  }
-  if (y < T(-1) || y > T(height) || x < T(-1) || x > T(width)) return t;
+  if (y < T(-1) || y > T(height) || x < T(-1) || x > T(width)) return empty_taps<T>();
   // Where a coordinate is clamped, the value does not depend on it: derivative 0.
   bool fixed_y = false, fixed_x = false;
   if (y <= T(0)) { y = T(0); fixed_y = true; }
@@ -64,17 +68,8 @@ SNIPER_HD Taps<T> roi_taps(int64_t height, int64_t width, T y, T x) {
   int64_t y0 = int64_t(y), x0 = int64_t(x), y1, x1;
   if (y0 >= height - 1) { y1 = y0 = height - 1; y = T(y0); fixed_y = true; } else { y1 = y0 + 1; }
   if (x0 >= width - 1) { x1 = x0 = width - 1; x = T(x0); fixed_x = true; } else { x1 = x0 + 1; }
-  const T ly = y - T(y0), lx = x - T(x0), hy = T(1) - ly, hx = T(1) - lx;
-  const int64_t ys[4] = {y0, y0, y1, y1}, xs[4] = {x0, x1, x0, x1};
-  const T w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
-  const T dy[4] = {-hx, -lx, hx, lx}, dx[4] = {-hy, hy, -ly, ly};
-  for (int i = 0; i < 4; ++i) {
-    t.idx[i] = ys[i] * width + xs[i];
-    t.w[i] = w[i];
-    t.dy[i] = fixed_y ? T(0) : dy[i];
-    t.dx[i] = fixed_x ? T(0) : dx[i];
-  }
-  return t;
+  const bool ok[4] = {true, true, true, true};
+  return make_taps<T>(width, y0, x0, y1, x1, y - T(y0), x - T(x0), ok, fixed_y, fixed_x);
 }
 
 // Value of a plane at a sample, in the accumulation type A.

@@ -29,6 +29,18 @@ Point<A> sample_point(const DeformGeometry& g, const scalar_t* off, const scalar
   return p;
 }
 
+// Taps (and mask values) of tap k of offset group grp at every output
+// position of sample-local offset/mask arrays.
+template <typename scalar_t, typename A>
+void fill_taps(const DeformGeometry& g, const scalar_t* off, const scalar_t* msk, int64_t grp, int64_t k,
+               std::vector<Taps<A>>& taps, std::vector<A>& scale) {
+  for (int64_t l = 0; l < g.positions(); ++l) {
+    const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, l / g.out_w, l % g.out_w);
+    taps[l] = deform_taps<A>(g.height, g.width, p.y, p.x);
+    scale[l] = p.m;
+  }
+}
+
 Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor> mask_in, int64_t kh,
                          int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                          int64_t og) {
@@ -57,11 +69,7 @@ Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor
         const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
         const scalar_t* off = poff + s * 2 * og * K * L;
         const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
-        for (int64_t l = 0; l < L; ++l) {
-          const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, l / g.out_w, l % g.out_w);
-          taps[l] = deform_taps<A>(g.height, g.width, p.y, p.x);
-          scale[l] = p.m;
-        }
+        fill_taps<scalar_t, A>(g, off, msk, grp, k, taps, scale);
         for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
           const scalar_t* plane = pin + (s * g.channels + c) * HW;
           scalar_t* row = pcol + (s * g.channels * K + c * K + k) * L;
@@ -115,17 +123,17 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
     };
     std::vector<Tap4> table(n * og * K * L);
     torch::stable::parallel_for(0, n * og * K, 1, [&](int64_t b, int64_t e) {
+      std::vector<Taps<A>> taps(L);
+      std::vector<A> scale(L);
       for (int64_t r = b; r < e; ++r) {
         const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
-        const scalar_t* off = poff + s * 2 * og * K * L;
-        const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
+        fill_taps<scalar_t, A>(g, poff + s * 2 * og * K * L, pmask ? pmask + s * og * K * L : nullptr, grp, k,
+                               taps, scale);
         for (int64_t l = 0; l < L; ++l) {
-          const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, l / g.out_w, l % g.out_w);
-          const Taps<A> t = deform_taps<A>(g.height, g.width, p.y, p.x);
           Tap4& q = table[r * L + l];
           for (int i = 0; i < 4; ++i) {
-            q.idx[i] = static_cast<int32_t>(t.idx[i]);
-            q.w[i] = p.m * t.w[i];
+            q.idx[i] = static_cast<int32_t>(taps[l].idx[i]);
+            q.w[i] = scale[l] * taps[l].w[i];
           }
         }
       }
@@ -158,11 +166,7 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
         const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
         const scalar_t* off = poff + s * 2 * og * K * L;
         const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
-        for (int64_t l = 0; l < L; ++l) {
-          const Point<A> p = sample_point<scalar_t, A>(g, off, msk, grp, k, l / g.out_w, l % g.out_w);
-          taps[l] = deform_taps<A>(g.height, g.width, p.y, p.x);
-          scale[l] = p.m;
-        }
+        fill_taps<scalar_t, A>(g, off, msk, grp, k, taps, scale);
         std::fill(gy.begin(), gy.end(), A(0));
         std::fill(gx.begin(), gx.end(), A(0));
         std::fill(gm.begin(), gm.end(), A(0));
