@@ -41,10 +41,14 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if session is None or not session.benchmarks:
         return
     by_group = defaultdict(dict)
+    rates = {}
     for bench in session.benchmarks:
         if bench.stats is None or not getattr(bench.stats, "median", None):
             continue
-        by_group[bench.group][bench.extra_info.get("impl", bench.name)] = bench.stats.median
+        impl = bench.extra_info.get("impl", bench.name)
+        by_group[bench.group][impl] = bench.stats.median
+        if "groups" in bench.extra_info:  # chip cover: groups per second
+            rates[bench.group, impl] = bench.extra_info["groups"] / bench.stats.median
     rows = []
     for group, impls in sorted(by_group.items()):
         for ours in sorted(i for i in impls if i.startswith("sniper")):
@@ -59,8 +63,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     tr = terminalreporter
     tr.section("sniper_ext speedups (baseline median / ours median)")
     for r in rows:
+        rate = rates.get((r["workload"], r["ours"]))
+        r["groups_per_second"] = rate
         tr.write_line(f"{r['workload']:<40} {r['ours']:>12} vs {r['baseline']:<16} "
-                      f"{r['ours_ms']:10.3f} ms vs {r['baseline_ms']:10.3f} ms   {r['speedup']:8.1f}x")
+                      f"{r['ours_ms']:10.3f} ms vs {r['baseline_ms']:10.3f} ms   {r['speedup']:8.1f}x"
+                      + (f"   ({rate:,.0f} groups/s)" if rate else ""))
     out = os.environ.get("SNIPER_BENCH_RATIOS")
     if out:
         tmp = out + ".tmp"

@@ -42,3 +42,47 @@ def test_label_anchors(benchmark, chips, impl):
     if impl == "sniper":
         want = label_anchors_torch(anchors, gt, state, canvas)
         assert (labels == want[0]).float().mean() > 0.9999
+
+
+def _filter_per_chip_loop(anchors, objectness, deltas, canvas, valid_range):
+    """Plain PyTorch per chip, with the NumPy greedy NMS: what one writes without batched ops."""
+    import numpy as np
+
+    from sniper_ext.baselines import nms_numpy
+
+    out = []
+    for c in range(len(objectness)):
+        boxes = ops.decode_boxes(anchors, deltas[c], clip_wh=canvas[c])
+        w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        lo, hi = valid_range[c]
+        keep = (w >= 3) & (h >= 3) & (w * h >= lo * lo) & (w * h < hi * hi)
+        b, s = boxes[keep].numpy(), objectness[c][keep].numpy()
+        k = nms_numpy(b, s, 0.7)[:300]
+        out.append((b[k], s[k], np.full(len(k), c)))
+    return out
+
+
+@pytest.mark.parametrize("impl", ["sniper", "torch-loop"] + (["sniper-cuda"] if HAS_CUDA else []))
+def test_filter_proposals(benchmark, impl):
+    chips = 4 if QUICK else 16
+    g = torch.Generator().manual_seed(1)
+    anchors = ops.make_anchors((32, 32))
+    objectness = torch.rand(chips, len(anchors), generator=g)
+    deltas = torch.randn(chips, len(anchors), 4, generator=g) * 0.2
+    canvas = torch.full((chips, 2), 512.0)
+    valid_range = torch.tensor([[0.0, 240.0]] * chips)
+    benchmark.group = f"filter_proposals {chips} chips x 21504 anchors"
+    benchmark.extra_info["impl"] = impl
+    args = (anchors, objectness, deltas, canvas, valid_range)
+    if impl == "torch-loop":
+        benchmark.pedantic(lambda: _filter_per_chip_loop(*args), rounds=3, iterations=1)
+        return
+    if impl == "sniper-cuda":
+        args = tuple(t.cuda() for t in args)
+
+    def run():
+        out = ops.filter_proposals(*args)
+        cuda_sync()
+        return out
+
+    benchmark.pedantic(run, rounds=5, iterations=1, warmup_rounds=1)

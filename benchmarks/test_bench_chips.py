@@ -73,7 +73,6 @@ def test_greedy_chip_cover(benchmark, kind, impl):
             return out
 
         benchmark(run)
-    benchmark.extra_info["groups_per_second"] = len(canvas) / benchmark.stats.stats.median
 
 
 @pytest.mark.skipif(not HAS_CUDA, reason="COCO-sized load is for the GPU")
