@@ -152,3 +152,30 @@ def test_matches_plain_pytorch_baseline(aligned):
     x, rois, off = _random(9)
     torch.testing.assert_close(roi_pool_torch(x, rois, 3, 2, 0.5, 2, aligned), ops.roi_align(x, rois, (3, 2), 0.5, 2, aligned))
     torch.testing.assert_close(roi_pool_torch(x, rois, 3, 2, 0.5, 2, True, off), ops.deform_roi_pool(x, rois, off, (3, 2), 0.5, 2))
+
+
+@requires_cuda
+def test_cuda_backward_alerts_when_determinism_is_required():
+    x, rois, _ = _random(10, torch.float32)
+    xg = x.cuda().requires_grad_()
+    out = ops.roi_align(xg, rois.cuda(), 2, 0.5, 2)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with pytest.raises(RuntimeError, match="not deterministic"):
+            out.sum().backward()
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+def test_cpu_backward_is_deterministic():
+    x, rois, off = _random(11)
+    torch.use_deterministic_algorithms(True)
+    try:
+        grads = []
+        for _ in range(2):
+            xs = x.clone().requires_grad_()
+            ops.deform_roi_pool(xs, rois, off, (3, 2), 0.5, 2).square().sum().backward()
+            grads.append(xs.grad)
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert torch.equal(grads[0], grads[1])

@@ -102,6 +102,19 @@ def _deform_roi_pool_backward_fake(grad, input, rois, offset, scale, ph, pw, sam
     return input.new_empty(input.shape), go
 
 
+def _alert_nondeterministic(op, grad):
+    """Like PyTorch's own atomics-based backward kernels under use_deterministic_algorithms."""
+    if grad.is_cuda and torch.are_deterministic_algorithms_enabled():
+        msg = (f"{op} backward on CUDA accumulates with atomics and is not deterministic; "
+               "run it on the CPU or call torch.use_deterministic_algorithms(True, warn_only=True)")
+        if torch.is_deterministic_algorithms_warn_only_enabled():
+            import warnings
+
+            warnings.warn(msg, stacklevel=3)
+        else:
+            raise RuntimeError(msg)
+
+
 def _roi_align_setup(ctx, inputs, output):
     input, rois, *params = inputs
     ctx.params = params
@@ -111,6 +124,7 @@ def _roi_align_setup(ctx, inputs, output):
 
 def _roi_align_backward(ctx, grad):
     (rois,) = ctx.saved_tensors
+    _alert_nondeterministic("roi_align", grad)
     scale, ph, pw, sampling, aligned = ctx.params
     gi = torch.ops.sniper.roi_align_backward(grad.contiguous(), rois, scale, ph, pw, *ctx.shape, sampling, aligned)
     return gi, None, None, None, None, None, None
@@ -125,6 +139,7 @@ def _drp_setup(ctx, inputs, output):
 
 def _drp_backward(ctx, grad):
     input, rois, offset = ctx.saved_tensors
+    _alert_nondeterministic("deform_roi_pool", grad)
     gi, go = torch.ops.sniper.deform_roi_pool_backward(grad.contiguous(), input, rois, offset, *ctx.params)
     return gi, None, go if ctx.has_offset else None, None, None, None, None, None
 
