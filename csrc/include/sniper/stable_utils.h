@@ -82,10 +82,6 @@ inline void check_threshold(double v, const char* op, const char* name) {
   STD_TORCH_CHECK(v >= 0.0, op, ": `", name, "` must be >= 0, got ", v);
 }
 
-inline std::vector<int64_t> shape(std::initializer_list<int64_t> s) {
-  return std::vector<int64_t>(s);
-}
-
 inline Tensor new_empty(const Tensor& like, std::vector<int64_t> sizes,
                         ScalarType dtype) {
   return torch::stable::empty(sizes, dtype, std::nullopt, like.device());
