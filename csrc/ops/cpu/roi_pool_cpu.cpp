@@ -165,36 +165,14 @@ std::tuple<Tensor, Tensor> pool_backward(const Tensor& grad_in, const Tensor& ro
   return std::make_tuple(grad_input, grad_offset);
 }
 
-Tensor roi_align_cpu(Tensor input, Tensor rois, double scale, int64_t ph, int64_t pw, int64_t sampling, bool aligned) {
-  return pool_forward(input, rois, std::nullopt, RoiPoolSpec{scale, ph, pw, sampling, aligned, 0.0}, "roi_align");
-}
-
-Tensor roi_align_backward_cpu(Tensor grad, Tensor rois, double scale, int64_t ph, int64_t pw, int64_t n, int64_t c,
-                              int64_t h, int64_t w, int64_t sampling, bool aligned) {
-  return std::get<0>(pool_backward(grad, rois, std::nullopt, std::nullopt, n, c, h, w,
-                                   RoiPoolSpec{scale, ph, pw, sampling, aligned, 0.0}, "roi_align_backward"));
-}
-
-Tensor deform_roi_pool_cpu(Tensor input, Tensor rois, std::optional<Tensor> offset, double scale, int64_t ph,
-                           int64_t pw, int64_t sampling, double gamma) {
-  return pool_forward(input, rois, offset, RoiPoolSpec{scale, ph, pw, sampling, true, gamma}, "deform_roi_pool");
-}
-
-std::tuple<Tensor, Tensor> deform_roi_pool_backward_cpu(Tensor grad, Tensor input, Tensor rois,
-                                                        std::optional<Tensor> offset, double scale, int64_t ph,
-                                                        int64_t pw, int64_t sampling, double gamma) {
-  STD_TORCH_CHECK(input.dim() == 4, "deform_roi_pool_backward: `input` must have shape [N, C, H, W]");
-  return pool_backward(grad, rois, input, offset, input.size(0), input.size(1), input.size(2), input.size(3),
-                       RoiPoolSpec{scale, ph, pw, sampling, true, gamma}, "deform_roi_pool_backward");
-}
-
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) {
-  m.impl("roi_align", TORCH_BOX(&roi_align_cpu));
-  m.impl("roi_align_backward", TORCH_BOX(&roi_align_backward_cpu));
-  m.impl("deform_roi_pool", TORCH_BOX(&deform_roi_pool_cpu));
-  m.impl("deform_roi_pool_backward", TORCH_BOX(&deform_roi_pool_backward_cpu));
+  using E = RoiPoolEntries<&pool_forward, &pool_backward>;
+  m.impl("roi_align", TORCH_BOX(&E::roi_align));
+  m.impl("roi_align_backward", TORCH_BOX(&E::roi_align_backward));
+  m.impl("deform_roi_pool", TORCH_BOX(&E::deform_roi_pool));
+  m.impl("deform_roi_pool_backward", TORCH_BOX(&E::deform_roi_pool_backward));
 }
 
 }  // namespace sniper
