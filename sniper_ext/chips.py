@@ -175,7 +175,7 @@ def _cover(problems, config: ChipConfig, stride: int, seed):
     Returns per problem (chips [C, 4] canvas coords, box_chip [N])."""
     if not problems:
         return []
-    boxes = np.concatenate([p[1] for p in problems]) if problems else np.zeros((0, 4))
+    boxes = np.concatenate([p[1] for p in problems])
     group = np.concatenate([np.full(len(p[1]), k, dtype=np.int64) for k, p in enumerate(problems)])
     canvas = np.array([p[0] for p in problems], dtype=np.float64)
     chips, chip_group, box_chip = greedy_chip_cover(
@@ -273,12 +273,12 @@ def plan_images(images: list, config: ChipConfig, stride: int | None = None, see
                 continue
             gt = im.boxes * s
             valid = info["valid"][si]
-            # §3: each valid GT belongs to the positive chip it overlaps most (first on ties).
+            inter_all = _intersection(gt, chips) if len(gt) else np.zeros((0, len(chips)))
+            # §3: each valid GT belongs to the positive chip it overlaps most (first on ties);
+            # positive chips come first in `chips`.
             owner = np.full(len(gt), -1)
             if len(pos_chips) and valid.any():
-                inter = _intersection(gt[valid], pos_chips)
-                owner[valid] = np.argmax(inter, axis=1)
-            inter_all = _intersection(gt, chips) if len(gt) else np.zeros((0, len(chips)))
+                owner[valid] = np.argmax(inter_all[valid][:, :len(pos_chips)], axis=1)
             lo, hi = config.valid_ranges[si]
             for c, chip in enumerate(chips):
                 hit = np.flatnonzero(inter_all[:, c] > 0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_same_device, check_tensor, check_threshold
+from ._checks import _compiling, check_same_device, check_tensor, check_threshold
 from .anchors import decode_boxes, encode_boxes
 from .boxes import box_iou
 from .nms import batched_nms
@@ -121,7 +121,7 @@ def proposal_targets(proposals, proposal_chip, gt_boxes, gt_labels, gt_state, va
                     ("gt_state", gt_state), ("valid_range", valid_range)):
         check_same_device(op, "proposals", proposals, name, t)
     fg = check_threshold(op, "fg_iou", fg_iou)
-    if proposals.shape[0] and not torch.compiler.is_compiling():
+    if proposals.shape[0] and not _compiling():
         lo_c, hi_c = int(proposal_chip.min()), int(proposal_chip.max())
         if lo_c < 0 or hi_c >= b:
             raise ValueError(f"{op}: `proposal_chip` values must lie in [0, {b}), got [{lo_c}, {hi_c}]")
