@@ -4,61 +4,124 @@
 * `sniper_ext._C_cuda`  CUDA kernels (built when torch has CUDA or FORCE_CUDA=1),
                         loaded separately so a CPU-only install needs no CUDA library.
 
-Both libraries use only the stable ABI (TORCH_TARGET_VERSION = 2.10) and no
-Python C API at all, so one abi3 wheel serves torch >= 2.10 and CPython >= 3.10.
+Both libraries use only the stable ABI and no Python C API at all, so one abi3
+wheel serves every torch from the target version on and CPython >= 3.10. The
+version, the stable-ABI target and the default CUDA architectures are read from
+csrc/include/sniper/version.h (CMakeLists.txt reads the same file).
 
 Environment: FORCE_CUDA=1 builds the CUDA library without a CUDA torch;
-TORCH_CUDA_ARCH_LIST picks architectures (default "8.0;9.0+PTX" when no GPU is
-visible); SNIPER_DEBUG=1 builds with -O0 -g.
+TORCH_CUDA_ARCH_LIST picks architectures (default without a visible GPU: see
+version.h); CUDA_HOME picks the toolkit (default: the one whose nvcc is on PATH);
+SNIPER_DEBUG=1 builds with -O0 -g; SNIPER_LINEINFO=1 keeps CUDA line info (for
+compute-sanitizer and ncu) in a release build.
 """
+
 import glob
 import os
-import subprocess
-
+import re
 import shutil
+import subprocess
 
 import torch
 import torch.utils.cpp_extension as cpp_ext
 from setuptools import find_packages, setup
 from torch.utils.cpp_extension import BuildExtension, CppExtension
 
-VERSION = "0.1.0"
 ROOT = os.path.dirname(os.path.abspath(__file__))
-TORCH_TARGET_VERSION = "0x020a000000000000"  # LibTorch stable ABI of torch 2.10
-DEFAULT_ARCHS = "8.0;9.0+PTX"
+
+
+def read_constants():
+    with open(os.path.join(ROOT, "csrc", "include", "sniper", "version.h")) as f:
+        found = re.findall(r"^#define (SNIPER_\w+) (\S+)", f.read(), re.M)
+    return {k: v.strip('"') for k, v in found}
+
+
+CONSTANTS = read_constants()
+VERSION = CONSTANTS["SNIPER_VERSION"]
+TORCH_TARGET_VERSION = CONSTANTS["SNIPER_TORCH_TARGET_VERSION"]
+DEFAULT_ARCHS = CONSTANTS["SNIPER_DEFAULT_CUDA_ARCHS"]
 
 DEBUG = os.getenv("SNIPER_DEBUG", "0") == "1"
+LINEINFO = os.getenv("SNIPER_LINEINFO", "0") == "1"
 FORCE_CUDA = os.getenv("FORCE_CUDA", "0") == "1"
+WANT_CUDA = torch.version.cuda is not None or FORCE_CUDA
+
+
+def cudart_dir(home):
+    """The folder of libcudart in a toolkit, or None (then it is no usable toolkit)."""
+    for sub in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"):
+        if glob.glob(os.path.join(home, sub, "libcudart.so*")):
+            return os.path.join(home, sub)
+    return None
+
+
+def nvcc_home(nvcc):
+    """The toolkit folder of an nvcc, also when `nvcc` is a wrapper script elsewhere."""
+    try:
+        out = subprocess.run(
+            [nvcc, "-dryrun", "-c", "-x", "cu", os.devnull], capture_output=True, text=True, timeout=120
+        )
+        m = re.search(r"^#\$ _HERE_=(.+)$", out.stdout + out.stderr, re.M)
+        if m:
+            return os.path.dirname(m.group(1).strip())
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return os.path.dirname(os.path.dirname(os.path.realpath(nvcc)))
 
 
 def find_cuda_home():
-    """torch finds the toolkit only when torch itself has CUDA; FORCE_CUDA looks too."""
-    if cpp_ext.CUDA_HOME is not None or not FORCE_CUDA:
-        return cpp_ext.CUDA_HOME
-    for cand in (os.getenv("CUDA_HOME"), os.getenv("CUDA_PATH"), "/usr/local/cuda"):
-        if cand and os.path.exists(os.path.join(cand, "bin", "nvcc")):
-            return cand
+    """A CUDA toolkit with nvcc, headers and libcudart, or None.
+
+    torch's own guess (cpp_extension.CUDA_HOME) is the parent of the nvcc on PATH,
+    wrong when that nvcc is a wrapper script (e.g. /usr/local/bin/nvcc): every
+    candidate is checked for the runtime library before it is taken.
+    """
+    cands = [os.getenv("CUDA_HOME"), os.getenv("CUDA_PATH"), cpp_ext.CUDA_HOME]
     nvcc = shutil.which("nvcc")
-    return os.path.dirname(os.path.dirname(nvcc)) if nvcc else None
+    if nvcc:
+        cands.append(nvcc_home(nvcc))
+    cands.append("/usr/local/cuda")
+    for cand in cands:
+        if (
+            cand
+            and os.path.exists(os.path.join(cand, "bin", "nvcc"))
+            and os.path.exists(os.path.join(cand, "include", "cuda_runtime.h"))
+            and cudart_dir(cand)
+        ):
+            return cand
+    return None
 
 
-CUDA_HOME = find_cuda_home()
+def nvcc_release(home):
+    """((major, minor), banner line) of a toolkit's nvcc."""
+    out = subprocess.check_output([os.path.join(home, "bin", "nvcc"), "--version"], text=True)
+    m = re.search(r"release (\d+)\.(\d+)", out)
+    return (int(m.group(1)), int(m.group(2))), out.strip().splitlines()[-1]
+
+
+CUDA_HOME = find_cuda_home() if WANT_CUDA else None
+BUILD_CUDA = CUDA_HOME is not None
+CUDA_RELEASE, NVCC_BANNER = nvcc_release(CUDA_HOME) if BUILD_CUDA else ((0, 0), "")
+if FORCE_CUDA and not BUILD_CUDA:
+    raise RuntimeError(
+        "sniper_ext: FORCE_CUDA=1 but no CUDA toolkit (bin/nvcc, include/cuda_runtime.h and libcudart) "
+        "was found; set CUDA_HOME to the toolkit folder"
+    )
+if WANT_CUDA and not BUILD_CUDA:
+    print(
+        "WARNING: sniper_ext: torch has CUDA but no CUDA toolkit was found (set CUDA_HOME): building the "
+        "CPU kernels only; importing sniper_ext where a GPU is visible will then fail"
+    )
+if BUILD_CUDA and torch.version.cuda and int(torch.version.cuda.split(".")[0]) != CUDA_RELEASE[0]:
+    raise RuntimeError(
+        f"sniper_ext: torch uses CUDA {torch.version.cuda} but the toolkit in {CUDA_HOME} is CUDA "
+        f"{CUDA_RELEASE[0]}.{CUDA_RELEASE[1]}; the major versions must match (set CUDA_HOME)"
+    )
 cpp_ext.CUDA_HOME = CUDA_HOME  # BuildExtension reads it to find nvcc
-BUILD_CUDA = (torch.version.cuda is not None or FORCE_CUDA) and CUDA_HOME is not None
-if FORCE_CUDA and CUDA_HOME is None:
-    raise RuntimeError("FORCE_CUDA=1 but no CUDA toolkit was found (set CUDA_HOME)")
 
 
 def rel(pattern):
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
-
-
-def nvcc_version():
-    try:
-        out = subprocess.check_output([os.path.join(CUDA_HOME, "bin", "nvcc"), "--version"], text=True)
-        return out.strip().splitlines()[-1]
-    except Exception:  # noqa: BLE001 - informational only
-        return "unknown"
 
 
 def cuda_archs():
@@ -70,13 +133,15 @@ def cuda_archs():
 
 
 def write_build_info(archs):
+    target = int(TORCH_TARGET_VERSION, 16)
     info = {
         "version": VERSION,
         "built_with_torch": torch.__version__,
-        "stable_abi_target": "2.10",
+        "stable_abi_target": f"{target >> 56}.{(target >> 48) & 0xFF}",
         "cuda_built": BUILD_CUDA,
-        "cuda_archs": archs if BUILD_CUDA else "",
-        "nvcc": nvcc_version() if BUILD_CUDA else "",
+        "cuda_version": "{}.{}".format(*CUDA_RELEASE) if BUILD_CUDA else "",
+        "cuda_archs": archs,
+        "nvcc": NVCC_BANNER,
     }
     path = os.path.join(ROOT, "sniper_ext", "_build_info.py")
     tmp = path + ".tmp"
@@ -88,8 +153,20 @@ def write_build_info(archs):
 
 # py_limited_api=True makes torch define Py_LIMITED_API; nothing here includes Python.h anyway.
 macros = [("TORCH_TARGET_VERSION", TORCH_TARGET_VERSION)]
-opt = ["-O0", "-g"] if DEBUG else ["-O3"]
+# Release builds carry no debug info (Python's own CFLAGS add -g; -g0 after it wins).
+opt = ["-O0", "-g"] if DEBUG else ["-O3", "-g0"]
+link_flags = [] if DEBUG else ["-s"]
 cxx_flags = opt + ["-std=c++17", "-fvisibility=hidden", "-ffp-contract=off", "-Wall"]
+# --fmad=false: products and sums are not fused into FMAs, as -ffp-contract=off
+# does on the host, so CUDA kernels round exactly as the CPU kernels do (their
+# results are promised to be bitwise equal).
+nvcc_flags = (["-O0", "-g", "-G"] if DEBUG else ["-O3"]) + [
+    "-std=c++17",
+    "--expt-relaxed-constexpr",
+    "--fmad=false",
+]
+if LINEINFO and not DEBUG:
+    nvcc_flags.append("-lineinfo")
 include_dirs = [os.path.join(ROOT, "csrc", "include"), os.path.join(ROOT, "csrc")]
 
 ext_modules = [
@@ -99,30 +176,25 @@ ext_modules = [
         include_dirs=include_dirs,
         define_macros=macros,
         extra_compile_args={"cxx": cxx_flags},
+        extra_link_args=link_flags,
         py_limited_api=True,
     )
 ]
 
 archs = cuda_archs() if BUILD_CUDA else ""
 if BUILD_CUDA:
-    torch_lib = os.path.join(os.path.dirname(torch.__file__), "lib")
-    libraries = ["cudart"]
-    # The current-stream shim lives in libtorch_cuda; a CPU-only torch (FORCE_CUDA
-    # builds for compile checks) has none, and the symbol then resolves at load.
-    if glob.glob(os.path.join(torch_lib, "libtorch_cuda.*")):
-        libraries.append("torch_cuda")
+    # Only the CUDA runtime is linked: torch's current stream is looked up at run
+    # time (csrc/ops/cuda/cuda_stream.cpp), so no torch CUDA library is needed.
     ext_modules.append(
         CppExtension(
             "sniper_ext._C_cuda",
             rel("csrc/ops/cuda/*.cpp") + rel("csrc/ops/cuda/*.cu"),
             include_dirs=include_dirs,
             define_macros=macros + [("USE_CUDA", "1")],
-            library_dirs=[os.path.join(CUDA_HOME, "lib64")],
-            libraries=libraries,
-            extra_compile_args={
-                "cxx": cxx_flags,
-                "nvcc": opt + ["-std=c++17", "--expt-relaxed-constexpr", "-lineinfo"],
-            },
+            library_dirs=[cudart_dir(CUDA_HOME)],
+            libraries=["cudart", "dl"],
+            extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
+            extra_link_args=link_flags,
             py_limited_api=True,
         )
     )

@@ -93,8 +93,13 @@ def test_compile_box_iou_backward():
 def test_info_report():
     text = info.report()
     assert "built against torch" in text and "running on torch" in text
-    for name in info.OPS:
+    names = info.op_names()  # from the dispatcher, not a hand-kept list
+    assert {"box_iou", "nms", "batched_nms", "soft_nms", "greedy_chip_cover", "label_anchors",
+            "deform_im2col", "deform_col2im", "roi_align", "deform_roi_pool"} <= set(names)
+    for name in names:
         assert f"sniper::{name}" in text
+        assert {"CPU", "Fake"} <= set(info.op_backends(name)), name
+    assert info.ops_without("CPU") == []
     assert set(info.op_backends("soft_nms")) >= {"CPU", "Fake"}
     assert "Autograd" in info.op_backends("box_iou")
     out = subprocess.run([sys.executable, "-m", "sniper_ext.info"], capture_output=True, text=True, check=True)

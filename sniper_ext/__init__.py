@@ -3,11 +3,13 @@
 Importing the package loads the compiled ops into ``torch.ops.sniper``; the
 Python wrappers with argument checks live in :mod:`sniper_ext.ops`.
 """
+
+from ._loader import build_info as _read_build_info
 from ._loader import load_libraries as _load_libraries
 
 _load_libraries()
 
 from . import ops  # noqa: E402  (needs the libraries loaded)
 
-__version__ = "0.1.0"
+__version__: str = _read_build_info().get("version", "unknown")
 __all__ = ["ops", "__version__"]

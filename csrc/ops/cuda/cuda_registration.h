@@ -14,13 +14,11 @@
 
 namespace sniper {
 
-inline void* current_cuda_stream(const Tensor& t) {
-  void* stream = nullptr;
-  STD_TORCH_CHECK(aoti_torch_get_current_cuda_stream(t.get_device_index(), &stream) ==
-                      AOTI_TORCH_SUCCESS,
-                  "sniper_ext: could not get the current CUDA stream");
-  return stream;
-}
+// The stream torch is using on `t`'s device. Resolved at run time from the
+// libtorch_cuda that torch has already loaded (see cuda_stream.cpp), so this
+// library links no torch CUDA library and the same build loads under any CUDA
+// torch of the same CUDA major version.
+void* current_cuda_stream(const Tensor& t);
 
 inline void check_cuda(const Tensor& t, const char* op, const char* name) {
   STD_TORCH_CHECK(t.is_cuda(), op, ": `", name, "` must be a CUDA tensor");
