@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 VENV=${1:-.venv}
 PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-TOOLS="setuptools wheel ninja numpy pillow pycocotools tqdm pytest pytest-benchmark hypothesis"
+TOOLS="setuptools wheel ninja numpy pillow pycocotools tqdm pytest pytest-benchmark hypothesis ruff mypy clang-format"
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: $2" >&2; exit 1; }; }
 need "$PY" "no Python found ($PY); install Python >= 3.10 or set PYTHON"
