@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .._atomic import atomic_write
+from ..errors import DataError
 from .config import ChipConfig
 from .sampling import sample_epoch
 from .stats import chip_stats
@@ -73,32 +75,31 @@ class ChipDB:
 
     def save(self, path: str) -> str:
         """Writes an .npz through a temporary file and a rename: an existing database is never
-        left half-written, and a reader never sees a partial file."""
-        path = os.fspath(path)
-        d = os.path.dirname(os.path.abspath(path))
-        os.makedirs(d, exist_ok=True)
+        left half-written, and a reader never sees a partial file. The file's mode follows the
+        umask, like any file the user creates."""
         arrays = {k: getattr(self, k) for k in self._ARRAYS}
         meta = {"format": self.FORMAT, "config": self.config.to_json(), "stride": self.stride,
                 "uncoverable": self.uncoverable, "extra": self.extra}
-        fd, tmp = tempfile.mkstemp(dir=d, prefix=".chipdb-", suffix=".npz.tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return path
+        return atomic_write(path, lambda f: np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays),
+                            prefix=".chipdb-", suffix=".npz.tmp")
 
     @classmethod
     def load(cls, path: str) -> "ChipDB":
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            if meta.get("format") != cls.FORMAT:
-                raise ValueError(f"{path}: chip database format {meta.get('format')} is not {cls.FORMAT}")
-            arrays = {k: z[k] for k in cls._ARRAYS}
-        return cls(config=ChipConfig.from_json(meta["config"]), stride=meta["stride"],
-                   uncoverable=meta["uncoverable"], extra=meta.get("extra", {}), **arrays)
+        """Reads a database written by :meth:`save`. A file that is not one raises
+        :class:`~sniper_ext.errors.DataError`; a missing or unreadable file, OSError."""
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                if meta.get("format") != cls.FORMAT:
+                    raise DataError(path, None, f"chip database format {meta.get('format')} is not {cls.FORMAT}")
+                arrays = {k: z[k] for k in cls._ARRAYS}
+            config = ChipConfig.from_json(meta["config"])
+            return cls(config=config, stride=meta["stride"], uncoverable=meta["uncoverable"],
+                       extra=meta.get("extra", {}), **arrays)
+        except DataError:
+            raise
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, EOFError) as e:
+            # np.load raises ValueError/EOFError/BadZipFile for a file that is not an .npz, KeyError
+            # for a missing array or meta field.
+            raise DataError(path, None, f"not a chip database written by ChipDB.save ({type(e).__name__}: {e})") from e
