@@ -253,7 +253,7 @@ def test_cli_chips(tmp_path, capsys):
     assert "pixels vs single-scale 800x1333" in text and "negative chip pool" in text
     assert len(os.listdir(tmp_path / "viz")) == 2
     assert len(ChipDB.load(out)) > 0
-    assert cli.main(["chips", str(tmp_path / "missing.json")]) == 2
+    assert cli.main(["chips", str(tmp_path / "missing.json")]) == 1  # bad data or path: 1; bad usage: 2
     assert cli.main(["chips", "--synthetic-images", "8", "--out", str(tmp_path / "s.npz"), "--quiet"]) == 0
 
 
