@@ -293,7 +293,7 @@ def test_load_coco_matches_pycocotools(tmp_path):
         recs = load_coco(src)
         ref = _coco_reference(coco)
         assert [r.image_id for r in recs] == [r[0] for r in ref]
-        for r, (iid, w, h, name, boxes, labels, crowd) in zip(recs, ref):
+        for r, (_, w, h, name, boxes, labels, crowd) in zip(recs, ref):
             assert (r.width, r.height, r.file_name) == (w, h, name)
             assert np.array_equal(r.boxes, np.array(boxes, dtype=float).reshape(-1, 4))
             assert r.labels.tolist() == labels and r.crowd.tolist() == crowd

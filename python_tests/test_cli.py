@@ -116,9 +116,15 @@ def test_bad_proposals(work, capsys, props, fragments):
     assert _files(work) == ["ann.json", "p.json"]
 
 
-def test_missing_proposals_file(work, capsys):
+def test_missing_proposals_file(work, capsys, monkeypatch):
+    def no_reading(*a, **k):
+        raise AssertionError("annotations read before the proposals file was found missing")
+
+    monkeypatch.setattr(sniper_ext.chips, "load_coco", no_reading)
     _run_error(capsys, ["chips", "ann.json", "--proposals", "none.json", "--out", "o/db.npz"],
                "none.json: No such file or directory")
+    (work / "d").mkdir()
+    _run_error(capsys, ["chips", "ann.json", "--proposals", "d", "--out", "o/db.npz"], "d: Is a directory")
     assert _files(work) == ["ann.json"]
 
 

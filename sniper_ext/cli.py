@@ -211,6 +211,9 @@ def _cmd_chips(args) -> int:
     if args.images is not None and not os.path.isdir(args.images):
         what = "is not a directory" if os.path.lexists(args.images) else "no such directory"
         raise CommandError(f"--images {args.images}: {what}")
+    for path in (args.annotations, args.proposals):  # readable files (OSError names the path), before reading either
+        if path:
+            open(path, "rb").close()
     progress = not args.quiet and sys.stderr.isatty()
 
     # 2. Inputs, every annotation and proposal checked (DataError names the file and the entry).
