@@ -514,3 +514,115 @@ def test_chipdb_load_rejects_other_files(tmp_path):
         ChipDB.load(p)
     with pytest.raises(FileNotFoundError):
         ChipDB.load(tmp_path / "missing.npz")
+
+
+def _ref_box(x1, y1, x2, y2, W, H):
+    """Plain-Python box rules: (kind word, box after repair or None)."""
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        return "non-finite", None
+    if x2 - x1 < 0 or y2 - y1 < 0:
+        return "negative", None
+    if x2 - x1 == 0 or y2 - y1 == 0:
+        return "zero-size", None
+    if W is not None:
+        if x1 >= W or y1 >= H or x2 <= 0 or y2 <= 0:
+            return "entirely outside", None
+        if x1 < 0 or y1 < 0 or x2 > W or y2 > H:
+            return "partly outside", [max(x1, 0), max(y1, 0), min(x2, W), min(y2, H)]
+    return None, [x1, y1, x2, y2]
+
+
+def _random_entries(rng, n, sizes):
+    """n [x, y, w, h] boxes on random images, a third of them broken in some way."""
+    out = []
+    for _ in range(n):
+        iid = int(rng.choice(list(sizes)))
+        W, H = sizes.get(iid, (640, 480))
+        x, y = rng.uniform(0, W - 20), rng.uniform(0, H - 20)
+        w, h = rng.uniform(1, 20), rng.uniform(1, 20)
+        defect = rng.integers(0, 12)
+        if defect == 0:
+            w = -w
+        elif defect == 1:
+            h = 0.0
+        elif defect == 2:
+            x = float("nan")
+        elif defect == 3:
+            x = W + 5.0
+        elif defect == 4:
+            x = -w / 2
+        elif defect == 5:
+            y = H - h / 2
+        elif defect == 6:
+            iid = 999  # unknown image
+        elif defect == 7:
+            w = float("inf")
+        out.append((iid, [float(x), float(y), float(w), float(h)]))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_checks_match_a_plain_python_reference(seed):
+    rng = np.random.default_rng(seed)
+    sizes = {1: (640, 480), 2: (100, 50), 3: (37, 1000)}
+    entries = _random_entries(rng, 400, sizes)
+    coco = {"images": [{"id": i, "width": w, "height": h} for i, (w, h) in sizes.items()],
+            "annotations": [{"id": k, "image_id": iid, "bbox": b, "category_id": 1} for k, (iid, b) in enumerate(entries)]}
+    # Reference: the kept (clipped) boxes per image and the counts by kind, in file order.
+    want, counts, first = {i: [] for i in sizes}, {}, None
+    for k, (iid, (x, y, w, h)) in enumerate(entries):
+        kind, box = ("unknown image", None) if iid not in sizes else _ref_box(x, y, x + w, y + h, *sizes[iid])
+        if kind:
+            counts[kind] = counts.get(kind, 0) + 1
+            first = first or (k, iid, kind)
+        if box is not None:
+            want[iid].append(box)
+    issues = DataIssues(skip=True)
+    recs = load_coco(coco, issues=issues)
+    for r in recs:
+        assert np.allclose(r.boxes, np.array(want[r.image_id]).reshape(-1, 4), rtol=0, atol=1e-12)
+    got = {}
+    for kind, n in issues.counts.items():
+        word = next(w for w in ("non-finite", "negative", "zero-size", "entirely outside", "partly outside",
+                                "unknown image") if w in kind)
+        got[word] = n
+    assert got == counts
+    with pytest.raises(DataError) as e:
+        load_coco(coco)
+    k, iid, kind = first
+    assert e.value.where == (f"annotation {k}" if kind == "unknown image" else f"image {iid}, annotation {k}")
+
+    # The same boxes as proposals: a mapping [x1, y1, x2, y2] (lists or numpy rows) and detection results.
+    by_image = {}
+    for iid, (x, y, w, h) in entries:
+        by_image.setdefault(iid, []).append([x, y, x + w, y + h])
+    for props in ({str(i): rows for i, rows in by_image.items()}, {i: np.array(rows) for i, rows in by_image.items()}):
+        issues = DataIssues(skip=True)
+        out = load_proposals(props, recs, issues=issues)
+        for i in sizes:
+            ref = [b for b in (_ref_box(*row, *sizes[i])[1] for row in by_image.get(i, [])) if b is not None]
+            assert np.allclose(out[i], np.array(ref).reshape(-1, 4), rtol=0, atol=1e-12)
+        assert len(issues) == sum(counts.values())
+    results = [{"image_id": iid, "bbox": b, "score": 0.5} for iid, b in entries]
+    issues = DataIssues(skip=True)
+    out = load_proposals(results, recs, issues=issues)
+    for i in sizes:
+        assert np.allclose(out.get(i, np.zeros((0, 4))), np.array(want[i]).reshape(-1, 4), rtol=0, atol=1e-12)
+    assert len(issues) == sum(counts.values())
+
+
+def test_malformed_rows_are_reported_in_file_order():
+    recs = load_coco(_small_coco())
+    props = {"17": [[1, 1, 5, 5], [1, 1, 0, 5], "x", [1, 1, 5, 5, 0.3]]}
+    with pytest.raises(DataError, match="image 17, proposal 1: box has negative width"):
+        load_proposals(props, recs)
+    issues = DataIssues(skip=True)
+    out = load_proposals(props, recs, issues=issues)
+    assert out[17].tolist() == [[1, 1, 5, 5], [1, 1, 5, 5]] and len(issues) == 2
+    props = {"17": [[1, 1, 5, 5], "x", [1, 1, 0, 5]]}
+    with pytest.raises(DataError, match="image 17, proposal 1: a proposal must be"):
+        load_proposals(props, recs)
+    with pytest.raises(DataError, match="image 17, proposal 1: box is not finite"):
+        load_proposals({"17": np.array([[1, 1, 5, 5], [np.nan, 1, 2, 3]])}, recs)
+    with pytest.raises(DataError, match=r"image 17, proposal 0: box has negative width \(x1=5.0, x2=1.0\)"):
+        load_proposals({"17": np.array([[5, 1, 1, 5]])}, recs)  # an int array
