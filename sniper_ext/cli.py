@@ -370,7 +370,9 @@ def main(argv=None) -> int:
 
     prog = f"sniper {args.cmd}"
     try:
-        return args.fn(args)
+        rc = args.fn(args)
+        sys.stdout.flush()  # a closed pipe shows here, not as an error at interpreter exit
+        return rc
     except UsageError as e:
         print(f"{prog}: error: {e} (see '{prog} --help')", file=sys.stderr)
         return e.code
@@ -380,6 +382,12 @@ def main(argv=None) -> int:
     except DataError as e:
         hint = " (--skip-bad skips or repairs such entries)" if e.kind is not None else ""
         print(f"{prog}: error: {e}{hint}", file=sys.stderr)
+        return EXIT_DATA
+    except BrokenPipeError:  # `sniper ... | head`: the reader left; stop quietly, as cat does
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError, AttributeError):
+            pass
         return EXIT_DATA
     except OSError as e:
         if e.filename is None:  # not about a path the user gave: a bug or the system, keep the traceback
