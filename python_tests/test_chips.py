@@ -18,10 +18,11 @@ from sniper_ext.chips import (
     load_coco,
     load_proposals,
     plan_dataset,
-    plan_images,
     valid_at_scale,
 )
+from sniper_ext.chips.coco import read_json
 from sniper_ext.datasets import synthetic_coco
+from sniper_ext.errors import DataError, DataIssues
 
 CFG = ChipConfig()
 
@@ -252,5 +253,376 @@ def test_cli_chips(tmp_path, capsys):
     assert "pixels vs single-scale 800x1333" in text and "negative chip pool" in text
     assert len(os.listdir(tmp_path / "viz")) == 2
     assert len(ChipDB.load(out)) > 0
-    assert cli.main(["chips", str(tmp_path / "missing.json")]) == 2
+    assert cli.main(["chips", str(tmp_path / "missing.json")]) == 1  # bad data or path: 1; bad usage: 2
     assert cli.main(["chips", "--synthetic-images", "8", "--out", str(tmp_path / "s.npz"), "--quiet"]) == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders: every entry checked, DataError naming file / image / annotation, skip-and-count
+
+
+def _coco_reference(coco):
+    """An independent reading through pycocotools (what load_coco did before it checked entries)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        c = COCO()
+        c.dataset = coco
+        c.createIndex()
+    out = []
+    for img_id in sorted(c.getImgIds()):
+        anns = c.imgToAnns.get(img_id, [])
+        out.append((img_id, c.imgs[img_id]["width"], c.imgs[img_id]["height"], c.imgs[img_id].get("file_name", ""),
+                    [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+                    [a["category_id"] for a in anns], [bool(a.get("iscrowd", 0)) for a in anns]))
+    return out
+
+
+def test_load_coco_matches_pycocotools(tmp_path):
+    pytest.importorskip("pycocotools")
+    coco, _ = synthetic_coco(25, seed=7)
+    coco["images"].append({"id": 1000, "width": 300, "height": 200, "file_name": "empty.jpg"})  # no annotations
+    coco["images"].insert(0, coco["images"].pop(3))  # file order is not id order
+    coco["annotations"][2]["iscrowd"] = 1
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(coco))
+    for src in (coco, str(path), path):
+        recs = load_coco(src)
+        ref = _coco_reference(coco)
+        assert [r.image_id for r in recs] == [r[0] for r in ref]
+        for r, (_, w, h, name, boxes, labels, crowd) in zip(recs, ref):
+            assert (r.width, r.height, r.file_name) == (w, h, name)
+            assert np.array_equal(r.boxes, np.array(boxes, dtype=float).reshape(-1, 4))
+            assert r.labels.tolist() == labels and r.crowd.tolist() == crowd
+
+
+def _small_coco(*extra_anns, **top):
+    coco = {"images": [{"id": 17, "width": 640, "height": 480, "file_name": "a.jpg"},
+                       {"id": 18, "width": 100, "height": 50, "file_name": "b.jpg"}],
+            "annotations": [{"id": 1, "image_id": 17, "bbox": [10, 10, 50, 40], "category_id": 1}, *extra_anns],
+            "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    coco.update(top)
+    return coco
+
+
+def _ann(bbox, image_id=17, ann_id=4, **kw):
+    return {"id": ann_id, "image_id": image_id, "bbox": bbox, "category_id": 2, **kw}
+
+
+# (annotation, message fragment, kind fragment, boxes of image 17 after --skip-bad or None: unchanged)
+BAD_ANNOTATIONS = [
+    (_ann([10, 10, -3, 5]), "image 17, annotation 4: box has negative width (w=-3.0)", "negative", None),
+    (_ann([10, 10, 3, -0.5]), "image 17, annotation 4: box has negative height (h=-0.5)", "negative", None),
+    (_ann([10, float("nan"), 3, 5]), "image 17, annotation 4: box is not finite", "non-finite", None),
+    (_ann([10, 10, float("inf"), 5]), "box is not finite", "non-finite", None),
+    (_ann([10, 10, 0, 5]), "image 17, annotation 4: box has zero width", "zero-size", None),
+    (_ann([700, 10, 30, 5]), "image 17, annotation 4: box lies entirely outside its 640x480 image", "entirely outside", None),
+    (_ann([-40, 10, 40, 5]), "entirely outside", "entirely outside", None),  # touches the left edge only
+    (_ann([630, 470, 30, 20]), "image 17, annotation 4: box extends outside its 640x480 image", "partly outside",
+     [[630, 470, 640, 480]]),
+    (_ann([-2.5, 10, 30, 5]), "box extends outside", "partly outside", [[0, 10, 27.5, 15]]),
+    (_ann([10, 10, 3, 5], image_id=99), "annotation 4: unknown image id 99", "unknown image", None),
+    (_ann([10, 10, 3, 5], category_id=7), "image 17, annotation 4: unknown category id 7", "unknown category", None),
+    (_ann([10, 10, 3]), "image 17, annotation 4: bbox must be [x, y, width, height]", "malformed", None),
+    (_ann(["10", 10, 3, 4]), "bbox must be", "malformed", None),
+    (_ann(None), "bbox must be", "malformed", None),
+    (_ann([1, 2, 3, 4], image_id="17"), "annotation 4: image_id must be an integer", "malformed", None),
+    (_ann([1, 2, 3, 4], category_id=None), "category_id must be an integer", "malformed", None),
+    (_ann([1, 2, 3, 4], iscrowd=2), "iscrowd must be 0 or 1", "malformed", None),
+    ({"image_id": 17, "bbox": [1, 2, -3, 4], "category_id": 1}, "image 17, annotations[1]: box has negative width",
+     "negative", None),
+    ([1, 2, 3], "annotations[1]: is a list, not an object", "malformed", None),
+]
+
+
+@pytest.mark.parametrize("ann,message,kind,repaired", BAD_ANNOTATIONS)
+def test_load_coco_bad_annotations(tmp_path, ann, message, kind, repaired):
+    path = tmp_path / "ann.json"
+    path.write_text(json.dumps(_small_coco(ann)))
+    with pytest.raises(DataError) as e:
+        load_coco(str(path))
+    assert str(e.value).startswith(f"{path}: ") and message in str(e.value)
+    assert e.value.file == str(path) and kind in e.value.kind
+    issues = DataIssues(skip=True)
+    recs = load_coco(str(path), issues=issues)
+    assert len(issues) == 1 and kind in next(iter(issues.counts)) and issues.first[next(iter(issues.counts))].where
+    expected = [[10, 10, 60, 50]] + (repaired or [])
+    assert recs[0].boxes.tolist() == expected
+    assert len(recs[1].boxes) == 0
+
+
+def test_load_coco_counts_by_kind_across_files():
+    issues = DataIssues(skip=True)
+    coco = _small_coco(_ann([10, 10, -3, 5], ann_id=4), _ann([10, 10, -3, 5], ann_id=5), _ann([630, 10, 30, 5], ann_id=6),
+                       _ann([1, 1, 5, 5], image_id=3, ann_id=7))
+    load_coco(coco, issues=issues)
+    load_coco(coco, issues=issues)
+    counts = {k.split(":")[0]: n for k, n in issues.counts.items()}
+    assert counts == {"annotation with a negative width or height": 4, "annotation with a box partly outside its image": 2,
+                      "annotation of an unknown image": 2}
+    lines = issues.summary()
+    assert lines[0].startswith("4 x annotation with a negative width or height: skipped (first: <annotations>: "
+                               "image 17, annotation 4)")
+
+
+@pytest.mark.parametrize("coco,message", [
+    ([], "not a COCO annotations file: the top level is a list"),
+    ({"foo": 1}, 'not a COCO annotations file: no "images" or "annotations" (top-level keys: "foo")'),
+    ({"images": []}, 'no "annotations"'),
+    ({"images": [], "annotations": []}, 'no images (the "images" list is empty)'),
+    ({"images": {}, "annotations": []}, '"images" is an object, not a list'),
+    (_small_coco(annotations={}), '"annotations" is an object, not a list'),
+    ({"images": [{"id": 3, "width": 0, "height": 5}], "annotations": []}, "image 3: width must be a positive integer, got 0"),
+    ({"images": [{"id": 3, "width": 10}], "annotations": []}, "image 3: height must be a positive integer, got null"),
+    ({"images": [{"id": 3, "width": 10.5, "height": 5}], "annotations": []}, "width must be a positive integer"),
+    ({"images": [{"id": 3, "width": float("nan"), "height": 5}], "annotations": []}, "width must be a positive"),
+    ({"images": [{"id": "a", "width": 1, "height": 1}], "annotations": []}, 'images[0]: image id must be an integer, got "a"'),
+    ({"images": [{"id": 3, "width": 1, "height": 1}, {"id": 3, "width": 1, "height": 1}], "annotations": []},
+     "image 3: duplicate image id (images[0] and images[1])"),
+    ({"images": [{"id": 3, "width": 1, "height": 1, "file_name": 5}], "annotations": []}, "file_name must be a string"),
+    ({"images": ["x"], "annotations": []}, "images[0]: is a string, not an object"),
+    (_small_coco(categories=[{"name": "x"}]), "categories[0]: a category must be an object with an integer id"),
+])
+def test_load_coco_fatal_problems(coco, message):
+    for issues in (None, DataIssues(skip=True)):  # never skippable
+        with pytest.raises(DataError) as e:
+            load_coco(coco, issues=issues, name="my.json")
+        assert str(e.value).startswith("my.json: ") and message in str(e.value), str(e.value)
+        assert e.value.kind is None
+
+
+def test_read_json_errors(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"images": [\n  {"id": 1,}\n]}')
+    with pytest.raises(DataError, match=r"bad.json: line 2, column 12: not valid JSON \(Expecting property name"):
+        read_json(bad)
+    bad.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(DataError, match="not valid JSON"):
+        read_json(bad)
+    bad.write_text("")
+    with pytest.raises(DataError, match="line 1, column 1: not valid JSON"):
+        read_json(bad)
+    with pytest.raises(FileNotFoundError) as e:
+        read_json(tmp_path / "missing.json")
+    assert e.value.filename == str(tmp_path / "missing.json")
+    with pytest.raises(IsADirectoryError):
+        read_json(tmp_path)
+
+
+def test_data_error():
+    e = DataError("a.json", "image 3, annotation 4", "box has negative width (w=-3.0)", "x: skipped")
+    assert str(e) == "a.json: image 3, annotation 4: box has negative width (w=-3.0)"
+    assert isinstance(e, ValueError)
+    assert str(DataError("a.json", None, "no images")) == "a.json: no images"
+    import pickle
+
+    back = pickle.loads(pickle.dumps(e))
+    assert (back.file, back.where, back.what, back.kind) == (e.file, e.where, e.what, e.kind)
+    with pytest.raises(DataError):
+        DataIssues(skip=True).report(DataError("a.json", None, "fatal"))  # no kind: never skipped
+    with pytest.raises(DataError):
+        DataIssues().report(e)  # strict by default
+
+
+def _records_17_18():
+    return load_coco(_small_coco())
+
+
+@pytest.mark.parametrize("props,message,kind,kept", [
+    ({"17": [[10, 10, 5, 20]]}, "image 17, proposal 0: box has negative width (x1=10.0, x2=5.0)", "negative", []),
+    ({"17": [[10, 10, 20, float("nan")]]}, "image 17, proposal 0: box is not finite", "non-finite", []),
+    ({"17": [[10, 10, 10, 20]]}, "image 17, proposal 0: box has zero width", "zero-size", []),
+    ({"17": [[650, 10, 660, 20]]}, "image 17, proposal 0: box lies entirely outside its 640x480 image", "entirely", []),
+    ({"17": [[630, 10, 660, 20, 0.9]]}, "image 17, proposal 0: box extends outside", "partly", [[630, 10, 640, 20]]),
+    ({"99": [[1, 1, 5, 5]]}, "image 99: unknown image id 99", "unknown image", []),
+    ({"17": [[1, 1, 5]]}, "image 17, proposal 0: a proposal must be [x1, y1, x2, y2(, score)]", "malformed", []),
+    ([{"image_id": 99, "bbox": [1, 1, 5, 5], "score": 1}], "results[0]: unknown image id 99", "unknown image", []),
+    ([{"image_id": 17, "bbox": [1, 1, -5, 5]}], "image 17, results[0]: box has negative width (w=-5.0)", "negative", []),
+    ([{"image_id": 17, "bbox": [630, 1, 20, 5]}], "image 17, results[0]: box extends outside", "partly", [[630, 1, 640, 6]]),
+    ([{"image_id": "17", "bbox": [1, 1, 5, 5]}], "results[0]: image_id must be an integer", "malformed", []),
+    ([{"image_id": 17}], "image 17, results[0]: bbox must be", "malformed", []),
+])
+def test_load_proposals_bad_entries(props, message, kind, kept):
+    recs = _records_17_18()
+    with pytest.raises(DataError) as e:
+        load_proposals(props, recs, name="p.json")
+    assert str(e.value).startswith("p.json: ") and message in str(e.value), str(e.value)
+    assert kind in e.value.kind
+    issues = DataIssues(skip=True)
+    out = load_proposals(props, recs, issues=issues, name="p.json")
+    assert len(issues) == 1 and kind in next(iter(issues.counts))
+    assert out.get(17, np.zeros((0, 4))).tolist() == kept
+
+
+def test_load_proposals_fatal_and_unchecked_bounds(tmp_path):
+    for props, message in [(5, "not a proposals file: the top level is a number"),
+                           ({"abc": []}, 'key "abc" is not an image id'),
+                           ({"17": 5}, "image 17: proposals must be a list")]:
+        with pytest.raises(DataError) as e:
+            load_proposals(props, issues=DataIssues(skip=True), name="p.json")
+        assert str(e.value).startswith(f"p.json: {message}") and e.value.kind is None, str(e.value)
+    bad = tmp_path / "p.json"
+    bad.write_text("[{")
+    with pytest.raises(DataError, match="p.json: line 1, column 3: not valid JSON"):
+        load_proposals(str(bad))
+    # Without images only the box itself is checked; numpy rows are accepted too.
+    out = load_proposals({"5": np.array([[700.0, 1, 900, 5]])})
+    assert out[5].tolist() == [[700, 1, 900, 5]]
+    # Unknown-image proposals of a mapping are counted per proposal.
+    issues = DataIssues(skip=True)
+    load_proposals({"99": [[1, 1, 5, 5]] * 3}, _records_17_18(), issues=issues)
+    assert len(issues) == 3
+
+
+def test_synthetic_dataset_passes_the_checks():
+    coco, props = synthetic_coco(60, seed=9)
+    recs = load_coco(coco)
+    out = load_proposals(props, recs)
+    assert sorted(out) == sorted(props) and all(np.array_equal(out[k], props[k]) for k in props)
+
+
+def test_saved_files_follow_the_umask(tmp_path):
+    from sniper_ext.viz import draw_boxes, save_png
+
+    coco, _ = synthetic_coco(3, seed=2)
+    db = _db(load_coco(coco))
+    old = os.umask(0o027)
+    try:
+        db.save(tmp_path / "a.npz")
+        save_png(draw_boxes((20, 10), []), str(tmp_path / "a.png"))
+        os.umask(0o002)
+        db.save(tmp_path / "a.npz")  # replaced: the new file's mode
+        save_png(draw_boxes((20, 10), []), str(tmp_path / "b.png"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.npz").stat().st_mode & 0o777 == 0o664
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o640
+    assert (tmp_path / "b.png").stat().st_mode & 0o777 == 0o664
+    assert sorted(os.listdir(tmp_path)) == ["a.npz", "a.png", "b.png"]
+
+
+def test_chipdb_load_rejects_other_files(tmp_path):
+    p = tmp_path / "x.npz"
+    p.write_text("not a zip")
+    with pytest.raises(DataError, match="x.npz: not a chip database"):
+        ChipDB.load(p)
+    np.savez(p, a=np.zeros(3))
+    with pytest.raises(DataError, match="not a chip database"):
+        ChipDB.load(p)
+    with pytest.raises(FileNotFoundError):
+        ChipDB.load(tmp_path / "missing.npz")
+
+
+def _ref_box(x1, y1, x2, y2, W, H):
+    """Plain-Python box rules: (kind word, box after repair or None)."""
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        return "non-finite", None
+    if x2 - x1 < 0 or y2 - y1 < 0:
+        return "negative", None
+    if x2 - x1 == 0 or y2 - y1 == 0:
+        return "zero-size", None
+    if W is not None:
+        if x1 >= W or y1 >= H or x2 <= 0 or y2 <= 0:
+            return "entirely outside", None
+        if x1 < 0 or y1 < 0 or x2 > W or y2 > H:
+            return "partly outside", [max(x1, 0), max(y1, 0), min(x2, W), min(y2, H)]
+    return None, [x1, y1, x2, y2]
+
+
+def _random_entries(rng, n, sizes):
+    """n [x, y, w, h] boxes on random images, a third of them broken in some way."""
+    out = []
+    for _ in range(n):
+        iid = int(rng.choice(list(sizes)))
+        W, H = sizes.get(iid, (640, 480))
+        x, y = rng.uniform(0, W - 20), rng.uniform(0, H - 20)
+        w, h = rng.uniform(1, 20), rng.uniform(1, 20)
+        defect = rng.integers(0, 12)
+        if defect == 0:
+            w = -w
+        elif defect == 1:
+            h = 0.0
+        elif defect == 2:
+            x = float("nan")
+        elif defect == 3:
+            x = W + 5.0
+        elif defect == 4:
+            x = -w / 2
+        elif defect == 5:
+            y = H - h / 2
+        elif defect == 6:
+            iid = 999  # unknown image
+        elif defect == 7:
+            w = float("inf")
+        out.append((iid, [float(x), float(y), float(w), float(h)]))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_checks_match_a_plain_python_reference(seed):
+    rng = np.random.default_rng(seed)
+    sizes = {1: (640, 480), 2: (100, 50), 3: (37, 1000)}
+    entries = _random_entries(rng, 400, sizes)
+    coco = {"images": [{"id": i, "width": w, "height": h} for i, (w, h) in sizes.items()],
+            "annotations": [{"id": k, "image_id": iid, "bbox": b, "category_id": 1} for k, (iid, b) in enumerate(entries)]}
+    # Reference: the kept (clipped) boxes per image and the counts by kind, in file order.
+    want, counts, first = {i: [] for i in sizes}, {}, None
+    for k, (iid, (x, y, w, h)) in enumerate(entries):
+        kind, box = ("unknown image", None) if iid not in sizes else _ref_box(x, y, x + w, y + h, *sizes[iid])
+        if kind:
+            counts[kind] = counts.get(kind, 0) + 1
+            first = first or (k, iid, kind)
+        if box is not None:
+            want[iid].append(box)
+    issues = DataIssues(skip=True)
+    recs = load_coco(coco, issues=issues)
+    for r in recs:
+        assert np.allclose(r.boxes, np.array(want[r.image_id]).reshape(-1, 4), rtol=0, atol=1e-12)
+    got = {}
+    for kind, n in issues.counts.items():
+        word = next(w for w in ("non-finite", "negative", "zero-size", "entirely outside", "partly outside",
+                                "unknown image") if w in kind)
+        got[word] = n
+    assert got == counts
+    with pytest.raises(DataError) as e:
+        load_coco(coco)
+    k, iid, kind = first
+    assert e.value.where == (f"annotation {k}" if kind == "unknown image" else f"image {iid}, annotation {k}")
+
+    # The same boxes as proposals: a mapping [x1, y1, x2, y2] (lists or numpy rows) and detection results.
+    by_image = {}
+    for iid, (x, y, w, h) in entries:
+        by_image.setdefault(iid, []).append([x, y, x + w, y + h])
+    for props in ({str(i): rows for i, rows in by_image.items()}, {i: np.array(rows) for i, rows in by_image.items()}):
+        issues = DataIssues(skip=True)
+        out = load_proposals(props, recs, issues=issues)
+        for i in sizes:
+            ref = [b for b in (_ref_box(*row, *sizes[i])[1] for row in by_image.get(i, [])) if b is not None]
+            assert np.allclose(out[i], np.array(ref).reshape(-1, 4), rtol=0, atol=1e-12)
+        assert len(issues) == sum(counts.values())
+    results = [{"image_id": iid, "bbox": b, "score": 0.5} for iid, b in entries]
+    issues = DataIssues(skip=True)
+    out = load_proposals(results, recs, issues=issues)
+    for i in sizes:
+        assert np.allclose(out.get(i, np.zeros((0, 4))), np.array(want[i]).reshape(-1, 4), rtol=0, atol=1e-12)
+    assert len(issues) == sum(counts.values())
+
+
+def test_malformed_rows_are_reported_in_file_order():
+    recs = load_coco(_small_coco())
+    props = {"17": [[1, 1, 5, 5], [1, 1, 0, 5], "x", [1, 1, 5, 5, 0.3]]}
+    with pytest.raises(DataError, match="image 17, proposal 1: box has negative width"):
+        load_proposals(props, recs)
+    issues = DataIssues(skip=True)
+    out = load_proposals(props, recs, issues=issues)
+    assert out[17].tolist() == [[1, 1, 5, 5], [1, 1, 5, 5]] and len(issues) == 2
+    props = {"17": [[1, 1, 5, 5], "x", [1, 1, 0, 5]]}
+    with pytest.raises(DataError, match="image 17, proposal 1: a proposal must be"):
+        load_proposals(props, recs)
+    with pytest.raises(DataError, match="image 17, proposal 1: box is not finite"):
+        load_proposals({"17": np.array([[1, 1, 5, 5], [np.nan, 1, 2, 3]])}, recs)
+    with pytest.raises(DataError, match=r"image 17, proposal 0: box has negative width \(x1=5.0, x2=1.0\)"):
+        load_proposals({"17": np.array([[5, 1, 1, 5]])}, recs)  # an int array

@@ -1,10 +1,9 @@
 """Pictures: boxes drawn over an image or a blank canvas, saved atomically as PNG."""
 from __future__ import annotations
 
-import os
-import tempfile
-
 from PIL import Image, ImageDraw
+
+from ._atomic import atomic_write
 
 
 def draw_boxes(size, layers, image=None, scale=1.0):
@@ -24,17 +23,7 @@ def draw_boxes(size, layers, image=None, scale=1.0):
 
 def save_png(img, path: str) -> str:
     """Writes through a temporary file and a rename, so a reader never sees half a PNG."""
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, suffix=".png.tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return atomic_write(path, lambda f: img.save(f, format="PNG"), prefix=".png-", suffix=".png.tmp")
 
 
 def draw_chips(db, image_index: int, record, image=None, panel: int = 420):
