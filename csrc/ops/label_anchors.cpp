@@ -1,5 +1,5 @@
 // Schema of sniper::label_anchors. Kernels: cpu/label_anchors_cpu.cpp,
-// cuda/label_anchors_cuda.cpp. Rules: ../shared/docs/sniper-method.md §5.
+// cuda/label_anchors_cuda.cpp. Rules: docs/method.md §5.
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY_FRAGMENT(sniper, m) {

@@ -1,4 +1,4 @@
-"""The SNIPER chip planner (``../shared/docs/sniper-method.md`` §1–§4).
+"""The SNIPER chip planner (``docs/method.md`` §1–§4).
 
 For every image and training scale: which ground truths (GT) are *valid* at that scale (§1), the
 positive chips that cover them (§2, through the batched ``greedy_chip_cover`` op), every chip's GT

@@ -1,4 +1,4 @@
-"""The numbers of the method (``../shared/docs/sniper-method.md``), in one configurable object."""
+"""The numbers of the method (``docs/method.md``), in one configurable object."""
 from __future__ import annotations
 
 import json

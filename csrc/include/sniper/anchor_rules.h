@@ -1,4 +1,4 @@
-// RPN anchor labelling rules (../shared/docs/sniper-method.md §5), shared by
+// RPN anchor labelling rules (docs/method.md §5), shared by
 // the CPU and CUDA kernels of sniper::label_anchors.
 #pragma once
 

@@ -1,4 +1,4 @@
-// The candidate chip grid of SNIPER (../shared/docs/sniper-method.md §2),
+// The candidate chip grid of SNIPER (docs/method.md §2),
 // shared by the CPU and CUDA chip-cover kernels.
 //
 // Along one axis of a canvas of length L, chip size K and stride d: windows
