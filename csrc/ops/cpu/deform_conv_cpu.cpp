@@ -59,6 +59,7 @@ Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor
     const scalar_t* poff = offset.const_data_ptr<scalar_t>();
     const scalar_t* pmask = mask ? mask->const_data_ptr<scalar_t>() : nullptr;
     scalar_t* pcol = cols.mutable_data_ptr<scalar_t>();
+    auto load = [](scalar_t v) { return static_cast<A>(v); };
     const int64_t cpg = g.channels / og, HW = g.height * g.width;
     // Each (sample, group, tap) computes its sampling points once for all
     // positions, then streams every channel of the group through them.
@@ -74,7 +75,7 @@ Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor
           const scalar_t* plane = pin + (s * g.channels + c) * HW;
           scalar_t* row = pcol + (s * g.channels * K + c * K + k) * L;
           for (int64_t l = 0; l < L; ++l) {
-            row[l] = static_cast<scalar_t>(scale[l] * sample<A>(plane, taps[l], [](scalar_t v) { return static_cast<A>(v); }));
+            row[l] = static_cast<scalar_t>(scale[l] * deform_sample<A>(plane, taps[l], load));
           }
         }
       }
@@ -131,9 +132,10 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
                                taps, scale);
         for (int64_t l = 0; l < L; ++l) {
           Tap4& q = table[r * L + l];
-          for (int i = 0; i < 4; ++i) {
-            q.idx[i] = static_cast<int32_t>(taps[l].idx[i]);
-            q.w[i] = scale[l] * taps[l].w[i];
+          for (int i = 0; i < 4; ++i) {  // idx -1: a tap of weight 0 (e.g. outside the image), never touched
+            const bool used = taps[l].w[i] != A(0);
+            q.idx[i] = used ? static_cast<int32_t>(taps[l].idx[i]) : -1;
+            q.w[i] = used ? scale[l] * taps[l].w[i] : A(0);
           }
         }
       }
@@ -151,7 +153,9 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
             const A gv = static_cast<A>(grow[l]);
             if (gv == A(0)) continue;
             const Tap4& q = taps[l];
-            for (int i = 0; i < 4; ++i) acc[q.idx[i]] += gv * q.w[i];
+            for (int i = 0; i < 4; ++i) {
+              if (q.idx[i] >= 0) acc[q.idx[i]] += gv * q.w[i];
+            }
           }
         }
         for (int64_t i = 0; i < HW; ++i) pgi[nc * HW + i] = static_cast<scalar_t>(acc[i]);
@@ -176,14 +180,8 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
           for (int64_t l = 0; l < L; ++l) {
             const A gv = static_cast<A>(grow[l]);
             if (gv == A(0)) continue;
-            const Taps<A>& t = taps[l];
-            A vy = 0, vx = 0, v = 0;
-            for (int i = 0; i < 4; ++i) {
-              const A pv = load(plane[t.idx[i]]);
-              vy += t.dy[i] * pv;
-              vx += t.dx[i] * pv;
-              v += t.w[i] * pv;
-            }
+            A v, vy, vx;
+            deform_sample_grad<A>(plane, taps[l], load, &v, &vy, &vx);
             gy[l] += gv * vy;
             gx[l] += gv * vx;
             gm[l] += gv * v;
