@@ -365,6 +365,52 @@ def test_empty_plane(device, hw):
     assert x.grad.shape == x.shape
 
 
+# -- raw-op argument checks and empty work, the same on every device ------------------------------
+
+def _col2im_args(device, c=4):
+    """deform_col2im arguments: a 2x2 kernel, padding (1, 0), 2 offset groups on a 5x5 input."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, c, 5, 5, generator=gen)
+    off = torch.randn(1, 16, 6, 4, generator=gen)
+    m = torch.rand(1, 8, 6, 4, generator=gen)
+    gcols = torch.randn(1, c * 4, 24, generator=gen)
+    params = (2, 2, 1, 1, 1, 0, 1, 1, 2)
+    return [t.to(device) for t in (gcols, x, off, m)], params
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_col2im_without_channels_gives_zero_gradients(device, deterministic):
+    (gcols, x, off, m), params = _col2im_args(device, c=0)
+    for mask in (m, None):
+        gi, go, gm = torch.ops.sniper.deform_col2im(gcols, x, off, mask, *params, deterministic)
+        assert gi.shape == x.shape and go.shape == off.shape
+        assert (go == 0).all()
+        assert gm.shape == (m.shape if mask is not None else (0,)) and (gm == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_col2im_checks_grad_columns(device):
+    (gcols, x, off, m), params = _col2im_args(device)
+    with pytest.raises(RuntimeError, match=r"deform_col2im: `grad_columns` must have shape \[1, 16, 24\]"):
+        torch.ops.sniper.deform_col2im(gcols[:, :-1], x, off, m, *params, False)
+    with pytest.raises(RuntimeError, match="deform_col2im: `grad_columns` must be a floating tensor"):
+        torch.ops.sniper.deform_col2im(gcols.to(torch.int32), x, off, m, *params, False)
+    # A 2^16 x 2^16 plane (no channels; offsets broadcast, so nothing is allocated).
+    big = torch.zeros(1, 0, 1 << 16, 1 << 16, device=device)
+    off_big = torch.zeros(1, device=device).expand(1, 2, 1 << 16, 1 << 16)
+    with pytest.raises(RuntimeError, match=r"deform_col2im: an input plane must have < 2\^31 pixels"):
+        torch.ops.sniper.deform_col2im(torch.zeros(1, 0, 1 << 32, device=device), big, off_big, None,
+                                       1, 1, 1, 1, 0, 0, 1, 1, 1, False)
+
+
+@requires_cuda
+def test_col2im_checks_grad_columns_device():
+    (gcols, x, off, m), params = _col2im_args("cpu")
+    with pytest.raises(RuntimeError, match="deform_col2im: `input` and `grad_columns` must be on the same device"):
+        torch.ops.sniper.deform_col2im(gcols.cuda(), x, off, m, *params, False)
+
+
 @pytest.mark.parametrize("offsets", ["continuous", "integer", "border"])
 def test_matches_torchvision(offsets):
     """Output and every gradient against torchvision.ops.deform_conv2d (when installed), with

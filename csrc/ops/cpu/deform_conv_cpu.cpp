@@ -88,19 +88,14 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
                                                      std::optional<Tensor> mask_in, int64_t kh, int64_t kw,
                                                      int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
                                                      int64_t dw, int64_t og, bool /*deterministic: always*/) {
-  const char* op = "deform_col2im";
-  const DeformGeometry g = deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, op);
+  const DeformGeometry g = deform_col2im_geometry(grad_cols_in, input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw,
+                                                  dh, dw, og);
   const int64_t n = input_in.size(0), K = g.taps(), L = g.positions(), C = g.channels;
-  STD_TORCH_CHECK(g.height * g.width < (int64_t(1) << 31), op, ": an input plane must have < 2^31 pixels");
-  STD_TORCH_CHECK(grad_cols_in.dim() == 3 && grad_cols_in.size(0) == n && grad_cols_in.size(1) == C * K &&
-                      grad_cols_in.size(2) == L,
-                  op, ": `grad_columns` must have shape [", n, ", ", C * K, ", ", L, "]");
-  const ScalarType dt = input_in.scalar_type();
-  Tensor grad_input = torch::stable::new_zeros(input_in, {n, C, g.height, g.width});
-  Tensor grad_offset = torch::stable::new_zeros(offset_in, {n, 2 * og * K, g.out_h, g.out_w});
-  Tensor grad_mask = mask_in ? torch::stable::new_zeros(*mask_in, {n, og * K, g.out_h, g.out_w})
-                             : new_empty(input_in, {0}, dt);
+  const auto grads = deform_col2im_outputs(input_in, mask_in, g);
+  Tensor grad_input = std::get<0>(grads), grad_offset = std::get<1>(grads), grad_mask = std::get<2>(grads);
   if (n == 0 || C == 0) return std::make_tuple(grad_input, grad_offset, grad_mask);
+  const char* op = "deform_col2im";
+  const ScalarType dt = input_in.scalar_type();
   const Tensor gcols = contiguous_as(grad_cols_in, dt);
   const Tensor input = torch::stable::contiguous(input_in);
   const Tensor offset = torch::stable::contiguous(offset_in);

@@ -138,7 +138,7 @@ void deform_col2im(const void* grad_columns, const void* input, const void* offs
                    const DeformGeometry& g, int64_t n, bool deterministic, void* grad_input, void* grad_offset,
                    void* grad_mask, Dtype dtype, DeviceAllocator& alloc, void* stream_ptr) {
   const int64_t total = n * g.channels * g.taps() * g.positions();
-  if (total == 0) return;
+  if (total == 0) return;  // the registration returns zero-filled gradients then
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   SNIPER_CUDA_DISPATCH(dtype, [&] {
     using T = scalar_t;
