@@ -215,6 +215,37 @@ def _bilinear_deform(plane, y, x):
     return v
 
 
+def _tent(t):
+    return max(0, 1 - abs(t))
+
+
+def deform_sample_weights(H, W, y, x):
+    """{(row, col): weight} of the deformable-conv sample at (y, x), written as the tent kernel of
+    bilinear interpolation, sum over pixels of max(0, 1 - |y - row|) * max(0, 1 - |x - col|): the
+    continuous interpolant with zeros outside the image (0 at and beyond -1 / H, W)."""
+    return {(r, c): _tent(y - r) * _tent(x - c) for r in range(H) for c in range(W)
+            if _tent(y - r) * _tent(x - c) != 0}
+
+
+def deform_sample_grad(plane, y, x):
+    """(value, d/dy, d/dx) of deformable-conv sampling at (y, x). The interpolant is piecewise
+    bilinear with kinks at integer coordinates (-1, H and W included); the derivatives are the
+    one-sided ones from the right (torchvision's convention), here as exact difference quotients
+    (v(y + h) - v(y)) / h in rational arithmetic with h = 2^-1100, smaller than the distance of any
+    float to the next integer, so that y + h stays on the same piece."""
+    from fractions import Fraction
+
+    H, W = len(plane), len(plane[0])
+    P = [[Fraction(v) for v in row] for row in plane]
+
+    def value(yy, xx):
+        return sum((wt * P[r][c] for (r, c), wt in deform_sample_weights(H, W, yy, xx).items()), Fraction(0))
+
+    Y, X, h = Fraction(y), Fraction(x), Fraction(1, 2**1100)
+    v = value(Y, X)
+    return float(v), float((value(Y + h, X) - v) / h), float((value(Y, X + h) - v) / h)
+
+
 def deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask=None):
     """The nested loops of the definition (lists in, nested lists out)."""
     N, C, H, W = len(x), len(x[0]), len(x[0][0]), len(x[0][0][0])

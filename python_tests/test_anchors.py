@@ -152,8 +152,10 @@ def test_bad_input():
         ops.label_anchors(a, gt, st, cv, pos_iou=0.3, neg_iou=0.4)
     with pytest.raises(ValueError, match="`gt_boxes` of valid and invalid GT must be finite"):
         ops.label_anchors(a, torch.full((1, 2, 4), float("nan")), st, cv)
-    with pytest.raises(ValueError, match="`gt_state` values must be 1, 0 or -1"):
-        ops.label_anchors(a, gt, torch.full((1, 2), 3, dtype=torch.int8), cv)
+    with pytest.raises(ValueError, match=r"`gt_state` values must be 1, 0 or -1 .*got 3 at \[0, 1\]"):
+        ops.label_anchors(a, gt, torch.tensor([[1, 3]], dtype=torch.int8), cv)
+    with pytest.raises(ValueError, match=r"`gt_state` values must be 1, 0 or -1 .*got -2 at \[0, 0\]"):
+        ops.label_anchors(a, gt, torch.tensor([[-2, 0]], dtype=torch.int8), cv)
     with pytest.raises(RuntimeError, match=r"label_anchors: `gt_boxes` must have shape \[B, G, 4\]"):
         torch.ops.sniper.label_anchors(a, gt[0], st, cv, 0.5, 0.4, 0.3, 32.0)
 
@@ -164,6 +166,44 @@ def test_opcheck(device):
     gt, state, canvas = _random_chips(4, anchors, chips=3, size=64.0)
     torch.library.opcheck(torch.ops.sniper.label_anchors.default,
                           (anchors, gt.float().to(device), state.to(device), canvas.to(device), 0.5, 0.4, 0.3, 32.0))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_raw_op_other_state_values(device):
+    """The raw op (no value check) on every device: a state other than 1 (valid) and 0 (invalid)
+    means no GT, like the -1 padding, as in the reference."""
+    anchors = ops.make_anchors((6, 6), stride=16, scales=(1, 2, 4), dtype=torch.float64)
+    gt, state, canvas = _random_chips(5, anchors, chips=4, g=10, size=96.0)
+    others = torch.tensor([2, 5, 127, -2, -128], dtype=torch.int8)
+    gen = torch.Generator().manual_seed(6)
+    odd = torch.rand(state.shape, generator=gen) < 0.4
+    state = torch.where(odd, others[torch.randint(0, 5, state.shape, generator=gen)], state)
+    state[2, :3] = torch.tensor([1, 2, 2], dtype=torch.int8)  # a valid GT among odd ones
+    state[3] = torch.where(state[3] == 1, 3, state[3])  # odd values but no valid GT
+    labels, matched = torch.ops.sniper.label_anchors(anchors.to(device), gt.to(device), state.to(device),
+                                                     canvas.to(device), 0.5, 0.3, 0.3, 8.0)
+    for c in range(len(gt)):
+        rl, rm = ref.label_anchors(anchors.tolist(), gt[c].tolist(), state[c].tolist(), *canvas[c].tolist(),
+                                   0.5, 0.3, 0.3, 8)
+        assert labels[c].cpu().tolist() == rl, f"chip {c}"
+        assert matched[c].cpu().tolist() == rm, f"chip {c}"
+    # Same as with those values replaced by -1.
+    padded = torch.where((state == 1) | (state == 0), state, torch.tensor(-1, dtype=torch.int8))
+    want = torch.ops.sniper.label_anchors(anchors, gt, padded, canvas, 0.5, 0.3, 0.3, 8.0)
+    assert torch.equal(labels.cpu(), want[0]) and torch.equal(matched.cpu(), want[1])
+
+
+@requires_cuda
+def test_cuda_more_chips_than_a_grid_dimension():
+    anchors = ops.make_anchors((2, 2), scales=(1, 2), device="cuda")
+    chips = 70000  # > 65535 (grid.y)
+    gen = torch.Generator().manual_seed(8)
+    gt = torch.stack([random_boxes(3, generator=gen, canvas=32, max_size=24) for _ in range(chips)]).float()
+    state = torch.randint(-1, 2, (chips, 3), generator=gen, dtype=torch.int8)
+    canvas = torch.full((chips, 2), 32.0)
+    cpu = torch.ops.sniper.label_anchors(anchors.cpu(), gt, state, canvas, 0.5, 0.4, 0.3, 8.0)
+    gpu = torch.ops.sniper.label_anchors(anchors, gt.cuda(), state.cuda(), canvas.cuda(), 0.5, 0.4, 0.3, 8.0)
+    assert torch.equal(cpu[0], gpu[0].cpu()) and torch.equal(cpu[1], gpu[1].cpu())
 
 
 @requires_cuda

@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import requires_cuda
+from conftest import DEVICES, requires_cuda, tol
 
 import reference as ref
 from sniper_ext import nn as snn
@@ -181,3 +181,270 @@ def test_matches_plain_pytorch_baseline():
 
     a = _case(scale=3.0)
     torch.testing.assert_close(deform_conv2d_torch(**a), ops.deform_conv2d(**a))
+
+
+# -- the image border: samples exactly at -1, 0, H-1, H (W likewise) ------------------------------
+
+def test_offset_gradient_at_border_matches_torchvision():
+    # Zero offsets, padding 1: the top-row taps of output (0, 0) sample y = -1 exactly, where the
+    # value is 0 but, from the right, rises towards row 0. Values from torchvision 0.25's
+    # deform_conv2d (d out[0, 0, 0, 0] / d offset[0, :, 0, 0]); by hand, channel 2 (y of tap
+    # (0, 1), at (-1, 0)) is w[0, 1] * x[0, 0] = 0.4279 * -2.3104.
+    x = torch.tensor([-2.3104, -0.3733, -1.0608, 0.9995, -0.884, -1.2755, -0.6232, -0.8664, -1.2956, 0.7335,
+                      -1.3219, 1.3148, -1.4875, -0.7136, 0.52, -0.9529, -0.0917, 1.0469, 0.1543, -0.7499,
+                      -0.7234, 0.0864, -1.7464, 1.041, 0.6539], dtype=torch.float64).reshape(1, 1, 5, 5)
+    w = torch.tensor([1.6059, 0.4279, -0.6776, 1.0422, -1.9513, 0.4186, 3.3214, 0.8764, 1.2345],
+                     dtype=torch.float64).reshape(1, 1, 3, 3)
+    torchvision_grad = [0.0, 0.0, -0.98862016, 0.0, 0.25294808, 0.0, 0.0, -2.40789888, -2.01940037, -3.77986323,
+                        -0.10460814, -0.2877875, 0.0, -4.2364457, -0.04066496, 0.57167572, 2.392461, -0.3002304]
+    offset = torch.zeros(1, 18, 5, 5, dtype=torch.float64, requires_grad=True)
+    out = ops.deform_conv2d(x, offset, w, padding=1)
+    assert out[0, 0, 0, 0].item() == pytest.approx(2.46483154, abs=1e-12)
+    out[0, 0, 0, 0].backward()
+    torch.testing.assert_close(offset.grad[0, :, 0, 0], torch.tensor(torchvision_grad, dtype=torch.float64),
+                               rtol=0, atol=1e-12)
+    assert offset.grad[0, :, 1:, :].abs().sum() == 0 and offset.grad[0, :, 0, 1:].abs().sum() == 0
+
+
+def _border_points(h, w, exact_only):
+    ys = [-2.0, -1.5, -1.0, -0.75, -0.5, 0.0, 0.5, 1.0, h - 1.0, h - 0.5, h - 0.25, float(h), h + 0.5]
+    xs = [-1.5, -1.0, -0.5, 0.0, 0.25, w - 1.0, w - 0.5, float(w), w + 1.0]
+    if not exact_only:  # just inside the border (float64 only)
+        ys += [-1.0 + 2.0**-40, h - 2.0**-40]
+        xs += [-1.0 + 2.0**-40, w - 2.0**-40]
+    return [(y, x) for y in ys for x in xs]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.float16, torch.bfloat16])
+def test_sampling_at_border_matches_reference(dtype):
+    """The raw ops at points on and around the border against the plain-Python tent-kernel
+    reference: the value, its right-hand derivatives (offset gradient), the mask gradient and
+    the input gradient (the sample's pixel weights)."""
+    h, w = 3, 4
+    pts = _border_points(h, w, exact_only=dtype != torch.float64)
+    pad = 7  # a 1x1 kernel with padding: output (h + 2 pad) x (w + 2 pad) positions, base (oy - pad, ox - pad)
+    oh, ow = h + 2 * pad, w + 2 * pad
+    assert len(pts) <= oh * ow
+    gen = torch.Generator().manual_seed(3)
+    plane = torch.randn(1, 1, h, w, generator=gen, dtype=torch.float64).to(dtype)
+    offset = torch.zeros(1, 2, oh, ow, dtype=torch.float64)
+    mask = (0.5 + torch.rand(1, 1, oh, ow, generator=gen, dtype=torch.float64)).to(dtype)
+    for i, (y, x) in enumerate(pts):
+        oy, ox = divmod(i, ow)
+        offset[0, 0, oy, ox] = y - (oy - pad)
+        offset[0, 1, oy, ox] = x - (ox - pad)
+    offset = offset.to(dtype)
+    params = (1, 1, 1, 1, pad, pad, 1, 1, 1)
+    cols = torch.ops.sniper.deform_im2col(plane, offset, mask, *params)
+    gcols = torch.randn(cols.shape, generator=gen, dtype=torch.float64).to(dtype)
+    gi, go, gm = torch.ops.sniper.deform_col2im(gcols, plane, offset, mask, *params, False)
+    P = plane[0, 0].double().tolist()
+    want_gi = [[0.0] * w for _ in range(h)]
+    for i in range(oh * ow):
+        oy, ox = divmod(i, ow)
+        y = (oy - pad) + offset[0, 0, oy, ox].double().item()
+        x = (ox - pad) + offset[0, 1, oy, ox].double().item()
+        m, g = mask[0, 0, oy, ox].double().item(), gcols[0, 0, i].double().item()
+        v, dy, dx = ref.deform_sample_grad(P, y, x)
+        for (r, c), wt in ref.deform_sample_weights(h, w, y, x).items():
+            want_gi[r][c] += float(wt) * m * g
+        t = tol(dtype)
+        assert cols[0, 0, i].double().item() == pytest.approx(m * v, abs=t * 10), (y, x)
+        assert gm[0, 0, oy, ox].double().item() == pytest.approx(g * v, abs=t * 10), (y, x)
+        assert go[0, 0, oy, ox].double().item() == pytest.approx(g * m * dy, abs=t * 20), ("d/dy", y, x)
+        assert go[0, 1, oy, ox].double().item() == pytest.approx(g * m * dx, abs=t * 20), ("d/dx", y, x)
+    torch.testing.assert_close(gi[0, 0].double(), torch.tensor(want_gi, dtype=torch.float64), rtol=0,
+                               atol=tol(dtype) * 50)
+
+
+def test_offset_gradient_at_border_is_one_sided_from_the_right():
+    """At a kink (a sample exactly at -1, H-1, H, or any pixel) the offset gradient is the
+    derivative from the right: forward differences (exact up to rounding, as the interpolant is
+    linear in one coordinate up to the next integer) agree; central ones would average the sides."""
+    h, w = 4, 5
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 2, h, w, generator=gen, dtype=torch.float64)
+    wt = torch.randn(3, 2, 2, 2, generator=gen, dtype=torch.float64)
+    oh, ow = h + 1, w + 1  # padding 1, 2x2 kernel, dilation 1
+    targets = [-1.0, 0.0, h - 1.0, float(h), -1.0, 2.0]  # rows; columns use the same pattern on w
+    off = torch.empty(1, 8, oh, ow, dtype=torch.float64)
+    for k in range(4):
+        ki, kj = divmod(k, 2)
+        for oy in range(oh):
+            for ox in range(ow):
+                ty = targets[(oy + ox + k) % len(targets)]
+                tx = [-1.0, 0.0, w - 1.0, float(w)][(oy * 3 + ox + k) % 4]
+                off[0, 2 * k, oy, ox] = ty - (oy - 1 + ki)
+                off[0, 2 * k + 1, oy, ox] = tx - (ox - 1 + kj)
+    gout = torch.randn(1, 3, oh, ow, generator=gen, dtype=torch.float64)
+
+    def f(o):
+        return (ops.deform_conv2d(x, o, wt, padding=1) * gout).sum()
+
+    o = off.clone().requires_grad_()
+    f(o).backward()
+    step = 0.25
+    fd = torch.empty_like(off)
+    base = f(off).item()
+    for i in range(off.numel()):
+        p = off.clone().view(-1)
+        p[i] += step
+        fd.view(-1)[i] = (f(p.view_as(off)).item() - base) / step
+    torch.testing.assert_close(o.grad, fd, rtol=0, atol=1e-12)
+    assert o.grad.abs().max() > 0.1
+
+
+def test_gradcheck_at_border():
+    """gradcheck (central differences) with samples exactly at -1, H-1 and H: every input but the
+    offsets is smooth there (the output is linear in input, weight, bias and mask); the offsets
+    are checked just off the kinks, on either side."""
+    h, w = 4, 4
+    gen = torch.Generator().manual_seed(7)
+    x = torch.randn(1, 2, h, w, generator=gen, dtype=torch.float64)
+    wt = torch.randn(2, 2, 3, 3, generator=gen, dtype=torch.float64)
+    b = torch.randn(2, generator=gen, dtype=torch.float64)
+    m = torch.rand(1, 9, h, w, generator=gen, dtype=torch.float64)
+    edges = torch.tensor([-1.0, float(h - 1), float(h)], dtype=torch.float64)
+    # Padding 1, dilation 1: tap (ki, kj) of output (oy, ox) has base (oy - 1 + ki, ox - 1 + kj).
+    oy = torch.arange(h, dtype=torch.float64)[:, None]
+    ox = torch.arange(w, dtype=torch.float64)[None, :]
+    exact = torch.empty(1, 18, h, w, dtype=torch.float64)
+    for k in range(9):
+        ki, kj = divmod(k, 3)
+        exact[0, 2 * k] = edges[(k + oy.long() + ox.long()) % 3] - (oy - 1 + ki)
+        exact[0, 2 * k + 1] = edges[(k + 2 * oy.long() + ox.long()) % 3] - (ox - 1 + kj)
+
+    def f(xx, oo, ww, bb, mm):
+        return ops.deform_conv2d(xx, oo, ww, bb, 1, 1, 1, mm)
+
+    req = lambda t: t.clone().requires_grad_()  # noqa: E731
+    assert torch.autograd.gradcheck(lambda xx, ww, bb, mm: f(xx, exact, ww, bb, mm), (req(x), req(wt), req(b), req(m)))
+    for shift in (1e-3, -1e-3):
+        assert torch.autograd.gradcheck(lambda oo: f(x, oo, wt, b, m), (req(exact + shift),))
+
+
+def test_non_finite_pixel_stays_local():
+    """Taps outside the image are never read: an inf pixel reaches only the outputs that weigh it
+    in (as with torchvision and F.conv2d), not every sample beyond the border."""
+    gen = torch.Generator().manual_seed(11)
+    x = torch.randn(1, 1, 6, 6, generator=gen, dtype=torch.float64)
+    wt = torch.randn(1, 1, 3, 3, generator=gen, dtype=torch.float64)
+    off = torch.zeros(1, 18, 6, 6, dtype=torch.float64)
+    x_inf = x.clone()
+    x_inf[0, 0, 0, 0] = float("inf")
+    out = ops.deform_conv2d(x_inf, off, wt, padding=1)
+    reach = torch.zeros(6, 6, dtype=torch.bool)
+    reach[:2, :2] = True  # the outputs whose 3x3 window covers pixel (0, 0)
+    assert torch.isinf(out[0, 0][reach]).all()
+    x0 = x.clone()
+    x0[0, 0, 0, 0] = 0.0
+    torch.testing.assert_close(out[0, 0][~reach], ops.deform_conv2d(x0, off, wt, padding=1)[0, 0][~reach])
+    # Backward: the offset gradient of outputs that do not reach the pixel stays finite.
+    o = off.clone().requires_grad_()
+    ops.deform_conv2d(x_inf, o, wt, padding=1)[0, 0][~reach].sum().backward()
+    assert torch.isfinite(o.grad).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("hw", [(0, 3), (3, 0), (0, 0)])
+def test_empty_plane(device, hw):
+    """An empty input plane with padding: every sample lies outside, output 0, gradients 0
+    (the kernels used to read pixel 0 of the empty plane)."""
+    h, w = hw
+    x = torch.randn(2, 2, h, w, dtype=torch.float64, device=device, requires_grad=True)
+    wt = torch.randn(3, 2, 3, 3, dtype=torch.float64, device=device, requires_grad=True)
+    oh, ow = h + 2, w + 2
+    off = torch.randn(2, 18, oh, ow, dtype=torch.float64, device=device, requires_grad=True)
+    m = torch.rand(2, 9, oh, ow, dtype=torch.float64, device=device, requires_grad=True)
+    out = ops.deform_conv2d(x, off, wt, None, 1, 2, 1, m)
+    assert out.shape == (2, 3, oh, ow)
+    assert (out == 0).all()
+    out.sum().backward()
+    for t in (off, m, wt):
+        assert (t.grad == 0).all()
+    assert x.grad.shape == x.shape
+
+
+# -- raw-op argument checks and empty work, the same on every device ------------------------------
+
+def _col2im_args(device, c=4):
+    """deform_col2im arguments: a 2x2 kernel, padding (1, 0), 2 offset groups on a 5x5 input."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, c, 5, 5, generator=gen)
+    off = torch.randn(1, 16, 6, 4, generator=gen)
+    m = torch.rand(1, 8, 6, 4, generator=gen)
+    gcols = torch.randn(1, c * 4, 24, generator=gen)
+    params = (2, 2, 1, 1, 1, 0, 1, 1, 2)
+    return [t.to(device) for t in (gcols, x, off, m)], params
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_col2im_without_channels_gives_zero_gradients(device, deterministic):
+    (gcols, x, off, m), params = _col2im_args(device, c=0)
+    for mask in (m, None):
+        gi, go, gm = torch.ops.sniper.deform_col2im(gcols, x, off, mask, *params, deterministic)
+        assert gi.shape == x.shape and go.shape == off.shape
+        assert (go == 0).all()
+        assert gm.shape == (m.shape if mask is not None else (0,)) and (gm == 0).all()
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_col2im_checks_grad_columns(device):
+    (gcols, x, off, m), params = _col2im_args(device)
+    with pytest.raises(RuntimeError, match=r"deform_col2im: `grad_columns` must have shape \[1, 16, 24\]"):
+        torch.ops.sniper.deform_col2im(gcols[:, :-1], x, off, m, *params, False)
+    with pytest.raises(RuntimeError, match="deform_col2im: `grad_columns` must be a floating tensor"):
+        torch.ops.sniper.deform_col2im(gcols.to(torch.int32), x, off, m, *params, False)
+    # A 2^16 x 2^16 plane (no channels; offsets broadcast, so nothing is allocated).
+    big = torch.zeros(1, 0, 1 << 16, 1 << 16, device=device)
+    off_big = torch.zeros(1, device=device).expand(1, 2, 1 << 16, 1 << 16)
+    with pytest.raises(RuntimeError, match=r"deform_col2im: an input plane must have < 2\^31 pixels"):
+        torch.ops.sniper.deform_col2im(torch.zeros(1, 0, 1 << 32, device=device), big, off_big, None,
+                                       1, 1, 1, 1, 0, 0, 1, 1, 1, False)
+
+
+@requires_cuda
+def test_col2im_checks_grad_columns_device():
+    (gcols, x, off, m), params = _col2im_args("cpu")
+    with pytest.raises(RuntimeError, match="deform_col2im: `input` and `grad_columns` must be on the same device"):
+        torch.ops.sniper.deform_col2im(gcols.cuda(), x, off, m, *params, False)
+
+
+@pytest.mark.parametrize("offsets", ["continuous", "integer", "border"])
+def test_matches_torchvision(offsets):
+    """Output and every gradient against torchvision.ops.deform_conv2d (when installed), with
+    offsets that put samples between pixels, on pixels, and exactly on the border."""
+    tv = pytest.importorskip("torchvision.ops")
+    gen = torch.Generator().manual_seed({"continuous": 0, "integer": 1, "border": 2}[offsets])
+    for geometry in (dict(), dict(kh=3, kw=3, stride=(1, 1), pad=(2, 2), dil=(2, 2), og=1),
+                     dict(h=4, w=3, kh=3, kw=3, stride=(1, 1), pad=(1, 1), dil=(1, 1), og=4, c=4, groups=1)):
+        for mask in (True, False):
+            a = _case(mask=mask, **geometry)
+            n, _, oh, ow = a["offset"].shape
+            h, w = a["input"].shape[2:]
+            if offsets == "integer":
+                a["offset"] = torch.randint(-3, 4, a["offset"].shape, generator=gen).double()
+            elif offsets == "border":
+                kh, kw = a["weight"].shape[2:]
+                (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
+                ty = torch.tensor([-1.0, 0.0, h - 1.0, float(h), -0.5, h - 0.5])
+                tx = torch.tensor([-1.0, 0.0, w - 1.0, float(w), -0.5, w - 0.5])
+                oy = torch.arange(oh)[:, None] * sh - ph
+                ox = torch.arange(ow)[None, :] * sw - pw
+                for k in range(a["offset"].shape[1] // 2):
+                    ki, kj = divmod(k % (kh * kw), kw)
+                    a["offset"][:, 2 * k] = ty[torch.randint(0, 6, (n, oh, ow), generator=gen)] - (oy + ki * dh)
+                    a["offset"][:, 2 * k + 1] = tx[torch.randint(0, 6, (n, oh, ow), generator=gen)] - (ox + kj * dw)
+            names = [k for k in ("input", "offset", "weight", "bias", "mask") if a[k] is not None]
+            gout = None
+            results = []
+            for f in (tv.deform_conv2d, ops.deform_conv2d):
+                leaves = {k: a[k].clone().requires_grad_() for k in names}
+                out = f(leaves["input"], leaves["offset"], leaves["weight"], leaves["bias"], a["stride"],
+                        a["padding"], a["dilation"], leaves.get("mask"))
+                gout = torch.randn(out.shape, generator=gen, dtype=out.dtype) if gout is None else gout
+                out.backward(gout)
+                results.append([out.detach()] + [leaves[k].grad for k in names])
+            for name, want, got in zip(["output"] + names, *results):
+                torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=f"{offsets} {name}")

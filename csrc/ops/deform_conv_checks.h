@@ -5,6 +5,9 @@
 #include <sniper/bilinear.h>
 #include <sniper/stable_utils.h>
 
+#include <tuple>
+#include <vector>
+
 namespace sniper {
 
 inline DeformGeometry deform_geometry(const Tensor& input, const Tensor& offset,
@@ -39,6 +42,46 @@ inline DeformGeometry deform_geometry(const Tensor& input, const Tensor& offset,
     check_same_device(input, m, op, "input", "mask");
   }
   return g;
+}
+
+// deform_geometry plus the checks of `grad_columns` (deform_col2im).
+inline DeformGeometry deform_col2im_geometry(const Tensor& grad_columns, const Tensor& input, const Tensor& offset,
+                                             const std::optional<Tensor>& mask, int64_t kh, int64_t kw, int64_t sh,
+                                             int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                                             int64_t og) {
+  const char* op = "deform_col2im";
+  const DeformGeometry g = deform_geometry(input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og, op);
+  const int64_t n = input.size(0), rows = g.channels * g.taps(), L = g.positions();
+  STD_TORCH_CHECK(grad_columns.dim() == 3 && grad_columns.size(0) == n && grad_columns.size(1) == rows &&
+                      grad_columns.size(2) == L,
+                  op, ": `grad_columns` must have shape [", n, ", ", rows, ", ", L, "]");
+  STD_TORCH_CHECK(is_floating(grad_columns.scalar_type()), op, ": `grad_columns` must be a floating tensor, got ",
+                  dtype_name(grad_columns.scalar_type()));
+  check_same_device(input, grad_columns, op, "input", "grad_columns");
+  // The CPU kernel's tap table holds 32-bit pixel offsets; both devices take
+  // the same inputs.
+  STD_TORCH_CHECK(g.height * g.width < (int64_t(1) << 31), op, ": an input plane must have < 2^31 pixels, got ",
+                  g.height, "x", g.width);
+  return g;
+}
+
+// The gradients deform_col2im returns (input, offset, mask; mask an empty
+// tensor without a mask), in the dtype of `input`. Zero-filled when there is
+// nothing to compute (no sample or no channel: the offset and mask gradients
+// are then 0), otherwise left for the kernels, which write every element.
+inline std::tuple<Tensor, Tensor, Tensor> deform_col2im_outputs(const Tensor& input,
+                                                                const std::optional<Tensor>& mask,
+                                                                const DeformGeometry& g) {
+  const int64_t n = input.size(0), K = g.taps();
+  const ScalarType dt = input.scalar_type();
+  const bool zero = n == 0 || g.channels == 0;
+  auto make = [&](std::vector<int64_t> sizes) {
+    return zero ? torch::stable::new_zeros(input, sizes) : new_empty(input, sizes, dt);
+  };
+  Tensor grad_input = make({n, g.channels, g.height, g.width});
+  Tensor grad_offset = make({n, 2 * g.offset_groups * K, g.out_h, g.out_w});
+  Tensor grad_mask = mask.has_value() ? make({n, g.offset_groups * K, g.out_h, g.out_w}) : new_empty(input, {0}, dt);
+  return std::make_tuple(grad_input, grad_offset, grad_mask);
 }
 
 }  // namespace sniper

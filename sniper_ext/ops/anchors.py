@@ -85,8 +85,11 @@ def label_anchors(anchors: torch.Tensor, gt_boxes: torch.Tensor, gt_state: torch
     if not _compiling():
         if gt_boxes.numel() and not bool(torch.isfinite(gt_boxes[gt_state >= 0]).all()):
             raise ValueError(f"{op}: `gt_boxes` of valid and invalid GT must be finite")
-        if gt_state.numel() and not bool(((gt_state >= -1) & (gt_state <= 1)).all()):
-            raise ValueError(f"{op}: `gt_state` values must be 1, 0 or -1")
+        bad = (gt_state < -1) | (gt_state > 1)
+        if gt_state.numel() and bool(bad.any()):
+            c, j = (int(v) for v in bad.nonzero()[0])
+            raise ValueError(f"{op}: `gt_state` values must be 1, 0 or -1 (valid, invalid, padding), "
+                             f"got {int(gt_state[c, j])} at [{c}, {j}]")
     return torch.ops.sniper.label_anchors(anchors, gt_boxes, gt_state, canvas_wh, pos, neg, inv, border)
 
 

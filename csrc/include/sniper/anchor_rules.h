@@ -8,6 +8,16 @@
 
 namespace sniper {
 
+// What a GT's state value means, the one rule of both kernels: 1 a valid GT
+// (it labels anchors), 0 an invalid GT (anchors near it are ignored), any
+// other value absent, like the -1 padding. sniper_ext.ops.label_anchors
+// rejects values other than -1, 0 and 1; the raw op applies this rule.
+enum class GtRole : uint8_t { kValid, kInvalid, kAbsent };
+
+SNIPER_HD GtRole gt_role(int8_t state) {
+  return state == 1 ? GtRole::kValid : (state == 0 ? GtRole::kInvalid : GtRole::kAbsent);
+}
+
 // An anchor is considered unless it reaches more than `border` pixels
 // beyond the chip (canvas width w, height h).
 template <typename T>

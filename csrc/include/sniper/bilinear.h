@@ -48,14 +48,60 @@ SNIPER_HD Taps<T> empty_taps() {
   return make_taps<T>(0, 0, 0, 0, 0, T(0), T(0), none, true, true);
 }
 
+// Deformable-convolution taps of the point (y, x): the pixels of the cell
+// [y0, y0 + 1) x [x0, x0 + 1) with y0 = floor(y), x0 = floor(x), pixels
+// outside the image counting as 0. The value is continuous and is 0 at and
+// beyond -1 / H (W); the derivatives are those of the cell, i.e. one-sided
+// from the right (+y, +x) where the interpolant has a kink (integer
+// coordinates). So at y == -1 d/dy comes from row 0 (the value rises from 0
+// towards row 0), while at y == H (and beyond) it is 0 -- as in torchvision's
+// deform_conv2d, whose coordinate gradient reads the 4 cell pixels with no
+// range test. Points off every pixel's cell (y < -1, y >= H, likewise x, or
+// NaN) get no taps at all.
 template <typename T>
 SNIPER_HD Taps<T> deform_taps(int64_t height, int64_t width, T y, T x) {
-  if (y <= T(-1) || y >= T(height) || x <= T(-1) || x >= T(width)) return empty_taps<T>();
+  if (!(y >= T(-1) && y < T(height) && x >= T(-1) && x < T(width))) return empty_taps<T>();
   const int64_t y0 = int64_t(floor(y)), x0 = int64_t(floor(x));
   const int64_t y1 = y0 + 1, x1 = x0 + 1;
   const bool ok[4] = {y0 >= 0 && x0 >= 0, y0 >= 0 && x1 <= width - 1, y1 <= height - 1 && x0 >= 0,
                       y1 <= height - 1 && x1 <= width - 1};
   return make_taps<T>(width, y0, x0, y1, x1, y - T(y0), x - T(x0), ok, false, false);
+}
+
+// Deformable sampling reads only the taps that matter: a tap outside the
+// image (weight and derivatives 0, offset 0) is never loaded, so an empty
+// plane is never read and a non-finite pixel reaches only the samples that
+// weigh it in (as in torchvision), not every sample beyond the border.
+template <typename A>
+SNIPER_HD bool deform_tap_used(const Taps<A>& t, int i) {
+  return t.w[i] != A(0) || t.dy[i] != A(0) || t.dx[i] != A(0);
+}
+
+// Value of a plane at deform taps, in the accumulation type A.
+template <typename A, typename T, typename Load>
+SNIPER_HD A deform_sample(const T* plane, const Taps<A>& t, Load load) {
+  A v = A(0);
+  for (int i = 0; i < 4; ++i) {
+    if (t.w[i] != A(0)) v += t.w[i] * load(plane[t.idx[i]]);
+  }
+  return v;
+}
+
+// Value (*v) and its derivatives along y (*vy) and x (*vx) at deform taps;
+// each sum leaves out the terms whose coefficient is 0.
+template <typename A, typename T, typename Load>
+SNIPER_HD void deform_sample_grad(const T* plane, const Taps<A>& t, Load load, A* v, A* vy, A* vx) {
+  A s = A(0), sy = A(0), sx = A(0);
+  for (int i = 0; i < 4; ++i) {
+    if (!deform_tap_used(t, i)) continue;
+    const A p = load(plane[t.idx[i]]);
+    if (t.w[i] != A(0)) s += t.w[i] * p;  // as deform_sample: the same value
+    if (t.dy[i] != A(0)) sy += t.dy[i] * p;
+    if (t.dx[i] != A(0)) sx += t.dx[i] * p;
+  }
+  *v = s;
+  *vy = sy;
+  *vx = sx;
 }
 
 template <typename T>

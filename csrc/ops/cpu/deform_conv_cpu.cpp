@@ -59,6 +59,7 @@ Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor
     const scalar_t* poff = offset.const_data_ptr<scalar_t>();
     const scalar_t* pmask = mask ? mask->const_data_ptr<scalar_t>() : nullptr;
     scalar_t* pcol = cols.mutable_data_ptr<scalar_t>();
+    auto load = [](scalar_t v) { return static_cast<A>(v); };
     const int64_t cpg = g.channels / og, HW = g.height * g.width;
     // Each (sample, group, tap) computes its sampling points once for all
     // positions, then streams every channel of the group through them.
@@ -74,7 +75,7 @@ Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor
           const scalar_t* plane = pin + (s * g.channels + c) * HW;
           scalar_t* row = pcol + (s * g.channels * K + c * K + k) * L;
           for (int64_t l = 0; l < L; ++l) {
-            row[l] = static_cast<scalar_t>(scale[l] * sample<A>(plane, taps[l], [](scalar_t v) { return static_cast<A>(v); }));
+            row[l] = static_cast<scalar_t>(scale[l] * deform_sample<A>(plane, taps[l], load));
           }
         }
       }
@@ -87,19 +88,14 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
                                                      std::optional<Tensor> mask_in, int64_t kh, int64_t kw,
                                                      int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
                                                      int64_t dw, int64_t og, bool /*deterministic: always*/) {
-  const char* op = "deform_col2im";
-  const DeformGeometry g = deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, op);
+  const DeformGeometry g = deform_col2im_geometry(grad_cols_in, input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw,
+                                                  dh, dw, og);
   const int64_t n = input_in.size(0), K = g.taps(), L = g.positions(), C = g.channels;
-  STD_TORCH_CHECK(g.height * g.width < (int64_t(1) << 31), op, ": an input plane must have < 2^31 pixels");
-  STD_TORCH_CHECK(grad_cols_in.dim() == 3 && grad_cols_in.size(0) == n && grad_cols_in.size(1) == C * K &&
-                      grad_cols_in.size(2) == L,
-                  op, ": `grad_columns` must have shape [", n, ", ", C * K, ", ", L, "]");
-  const ScalarType dt = input_in.scalar_type();
-  Tensor grad_input = torch::stable::new_zeros(input_in, {n, C, g.height, g.width});
-  Tensor grad_offset = torch::stable::new_zeros(offset_in, {n, 2 * og * K, g.out_h, g.out_w});
-  Tensor grad_mask = mask_in ? torch::stable::new_zeros(*mask_in, {n, og * K, g.out_h, g.out_w})
-                             : new_empty(input_in, {0}, dt);
+  const auto grads = deform_col2im_outputs(input_in, mask_in, g);
+  Tensor grad_input = std::get<0>(grads), grad_offset = std::get<1>(grads), grad_mask = std::get<2>(grads);
   if (n == 0 || C == 0) return std::make_tuple(grad_input, grad_offset, grad_mask);
+  const char* op = "deform_col2im";
+  const ScalarType dt = input_in.scalar_type();
   const Tensor gcols = contiguous_as(grad_cols_in, dt);
   const Tensor input = torch::stable::contiguous(input_in);
   const Tensor offset = torch::stable::contiguous(offset_in);
@@ -131,9 +127,10 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
                                taps, scale);
         for (int64_t l = 0; l < L; ++l) {
           Tap4& q = table[r * L + l];
-          for (int i = 0; i < 4; ++i) {
-            q.idx[i] = static_cast<int32_t>(taps[l].idx[i]);
-            q.w[i] = scale[l] * taps[l].w[i];
+          for (int i = 0; i < 4; ++i) {  // idx -1: a tap of weight 0 (e.g. outside the image), never touched
+            const bool used = taps[l].w[i] != A(0);
+            q.idx[i] = used ? static_cast<int32_t>(taps[l].idx[i]) : -1;
+            q.w[i] = used ? scale[l] * taps[l].w[i] : A(0);
           }
         }
       }
@@ -151,7 +148,9 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
             const A gv = static_cast<A>(grow[l]);
             if (gv == A(0)) continue;
             const Tap4& q = taps[l];
-            for (int i = 0; i < 4; ++i) acc[q.idx[i]] += gv * q.w[i];
+            for (int i = 0; i < 4; ++i) {
+              if (q.idx[i] >= 0) acc[q.idx[i]] += gv * q.w[i];
+            }
           }
         }
         for (int64_t i = 0; i < HW; ++i) pgi[nc * HW + i] = static_cast<scalar_t>(acc[i]);
@@ -176,14 +175,8 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
           for (int64_t l = 0; l < L; ++l) {
             const A gv = static_cast<A>(grow[l]);
             if (gv == A(0)) continue;
-            const Taps<A>& t = taps[l];
-            A vy = 0, vx = 0, v = 0;
-            for (int i = 0; i < 4; ++i) {
-              const A pv = load(plane[t.idx[i]]);
-              vy += t.dy[i] * pv;
-              vx += t.dx[i] * pv;
-              v += t.w[i] * pv;
-            }
+            A v, vy, vx;
+            deform_sample_grad<A>(plane, taps[l], load, &v, &vy, &vx);
             gy[l] += gv * vy;
             gx[l] += gv * vx;
             gm[l] += gv * v;

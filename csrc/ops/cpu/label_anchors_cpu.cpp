@@ -108,7 +108,7 @@ void label_chip(const AnchorIndex<A>& an, const scalar_t* gt, const int8_t* stat
   bool has_valid = false;
   for (int pass = 0; pass < 2; ++pass) {  // 0: max IoU per anchor and per GT; 1: best anchors
     for (int64_t j = 0; j < num_gt; ++j) {
-      if (state[j] != 1) continue;
+      if (gt_role(state[j]) != GtRole::kValid) continue;
       has_valid = true;
       const A gx1 = static_cast<A>(gt[4 * j]), gy1 = static_cast<A>(gt[4 * j + 1]),
               gx2 = static_cast<A>(gt[4 * j + 2]), gy2 = static_cast<A>(gt[4 * j + 3]);
@@ -131,7 +131,7 @@ void label_chip(const AnchorIndex<A>& an, const scalar_t* gt, const int8_t* stat
     }
   }
   for (int64_t j = 0; j < num_gt; ++j) {
-    if (state[j] != 0) continue;
+    if (gt_role(state[j]) != GtRole::kInvalid) continue;
     const A gx1 = static_cast<A>(gt[4 * j]), gy1 = static_cast<A>(gt[4 * j + 1]),
             gx2 = static_cast<A>(gt[4 * j + 2]), gy2 = static_cast<A>(gt[4 * j + 3]);
     const A garea = box_area(gx1, gy1, gx2, gy2);

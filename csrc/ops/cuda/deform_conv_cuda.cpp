@@ -12,6 +12,7 @@ Tensor deform_im2col_cuda(Tensor input_in, Tensor offset_in, std::optional<Tenso
   torch::stable::accelerator::DeviceGuard guard(input_in.get_device_index());
   const int64_t n = input_in.size(0);
   Tensor cols = new_empty(input_in, {n, g.channels * g.taps(), g.positions()}, input_in.scalar_type());
+  if (n == 0 || g.channels == 0) return cols;
   const Tensor input = torch::stable::contiguous(input_in);
   const Tensor offset = torch::stable::contiguous(offset_in);
   std::optional<Tensor> mask;
@@ -25,17 +26,14 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cuda(Tensor grad_cols_in, Tenso
                                                       std::optional<Tensor> mask_in, int64_t kh, int64_t kw,
                                                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
                                                       int64_t dw, int64_t og, bool deterministic) {
-  const char* op = "deform_col2im";
-  const DeformGeometry g = deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, op);
-  const int64_t n = input_in.size(0), C = g.channels, K = g.taps(), L = g.positions();
-  STD_TORCH_CHECK(grad_cols_in.dim() == 3 && grad_cols_in.size(0) == n && grad_cols_in.size(1) == C * K &&
-                      grad_cols_in.size(2) == L,
-                  op, ": `grad_columns` must have shape [", n, ", ", C * K, ", ", L, "]");
+  const DeformGeometry g = deform_col2im_geometry(grad_cols_in, input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw,
+                                                  dh, dw, og);
+  const int64_t n = input_in.size(0), C = g.channels;
   torch::stable::accelerator::DeviceGuard guard(input_in.get_device_index());
+  const auto grads = deform_col2im_outputs(input_in, mask_in, g);
+  Tensor grad_input = std::get<0>(grads), grad_offset = std::get<1>(grads), grad_mask = std::get<2>(grads);
+  if (n == 0 || C == 0) return std::make_tuple(grad_input, grad_offset, grad_mask);
   const ScalarType dt = input_in.scalar_type();
-  Tensor grad_input = new_empty(input_in, {n, C, g.height, g.width}, dt);
-  Tensor grad_offset = new_empty(input_in, {n, 2 * og * K, g.out_h, g.out_w}, dt);
-  Tensor grad_mask = mask_in ? new_empty(input_in, {n, og * K, g.out_h, g.out_w}, dt) : new_empty(input_in, {0}, dt);
   const Tensor gcols = contiguous_as(grad_cols_in, dt);
   const Tensor input = torch::stable::contiguous(input_in);
   const Tensor offset = torch::stable::contiguous(offset_in);

@@ -37,7 +37,7 @@ __global__ void im2col_kernel(const T* input, const T* offset, const T* mask, De
     point(g, offset + s * 2 * g.offset_groups * K * L, mask ? mask + s * g.offset_groups * K * L : nullptr,
           c / cpg, k, l, &y, &x, &m);
     const Taps<A> t = deform_taps<A>(g.height, g.width, y, x);
-    cols[e] = from_acc<T>(m * sample<A>(input + (s * C + c) * g.height * g.width, t, LoadAcc()));
+    cols[e] = from_acc<T>(m * deform_sample<A>(input + (s * C + c) * g.height * g.width, t, LoadAcc()));
   }
 }
 
@@ -56,7 +56,7 @@ __global__ void col2im_atomic_kernel(const T* gcols, const T* offset, const T* m
     const Taps<A> t = deform_taps<A>(g.height, g.width, y, x);
     A* plane = grad_input + (s * C + c) * HW;
     for (int i = 0; i < 4; ++i) {
-      if (t.w[i] != A(0)) atomicAdd(plane + t.idx[i], m * gv * t.w[i]);
+      if (t.w[i] != A(0)) atomicAdd(plane + t.idx[i], gv * (m * t.w[i]));  // as the CPU kernel
     }
   }
 }
@@ -78,7 +78,9 @@ __global__ void col2im_plane_kernel(const T* gcols, const T* offset, const T* ma
         point(g, offset + s * 2 * g.offset_groups * K * L, mask ? mask + s * g.offset_groups * K * L : nullptr,
               c / cpg, k, l, &y, &x, &m);
         const Taps<A> t = deform_taps<A>(g.height, g.width, y, x);
-        for (int i = 0; i < 4; ++i) plane[t.idx[i]] += m * gv * t.w[i];
+        for (int i = 0; i < 4; ++i) {
+          if (t.w[i] != A(0)) plane[t.idx[i]] += gv * (m * t.w[i]);  // taps outside the image: untouched
+        }
       }
     }
   }
@@ -98,16 +100,12 @@ __global__ void offset_mask_grad_kernel(const T* gcols, const T* input, const T*
     A gy = 0, gx = 0, gm = 0;
     for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
       const A gv = to_acc(gcols[((s * C + c) * K + k) * L + l]);
-      const T* plane = input + (s * C + c) * HW;
-      A vy = 0, vx = 0;
-      for (int i = 0; i < 4; ++i) {
-        const A v = to_acc(plane[t.idx[i]]);
-        vy += t.dy[i] * v;
-        vx += t.dx[i] * v;
-      }
+      if (gv == A(0)) continue;  // as the CPU kernel: a zero gradient contributes nothing
+      A v, vy, vx;
+      deform_sample_grad<A>(input + (s * C + c) * HW, t, LoadAcc(), &v, &vy, &vx);
       gy += gv * vy;
       gx += gv * vx;
-      gm += gv * sample<A>(plane, t, LoadAcc());
+      gm += gv * v;
     }
     grad_offset[(s * 2 * og * K + 2 * (grp * K + k)) * L + l] = from_acc<T>(m * gy);
     grad_offset[(s * 2 * og * K + 2 * (grp * K + k) + 1) * L + l] = from_acc<T>(m * gx);
@@ -140,7 +138,7 @@ void deform_col2im(const void* grad_columns, const void* input, const void* offs
                    const DeformGeometry& g, int64_t n, bool deterministic, void* grad_input, void* grad_offset,
                    void* grad_mask, Dtype dtype, DeviceAllocator& alloc, void* stream_ptr) {
   const int64_t total = n * g.channels * g.taps() * g.positions();
-  if (total == 0) return;
+  if (total == 0) return;  // the registration returns zero-filled gradients then
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   SNIPER_CUDA_DISPATCH(dtype, [&] {
     using T = scalar_t;

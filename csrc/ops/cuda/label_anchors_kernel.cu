@@ -35,6 +35,7 @@ struct Args {
   const double* canvas;
   int64_t a, g;
   A pos_iou, neg_iou, invalid_iou, border;
+  int64_t chip0;  // first chip of this launch (grid.y is at most 65535)
 };
 
 template <typename T, typename A>
@@ -62,7 +63,7 @@ __global__ void anchor_pass1_kernel(Args<T, A> p, A* max_iou, int32_t* arg, uint
                                     typename Bits<A>::type* gt_max) {
   __shared__ A box[kTile][5];
   __shared__ int8_t st[kTile];
-  const int64_t c = blockIdx.y;
+  const int64_t c = p.chip0 + blockIdx.y;
   const int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   const bool live = k < p.a;
   A x[4] = {0, 0, 0, 0};
@@ -76,10 +77,11 @@ __global__ void anchor_pass1_kernel(Args<T, A> p, A* max_iou, int32_t* arg, uint
   for (int64_t j0 = 0; j0 < p.g; j0 += kTile) {
     const int count = load_tile(p, c, j0, box, st);
     for (int t = 0; t < count && live; ++t) {
-      if (st[t] < 0) continue;
+      const GtRole role = gt_role(st[t]);
+      if (role == GtRole::kAbsent) continue;
       const A v = ::sniper::box_iou(x[0], x[1], x[2], x[3], area, box[t][0], box[t][1], box[t][2],
                                     box[t][3], box[t][4]);
-      if (st[t] == 1) {
+      if (role == GtRole::kValid) {
         has_valid = true;
         if (!considered) continue;
         if (v > best) {
@@ -106,7 +108,7 @@ __global__ void anchor_pass2_kernel(Args<T, A> p, const A* max_iou, const int32_
                                     int8_t* labels, int64_t* matched) {
   __shared__ A box[kTile][5];
   __shared__ int8_t st[kTile];
-  const int64_t c = blockIdx.y;
+  const int64_t c = p.chip0 + blockIdx.y;
   const int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   const bool live = k < p.a;
   const uint8_t f = live ? flags[c * p.a + k] : 0;
@@ -118,7 +120,7 @@ __global__ void anchor_pass2_kernel(Args<T, A> p, const A* max_iou, const int32_
   for (int64_t j0 = 0; j0 < p.g; j0 += kTile) {
     const int count = load_tile(p, c, j0, box, st);
     for (int t = 0; t < count && considered && !best; ++t) {
-      if (st[t] != 1) continue;
+      if (gt_role(st[t]) != GtRole::kValid) continue;
       const A top = from_bits(gt_max[c * p.g + j0 + t]);
       if (!(top > A(0))) continue;
       const A v = ::sniper::box_iou(x[0], x[1], x[2], x[3], area, box[t][0], box[t][1], box[t][2],
@@ -142,22 +144,27 @@ void label_anchors(const void* anchors, const void* gt, const int8_t* state, con
                    double invalid_iou, double border, Dtype dtype, int8_t* labels,
                    int64_t* matched, DeviceAllocator& alloc, void* stream_ptr) {
   if (chips == 0 || a == 0) return;
-  if (chips > 65535) throw std::runtime_error("label_anchors: CUDA kernel supports at most 65535 chips per call");
   const cudaStream_t stream = as_stream(stream_ptr);
   SNIPER_CUDA_DISPATCH(dtype, [&] {
     using T = scalar_t;
     using A = typename Acc<T>::type;
     using B = typename Bits<A>::type;
-    const Args<T, A> p{static_cast<const T*>(anchors), static_cast<const T*>(gt), state, canvas, a, g,
-                       A(pos_iou), A(neg_iou), A(invalid_iou), A(border)};
+    Args<T, A> p{static_cast<const T*>(anchors), static_cast<const T*>(gt), state, canvas, a, g,
+                 A(pos_iou), A(neg_iou), A(invalid_iou), A(border), 0};
     A* max_iou = take<A>(alloc, chips * a);
     int32_t* arg = take<int32_t>(alloc, chips * a);
     uint8_t* flags = take<uint8_t>(alloc, chips * a);
     B* gt_max = take<B>(alloc, chips * g);
     SNIPER_CUDA_CHECK(cudaMemsetAsync(gt_max, 0, sizeof(B) * (chips * g > 0 ? chips * g : 1), stream));
-    const dim3 grid(static_cast<unsigned int>((a + kThreads - 1) / kThreads), static_cast<unsigned int>(chips));
-    anchor_pass1_kernel<T, A><<<grid, kThreads, 0, stream>>>(p, max_iou, arg, flags, gt_max);
-    anchor_pass2_kernel<T, A><<<grid, kThreads, 0, stream>>>(p, max_iou, arg, flags, gt_max, labels, matched);
+    // Any number of chips (as on the CPU): launches of at most 65535 chips (grid.y).
+    constexpr int64_t kMaxChips = 65535;
+    for (int64_t c0 = 0; c0 < chips; c0 += kMaxChips) {
+      p.chip0 = c0;
+      const dim3 grid(static_cast<unsigned int>((a + kThreads - 1) / kThreads),
+                      static_cast<unsigned int>(min_<int64_t>(kMaxChips, chips - c0)));
+      anchor_pass1_kernel<T, A><<<grid, kThreads, 0, stream>>>(p, max_iou, arg, flags, gt_max);
+      anchor_pass2_kernel<T, A><<<grid, kThreads, 0, stream>>>(p, max_iou, arg, flags, gt_max, labels, matched);
+    }
   });
   SNIPER_CUDA_CHECK(cudaGetLastError());
 }
