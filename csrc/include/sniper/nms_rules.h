@@ -14,6 +14,12 @@ enum SoftNmsMethod : int64_t {
   kSoftNmsHard = 2,
 };
 
+// The Soft-NMS arguments of the schema, in the schema's types.
+struct SoftNmsSpec {
+  int64_t method;
+  double sigma, iou_threshold, score_threshold;
+};
+
 // Score multiplier applied to a box whose IoU with the box just selected is
 // `iou`. "hard" returns 0 (drop) when iou >= iou_threshold. exp_ gives the
 // same bits on CPU and CUDA, so the weight does too.
