@@ -263,3 +263,34 @@ def test_cuda_matches_cpu(dtype, method):
         assert torch.equal(k_gpu.cpu(), k_cpu)
         assert torch.equal(s_gpu.cpu(), s_cpu)  # bit-identical, gaussian included (exp_)
 
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("method", METHODS)
+def test_cuda_large_groups_match_cpu(dtype, method, monkeypatch):
+    """Groups above SNIPER_SOFT_NMS_LARGE_GROUP run on the windowed 1024-thread
+    kernel; lowering the threshold sends small groups there too."""
+    g = torch.Generator().manual_seed(13)
+    cases = [(3000, 1, None), (6000, 3, None), (300, 4, "0"), (300, 4, "7"), (2500, 1, "100")]
+    for n, ng, large in cases:
+        if large is None:
+            monkeypatch.delenv("SNIPER_SOFT_NMS_LARGE_GROUP", raising=False)
+        else:
+            monkeypatch.setenv("SNIPER_SOFT_NMS_LARGE_GROUP", large)
+        boxes = random_boxes(n, generator=g, canvas=400, dtype=dtype)
+        boxes[::9, 2] = boxes[::9, 0]  # zero-width boxes
+        scores = (torch.randint(1, 40, (n,), generator=g).double() / 39).to(dtype)  # ties
+        idxs = torch.randint(0, ng, (n,), generator=g)
+        for ids in (None, idxs):
+            k_cpu, s_cpu = ops.soft_nms(boxes, scores, ids, method=method)
+            k_gpu, s_gpu = ops.soft_nms(boxes.cuda(), scores.cuda(), None if ids is None else ids.cuda(),
+                                        method=method)
+            assert torch.equal(k_gpu.cpu(), k_cpu), (n, ng, large)
+            assert torch.equal(s_gpu.cpu(), s_cpu), (n, ng, large)
+
+
+@requires_cuda
+def test_cuda_bad_tuning_variable(monkeypatch):
+    monkeypatch.setenv("SNIPER_SOFT_NMS_LARGE_GROUP", "many")
+    with pytest.raises(RuntimeError, match="SNIPER_SOFT_NMS_LARGE_GROUP must be an integer >= 0"):
+        ops.soft_nms(torch.zeros(2, 4, device="cuda"), torch.rand(2, device="cuda"))

@@ -2,6 +2,7 @@
 // the schema entry points are NmsEntries (nms_checks.h), shared with the CPU.
 #include "../nms_checks.h"
 #include "cuda_registration.h"
+#include "nms_tuning.h"
 
 namespace sniper {
 namespace {
@@ -15,7 +16,7 @@ Tensor nms_cuda(const Tensor& boxes, const Tensor& scores, const std::optional<T
   const int64_t count = cuda::nms(
       boxes.data_ptr(), scores.data_ptr(), ids ? ids->const_data_ptr<int64_t>() : nullptr, n,
       iou_threshold, to_dtype(boxes.scalar_type()), keep.mutable_data_ptr<int64_t>(), alloc,
-      current_cuda_stream(boxes));
+      current_cuda_stream(boxes), nms_tuning_from_env());
   return first_n(keep, count);
 }
 

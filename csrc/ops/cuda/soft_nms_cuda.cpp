@@ -2,6 +2,7 @@
 // entry point is SoftNmsEntries (nms_checks.h), shared with the CPU.
 #include "../nms_checks.h"
 #include "cuda_registration.h"
+#include "nms_tuning.h"
 
 namespace sniper {
 namespace {
@@ -17,8 +18,8 @@ std::tuple<Tensor, Tensor> soft_nms_cuda(const Tensor& boxes, const Tensor& scor
   TensorAllocator alloc(boxes);
   const int64_t count = cuda::soft_nms(
       boxes.data_ptr(), scores.data_ptr(), ids ? ids->const_data_ptr<int64_t>() : nullptr, n,
-      spec.method, spec.sigma, spec.iou_threshold, spec.score_threshold, to_dtype(dtype),
-      keep.mutable_data_ptr<int64_t>(), kept_scores.data_ptr(), alloc, current_cuda_stream(boxes));
+      spec, to_dtype(dtype), keep.mutable_data_ptr<int64_t>(), kept_scores.data_ptr(), alloc,
+      current_cuda_stream(boxes), nms_tuning_from_env());
   return std::make_tuple(first_n(keep, count), first_n(kept_scores, count));
 }
 
