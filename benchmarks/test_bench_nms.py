@@ -52,9 +52,11 @@ def test_soft_nms_single_group(benchmark, n, impl):
         keep, _ = _run(benchmark, f"soft_nms single group N={n}", impl, lambda: ops.soft_nms(boxes, scores))
         ref_keep, _ = soft_nms_numpy(boxes.numpy(), scores.numpy())
         assert len(keep) == len(ref_keep)
-    else:
+    else:  # the windowed 1024-thread kernel for N > 1024 (soft_nms_kernel.cu)
         bc, sc = boxes.cuda(), scores.cuda()
-        _run(benchmark, f"soft_nms single group N={n}", impl, _cuda(lambda: ops.soft_nms(bc, sc)))
+        keep, out = _run(benchmark, f"soft_nms single group N={n}", impl, _cuda(lambda: ops.soft_nms(bc, sc)))
+        want_keep, want_scores = ops.soft_nms(boxes, scores)
+        assert torch.equal(keep.cpu(), want_keep) and torch.equal(out.cpu(), want_scores)
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -138,3 +140,53 @@ def test_box_iou(benchmark, impl):
         if torchvision:
             fns["torchvision-cuda"] = _cuda(lambda: torchvision.ops.box_iou(ac, bc))
     _run(benchmark, group, impl, fns[impl])
+
+
+# Large groups on the GPU (skipped without CUDA): the bitmask paths of
+# nms / batched_nms against torchvision and our CPU kernel.
+requires_cuda = pytest.mark.skipif(not HAS_CUDA, reason="GPU benchmark: needs CUDA")
+LARGE_IMPLS = ["sniper", "sniper-cuda"] + (["torchvision-cuda"] if torchvision else [])
+
+
+def _proposals(chips, per_chip, seed, canvas):
+    """RPN-proposal-like boxes: uniform centres, log-uniform sizes 8..256."""
+    g = torch.Generator().manual_seed(seed)
+    n = chips * per_chip
+    c = torch.rand(n, 2, generator=g) * canvas
+    wh = torch.pow(2.0, 3 + 5 * torch.rand(n, 2, generator=g))
+    return torch.cat([c - wh / 2, c + wh / 2], dim=1), torch.rand(n, generator=g), torch.arange(chips).repeat_interleave(per_chip)
+
+
+def _run_nms_impl(benchmark, group, impl, boxes, scores, idxs, rounds=5):
+    if impl == "sniper":
+        fn = (lambda: ops.nms(boxes, scores, 0.7)) if idxs is None else (lambda: ops.batched_nms(boxes, scores, idxs, 0.7))
+        return _run(benchmark, group, impl, fn, rounds=rounds)
+    bc, sc = boxes.cuda(), scores.cuda()
+    ic = None if idxs is None else idxs.cuda()
+    if impl == "sniper-cuda":
+        fn = (lambda: ops.nms(bc, sc, 0.7)) if ic is None else (lambda: ops.batched_nms(bc, sc, ic, 0.7))
+    else:
+        fn = (lambda: torchvision.ops.nms(bc, sc, 0.7)) if ic is None else (
+            lambda: torchvision.ops.batched_nms(bc, sc, ic, 0.7))
+    keep = _run(benchmark, group, impl, _cuda(fn), rounds=rounds)
+    if impl == "sniper-cuda":  # exact: the CPU kernel's result
+        want = ops.nms(boxes, scores, 0.7) if idxs is None else ops.batched_nms(boxes, scores, idxs, 0.7)
+        assert torch.equal(keep.cpu(), want)
+
+
+@requires_cuda
+@pytest.mark.parametrize("impl", LARGE_IMPLS)
+def test_batched_nms_proposals(benchmark, impl):
+    """filter_proposals' NMS: 4 chips x 18k proposals, four large groups."""
+    boxes, scores, idxs = _proposals(4, 18_000, seed=5, canvas=512.0)
+    _run_nms_impl(benchmark, "batched_nms 4 groups x 18k proposals", impl, boxes, scores, idxs)
+
+
+@requires_cuda
+@pytest.mark.parametrize("impl", LARGE_IMPLS)
+@pytest.mark.parametrize("n", [50_000, 200_000])
+def test_nms_large_single_group(benchmark, n, impl):
+    """One group of 50k (one mask of 312 MB: over the default budget, 2 tiles)
+    and 200k boxes (5 tiles; torchvision builds and copies a 5 GB mask)."""
+    boxes, scores, _ = _proposals(1, n, seed=6, canvas=4000.0)
+    _run_nms_impl(benchmark, f"nms single group N={n}", impl, boxes, scores, None, rounds=3)

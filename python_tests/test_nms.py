@@ -162,3 +162,53 @@ def test_cuda_matches_cpu(dtype):
             ops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), 0.5).cpu(),
             ops.batched_nms(boxes, scores, idxs, 0.5),
         )
+
+
+def _proposal_like(chips, per_chip, generator, canvas=512.0):
+    """RPN-proposal-like boxes: uniform centres, log-uniform sizes 8..256."""
+    n = chips * per_chip
+    c = torch.rand(n, 2, generator=generator, dtype=torch.float64) * canvas
+    wh = torch.pow(2.0, 3 + 5 * torch.rand(n, 2, generator=generator, dtype=torch.float64))
+    boxes = torch.cat([c - wh / 2, c + wh / 2], dim=1)
+    return boxes, torch.rand(n, generator=generator, dtype=torch.float64), torch.arange(chips).repeat_interleave(per_chip)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16])
+def test_cuda_bitmask_paths_match_cpu(dtype, monkeypatch):
+    """Small inputs through the large-group paths: SNIPER_NMS_LARGE_SEGMENT sends
+    batched groups to the bitmask path, SNIPER_NMS_MASK_BUDGET batches them and
+    tiles a group whose mask does not fit (512 bytes: 64-box tiles)."""
+    g = torch.Generator().manual_seed(21)
+    for large, budget in [("0", "512"), ("40", "4096"), ("100", "100000"), ("0", "300000")]:
+        monkeypatch.setenv("SNIPER_NMS_LARGE_SEGMENT", large)
+        monkeypatch.setenv("SNIPER_NMS_MASK_BUDGET", budget)
+        for n in (1, 64, 65, 300, 1500):
+            boxes = random_boxes(n, generator=g, canvas=150, dtype=dtype)
+            scores = (torch.randint(0, 30, (n,), generator=g).double() / 29).to(dtype)  # ties
+            idxs = torch.randint(0, 5, (n,), generator=g)
+            for thr in (0.0, 0.5):
+                assert torch.equal(ops.nms(boxes.cuda(), scores.cuda(), thr).cpu(), ops.nms(boxes, scores, thr))
+                assert torch.equal(ops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), thr).cpu(),
+                                   ops.batched_nms(boxes, scores, idxs, thr))
+
+
+@requires_cuda
+def test_cuda_large_groups_default_tuning():
+    """At the default thresholds: 4 x 18k proposals (one batch of bitmask jobs,
+    as in filter_proposals) and one group of 60k (over the 256 MiB mask budget:
+    two column tiles)."""
+    g = torch.Generator().manual_seed(22)
+    boxes, scores, idxs = _proposal_like(4, 18_000, g)
+    for thr in (0.5, 0.7):
+        assert torch.equal(ops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), thr).cpu(),
+                           ops.batched_nms(boxes, scores, idxs, thr))
+    boxes, scores, _ = _proposal_like(1, 60_000, g, canvas=2000.0)
+    assert torch.equal(ops.nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), ops.nms(boxes, scores, 0.5))
+
+
+@requires_cuda
+def test_cuda_bad_tuning_variable(monkeypatch):
+    monkeypatch.setenv("SNIPER_NMS_MASK_BUDGET", "100")
+    with pytest.raises(RuntimeError, match="SNIPER_NMS_MASK_BUDGET must be an integer >= 512"):
+        ops.nms(torch.zeros(2, 4, device="cuda"), torch.rand(2, device="cuda"), 0.5)

@@ -1,3 +1,7 @@
+import math
+from decimal import Decimal, localcontext
+
+import numpy as np
 import pytest
 import torch
 from conftest import (
@@ -176,6 +180,75 @@ def test_bad_tensors():
         torch.ops.sniper.soft_nms(b, torch.rand(2), None, 1, 0.0, 0.3, 0.001)
 
 
+def _gaussian_weights(dtype, sigma, n, seed, device="cpu"):
+    """The gaussian Soft-NMS weight exp(-IoU^2 / sigma), as the kernel computes
+    it, for n IoUs spread over (0, 1]: n groups of two boxes, [0, 0, 1, 1]
+    (score 2, selected first) and [0, 0, w, 1] (score 1, so its decayed score
+    is the weight itself). Returns (the exponents, rounded as in the kernel,
+    and the weights)."""
+    npt = np.float32 if dtype == torch.float32 else np.float64
+    g = torch.Generator().manual_seed(seed)
+    # Log-uniform widths: IoU from 1e-4 to 1, so exponents from ~0 to -1/sigma.
+    w = torch.pow(10.0, -4 * torch.rand(n, generator=g, dtype=torch.float64)).to(dtype)
+    boxes = torch.zeros(2 * n, 4, dtype=dtype)
+    boxes[0::2] = torch.tensor([0.0, 0.0, 1.0, 1.0], dtype=dtype)
+    boxes[1::2, 2], boxes[1::2, 3] = w, 1.0
+    scores = torch.tensor([2.0, 1.0], dtype=dtype).repeat(n)
+    groups = torch.arange(n).repeat_interleave(2)
+    keep, out = ops.soft_nms(boxes.to(device), scores.to(device), groups.to(device), method="gaussian",
+                             sigma=sigma, score_threshold=0.0)
+    keep, out = keep.cpu(), out.cpu()
+    assert len(keep) == 2 * n
+    weight = torch.empty(n, dtype=dtype)
+    odd = keep % 2 == 1
+    weight[keep[odd] // 2] = out[odd]
+    # The kernel's IoU of the pair (inter = w, union = (1 + w) - w) and exponent.
+    wn = w.numpy().astype(npt)
+    one = npt(1)
+    iou = wn / ((one + wn) - wn)
+    arg = -(iou * iou) / npt(sigma)
+    return arg, weight.numpy()
+
+
+def test_exp_float32_correctly_rounded():
+    """exp_ (host_device.h) for float computes in double and rounds once: within
+    0.5 ulp of math.exp (so correctly rounded) over [-95, 0), subnormals included."""
+    worst = 0.0
+    for sigma in (0.0105, 0.05, 0.3, 1.0, 7.0, 100.0):
+        arg, got = _gaussian_weights(torch.float32, sigma, 4000, seed=int(sigma * 1000))
+        for a, v in zip(arg.tolist(), got.tolist()):
+            want = math.exp(a)
+            f = np.float32(want)
+            ulp = float(np.spacing(np.float32(abs(f)))) if f != 0 else float(np.finfo(np.float32).smallest_subnormal)
+            worst = max(worst, abs(v - want) / ulp)
+    assert worst <= 0.5 + 1e-6, worst
+
+
+def test_exp_float64_within_one_ulp():
+    """exp_ for double (fdlibm's scheme, basic IEEE operations only): within 1 ulp
+    of the exact value (0.89 ulp measured on 3e6 arguments, see host_device.h)
+    over [-735, 0), subnormal results included."""
+    worst = 0.0
+    with localcontext() as ctx:
+        ctx.prec = 40
+        for sigma in (0.00136, 0.01, 0.3, 2.0, 100.0):
+            arg, got = _gaussian_weights(torch.float64, sigma, 3000, seed=int(sigma * 1e5))
+            for a, v in zip(arg.tolist(), got.tolist()):
+                exact = Decimal(a).exp()
+                ulp = max(math.ulp(float(exact)), 5e-324)
+                worst = max(worst, float(abs(Decimal(v) - exact)) / ulp)
+    assert worst < 1.0, worst
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_cuda_exp_bit_identical(dtype):
+    for sigma in (0.00136, 0.0105, 0.5, 100.0):
+        _, cpu = _gaussian_weights(dtype, sigma, 20000, seed=3)
+        _, gpu = _gaussian_weights(dtype, sigma, 20000, seed=3, device="cuda")
+        assert np.array_equal(cpu.view(np.uint8), gpu.view(np.uint8))
+
+
 @requires_cuda
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize("method", METHODS)
@@ -188,4 +261,36 @@ def test_cuda_matches_cpu(dtype, method):
         k_cpu, s_cpu = ops.soft_nms(boxes, scores, idxs, method=method)
         k_gpu, s_gpu = ops.soft_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), method=method)
         assert torch.equal(k_gpu.cpu(), k_cpu)
-        torch.testing.assert_close(s_gpu.cpu(), s_cpu, rtol=1e-5, atol=1e-6)
+        assert torch.equal(s_gpu.cpu(), s_cpu)  # bit-identical, gaussian included (exp_)
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("method", METHODS)
+def test_cuda_large_groups_match_cpu(dtype, method, monkeypatch):
+    """Groups above SNIPER_SOFT_NMS_LARGE_GROUP run on the windowed 1024-thread
+    kernel; lowering the threshold sends small groups there too."""
+    g = torch.Generator().manual_seed(13)
+    cases = [(3000, 1, None), (6000, 3, None), (300, 4, "0"), (300, 4, "7"), (2500, 1, "100")]
+    for n, ng, large in cases:
+        if large is None:
+            monkeypatch.delenv("SNIPER_SOFT_NMS_LARGE_GROUP", raising=False)
+        else:
+            monkeypatch.setenv("SNIPER_SOFT_NMS_LARGE_GROUP", large)
+        boxes = random_boxes(n, generator=g, canvas=400, dtype=dtype)
+        boxes[::9, 2] = boxes[::9, 0]  # zero-width boxes
+        scores = (torch.randint(1, 40, (n,), generator=g).double() / 39).to(dtype)  # ties
+        idxs = torch.randint(0, ng, (n,), generator=g)
+        for ids in (None, idxs):
+            k_cpu, s_cpu = ops.soft_nms(boxes, scores, ids, method=method)
+            k_gpu, s_gpu = ops.soft_nms(boxes.cuda(), scores.cuda(), None if ids is None else ids.cuda(),
+                                        method=method)
+            assert torch.equal(k_gpu.cpu(), k_cpu), (n, ng, large)
+            assert torch.equal(s_gpu.cpu(), s_cpu), (n, ng, large)
+
+
+@requires_cuda
+def test_cuda_bad_tuning_variable(monkeypatch):
+    monkeypatch.setenv("SNIPER_SOFT_NMS_LARGE_GROUP", "many")
+    with pytest.raises(RuntimeError, match="SNIPER_SOFT_NMS_LARGE_GROUP must be an integer >= 0"):
+        ops.soft_nms(torch.zeros(2, 4, device="cuda"), torch.rand(2, device="cuda"))

@@ -41,4 +41,48 @@ inline void check_soft_nms_args(int64_t method, double sigma,
   check_threshold(score_threshold, op, "score_threshold");
 }
 
+// The schema entry points of nms and batched_nms, defined once over a
+// backend's
+//   Nms(boxes, scores, ids, iou_threshold, op) -> keep
+// and of soft_nms over a backend's
+//   SoftNms(boxes, scores, ids, spec) -> (keep, kept_scores)
+// so that CPU and CUDA check and map the schema arguments identically. The
+// backends get checked arguments and n > 0: boxes [n, 4] and scores [n]
+// contiguous, ids nullopt (one group) or contiguous int64 [n].
+template <auto Nms>
+struct NmsEntries {
+  static Tensor nms(Tensor boxes, Tensor scores, double iou_threshold) {
+    return run(boxes, scores, std::nullopt, iou_threshold, "nms");
+  }
+  static Tensor batched_nms(Tensor boxes, Tensor scores, Tensor idxs, double iou_threshold) {
+    return run(boxes, scores, idxs, iou_threshold, "batched_nms");
+  }
+
+ private:
+  static Tensor run(const Tensor& boxes, const Tensor& scores, const std::optional<Tensor>& idxs,
+                    double iou_threshold, const char* op) {
+    const std::optional<Tensor> ids = checked_group_ids(boxes, scores, idxs, op);
+    check_threshold(iou_threshold, op, "iou_threshold");
+    if (boxes.size(0) == 0) return new_empty(boxes, {0}, ScalarType::Long);
+    return Nms(torch::stable::contiguous(boxes), torch::stable::contiguous(scores), ids,
+               iou_threshold, op);
+  }
+};
+
+template <auto SoftNms>
+struct SoftNmsEntries {
+  static std::tuple<Tensor, Tensor> soft_nms(Tensor boxes, Tensor scores, std::optional<Tensor> idxs,
+                                             int64_t method, double sigma, double iou_threshold,
+                                             double score_threshold) {
+    const std::optional<Tensor> ids = checked_group_ids(boxes, scores, idxs, "soft_nms");
+    check_soft_nms_args(method, sigma, iou_threshold, score_threshold);
+    if (boxes.size(0) == 0) {
+      return std::make_tuple(new_empty(boxes, {0}, ScalarType::Long),
+                             new_empty(boxes, {0}, boxes.scalar_type()));
+    }
+    return SoftNms(torch::stable::contiguous(boxes), torch::stable::contiguous(scores), ids,
+                   SoftNmsSpec{method, sigma, iou_threshold, score_threshold});
+  }
+};
+
 }  // namespace sniper

@@ -14,12 +14,19 @@ enum SoftNmsMethod : int64_t {
   kSoftNmsHard = 2,
 };
 
+// The Soft-NMS arguments of the schema, in the schema's types.
+struct SoftNmsSpec {
+  int64_t method;
+  double sigma, iou_threshold, score_threshold;
+};
+
 // Score multiplier applied to a box whose IoU with the box just selected is
-// `iou`. "hard" returns 0 (drop) when iou >= iou_threshold.
+// `iou`. "hard" returns 0 (drop) when iou >= iou_threshold. exp_ gives the
+// same bits on CPU and CUDA, so the weight does too.
 template <typename T>
 SNIPER_HD T soft_nms_weight(int64_t method, T iou, T sigma, T iou_threshold) {
   if (method == kSoftNmsGaussian) {
-    return iou > T(0) ? exp_(-(iou * iou) / sigma) : T(1);
+    return iou > T(0) ? exp_(-mul_rn(iou, iou) / sigma) : T(1);
   }
   if (iou < iou_threshold) return T(1);
   return method == kSoftNmsLinear ? T(1) - iou : T(0);

@@ -100,15 +100,10 @@ void nms_group(const scalar_t* boxes, const scalar_t* scores, const int64_t* idx
   }
 }
 
-Tensor nms_impl(const Tensor& boxes_in, const Tensor& scores_in,
-                const std::optional<Tensor>& idxs, double iou_threshold, const char* op) {
-  const std::optional<Tensor> ids = checked_group_ids(boxes_in, scores_in, idxs, op);
-  check_threshold(iou_threshold, op, "iou_threshold");
-  const int64_t n = boxes_in.size(0);
-  if (n == 0) return new_empty(boxes_in, {0}, ScalarType::Long);
-  const Tensor boxes = torch::stable::contiguous(boxes_in);
-  const Tensor scores = torch::stable::contiguous(scores_in);
-
+// Backend of NmsEntries (nms_checks.h): checked, contiguous, n > 0.
+Tensor nms_cpu(const Tensor& boxes, const Tensor& scores, const std::optional<Tensor>& ids,
+               double iou_threshold, const char* op) {
+  const int64_t n = boxes.size(0);
   std::vector<int64_t> kept;
   SNIPER_DISPATCH_FLOATING(boxes.scalar_type(), op, [&] {
     using A = acc_t<scalar_t>;
@@ -139,20 +134,12 @@ Tensor nms_impl(const Tensor& boxes_in, const Tensor& scores_in,
   return result;
 }
 
-Tensor nms_cpu(Tensor boxes, Tensor scores, double iou_threshold) {
-  return nms_impl(boxes, scores, std::nullopt, iou_threshold, "nms");
-}
-
-Tensor batched_nms_cpu(Tensor boxes, Tensor scores, Tensor idxs,
-                       double iou_threshold) {
-  return nms_impl(boxes, scores, idxs, iou_threshold, "batched_nms");
-}
-
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) {
-  m.impl("nms", TORCH_BOX(&nms_cpu));
-  m.impl("batched_nms", TORCH_BOX(&batched_nms_cpu));
+  using E = NmsEntries<&nms_cpu>;
+  m.impl("nms", TORCH_BOX(&E::nms));
+  m.impl("batched_nms", TORCH_BOX(&E::batched_nms));
 }
 
 }  // namespace sniper

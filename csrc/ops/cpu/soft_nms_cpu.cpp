@@ -79,26 +79,21 @@ void soft_nms_group(const scalar_t* boxes, const scalar_t* scores,
   }
 }
 
-std::tuple<Tensor, Tensor> soft_nms_cpu(Tensor boxes_in, Tensor scores_in,
-                                        std::optional<Tensor> idxs,
-                                        int64_t method, double sigma,
-                                        double iou_threshold,
-                                        double score_threshold) {
+// Backend of SoftNmsEntries (nms_checks.h): checked, contiguous, n > 0.
+std::tuple<Tensor, Tensor> soft_nms_cpu(const Tensor& boxes, const Tensor& scores,
+                                        const std::optional<Tensor>& ids,
+                                        const SoftNmsSpec& spec) {
   const char* op = "soft_nms";
-  const std::optional<Tensor> ids = checked_group_ids(boxes_in, scores_in, idxs, op);
-  check_soft_nms_args(method, sigma, iou_threshold, score_threshold);
-  const int64_t n = boxes_in.size(0);
-  const Tensor boxes = torch::stable::contiguous(boxes_in);
-  const Tensor scores = torch::stable::contiguous(scores_in);
+  const int64_t n = boxes.size(0);
   const ScalarType dtype = boxes.scalar_type();
 
   std::vector<int64_t> kept_idx;
   Tensor kept_scores;
   SNIPER_DISPATCH_FLOATING(dtype, op, [&] {
     using A = acc_t<scalar_t>;
-    const SoftNmsParams<A> p{method, static_cast<A>(sigma),
-                             static_cast<A>(iou_threshold),
-                             static_cast<A>(score_threshold)};
+    const SoftNmsParams<A> p{spec.method, static_cast<A>(spec.sigma),
+                             static_cast<A>(spec.iou_threshold),
+                             static_cast<A>(spec.score_threshold)};
     const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
     const scalar_t* ps = scores.const_data_ptr<scalar_t>();
     Groups g = make_groups(ids ? ids->const_data_ptr<int64_t>() : nullptr, n);
@@ -131,7 +126,7 @@ std::tuple<Tensor, Tensor> soft_nms_cpu(Tensor boxes_in, Tensor scores_in,
 }  // namespace
 
 STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) {
-  m.impl("soft_nms", TORCH_BOX(&soft_nms_cpu));
+  m.impl("soft_nms", TORCH_BOX(&SoftNmsEntries<&soft_nms_cpu>::soft_nms));
 }
 
 }  // namespace sniper

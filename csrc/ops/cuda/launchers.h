@@ -8,6 +8,7 @@
 
 #include <sniper/bilinear.h>
 #include <sniper/dtype.h>
+#include <sniper/nms_rules.h>
 
 namespace sniper {
 namespace cuda {
@@ -23,20 +24,41 @@ struct DeviceAllocator {
 void box_iou(const void* a, const void* b, void* out, int64_t n, int64_t m,
              Dtype dtype, void* stream);
 
+// Size thresholds of the NMS-family CUDA paths. The registrations take
+// overrides from the environment (SNIPER_NMS_LARGE_SEGMENT,
+// SNIPER_NMS_MASK_BUDGET, SNIPER_SOFT_NMS_LARGE_GROUP; see nms_tuning.h) so
+// that tests can send small inputs down the large-group paths.
+struct NmsTuning {
+  // batched_nms: groups of more boxes than this use the bitmask path (mask
+  // kernel over many blocks, then a walk per group); smaller groups run the
+  // greedy loop in one block each. nms (one group) always uses the bitmask.
+  int64_t nms_large_segment = 1024;
+  // Bytes of suppression mask held at once (>= 512: one 64 x 64 tile). A group
+  // of n boxes needs n * ceil(n / 64) * 8 bytes; groups are batched under the
+  // budget, and a group over it is processed in column tiles.
+  int64_t nms_mask_budget = int64_t(256) << 20;
+  // soft_nms: groups of more boxes than this run on a 1024-thread block that
+  // visits only the boxes whose x-range can overlap the selected box; smaller
+  // groups run on a 256-thread block each, many groups per launch.
+  int64_t soft_nms_large_group = 1024;
+};
+
 // Greedy NMS. `group` may be null (one group). Writes the kept indices in
 // output order to keep[0 .. count) and returns count. keep has n entries.
-// Synchronises with the stream once, to read count.
+// Synchronises with the stream once to read count, and with groups of more
+// than tuning.nms_large_segment boxes once more, to plan the bitmask path.
 int64_t nms(const void* boxes, const void* scores, const int64_t* group,
             int64_t n, double iou_threshold, Dtype dtype, int64_t* keep,
-            DeviceAllocator& alloc, void* stream);
+            DeviceAllocator& alloc, void* stream, const NmsTuning& tuning = NmsTuning());
 
 // Soft-NMS; writes kept indices and decayed scores (`dtype`) in output order
-// to keep[0 .. count) and kept_scores[0 .. count); returns count. One
-// launch does all groups; synchronises with the stream once, to read count.
+// to keep[0 .. count) and kept_scores[0 .. count); returns count. Two
+// launches do all groups (small ones, then large ones); synchronises with
+// the stream once, to read count.
 int64_t soft_nms(const void* boxes, const void* scores, const int64_t* group,
-                 int64_t n, int64_t method, double sigma, double iou_threshold,
-                 double score_threshold, Dtype dtype, int64_t* keep,
-                 void* kept_scores, DeviceAllocator& alloc, void* stream);
+                 int64_t n, const SoftNmsSpec& spec, Dtype dtype, int64_t* keep,
+                 void* kept_scores, DeviceAllocator& alloc, void* stream,
+                 const NmsTuning& tuning = NmsTuning());
 
 // Greedy chip cover (method §2). boxes [n, 4] (`dtype`), group [n] int64,
 // canvas [groups, 2] float64. Writes chips [count, 4] (`chip_dtype`, float32

@@ -162,5 +162,53 @@ __device__ __forceinline__ int64_t segment_end(const int64_t* starts, int g,
   return g + 1 < num ? starts[g + 1] : n;
 }
 
+// The segments of more than `large` boxes, in segment order.
+struct LargeSegments {
+  int64_t* starts;  // [0 .. *count)
+  int64_t* sizes;
+  int* count;       // on the device
+};
+
+static __global__ void large_segment_flags_kernel(const int64_t* starts, const int* num_segments,
+                                                  int64_t n, int64_t large, int64_t* sizes,
+                                                  uint8_t* flags) {
+  const int num = *num_segments;
+  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < n;
+       g += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t size = g < num ? segment_end(starts, static_cast<int>(g), num, n) - starts[g] : 0;
+    sizes[g] = size;
+    flags[g] = size > large ? 1 : 0;
+  }
+}
+
+// Stays on the device (no host synchronisation).
+static LargeSegments select_large_segments(const Segments& seg, int64_t n, int64_t large,
+                                           DeviceAllocator& alloc, cudaStream_t stream) {
+  int64_t* sizes = take<int64_t>(alloc, n);
+  uint8_t* flags = take<uint8_t>(alloc, n);
+  large_segment_flags_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
+      seg.starts, seg.num_segments, n, large, sizes, flags);
+  LargeSegments out{take<int64_t>(alloc, n), take<int64_t>(alloc, n), take<int>(alloc, 1)};
+  int* count2 = take<int>(alloc, 1);
+  select_flagged(seg.starts, flags, out.starts, out.count, n, alloc, stream);
+  select_flagged(sizes, flags, out.sizes, count2, n, alloc, stream);
+  SNIPER_CUDA_CHECK(cudaGetLastError());
+  return out;
+}
+
+// One segment 0..n-1 in the given order (null: 0..n-1).
+static Segments single_segment(int64_t* order, int64_t n, DeviceAllocator& alloc,
+                               cudaStream_t stream) {
+  Segments s{order, take<int64_t>(alloc, 1), take<int>(alloc, 1)};
+  if (s.order == nullptr) {
+    s.order = take<int64_t>(alloc, n);
+    iota_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(s.order, n);
+  }
+  const int one = 1;
+  SNIPER_CUDA_CHECK(cudaMemsetAsync(s.starts, 0, sizeof(int64_t), stream));
+  SNIPER_CUDA_CHECK(cudaMemcpyAsync(s.num_segments, &one, sizeof(int), cudaMemcpyHostToDevice, stream));
+  return s;
+}
+
 }  // namespace cuda
 }  // namespace sniper

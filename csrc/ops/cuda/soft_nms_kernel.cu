@@ -1,10 +1,41 @@
-// CUDA kernel of sniper::soft_nms: exact sequential greedy Soft-NMS.
+// CUDA kernels of sniper::soft_nms: exact sequential greedy Soft-NMS, the
+// same selections and the same bits as the CPU kernel (same comparisons,
+// same float operations; exp_ is bit-identical on both sides).
 //
-// Boxes are sorted into per-group segments on the device; one launch runs a
-// block per segment (grid-stride over segments, so thousands of groups share
-// it). Each selection step is one pass over the group that decays, drops and
-// finds the next maximum, reduced across the block. The host waits once, at
-// the end, to learn how many boxes were kept.
+// Boxes are sorted into per-group segments on the device. Each selection
+// step of a group decays the boxes that overlap the selected one and finds
+// the next maximum: a chain of dependent steps (up to one per box), so the
+// time of a large group is (steps) x (latency of one step). What counts is
+// a short step, not a wider one:
+//
+// * Small groups (<= NmsTuning::soft_nms_large_group boxes, default 1024):
+//   one 256-thread block per group, grid-stride over the groups, so that
+//   thousands of groups (images x classes) share one launch. Each step is
+//   one pass over the group (decay, drop, candidate), then a block reduce.
+// * Large groups: one 1024-thread block each, all in one launch. The group
+//   is laid out by x1; each thread owns a run of ceil(n / 1024) consecutive
+//   boxes and keeps its best live box in registers. A step is a block
+//   reduce of the 1024 candidates, one barrier to publish the choice, and
+//   a pass over only the runs whose x-extent can meet the selected box (the
+//   CPU kernel's x1/running-max-x2 window at run granularity; outside it
+//   the IoU is exactly 0). No thread reads another's boxes, so the only
+//   shared state is the published choice.
+//
+// Why not many blocks per group: blocks of one launch may not wait on each
+// other (no grid-wide synchronisation; the CPU test harness also runs
+// blocks one after another), so a step across blocks is a kernel launch,
+// ~2-4 us each: N = 20k steps would cost 40-80 ms in launches alone. Within
+// one block a step is ~3 barriers plus the window's runs (N = 20k: 20 boxes
+// per run, a few runs per step on spread-out boxes), ~1-2 us. Expected (not
+// measured: no GPU yet) on an H100, one group, gaussian, most boxes kept:
+// N = 5k ~ 5 ms, N = 20k ~ 20-40 ms, against ~100 ms for the one-block pass
+// over the whole group per step used before (20k/256 = 80 boxes per thread
+// per step), and 4 / 23 ms for the CPU kernel (one core, same window). So
+// a single huge group is about as fast as on the CPU; beating that clearly
+// needs fewer steps: the next few best boxes, pairwise disjoint, could be
+// selected in one step (their selections cannot interact). Not done yet.
+//
+// The host waits once, at the end, to learn how many boxes were kept.
 #include "segments.cuh"
 
 namespace sniper {
@@ -34,11 +65,40 @@ struct SoftNmsArgs {
   A sigma, iou_threshold, score_threshold;
 };
 
+// Decays the live box k against the selected box (s*) and returns its
+// candidate (pos -1 when it is, or becomes, dead). The CPU kernel's step.
+template <typename A>
+__device__ __forceinline__ Candidate<A> decay(const BoxesSoA<A>& b, const int64_t* order,
+                                              const SoftNmsArgs<A>& p, A sx1, A sy1, A sx2, A sy2,
+                                              A sarea, int64_t selected, int64_t k, A* score,
+                                              uint8_t* alive) {
+  const Candidate<A> none{A(0), 0, -1};
+  if (!alive[k]) return none;
+  if (k == selected) {
+    alive[k] = 0;
+    return none;
+  }
+  const A iou = ::sniper::box_iou(sx1, sy1, sx2, sy2, sarea, b.x1[k], b.y1[k], b.x2[k], b.y2[k],
+                                  b.area[k]);
+  A sc = score[k];
+  if (iou > A(0)) {
+    sc *= soft_nms_weight(p.method, iou, p.sigma, p.iou_threshold);
+    score[k] = sc;
+  }
+  if (!(sc >= p.score_threshold)) {
+    alive[k] = 0;
+    return none;
+  }
+  return Candidate<A>{sc, order[k], k};
+}
+
+// Small groups: one block of kThreads per group, skipping groups of more
+// than `large` boxes.
 template <typename T, typename A>
 __global__ void __launch_bounds__(kThreads)
 soft_nms_segments_kernel(BoxesSoA<A> b, const T* scores, const int64_t* order,
                          const int64_t* starts, const int* num_segments,
-                         int64_t n, SoftNmsArgs<A> p, A* score, uint8_t* alive,
+                         int64_t n, int64_t large, SoftNmsArgs<A> p, A* score, uint8_t* alive,
                          A* final_score, uint8_t* keep_by_index) {
   using Reduce = cub::BlockReduce<Candidate<A>, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
@@ -46,6 +106,7 @@ soft_nms_segments_kernel(BoxesSoA<A> b, const T* scores, const int64_t* order,
   const int num = *num_segments;
   for (int g = blockIdx.x; g < num; g += gridDim.x) {
     const int64_t s = starts[g], e = segment_end(starts, g, num, n);
+    if (e - s > large) continue;
     Candidate<A> c{A(0), 0, -1};
     for (int64_t k = s + threadIdx.x; k < e; k += kThreads) {
       const A sc = to_acc(scores[order[k]]);
@@ -70,26 +131,104 @@ soft_nms_segments_kernel(BoxesSoA<A> b, const T* scores, const int64_t* order,
               barea = b.area[bp];
       c = Candidate<A>{A(0), 0, -1};
       for (int64_t k = s + threadIdx.x; k < e; k += kThreads) {
-        if (!alive[k]) continue;
-        if (k == bp) {
-          alive[k] = 0;
-          continue;
-        }
-        const A iou = ::sniper::box_iou(bx1, by1, bx2, by2, barea, b.x1[k], b.y1[k],
-                                        b.x2[k], b.y2[k], b.area[k]);
-        A sc = score[k];
-        if (iou > A(0)) {
-          sc *= soft_nms_weight(p.method, iou, p.sigma, p.iou_threshold);
-          score[k] = sc;
-        }
-        if (!(sc >= p.score_threshold)) {
-          alive[k] = 0;
-          continue;
-        }
-        c = Better()(c, Candidate<A>{sc, order[k], k});
+        c = Better()(c, decay(b, order, p, bx1, by1, bx2, by2, barea, bp, k, score, alive));
       }
     }
     __syncthreads();
+  }
+}
+
+constexpr int kLargeThreads = 1024;
+
+// Large groups: one block of kLargeThreads per group of more than `large`
+// boxes (grid-stride over the list of them). The group's boxes sit in x1
+// order (stable) in the segmented arrays; thread t owns the run of E =
+// ceil(len / kLargeThreads) consecutive boxes [t E, t E + E) and alone
+// reads and writes their scores and liveness, keeping its best live box
+// (its candidate) in registers. A run can meet the selected box s only if
+// its running max of x2 (over the group, up to the run's last box) is >
+// x1(s) and its first x1 is < x2(s); otherwise every box of it has IoU 0
+// with s (the CPU kernel's window, with runs for boxes). A step: block
+// reduce of the candidates, thread 0 publishes the choice, the runs that
+// can meet it are decayed and their candidates recomputed.
+template <typename T, typename A>
+__global__ void __launch_bounds__(kLargeThreads)
+soft_nms_large_kernel(BoxesSoA<A> b, const T* scores, const int64_t* order,
+                      const int64_t* large_starts, const int64_t* large_sizes, const int* large_count,
+                      SoftNmsArgs<A> p, A* score, uint8_t* alive, A* final_score,
+                      uint8_t* keep_by_index) {
+  using Reduce = cub::BlockReduce<Candidate<A>, kLargeThreads>;
+  __shared__ typename Reduce::TempStorage tmp;
+  __shared__ A run_x2[kLargeThreads];  // max x2 of each run, then running max over runs
+  // The choice of a step and its box, double-buffered by step parity: thread
+  // 0 writes the next step's entry while others may still read this one.
+  __shared__ Candidate<A> chosen[2];
+  __shared__ A sel[2][5];
+  const int t = threadIdx.x;
+  const int num = *large_count;
+  for (int g = blockIdx.x; g < num; g += gridDim.x) {
+    const int64_t s = large_starts[g], len = large_sizes[g], e = s + len;
+    const int64_t per = (len + kLargeThreads - 1) / kLargeThreads;  // E
+    const int64_t r0 = ::sniper::min_<int64_t>(e, s + t * per);
+    const int64_t r1 = ::sniper::min_<int64_t>(e, r0 + per);
+
+    // Initial scores, liveness, candidate, and the run's x-extent.
+    Candidate<A> mine{A(0), 0, -1};
+    A max_x2 = A(-INFINITY);
+    for (int64_t k = r0; k < r1; ++k) {
+      const A sc = to_acc(scores[order[k]]);
+      const bool ok = sc >= p.score_threshold;
+      score[k] = sc;
+      alive[k] = ok;
+      if (ok) mine = Better()(mine, Candidate<A>{sc, order[k], k});
+      max_x2 = ::sniper::max_(max_x2, b.x2[k]);
+    }
+    const A run_x1 = r0 < r1 ? b.x1[r0] : A(INFINITY);  // an empty run meets nothing
+    run_x2[t] = max_x2;
+    __syncthreads();
+    if (t == 0) {
+      for (int i = 1; i < kLargeThreads; ++i) run_x2[i] = ::sniper::max_(run_x2[i - 1], run_x2[i]);
+    }
+    __syncthreads();
+    const A run_max_x2 = run_x2[t];
+
+    for (int step = 0;; step ^= 1) {
+      const Candidate<A> best = Reduce(tmp).Reduce(mine, Better());
+      if (t == 0) {
+        chosen[step] = best;
+        if (best.pos >= 0) {
+          keep_by_index[best.index] = 1;
+          final_score[best.index] = best.score;
+          sel[step][0] = b.x1[best.pos];
+          sel[step][1] = b.y1[best.pos];
+          sel[step][2] = b.x2[best.pos];
+          sel[step][3] = b.y2[best.pos];
+          sel[step][4] = b.area[best.pos];
+        }
+      }
+      __syncthreads();
+      const int64_t bp = chosen[step].pos;
+      if (bp < 0) break;
+      const A sx1 = sel[step][0], sx2 = sel[step][2];
+      const bool own = bp >= r0 && bp < r1;
+      if (own || (run_max_x2 > sx1 && run_x1 < sx2)) {
+        const A sy1 = sel[step][1], sy2 = sel[step][3], sarea = sel[step][4];
+        mine = Candidate<A>{A(0), 0, -1};
+        for (int64_t k = r0; k < r1; ++k) {
+          mine = Better()(mine, decay(b, order, p, sx1, sy1, sx2, sy2, sarea, bp, k, score, alive));
+        }
+      }
+    }
+    __syncthreads();  // run_x2 and chosen are rewritten for the next group
+  }
+}
+
+// x1 of each box in the accumulation type; + 0 makes -0.0 sort with +0.0.
+template <typename T, typename A>
+__global__ void x1_keys_kernel(const T* boxes, A* keys, int64_t n) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    keys[i] = to_acc(boxes[4 * i]) + A(0);
   }
 }
 
@@ -106,20 +245,26 @@ template <typename T>
 int64_t soft_nms_typed(const T* boxes, const T* scores, const int64_t* group,
                        int64_t n, SoftNmsArgs<typename Acc<T>::type> p,
                        int64_t* keep, T* kept_scores, DeviceAllocator& alloc,
-                       cudaStream_t stream) {
+                       cudaStream_t stream, const NmsTuning& tuning) {
   using A = typename Acc<T>::type;
   const unsigned int blocks = blocks_for(n, kThreads);
-  Segments seg;
-  if (group != nullptr) {
-    seg = segment_by_group(group, nullptr, n, alloc, stream);
-  } else {  // one segment: 0..n-1
-    seg = Segments{take<int64_t>(alloc, n), take<int64_t>(alloc, 1), take<int>(alloc, 1)};
-    iota_kernel<<<blocks, kThreads, 0, stream>>>(seg.order, n);
-    const int one = 1;
-    SNIPER_CUDA_CHECK(cudaMemsetAsync(seg.starts, 0, sizeof(int64_t), stream));
-    SNIPER_CUDA_CHECK(cudaMemcpyAsync(seg.num_segments, &one, sizeof(int),
-                                      cudaMemcpyHostToDevice, stream));
+  const int64_t large = tuning.soft_nms_large_group;
+  const bool any_large = n > large;
+
+  // With a possible large group, boxes in x1 order first (stable), so that
+  // every group's segment is in x1 order too.
+  int64_t* x1_order = nullptr;
+  if (any_large) {
+    A* keys = take<A>(alloc, n);
+    A* sorted_keys = take<A>(alloc, n);
+    int64_t* iota = take<int64_t>(alloc, n);
+    x1_order = take<int64_t>(alloc, n);
+    x1_keys_kernel<<<blocks, kThreads, 0, stream>>>(boxes, keys, n);
+    iota_kernel<<<blocks, kThreads, 0, stream>>>(iota, n);
+    sort_pairs(keys, sorted_keys, iota, x1_order, n, /*descending=*/false, alloc, stream);
   }
+  const Segments seg = group != nullptr ? segment_by_group(group, x1_order, n, alloc, stream)
+                                        : single_segment(x1_order, n, alloc, stream);
   BoxesSoA<A> b = BoxesSoA<A>::make(alloc, n);
   gather_boxes_kernel<<<blocks, kThreads, 0, stream>>>(boxes, seg.order, n, b);
 
@@ -130,8 +275,16 @@ int64_t soft_nms_typed(const T* boxes, const T* scores, const int64_t* group,
   SNIPER_CUDA_CHECK(cudaMemsetAsync(final_score, 0, sizeof(A) * n, stream));
   SNIPER_CUDA_CHECK(cudaMemsetAsync(keep_by_index, 0, n, stream));
   soft_nms_segments_kernel<T, A><<<blocks_for(n, 1, 16384), kThreads, 0, stream>>>(
-      b, scores, seg.order, seg.starts, seg.num_segments, n, p, score, alive,
+      b, scores, seg.order, seg.starts, seg.num_segments, n, large, p, score, alive,
       final_score, keep_by_index);
+  if (any_large) {
+    const LargeSegments ls = select_large_segments(seg, n, large, alloc, stream);
+    const unsigned int large_blocks =
+        static_cast<unsigned int>(::sniper::min_<int64_t>(n / (large + 1), 4096));
+    soft_nms_large_kernel<T, A><<<large_blocks, kLargeThreads, 0, stream>>>(
+        b, scores, seg.order, ls.starts, ls.sizes, ls.count, p, score, alive, final_score,
+        keep_by_index);
+  }
 
   // Output order: decayed score descending, ties to the lower index (stable
   // sort of 0..n-1), then the kept ones selected in that order.
@@ -155,18 +308,19 @@ int64_t soft_nms_typed(const T* boxes, const T* scores, const int64_t* group,
 }  // namespace
 
 int64_t soft_nms(const void* boxes, const void* scores, const int64_t* group,
-                 int64_t n, int64_t method, double sigma, double iou_threshold,
-                 double score_threshold, Dtype dtype, int64_t* keep,
-                 void* kept_scores, DeviceAllocator& alloc, void* stream) {
+                 int64_t n, const SoftNmsSpec& spec, Dtype dtype, int64_t* keep,
+                 void* kept_scores, DeviceAllocator& alloc, void* stream,
+                 const NmsTuning& tuning) {
   if (n == 0) return 0;
   check_count(n, "soft_nms");
   return SNIPER_CUDA_DISPATCH(dtype, [&] {
     using A = typename Acc<scalar_t>::type;
-    const SoftNmsArgs<A> p{method, static_cast<A>(sigma), static_cast<A>(iou_threshold),
-                           static_cast<A>(score_threshold)};
+    const SoftNmsArgs<A> p{spec.method, static_cast<A>(spec.sigma),
+                           static_cast<A>(spec.iou_threshold),
+                           static_cast<A>(spec.score_threshold)};
     return soft_nms_typed(static_cast<const scalar_t*>(boxes),
                           static_cast<const scalar_t*>(scores), group, n, p, keep,
-                          static_cast<scalar_t*>(kept_scores), alloc, as_stream(stream));
+                          static_cast<scalar_t*>(kept_scores), alloc, as_stream(stream), tuning);
   });
 }
 
