@@ -402,3 +402,27 @@ def test_cuda_checks_match_cpu():
         sn.deform_roi_pool_backward(torch.ones(6, 3, 2, 2, device="cuda"), x, rois.cuda(), None, 1.0, 2, 2, 0, 0.1)
     xe = torch.randn(1, 3, 0, 4, device="cuda")
     assert not sn.roi_align(xe, rois[:1].cuda(), 1.0, 2, 2, 2, False).any()
+
+
+def test_non_finite_offsets_sample_outside():
+    # A sample at a NaN or infinite position counts as outside the map (before: a NaN position was cast to
+    # int64 and indexed the feature map far out of bounds).
+    out = _isolated("""
+        g = torch.Generator().manual_seed(19)
+        x = torch.randn(2, 3, 9, 11, generator=g, dtype=torch.float64)
+        rois = torch.tensor([[0.0, 1, 1, 8, 7], [1, 0, 2, 10, 8]], dtype=torch.float64)
+        off = (torch.randn(2, 2, 3, 2, generator=g, dtype=torch.float64) * 0.2)
+        bad = off.clone()
+        bad[0, 0, 0, 0], bad[1, 1, 2, 1], bad[1, 0, 1, 0] = float("nan"), float("inf"), float("-inf")
+        for sr in (0, 2):
+            want = ops.deform_roi_pool(x, rois, off, (3, 2), 1.0, sr)
+            o = bad.clone().requires_grad_()
+            got = ops.deform_roi_pool(x, rois, o, (3, 2), 1.0, sr)
+            hit = torch.zeros_like(want, dtype=torch.bool)
+            hit[0, :, 0, 0] = hit[1, :, 2, 1] = hit[1, :, 1, 0] = True
+            assert not got[hit].any() and torch.equal(got[~hit], want[~hit])
+            got.sum().backward()
+            assert torch.isfinite(o.grad).all() and o.grad[0, :, 0, 0].eq(0).all() and o.grad[1, :, 2, 1].eq(0).all()
+        print("ok")
+    """)
+    assert out.strip() == "ok"
