@@ -8,7 +8,8 @@
 //  * Input gradient: tables for a chunk of RoIs are built first (in parallel),
 //    then parallel over channel blocks, each walking the RoIs in order: every
 //    element has one writer, so the result is deterministic.
-//  * Offset gradient: parallel over RoIs, channels summed per sample.
+//  * Offset gradient: parallel over RoIs, channels summed per sample, a few
+//    bins at a time.
 // Every sum runs in the order of the definition the CUDA kernels use
 // (bilinear.h): per output, samples in (iy, ix) order, each adding
 // w0*v0 + w1*v1 + w2*v2 + w3*v3 (sample()); per input-gradient element, RoIs,
@@ -30,6 +31,7 @@ namespace {
 constexpr int64_t kBlock = 8;                  // channels per sweep
 constexpr int64_t kForwardTable = 1 << 13;     // taps per forward table (per thread)
 constexpr int64_t kBackwardTable = 1 << 18;    // taps per input-gradient table chunk
+constexpr int kOffsetBins = 4;                 // bins per offset-gradient sweep
 
 template <typename A>
 struct RoiTap {
@@ -201,6 +203,49 @@ void backward_sweep(const scalar_t* grad, const scalar_t* rois, const std::vecto
   }
 }
 
+// Offset gradient of B bins (bin0 ..) of RoI k, whose feature planes start at `in`:
+// per bin, samples in (iy, ix) order, channels, taps, as one running sum
+// (the B bins' sums are independent, which keeps the adds from waiting on
+// each other).
+template <int B, typename scalar_t, typename A>
+void offset_sweep(const RoiBins<A>& bn, const scalar_t* grad, const scalar_t* in, const scalar_t* off, int64_t k,
+                  int64_t bin0, int64_t C, int64_t H, int64_t W, const RoiPoolSpec& s, scalar_t* grad_offset) {
+  const int64_t nbins = s.ph * s.pw, HW = H * W;
+  A sx[B], sy[B], gx[B], gy[B];
+  for (int b = 0; b < B; ++b) {
+    const int64_t i = (bin0 + b) / s.pw, j = (bin0 + b) % s.pw;
+    sx[b] = bin_shift(off, k, 0, i, j, s, bn.roi_w);
+    sy[b] = bin_shift(off, k, 1, i, j, s, bn.roi_h);
+    gx[b] = gy[b] = A(0);
+  }
+  for (int64_t iy = 0; iy < bn.grid_h; ++iy) {
+    for (int64_t ix = 0; ix < bn.grid_w; ++ix) {
+      Taps<A> t[B];
+      for (int b = 0; b < B; ++b) {
+        const int64_t i = (bin0 + b) / s.pw, j = (bin0 + b) % s.pw;
+        t[b] = roi_taps<A>(H, W, bn.y(i, iy, sy[b]), bn.x(j, ix, sx[b]));
+      }
+      for (int64_t c = 0; c < C; ++c) {
+        const scalar_t* g = grad + (k * C + c) * nbins + bin0;
+        const scalar_t* plane = in + c * HW;
+        for (int b = 0; b < B; ++b) {
+          const A gv = static_cast<A>(g[b]);
+          for (int q = 0; q < 4; ++q) {
+            const A v = static_cast<A>(plane[t[b].idx[q]]);
+            gx[b] += gv * t[b].dx[q] * v;
+            gy[b] += gv * t[b].dy[q] * v;
+          }
+        }
+      }
+    }
+  }
+  const A scale = A(s.gamma) / bn.count();
+  for (int b = 0; b < B; ++b) {
+    grad_offset[(k * 2 + 0) * nbins + bin0 + b] = static_cast<scalar_t>(gx[b] * scale * bn.roi_w);
+    grad_offset[(k * 2 + 1) * nbins + bin0 + b] = static_cast<scalar_t>(gy[b] * scale * bn.roi_h);
+  }
+}
+
 // Gradients of input [N, C, H, W] and (when offset is given) offset [K, 2, ph, pw].
 std::tuple<Tensor, Tensor> pool_backward(const Tensor& grad_in, const Tensor& rois_in,
                                          const std::optional<Tensor>& input_in,
@@ -270,31 +315,12 @@ std::tuple<Tensor, Tensor> pool_backward(const Tensor& grad_in, const Tensor& ro
     scalar_t* pgo = grad_offset.mutable_data_ptr<scalar_t>();
     torch::stable::parallel_for(0, K, 1, [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
-        const RoiBins<A>& bn = bins[k];
-        const int64_t nb = batch_of(pr, k);
-        for (int64_t i = 0; i < s.ph; ++i) {
-          for (int64_t j = 0; j < s.pw; ++j) {
-            const A sx = bin_shift(po, k, 0, i, j, s, bn.roi_w), sy = bin_shift(po, k, 1, i, j, s, bn.roi_h);
-            A gx = 0, gy = 0;
-            for (int64_t iy = 0; iy < bn.grid_h; ++iy) {
-              for (int64_t ix = 0; ix < bn.grid_w; ++ix) {
-                const Taps<A> t = roi_taps<A>(H, W, bn.y(i, iy, sy), bn.x(j, ix, sx));
-                for (int64_t c = 0; c < C; ++c) {
-                  const A gv = static_cast<A>(pg[((k * C + c) * s.ph + i) * s.pw + j]);
-                  const scalar_t* plane = pin + (nb * C + c) * HW;
-                  for (int q = 0; q < 4; ++q) {
-                    const A v = static_cast<A>(plane[t.idx[q]]);
-                    gx += gv * t.dx[q] * v;
-                    gy += gv * t.dy[q] * v;
-                  }
-                }
-              }
-            }
-            const A scale = A(s.gamma) / bn.count();
-            pgo[((k * 2 + 0) * s.ph + i) * s.pw + j] = static_cast<scalar_t>(gx * scale * bn.roi_w);
-            pgo[((k * 2 + 1) * s.ph + i) * s.pw + j] = static_cast<scalar_t>(gy * scale * bn.roi_h);
-          }
+        const scalar_t* in_k = pin + batch_of(pr, k) * C * HW;
+        int64_t bin = 0;
+        for (; bin + kOffsetBins <= nbins; bin += kOffsetBins) {
+          offset_sweep<kOffsetBins>(bins[k], pg, in_k, po, k, bin, C, H, W, s, pgo);
         }
+        for (; bin < nbins; ++bin) offset_sweep<1>(bins[k], pg, in_k, po, k, bin, C, H, W, s, pgo);
       }
     });
   });
