@@ -190,7 +190,10 @@ def _isolated(code, timeout=120):
     import sys
     import textwrap
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    import sniper_ext
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(sniper_ext.__file__)))  # the same sniper_ext as ours
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here] + [p for p in sys.path if p]))
     prelude = "import torch\nimport sniper_ext\nfrom sniper_ext import ops, nn as snn\nsn = torch.ops.sniper\n"
     try:
         r = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
