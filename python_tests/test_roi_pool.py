@@ -179,3 +179,277 @@ def test_cpu_backward_is_deterministic():
     finally:
         torch.use_deterministic_algorithms(False)
     assert torch.equal(grads[0], grads[1])
+
+
+# ---- Robustness: the raw ops skip the Python checks, so the C++ checks and kernels must be safe alone. ----
+
+def _isolated(code, timeout=120):
+    """Runs `code` in a fresh interpreter (a crash or a hang fails the test, not pytest); returns stdout."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    import sniper_ext
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(sniper_ext.__file__)))  # the same sniper_ext as ours
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([here] + [p for p in sys.path if p]))
+    prelude = "import torch\nimport sniper_ext\nfrom sniper_ext import ops, nn as snn\nsn = torch.ops.sniper\n"
+    try:
+        r = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
+                           timeout=timeout, env=env, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"timed out after {timeout} s")
+    assert r.returncode == 0, f"exit status {r.returncode}\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+def test_empty_feature_map_gives_zeros():
+    # Every sample lies outside a map of height or width 0: bins are 0, gradients 0 (torchvision segfaults).
+    out = _isolated("""
+        for shape in [(1, 3, 0, 4), (1, 3, 4, 0), (2, 3, 0, 0)]:
+            for dt in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
+                x = torch.randn(shape).to(dt).requires_grad_()
+                rois = torch.tensor([[0.0, 1, 1, 2, 2], [0, -3, -3, 9, 9]], dtype=dt)
+                off = torch.randn(2, 2, 2, 3, dtype=dt).requires_grad_()
+                for sr in (0, 2):
+                    r = ops.roi_align(x, rois, (2, 3), 1.0, sr, aligned=False)
+                    d = ops.deform_roi_pool(x, rois, off, (2, 3), 1.0, sr)
+                    assert r.shape == d.shape == (2, 3, 2, 3) and not r.any() and not d.any()
+                    (r.sum() + d.sum()).backward()
+                    assert x.grad.shape == x.shape and not off.grad.any()
+                    assert not sn.roi_align(x.detach(), rois, 1.0, 2, 3, sr, True).any()
+                    assert not sn.deform_roi_pool(x.detach(), rois, off.detach(), 1.0, 2, 3, sr, 0.1).any()
+                    g = torch.ones(2, 3, 2, 3, dtype=dt)
+                    assert sn.roi_align_backward(g, rois, 1.0, 2, 3, *shape, sr, False).shape == shape
+                    gi, go = sn.deform_roi_pool_backward(g, x.detach(), rois, off.detach(), 1.0, 2, 3, sr, 0.1)
+                    assert gi.shape == shape and go.shape == off.shape and not go.any()
+        x = torch.randn(1, 3, 0, 5)
+        assert not snn.DeformRoIPool(3, 2, 1.0, fc_channels=4)(x, torch.tensor([[0.0, 0, 0, 3, 3]])).any()
+        assert not snn.RoIAlign(2)(x, torch.tensor([[0.0, 0, 0, 3, 3]])).any()
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_raw_ops_reject_non_finite_rois():
+    # Before: y1 = NaN, y2 = -inf on a map of height 1 corrupted the heap in the raw backward ops.
+    out = _isolated("""
+        x = torch.randn(1, 2, 1, 5, dtype=torch.float64)
+        for v in ([0.0, 1, float("nan"), 2, float("-inf")], [0.0, float("inf"), 0, 2, 2], [0.0, 0, 0, float("nan"), 1]):
+            rois = torch.tensor([v], dtype=torch.float64)
+            g = torch.ones(1, 2, 2, 2, dtype=torch.float64)
+            calls = [lambda: sn.roi_align_backward(g, rois, 1.0, 2, 2, 1, 2, 1, 5, 0, False),
+                     lambda: sn.roi_align_backward(g, rois, 1.0, 2, 2, 1, 2, 1, 5, 2, True),
+                     lambda: sn.deform_roi_pool_backward(g, x, rois, torch.zeros(1, 2, 2, 2, dtype=torch.float64),
+                                                         1.0, 2, 2, 3, 0.1),
+                     lambda: sn.roi_align(x, rois, 1.0, 2, 2, 2, False),
+                     lambda: sn.deform_roi_pool(x, rois, None, 1.0, 2, 2, 0, 0.1)]
+            for call in calls:
+                try:
+                    call()
+                except RuntimeError as e:
+                    assert "`rois`[0] = (" in str(e) and "must have finite coordinates" in str(e), str(e)
+                else:
+                    raise AssertionError("accepted " + repr(v))
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+    x, rois, _ = _random(12)
+    rois[2, 4] = float("nan")
+    with pytest.raises(ValueError, match="`boxes` must be finite"):
+        ops.roi_align(x, rois, 2)
+
+
+def test_huge_sample_grids_are_rejected_quickly():
+    # Before: these ran for minutes. At most MAX_SAMPLES_PER_ROI bilinear samples per RoI.
+    out = _isolated("""
+        import time
+        from sniper_ext.ops.roi_pool import MAX_SAMPLES_PER_ROI
+        assert MAX_SAMPLES_PER_ROI == 1 << 24
+        x = torch.randn(1, 4, 8, 8)
+        roi = torch.tensor([[0.0, 1, 1, 5, 5]])
+        t = time.perf_counter()
+        for sr in (1 << 20, 1 << 40, 586):
+            for call in (lambda: sn.roi_align(x, roi, 1.0, 7, 7, sr, False),
+                         lambda: sn.roi_align_backward(torch.ones(1, 4, 7, 7), roi, 1.0, 7, 7, 1, 4, 8, 8, sr, False),
+                         lambda: sn.deform_roi_pool(x, roi, None, 1.0, 7, 7, sr, 0.1),
+                         lambda: sn.roi_align(x, roi[:0], 1.0, 7, 7, sr, False)):
+                try:
+                    call()
+                except RuntimeError as e:
+                    assert "`sampling_ratio` = %d gives 7*7*%d*%d" % (sr, sr, sr) in str(e), str(e)
+                else:
+                    raise AssertionError(sr)
+            try:
+                ops.roi_align(x, roi, 7, 1.0, sr)
+            except ValueError as e:
+                assert "roi_align: `sampling_ratio` = %d" % sr in str(e)
+            else:
+                raise AssertionError(sr)
+        assert sn.roi_align(x, roi, 1.0, 7, 7, 585, False).shape == (1, 4, 7, 7)  # 7*7*585*585 < 2^24
+        for big, name in ((1e15, "roi_align"), (1e8, "roi_align_backward"), (1e30, "deform_roi_pool")):
+            r = torch.tensor([[0.0, 0, 0, big, big]])
+            call = {"roi_align": lambda: sn.roi_align(x, r, 1.0, 7, 7, 0, True),
+                    "roi_align_backward": lambda: sn.roi_align_backward(torch.ones(1, 4, 7, 7), r, 1.0, 7, 7, 1, 4,
+                                                                        8, 8, 0, True),
+                    "deform_roi_pool": lambda: sn.deform_roi_pool(x, r, None, 1.0, 7, 7, 0, 0.1)}[name]
+            try:
+                call()
+            except RuntimeError as e:
+                assert name + ": `rois`[0] spans " in str(e) and "adaptive sampling" in str(e), str(e)
+            else:
+                raise AssertionError(big)
+            # A fixed sampling ratio bounds the work however large the box.
+            assert sn.roi_align(x, r, 1.0, 7, 7, 2, True).shape == (1, 4, 7, 7)
+        assert time.perf_counter() - t < 30
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_scalars_are_checked():
+    x, rois, off = _random(13)
+    sn = torch.ops.sniper
+    for bad in (float("nan"), -0.5, 0.0, float("inf")):
+        with pytest.raises(ValueError, match=r"roi_align: `spatial_scale` must be a finite number > 0"):
+            ops.roi_align(x, rois, 2, spatial_scale=bad)
+        with pytest.raises(ValueError, match=r"deform_roi_pool: `spatial_scale` must be a finite number > 0"):
+            snn.DeformRoIPool(3, 2, spatial_scale=bad, fc_channels=4).double()(x, rois)
+        with pytest.raises(RuntimeError, match=r"roi_align: `spatial_scale` must be a positive finite number"):
+            sn.roi_align(x, rois, bad, 2, 2, 0, False)
+        with pytest.raises(RuntimeError, match=r"roi_align_backward: `spatial_scale` must be a positive finite"):
+            sn.roi_align_backward(torch.ones(6, 3, 2, 2, dtype=torch.float64), rois, bad, 2, 2, 2, 3, 9, 11, 0, False)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"deform_roi_pool: `gamma` must be finite"):
+            ops.deform_roi_pool(x, rois, off[:, :, :2, :2], 2, 0.5, gamma=bad)
+        with pytest.raises(RuntimeError, match=r"deform_roi_pool: `gamma` must be finite"):
+            sn.deform_roi_pool(x, rois, None, 0.5, 2, 2, 0, bad)
+        with pytest.raises(RuntimeError, match=r"deform_roi_pool_backward: `gamma` must be finite"):
+            sn.deform_roi_pool_backward(torch.ones(6, 3, 2, 2, dtype=torch.float64), x, rois, None, 0.5, 2, 2, 0, bad)
+    with pytest.raises(TypeError, match=r"roi_align: `sampling_ratio` must be an int"):
+        ops.roi_align(x, rois, 2, 0.5, 2.5)
+    with pytest.raises(RuntimeError, match=r"roi_align_backward: the input sizes must be >= 0"):
+        sn.roi_align_backward(torch.ones(6, 3, 2, 2, dtype=torch.float64), rois, 0.5, 2, 2, -2, 3, 9, 11, 0, False)
+    # A negative ratio means adaptive, as in torchvision.
+    torch.testing.assert_close(ops.roi_align(x, rois, 2, 0.5, -1), ops.roi_align(x, rois, 2, 0.5, 0))
+
+
+def test_backward_checks_input():
+    x, rois, _ = _random(14)
+    g = torch.ones(6, 3, 2, 2, dtype=torch.float64)
+    with pytest.raises(RuntimeError, match=r"deform_roi_pool_backward: `input` must have the dtype of `grad`"):
+        torch.ops.sniper.deform_roi_pool_backward(g, x.half(), rois, None, 0.5, 2, 2, 0, 0.1)
+    with pytest.raises(RuntimeError, match=r"deform_roi_pool_backward: `input` must have shape \[N, C, H, W\]"):
+        torch.ops.sniper.deform_roi_pool_backward(g, x[0], rois, None, 0.5, 2, 2, 0, 0.1)
+    with pytest.raises(RuntimeError, match=r"deform_roi_pool_backward: `grad` must have shape \[6, 4, 2, 2\]"):
+        torch.ops.sniper.deform_roi_pool_backward(g, torch.cat([x, x[:, :1]], 1), rois, None, 0.5, 2, 2, 0, 0.1)
+
+
+def test_deform_roi_pool_module_checks_channels():
+    x, rois, _ = _random(15, torch.float32)
+    m = snn.DeformRoIPool(4, output_size=2, spatial_scale=0.5, fc_channels=8)
+    with pytest.raises(ValueError, match=r"DeformRoIPool: `input` has 3 channels but the module was built with "
+                                         r"in_channels=4"):
+        m(x, rois)
+
+
+def test_bins_split_across_tap_tables_match_definition():
+    # One bin of 100 x 100 adaptive samples (more than one forward tap table), 9 channels (a block of 8
+    # and a remainder), and a RoI with no samples.
+    g = torch.Generator().manual_seed(16)
+    x = torch.randn(1, 9, 12, 10, generator=g, dtype=torch.float64)
+    rois = torch.tensor([[0.0, -40, -30, 60, 70], [0, 3, 3, 3, 3], [0, 2, 1, 9, 5]], dtype=torch.float64)
+    got = ops.roi_align(x, rois, 1, 1.0, 0, aligned=True)
+    want = ref.roi_pool(x.tolist(), rois.tolist(), 1, 1, 1.0, 0, True)
+    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+    for threads in (1, 2):  # channel groups per RoI when RoIs are few: the same values
+        old = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            assert torch.equal(ops.roi_align(x, rois, 1, 1.0, 0, aligned=True), got)
+        finally:
+            torch.set_num_threads(old)
+
+
+def test_backward_across_tap_table_chunks():
+    # 3 RoIs x 300 x 300 samples: more than one input-gradient table chunk (2^18 taps), split inside a RoI.
+    from sniper_ext.baselines import roi_pool_torch
+
+    g = torch.Generator().manual_seed(17)
+    x = torch.randn(2, 10, 6, 7, generator=g, dtype=torch.float64)
+    rois = torch.tensor([[1.0, -2, 0, 5, 4], [0, 1, 1, 6, 5], [1, 0.5, 2, 3, 3.5]], dtype=torch.float64)
+    gy = torch.randn(3, 10, 1, 1, generator=g, dtype=torch.float64)
+    a = x.clone().requires_grad_()
+    ops.roi_align(a, rois, 1, 1.0, 300, aligned=True).backward(gy)
+    b = x.clone().requires_grad_()
+    roi_pool_torch(b, rois, 1, 1, 1.0, 300, True).backward(gy)
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-10, atol=1e-12)
+
+
+@requires_cuda
+def test_cuda_checks_match_cpu():
+    x, rois, _ = _random(18, torch.float32)
+    sn = torch.ops.sniper
+    bad = rois + torch.tensor([7.0, 0, 0, 0, 0])
+    msgs = []
+    for dev in ("cpu", "cuda"):
+        with pytest.raises(RuntimeError, match=r"`rois`\[0, 0\] = \d+ is not a batch index in \[0, 2\)") as e:
+            sn.roi_align(x.to(dev), bad.to(dev), 1.0, 2, 2, 0, False)
+        msgs.append(str(e.value)[str(e.value).index("roi_align: "):].splitlines()[0])  # past "func, file:line, "
+        g = torch.ones(6, 3, 2, 2, device=dev)
+        with pytest.raises(RuntimeError, match=r"deform_roi_pool_backward: `rois`\[0, 0\] = \d+ is not a batch"):
+            sn.deform_roi_pool_backward(g, x.to(dev), bad.to(dev), None, 1.0, 2, 2, 0, 0.1)
+    assert msgs[0] == msgs[1]
+    with pytest.raises(RuntimeError, match=r"deform_roi_pool_backward: `grad` and `input` must be on the same device"):
+        sn.deform_roi_pool_backward(torch.ones(6, 3, 2, 2, device="cuda"), x, rois.cuda(), None, 1.0, 2, 2, 0, 0.1)
+    xe = torch.randn(1, 3, 0, 4, device="cuda")
+    r = torch.tensor([[0.0, 1, 1, 3, 2]], device="cuda")
+    assert not sn.roi_align(xe, r, 1.0, 2, 2, 2, False).any()
+    assert sn.roi_align_backward(torch.ones(1, 3, 2, 2, device="cuda"), r, 1.0, 2, 2, 1, 3, 0, 4, 2, False).shape == xe.shape
+    gi, go = sn.deform_roi_pool_backward(torch.ones(1, 3, 2, 2, device="cuda"), xe, r, torch.ones(1, 2, 2, 2, device="cuda"),
+                                         1.0, 2, 2, 0, 0.1)
+    assert gi.shape == xe.shape and not go.any()
+
+
+def test_non_finite_offsets_sample_outside():
+    # A sample at a NaN or infinite position counts as outside the map (before: a NaN position was cast to
+    # int64 and indexed the feature map far out of bounds).
+    out = _isolated("""
+        g = torch.Generator().manual_seed(19)
+        x = torch.randn(2, 3, 9, 11, generator=g, dtype=torch.float64)
+        rois = torch.tensor([[0.0, 1, 1, 8, 7], [1, 0, 2, 10, 8]], dtype=torch.float64)
+        off = (torch.randn(2, 2, 3, 2, generator=g, dtype=torch.float64) * 0.2)
+        bad = off.clone()
+        bad[0, 0, 0, 0], bad[1, 1, 2, 1], bad[1, 0, 1, 0] = float("nan"), float("inf"), float("-inf")
+        for sr in (0, 2):
+            want = ops.deform_roi_pool(x, rois, off, (3, 2), 1.0, sr)
+            o = bad.clone().requires_grad_()
+            got = ops.deform_roi_pool(x, rois, o, (3, 2), 1.0, sr)
+            hit = torch.zeros_like(want, dtype=torch.bool)
+            hit[0, :, 0, 0] = hit[1, :, 2, 1] = hit[1, :, 1, 0] = True
+            assert not got[hit].any() and torch.equal(got[~hit], want[~hit])
+            got.sum().backward()
+            assert torch.isfinite(o.grad).all() and o.grad[0, :, 0, 0].eq(0).all() and o.grad[1, :, 2, 1].eq(0).all()
+        print("ok")
+    """)
+    assert out.strip() == "ok"
+
+
+def test_compile_fullgraph():
+    x, rois, off = _random(20, torch.float32)
+    torch._dynamo.reset()
+
+    def f(x, rois, off):
+        return (ops.roi_align(x, rois, (3, 2), 0.5, -1, False).sum()
+                + ops.deform_roi_pool(x, rois, off, (3, 2), 0.5, 2, 0.1).square().sum())
+
+    xs, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
+    os_, oc = off.clone().requires_grad_(), off.clone().requires_grad_()
+    a = f(xs, rois, os_)
+    b = torch.compile(f, fullgraph=True, backend="aot_eager")(xc, rois, oc)
+    torch.testing.assert_close(b, a)
+    a.backward()
+    b.backward()
+    torch.testing.assert_close(xc.grad, xs.grad)
+    torch.testing.assert_close(oc.grad, os_.grad)

@@ -60,6 +60,7 @@ class DeformRoIPool(nn.Module):
     def __init__(self, in_channels, output_size=7, spatial_scale=1 / 16, sampling_ratio=0, gamma=0.1,
                  fc_channels=1024):
         super().__init__()
+        self.in_channels = in_channels
         self.output_size = _pair(output_size)
         self.spatial_scale, self.sampling_ratio, self.gamma = spatial_scale, sampling_ratio, gamma
         ph, pw = self.output_size
@@ -71,6 +72,10 @@ class DeformRoIPool(nn.Module):
         nn.init.zeros_(self.offset_fc[-1].bias)
 
     def forward(self, input, rois):
+        # The offset FC sees in_channels * ph * pw features: say so here rather than in a matmul error.
+        if isinstance(input, torch.Tensor) and input.dim() == 4 and input.shape[1] != self.in_channels:
+            raise ValueError(f"DeformRoIPool: `input` has {input.shape[1]} channels but the module was built "
+                             f"with in_channels={self.in_channels}")
         plain = deform_roi_pool(input, rois, None, self.output_size, self.spatial_scale, self.sampling_ratio, self.gamma)
         offset = self.offset_fc(plain.flatten(1)).view(-1, 2, *self.output_size)
         return deform_roi_pool(input, rois, offset, self.output_size, self.spatial_scale, self.sampling_ratio, self.gamma)

@@ -1,11 +1,18 @@
 """RoIAlign (torchvision's semantics) and deformable RoI pooling (Deformable ConvNets v1)."""
 from __future__ import annotations
 
+import math
+import operator
+
 import torch
 
-from ._checks import FLOAT_DTYPES, _compiling, check_tensor
+from ._checks import FLOAT_DTYPES, _compiling, check_tensor, check_threshold
 
 __all__ = ["roi_align", "deform_roi_pool"]
+
+# Bilinear samples per RoI (pooled_h * pooled_w * grid_h * grid_w) the kernels accept
+# (kMaxRoiSamples in csrc/include/sniper/bilinear.h).
+MAX_SAMPLES_PER_ROI = 1 << 24
 
 
 def _size(op, output_size):
@@ -43,6 +50,25 @@ def _rois(op, input, boxes):
     return boxes
 
 
+def _scalars(op, spatial_scale, sampling_ratio, ph, pw, gamma=0.0):
+    """spatial_scale finite > 0, sampling_ratio an int (<= 0: adaptive), gamma finite."""
+    scale = check_threshold(op, "spatial_scale", spatial_scale, positive=True)
+    try:
+        sampling = max(operator.index(sampling_ratio), 0)
+    except TypeError:
+        raise TypeError(f"{op}: `sampling_ratio` must be an int, got {type(sampling_ratio).__name__}") from None
+    if ph * pw * sampling * sampling > MAX_SAMPLES_PER_ROI:
+        raise ValueError(f"{op}: `sampling_ratio` = {sampling} gives {ph}*{pw}*{sampling}*{sampling} bilinear samples "
+                         f"per RoI; at most {MAX_SAMPLES_PER_ROI} are supported")
+    try:
+        gamma = float(gamma)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: `gamma` must be a number, got {type(gamma).__name__}") from None
+    if not math.isfinite(gamma):
+        raise ValueError(f"{op}: `gamma` must be finite, got {gamma}")
+    return scale, sampling, gamma
+
+
 def _check_input(op, input):
     check_tensor(op, "input", input)
     if input.dim() != 4:
@@ -59,8 +85,9 @@ def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ra
     op = "roi_align"
     _check_input(op, input)
     ph, pw = _size(op, output_size)
+    scale, sampling, _ = _scalars(op, spatial_scale, sampling_ratio, ph, pw)
     rois = _rois(op, input, boxes)
-    return torch.ops.sniper.roi_align(input, rois, float(spatial_scale), ph, pw, max(int(sampling_ratio), 0), bool(aligned))
+    return torch.ops.sniper.roi_align(input, rois, scale, ph, pw, sampling, bool(aligned))
 
 
 def deform_roi_pool(input, rois, offset, output_size, spatial_scale: float = 1.0, sampling_ratio: int = 0,
@@ -71,14 +98,14 @@ def deform_roi_pool(input, rois, offset, output_size, spatial_scale: float = 1.0
     op = "deform_roi_pool"
     _check_input(op, input)
     ph, pw = _size(op, output_size)
+    scale, sampling, gamma = _scalars(op, spatial_scale, sampling_ratio, ph, pw, gamma)
     rois = _rois(op, input, rois)
     if offset is not None:
         check_tensor(op, "offset", offset)
         if tuple(offset.shape) != (rois.shape[0], 2, ph, pw):
             raise ValueError(f"{op}: `offset` must have shape [{rois.shape[0]}, 2, {ph}, {pw}], got {tuple(offset.shape)}")
         offset = offset.to(input.dtype)
-    return torch.ops.sniper.deform_roi_pool(input, rois, offset, float(spatial_scale), ph, pw,
-                                            max(int(sampling_ratio), 0), float(gamma))
+    return torch.ops.sniper.deform_roi_pool(input, rois, offset, scale, ph, pw, sampling, gamma)
 
 
 @torch.library.register_fake("sniper::roi_align")

@@ -104,9 +104,14 @@ SNIPER_HD void deform_sample_grad(const T* plane, const Taps<A>& t, Load load, A
   *vx = sx;
 }
 
+// An empty plane (height or width 0) has no taps, and a NaN coordinate is
+// outside: kernels never index with it. (Callers must not read a plane of
+// size 0 at all: empty taps point at offset 0.)
 template <typename T>
 SNIPER_HD Taps<T> roi_taps(int64_t height, int64_t width, T y, T x) {
-  if (y < T(-1) || y > T(height) || x < T(-1) || x > T(width)) return empty_taps<T>();
+  if (height <= 0 || width <= 0 || !(y >= T(-1) && y <= T(height) && x >= T(-1) && x <= T(width))) {
+    return empty_taps<T>();
+  }
   // Where a coordinate is clamped, the value does not depend on it: derivative 0.
   bool fixed_y = false, fixed_x = false;
   if (y <= T(0)) { y = T(0); fixed_y = true; }
@@ -135,6 +140,9 @@ struct DeformGeometry {
 };
 
 // Parameters of the RoI pooling family (roi_align: no offset, gamma unused).
+// The argument checks (roi_pool_checks.h) allow at most kMaxRoiSamples
+// bilinear samples per RoI (pooled_h * pooled_w * grid_h * grid_w).
+constexpr int64_t kMaxRoiSamples = int64_t(1) << 24;
 struct RoiPoolSpec {
   double scale;
   int64_t ph, pw, sampling;
@@ -162,10 +170,22 @@ struct RoiBins {
     }
     b.bin_h = b.roi_h / T(pooled_h);
     b.bin_w = b.roi_w / T(pooled_w);
-    b.grid_h = sampling_ratio > 0 ? sampling_ratio : int64_t(ceil(b.roi_h / T(pooled_h)));
-    b.grid_w = sampling_ratio > 0 ? sampling_ratio : int64_t(ceil(b.roi_w / T(pooled_w)));
+    b.grid_h = grid_of(b.roi_h, pooled_h, sampling_ratio);
+    b.grid_w = grid_of(b.roi_w, pooled_w, sampling_ratio);
     return b;
   }
+  // Samples per bin side: the ratio, or adaptive ceil(extent / bins). NaN or
+  // non-positive extents give 0 (no samples: the bin is 0); counts saturate at
+  // kGridCap, so the int64 conversion and grid_h * grid_w never overflow
+  // (the checks reject such grids long before: kMaxRoiSamples).
+  static constexpr int64_t kGridCap = int64_t(1) << 30;
+  SNIPER_HD static int64_t grid_of(T extent, int64_t pooled, int64_t sampling_ratio) {
+    if (sampling_ratio > 0) return min_(sampling_ratio, kGridCap);
+    const T g = ceil(extent / T(pooled));
+    if (!(g > T(0))) return 0;
+    return g < T(kGridCap) ? int64_t(g) : kGridCap;
+  }
+  SNIPER_HD int64_t samples_per_bin() const { return grid_h * grid_w; }
   SNIPER_HD T count() const { return max_(T(grid_h * grid_w), T(1)); }
   SNIPER_HD T y(int64_t ph, int64_t iy, T shift) const {
     return start_h + shift + T(ph) * bin_h + (T(iy) + T(0.5)) * bin_h / T(grid_h);

@@ -36,7 +36,7 @@ __global__ void forward_kernel(const T* input, const T* rois, const T* off, int6
     const int64_t j = e % s.pw, i = (e / s.pw) % s.ph, ch = (e / (s.pw * s.ph)) % c, r = e / (s.pw * s.ph * c);
     const RoiBins<A> b = bins_of<T, A>(rois, r, s);
     const int64_t nb = int64_t(to_acc(rois[5 * r]));
-    if (nb < 0 || nb >= n) {  // the Python wrapper rejects these; never read out of bounds
+    if (nb < 0 || nb >= n) {  // the checks (roi_pool_checks.h) reject these; never read out of bounds
       out[e] = from_acc<T>(A(0));
       continue;
     }
@@ -118,6 +118,12 @@ void roi_pool_forward(const void* input, const void* rois, const void* offset, i
                       int64_t w, int64_t k, const RoiPoolSpec& spec, void* out, Dtype dtype, void* stream) {
   const int64_t total = k * c * spec.ph * spec.pw;
   if (total == 0) return;
+  if (h == 0 || w == 0) {  // no samples reach an empty map: zeros, and never a read of it
+    SNIPER_CUDA_DISPATCH(dtype, [&] {
+      SNIPER_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(scalar_t) * total, static_cast<cudaStream_t>(stream)));
+    });
+    return;
+  }
   SNIPER_CUDA_DISPATCH(dtype, [&] {
     forward_kernel<scalar_t><<<blocks_for(total, kThreads, 1 << 20), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
         static_cast<const scalar_t*>(input), static_cast<const scalar_t*>(rois), static_cast<const scalar_t*>(offset),
@@ -130,7 +136,7 @@ void roi_pool_backward(const void* grad, const void* input, const void* rois, co
                        int64_t h, int64_t w, int64_t k, const RoiPoolSpec& spec, void* grad_input, void* grad_offset,
                        Dtype dtype, DeviceAllocator& alloc, void* stream_ptr) {
   const int64_t total = k * c * spec.ph * spec.pw, size = n * c * h * w;
-  if (total == 0) return;
+  if (total == 0 || h == 0 || w == 0) return;  // the caller zero-fills both gradients
   const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
   SNIPER_CUDA_DISPATCH(dtype, [&] {
     using T = scalar_t;
