@@ -29,10 +29,9 @@ __global__ void box_iou_kernel(const T* __restrict__ a, const T* __restrict__ b,
 void box_iou(const void* a, const void* b, void* out, int64_t n, int64_t m,
              Dtype dtype, void* stream) {
   if (n == 0 || m == 0) return;
-  constexpr int kThreads = 256;
   SNIPER_CUDA_DISPATCH(dtype, [&] {
     box_iou_kernel<scalar_t><<<blocks_for(n * m, kThreads, 1 << 20), kThreads, 0,
-                               static_cast<cudaStream_t>(stream)>>>(
+                               as_stream(stream)>>>(
         static_cast<const scalar_t*>(a), static_cast<const scalar_t*>(b),
         static_cast<scalar_t*>(out), n, m);
   });

@@ -42,6 +42,28 @@ template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(flo
   return __float2bfloat16_rn(v);
 }
 
+// Threads per block of the kernels (grid-stride loops and one-block-per-group
+// kernels alike, unless a kernel says otherwise).
+constexpr int kThreads = 256;
+
+inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
+
+// Loads a stored element in its accumulation type (the `load` argument of the
+// shared bilinear sampling code).
+struct LoadAcc {
+  template <typename T>
+  __device__ __forceinline__ auto operator()(T v) const { return to_acc(v); }
+};
+
+// dst[0 .. count) = src converted from the accumulation type to the storage
+// type (gradients accumulated in float for half types).
+template <typename T, typename A>
+__global__ void store_kernel(const A* src, T* dst, int64_t count) {
+  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
+    dst[e] = from_acc<T>(src[e]);
+  }
+}
+
 // Blocks for a grid-stride loop over `n` items.
 inline unsigned int blocks_for(int64_t n, int threads, int64_t cap = 65535) {
   int64_t b = (n + threads - 1) / threads;

@@ -9,8 +9,6 @@ namespace sniper {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
 template <typename A, typename T>
 __device__ __forceinline__ void point(const DeformGeometry& g, const T* off, const T* mask, int64_t grp, int64_t k,
                                       int64_t l, A* y, A* x, A* m) {
@@ -20,11 +18,6 @@ __device__ __forceinline__ void point(const DeformGeometry& g, const T* off, con
   *x = A(ox * g.stride_w - g.pad_w + kj * g.dil_w) + to_acc(off[(2 * (grp * K + k) + 1) * L + l]);
   *m = mask ? A(to_acc(mask[(grp * K + k) * L + l])) : A(1);
 }
-
-struct LoadAcc {
-  template <typename T>
-  __device__ __forceinline__ auto operator()(T v) const { return to_acc(v); }
-};
 
 template <typename T>
 __global__ void im2col_kernel(const T* input, const T* offset, const T* mask, DeformGeometry g, int64_t n, T* cols) {
@@ -113,13 +106,6 @@ __global__ void offset_mask_grad_kernel(const T* gcols, const T* input, const T*
   }
 }
 
-template <typename T, typename A>
-__global__ void store_kernel(const A* src, T* dst, int64_t count) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
-    dst[e] = from_acc<T>(src[e]);
-  }
-}
-
 }  // namespace
 
 void deform_im2col(const void* input, const void* offset, const void* mask, const DeformGeometry& g, int64_t n,
@@ -127,7 +113,7 @@ void deform_im2col(const void* input, const void* offset, const void* mask, cons
   const int64_t total = n * g.channels * g.taps() * g.positions();
   if (total == 0) return;
   SNIPER_CUDA_DISPATCH(dtype, [&] {
-    im2col_kernel<scalar_t><<<blocks_for(total, kThreads, 1 << 20), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+    im2col_kernel<scalar_t><<<blocks_for(total, kThreads, 1 << 20), kThreads, 0, as_stream(stream)>>>(
         static_cast<const scalar_t*>(input), static_cast<const scalar_t*>(offset),
         static_cast<const scalar_t*>(mask), g, n, static_cast<scalar_t*>(columns));
   });
@@ -139,7 +125,7 @@ void deform_col2im(const void* grad_columns, const void* input, const void* offs
                    void* grad_mask, Dtype dtype, DeviceAllocator& alloc, void* stream_ptr) {
   const int64_t total = n * g.channels * g.taps() * g.positions();
   if (total == 0) return;  // the registration returns zero-filled gradients then
-  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  const cudaStream_t stream = as_stream(stream_ptr);
   SNIPER_CUDA_DISPATCH(dtype, [&] {
     using T = scalar_t;
     using A = typename Acc<T>::type;

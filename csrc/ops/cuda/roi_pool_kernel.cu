@@ -7,13 +7,6 @@ namespace sniper {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
-
-struct LoadAcc {
-  template <typename T>
-  __device__ __forceinline__ auto operator()(T v) const { return to_acc(v); }
-};
-
 template <typename T, typename A>
 __device__ __forceinline__ RoiBins<A> bins_of(const T* rois, int64_t k, const RoiPoolSpec& s) {
   A roi[5];
@@ -105,13 +98,6 @@ __global__ void offset_grad_kernel(const T* grad, const T* input, const T* rois,
   }
 }
 
-template <typename T, typename A>
-__global__ void store_kernel(const A* src, T* dst, int64_t count) {
-  for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < count; e += int64_t(gridDim.x) * blockDim.x) {
-    dst[e] = from_acc<T>(src[e]);
-  }
-}
-
 }  // namespace
 
 void roi_pool_forward(const void* input, const void* rois, const void* offset, int64_t n, int64_t c, int64_t h,
@@ -120,12 +106,12 @@ void roi_pool_forward(const void* input, const void* rois, const void* offset, i
   if (total == 0) return;
   if (h == 0 || w == 0) {  // no samples reach an empty map: zeros, and never a read of it
     SNIPER_CUDA_DISPATCH(dtype, [&] {
-      SNIPER_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(scalar_t) * total, static_cast<cudaStream_t>(stream)));
+      SNIPER_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(scalar_t) * total, as_stream(stream)));
     });
     return;
   }
   SNIPER_CUDA_DISPATCH(dtype, [&] {
-    forward_kernel<scalar_t><<<blocks_for(total, kThreads, 1 << 20), kThreads, 0, static_cast<cudaStream_t>(stream)>>>(
+    forward_kernel<scalar_t><<<blocks_for(total, kThreads, 1 << 20), kThreads, 0, as_stream(stream)>>>(
         static_cast<const scalar_t*>(input), static_cast<const scalar_t*>(rois), static_cast<const scalar_t*>(offset),
         n, c, h, w, k, spec, static_cast<scalar_t*>(out));
   });
@@ -137,7 +123,7 @@ void roi_pool_backward(const void* grad, const void* input, const void* rois, co
                        Dtype dtype, DeviceAllocator& alloc, void* stream_ptr) {
   const int64_t total = k * c * spec.ph * spec.pw, size = n * c * h * w;
   if (total == 0 || h == 0 || w == 0) return;  // the caller zero-fills both gradients
-  const cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  const cudaStream_t stream = as_stream(stream_ptr);
   SNIPER_CUDA_DISPATCH(dtype, [&] {
     using T = scalar_t;
     using A = typename Acc<T>::type;

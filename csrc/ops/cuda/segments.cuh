@@ -85,10 +85,6 @@ static __global__ void gather_flags_kernel(const uint8_t* flags, const int64_t* 
   }
 }
 
-constexpr int kThreads = 256;
-
-inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
-
 // Stable radix sort of (key, value) pairs; descending or ascending.
 template <typename K>
 void sort_pairs(const K* keys_in, K* keys_out, const int64_t* vals_in,
