@@ -5,7 +5,7 @@ from .chip_cover import greedy_chip_cover
 from .deform_conv import deform_conv2d
 from .nms import SOFT_NMS_METHODS, batched_nms, nms, soft_nms
 from .proposals import filter_proposals, proposal_targets
-from .roi_pool import deform_roi_pool, roi_align
+from .roi_align import deform_roi_pool, roi_align
 
 __all__ = [
     "make_anchors", "label_anchors", "sample_anchors", "encode_boxes", "decode_boxes",

@@ -140,7 +140,7 @@ struct DeformGeometry {
 };
 
 // Parameters of the RoI pooling family (roi_align: no offset, gamma unused).
-// The argument checks (roi_pool_checks.h) allow at most kMaxRoiSamples
+// The argument checks (roi_align_common.h) allow at most kMaxRoiSamples
 // bilinear samples per RoI (pooled_h * pooled_w * grid_h * grid_w).
 constexpr int64_t kMaxRoiSamples = int64_t(1) << 24;
 struct RoiPoolSpec {

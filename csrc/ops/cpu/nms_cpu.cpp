@@ -7,7 +7,7 @@
 #include <utility>
 #include <vector>
 
-#include "../nms_checks.h"
+#include "../nms_common.h"
 #include "box_soa_cpu.h"
 #include "groups_cpu.h"
 
@@ -100,7 +100,7 @@ void nms_group(const scalar_t* boxes, const scalar_t* scores, const int64_t* idx
   }
 }
 
-// Backend of NmsEntries (nms_checks.h): checked, contiguous, n > 0.
+// Backend of NmsEntries (nms_common.h): checked, contiguous, n > 0.
 Tensor nms_cpu(const Tensor& boxes, const Tensor& scores, const std::optional<Tensor>& ids,
                double iou_threshold, const char* op) {
   const int64_t n = boxes.size(0);

@@ -5,7 +5,7 @@
 #include <utility>
 #include <vector>
 
-#include "../nms_checks.h"
+#include "../nms_common.h"
 #include "box_soa_cpu.h"
 #include "groups_cpu.h"
 
@@ -79,7 +79,7 @@ void soft_nms_group(const scalar_t* boxes, const scalar_t* scores,
   }
 }
 
-// Backend of SoftNmsEntries (nms_checks.h): checked, contiguous, n > 0.
+// Backend of SoftNmsEntries (nms_common.h): checked, contiguous, n > 0.
 std::tuple<Tensor, Tensor> soft_nms_cpu(const Tensor& boxes, const Tensor& scores,
                                         const std::optional<Tensor>& ids,
                                         const SoftNmsSpec& spec) {

@@ -1,6 +1,6 @@
 // CUDA registration of sniper::nms and sniper::batched_nms (nms_kernel.cu);
-// the schema entry points are NmsEntries (nms_checks.h), shared with the CPU.
-#include "../nms_checks.h"
+// the schema entry points are NmsEntries (nms_common.h), shared with the CPU.
+#include "../nms_common.h"
 #include "cuda_registration.h"
 #include "nms_tuning.h"
 

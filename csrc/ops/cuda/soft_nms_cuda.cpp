@@ -1,6 +1,6 @@
 // CUDA registration of sniper::soft_nms (soft_nms_kernel.cu); the schema
-// entry point is SoftNmsEntries (nms_checks.h), shared with the CPU.
-#include "../nms_checks.h"
+// entry point is SoftNmsEntries (nms_common.h), shared with the CPU.
+#include "../nms_common.h"
 #include "cuda_registration.h"
 #include "nms_tuning.h"
 

@@ -1,5 +1,5 @@
-// Argument checks shared by the CPU and CUDA registrations of the RoI pooling
-// ops. Everything a kernel relies on for memory safety is checked here, once,
+// Argument checks and schema entry points (RoiPoolEntries) shared by the CPU and CUDA
+// registrations of roi_align and deform_roi_pool. Everything a kernel relies on for memory safety is checked here, once,
 // for both backends (the raw torch.ops.sniper ops skip the Python checks):
 // shapes, dtypes and devices, finite scalars, and the RoIs themselves (batch
 // indices, finite coordinates, a bounded number of samples per RoI), read on

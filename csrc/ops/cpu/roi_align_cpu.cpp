@@ -15,7 +15,7 @@
 // w0*v0 + w1*v1 + w2*v2 + w3*v3 (sample()); per input-gradient element, RoIs,
 // bins, samples and taps in order. Tables are bounded (kForwardTable,
 // kBackwardTable taps), whatever the RoI sizes.
-// The entry points (roi_pool_checks.h) validate every argument first.
+// The entry points (roi_align_common.h) validate every argument first.
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -23,7 +23,7 @@
 
 #include <sniper/bilinear.h>
 
-#include "../roi_pool_checks.h"
+#include "../roi_align_common.h"
 
 namespace sniper {
 namespace {

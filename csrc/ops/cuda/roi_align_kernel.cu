@@ -29,7 +29,7 @@ __global__ void forward_kernel(const T* input, const T* rois, const T* off, int6
     const int64_t j = e % s.pw, i = (e / s.pw) % s.ph, ch = (e / (s.pw * s.ph)) % c, r = e / (s.pw * s.ph * c);
     const RoiBins<A> b = bins_of<T, A>(rois, r, s);
     const int64_t nb = int64_t(to_acc(rois[5 * r]));
-    if (nb < 0 || nb >= n) {  // the checks (roi_pool_checks.h) reject these; never read out of bounds
+    if (nb < 0 || nb >= n) {  // the checks (roi_align_common.h) reject these; never read out of bounds
       out[e] = from_acc<T>(A(0));
       continue;
     }

@@ -265,7 +265,7 @@ def test_huge_sample_grids_are_rejected_quickly():
     # Before: these ran for minutes. At most MAX_SAMPLES_PER_ROI bilinear samples per RoI.
     out = _isolated("""
         import time
-        from sniper_ext.ops.roi_pool import MAX_SAMPLES_PER_ROI
+        from sniper_ext.ops.roi_align import MAX_SAMPLES_PER_ROI
         assert MAX_SAMPLES_PER_ROI == 1 << 24
         x = torch.randn(1, 4, 8, 8)
         roi = torch.tensor([[0.0, 1, 1, 5, 5]])

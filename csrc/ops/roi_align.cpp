@@ -1,7 +1,7 @@
 // Schemas of RoIAlign and deformable RoI pooling (v1, Deformable ConvNets),
 // one bilinear RoI-pooling kernel family: deform_roi_pool with zero offsets
-// equals roi_align with aligned=True. Kernels: cpu/roi_pool_cpu.cpp,
-// cuda/roi_pool_cuda.cpp.
+// equals roi_align with aligned=True. Kernels: cpu/roi_align_cpu.cpp,
+// cuda/roi_align_cuda.cpp.
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY_FRAGMENT(sniper, m) {

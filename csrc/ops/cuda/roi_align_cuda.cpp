@@ -1,11 +1,11 @@
-// CUDA registration of roi_align and deform_roi_pool (roi_pool_kernel.cu).
-#include "../roi_pool_checks.h"
+// CUDA registration of roi_align and deform_roi_pool (roi_align_kernel.cu).
+#include "../roi_align_common.h"
 #include "cuda_registration.h"
 
 namespace sniper {
 namespace {
 
-// Arguments arrive validated (RoiPoolEntries in roi_pool_checks.h).
+// Arguments arrive validated (RoiPoolEntries in roi_align_common.h).
 Tensor forward(const Tensor& input_in, const Tensor& rois_in, const std::optional<Tensor>& offset_in,
                const RoiPoolSpec& s) {
   torch::stable::accelerator::DeviceGuard guard(input_in.get_device_index());

@@ -1,4 +1,4 @@
-// Argument checks shared by the CPU and CUDA registrations of the NMS family.
+// Argument checks and schema entry points (NmsEntries, SoftNmsEntries) shared by the CPU and CUDA registrations of the NMS family.
 #pragma once
 
 #include <sniper/nms_rules.h>
