@@ -50,7 +50,8 @@ SNIPER_HD Taps<T> empty_taps() {
 
 template <typename T>
 SNIPER_HD Taps<T> deform_taps(int64_t height, int64_t width, T y, T x) {
-  if (y <= T(-1) || y >= T(height) || x <= T(-1) || x >= T(width)) return empty_taps<T>();
+  // Written so that NaN coordinates also give 0 (int64_t(floor(NaN)) is undefined).
+  if (!(y > T(-1) && y < T(height) && x > T(-1) && x < T(width))) return empty_taps<T>();
   const int64_t y0 = int64_t(floor(y)), x0 = int64_t(floor(x));
   const int64_t y1 = y0 + 1, x1 = x0 + 1;
   const bool ok[4] = {y0 >= 0 && x0 >= 0, y0 >= 0 && x1 <= width - 1, y1 <= height - 1 && x0 >= 0,

@@ -47,7 +47,7 @@ Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor
   const DeformGeometry g =
       deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, "deform_im2col");
   const int64_t n = input_in.size(0), K = g.taps(), L = g.positions();
-  Tensor cols = new_empty(input_in, {n, g.channels * K, L}, input_in.scalar_type());
+  Tensor cols = new_output(input_in, {n, g.channels * K, L}, input_in.scalar_type(), "deform_im2col", "the columns");
   if (n == 0 || g.channels == 0) return cols;
   const Tensor input = torch::stable::contiguous(input_in);
   const Tensor offset = torch::stable::contiguous(offset_in);
@@ -90,10 +90,9 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
   const char* op = "deform_col2im";
   const DeformGeometry g = deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, op);
   const int64_t n = input_in.size(0), K = g.taps(), L = g.positions(), C = g.channels;
-  STD_TORCH_CHECK(g.height * g.width < (int64_t(1) << 31), op, ": an input plane must have < 2^31 pixels");
-  STD_TORCH_CHECK(grad_cols_in.dim() == 3 && grad_cols_in.size(0) == n && grad_cols_in.size(1) == C * K &&
-                      grad_cols_in.size(2) == L,
-                  op, ": `grad_columns` must have shape [", n, ", ", C * K, ", ", L, "]");
+  STD_TORCH_CHECK(g.height * g.width < (int64_t(1) << 31), op, ": `input` planes must have < 2^31 pixels, got ",
+                  g.height, "x", g.width);
+  check_grad_columns(grad_cols_in, input_in, g, op);
   const ScalarType dt = input_in.scalar_type();
   Tensor grad_input = torch::stable::new_zeros(input_in, {n, C, g.height, g.width});
   Tensor grad_offset = torch::stable::new_zeros(offset_in, {n, 2 * og * K, g.out_h, g.out_w});

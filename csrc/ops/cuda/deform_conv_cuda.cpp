@@ -11,7 +11,8 @@ Tensor deform_im2col_cuda(Tensor input_in, Tensor offset_in, std::optional<Tenso
       deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, "deform_im2col");
   torch::stable::accelerator::DeviceGuard guard(input_in.get_device_index());
   const int64_t n = input_in.size(0);
-  Tensor cols = new_empty(input_in, {n, g.channels * g.taps(), g.positions()}, input_in.scalar_type());
+  Tensor cols = new_output(input_in, {n, g.channels * g.taps(), g.positions()}, input_in.scalar_type(), "deform_im2col",
+                           "the columns");
   const Tensor input = torch::stable::contiguous(input_in);
   const Tensor offset = torch::stable::contiguous(offset_in);
   std::optional<Tensor> mask;
@@ -27,10 +28,8 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cuda(Tensor grad_cols_in, Tenso
                                                       int64_t dw, int64_t og, bool deterministic) {
   const char* op = "deform_col2im";
   const DeformGeometry g = deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, op);
-  const int64_t n = input_in.size(0), C = g.channels, K = g.taps(), L = g.positions();
-  STD_TORCH_CHECK(grad_cols_in.dim() == 3 && grad_cols_in.size(0) == n && grad_cols_in.size(1) == C * K &&
-                      grad_cols_in.size(2) == L,
-                  op, ": `grad_columns` must have shape [", n, ", ", C * K, ", ", L, "]");
+  const int64_t n = input_in.size(0), C = g.channels, K = g.taps();
+  check_grad_columns(grad_cols_in, input_in, g, op);
   torch::stable::accelerator::DeviceGuard guard(input_in.get_device_index());
   const ScalarType dt = input_in.scalar_type();
   Tensor grad_input = new_empty(input_in, {n, C, g.height, g.width}, dt);
