@@ -279,3 +279,17 @@ def test_meta_input_runs_the_fake_kernels():
     a = _case()
     meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in a.items()}
     assert ops.deform_conv2d(**meta).shape == ops.deform_conv2d(**a).shape
+
+
+def test_empty_image_side():
+    """An input with no pixels (H or W = 0, padded to a non-empty output) samples 0 everywhere; it
+    used to read and write out of bounds (segfault)."""
+    x = torch.randn(2, 3, 0, 4, dtype=torch.float64, requires_grad=True)
+    off = torch.full((2, 2 * 3, 2, 6), 0.5, dtype=torch.float64, requires_grad=True)  # y in (-1, 0)
+    w = torch.randn(5, 1, 1, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64)
+    y = ops.deform_conv2d(x, off, w.repeat(1, 3, 1, 1)[:, :3], b, padding=1)
+    assert y.shape == (2, 5, 2, 6)
+    torch.testing.assert_close(y, b.reshape(1, 5, 1, 1).expand_as(y))
+    y.sum().backward()
+    assert x.grad.shape == x.shape and off.grad.abs().sum() == 0 and w.grad.abs().sum() == 0

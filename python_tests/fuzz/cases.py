@@ -575,6 +575,10 @@ def _geometry(ctx):
     dh, dw = ctx.rng.randint(1, 2), ctx.rng.randint(1, 2)
     h = max(ctx.rng.randint(1, 7), dh * (kh - 1) + 1 - 2 * ph)
     w = max(ctx.rng.randint(1, 7), dw * (kw - 1) + 1 - 2 * pw)
+    if ctx.rng.random() < 0.1:  # an empty image side, padded to a non-empty output
+        h, ph = 0, max(ph, (dh * (kh - 1) + 2) // 2)
+    if ctx.rng.random() < 0.1:
+        w, pw = 0, max(pw, (dw * (kw - 1) + 2) // 2)
     oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
     return dict(kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw, dh=dh, dw=dw, h=h, w=w, oh=oh, ow=ow)
 
@@ -714,10 +718,10 @@ def _():
 def _roi_common(ctx):
     dt = ctx.dtype()
     n, c = ctx.rng.randint(1, 2), ctx.rng.randint(1, 3)
-    h, w = ctx.rng.randint(1, 10), ctx.rng.randint(1, 10)
+    h, w = (0 if ctx.rng.random() < 0.05 else ctx.rng.randint(1, 10) for _ in range(2))  # sometimes empty
     scale = ctx.rng.choice([1.0, 0.5, 0.25])
     k = ctx.n(6)
-    boxes = ctx.boxes(k, dtype=torch.float64, canvas=max(h, w) / scale, max_size=max(h, w) / scale)
+    boxes = ctx.boxes(k, dtype=torch.float64, canvas=max(h, w, 1) / scale, max_size=max(h, w, 2) / scale)
     batch = torch.randint(0, n, (k, 1), generator=ctx.gen).double()
     rois = ctx._to(torch.cat([batch, boxes.cpu()], 1), dt)
     ph, pw = ctx.rng.randint(1, 4), ctx.rng.randint(1, 4)

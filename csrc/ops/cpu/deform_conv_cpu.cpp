@@ -49,6 +49,7 @@ Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor
   const int64_t n = input_in.size(0), K = g.taps(), L = g.positions();
   Tensor cols = new_output(input_in, {n, g.channels * K, L}, input_in.scalar_type(), "deform_im2col", "the columns");
   if (n == 0 || g.channels == 0) return cols;
+  if (g.height == 0 || g.width == 0) return torch::stable::zero_(cols);  // no pixel: every sample is 0
   const Tensor input = torch::stable::contiguous(input_in);
   const Tensor offset = torch::stable::contiguous(offset_in);
   std::optional<Tensor> mask;
@@ -98,7 +99,7 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
   Tensor grad_offset = torch::stable::new_zeros(offset_in, {n, 2 * og * K, g.out_h, g.out_w});
   Tensor grad_mask = mask_in ? torch::stable::new_zeros(*mask_in, {n, og * K, g.out_h, g.out_w})
                              : new_empty(input_in, {0}, dt);
-  if (n == 0 || C == 0) return std::make_tuple(grad_input, grad_offset, grad_mask);
+  if (n == 0 || C == 0 || g.height == 0 || g.width == 0) return std::make_tuple(grad_input, grad_offset, grad_mask);
   const Tensor gcols = contiguous_as(grad_cols_in, dt);
   const Tensor input = torch::stable::contiguous(input_in);
   const Tensor offset = torch::stable::contiguous(offset_in);

@@ -13,6 +13,7 @@ Tensor deform_im2col_cuda(Tensor input_in, Tensor offset_in, std::optional<Tenso
   const int64_t n = input_in.size(0);
   Tensor cols = new_output(input_in, {n, g.channels * g.taps(), g.positions()}, input_in.scalar_type(), "deform_im2col",
                            "the columns");
+  if (g.height == 0 || g.width == 0) return torch::stable::zero_(cols);  // no pixel: every sample is 0
   const Tensor input = torch::stable::contiguous(input_in);
   const Tensor offset = torch::stable::contiguous(offset_in);
   std::optional<Tensor> mask;
@@ -32,6 +33,12 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cuda(Tensor grad_cols_in, Tenso
   check_grad_columns(grad_cols_in, input_in, g, op);
   torch::stable::accelerator::DeviceGuard guard(input_in.get_device_index());
   const ScalarType dt = input_in.scalar_type();
+  if (n == 0 || C == 0 || g.height == 0 || g.width == 0) {  // nothing sampled: all gradients are 0
+    return std::make_tuple(torch::stable::new_zeros(input_in, {n, C, g.height, g.width}),
+                           torch::stable::new_zeros(input_in, {n, 2 * og * K, g.out_h, g.out_w}),
+                           mask_in ? torch::stable::new_zeros(input_in, {n, og * K, g.out_h, g.out_w})
+                                   : new_empty(input_in, {0}, dt));
+  }
   Tensor grad_input = new_empty(input_in, {n, C, g.height, g.width}, dt);
   Tensor grad_offset = new_empty(input_in, {n, 2 * og * K, g.out_h, g.out_w}, dt);
   Tensor grad_mask = mask_in ? new_empty(input_in, {n, og * K, g.out_h, g.out_w}, dt) : new_empty(input_in, {0}, dt);
