@@ -16,9 +16,10 @@ Acceptance rule, per call (``fuzz.cases.judge``):
    it off), and the target's post-conditions hold (kept indices unique and in range, labels in
    {-1, 0, 1}, chip and group ids in range, output shapes as documented); or
 2. it raises ValueError, TypeError, IndexError or RuntimeError (or a subclass) whose message, after
-   the "function, file:line, " prefix of a C++ check, starts with "<name>:" (our checks) or
-   "sniper::<name>" (the dispatcher's own errors about the op, e.g. a schema mismatch), where <name>
-   is the target's op (for a module: the module's class or the op it wraps).
+   the "function, file:line, " prefix of a C++ check, starts with "<name>:" (our checks), or that
+   names "sniper::<name>" (the dispatcher's own errors about the op: a schema mismatch, no tensor
+   argument at all, meta tensors for a data-dependent output), where <name> is the target's op (for
+   a module: the module's class or the op it wraps).
 
 Anything else fails the case: another exception type (ZeroDivisionError, OverflowError,
 AssertionError, ...), a message that does not name the op, a crash of the process (signal, abort,

@@ -110,9 +110,20 @@ class Ctx:
         return self._to(torch.randint(lo, hi, shape, generator=self.gen), dtype)
 
     def boxes(self, *lead, dtype, canvas=100.0, max_size=40.0):
+        """Valid xyxy boxes; sometimes with degenerate (zero width or height) and duplicate rows."""
         xy = torch.rand(*lead, 2, generator=self.gen, dtype=torch.float64) * canvas
         wh = 1 + torch.rand(*lead, 2, generator=self.gen, dtype=torch.float64) * (max_size - 1)
-        return self._to(torch.cat([xy, xy + wh], dim=-1), dtype)
+        b = torch.cat([xy, xy + wh], dim=-1)
+        flat = b.view(-1, 4)
+        if len(flat) > 1 and self.rng.random() < 0.2:
+            for _ in range(self.rng.randint(1, 3)):
+                i = self.rng.randrange(len(flat))
+                if self.rng.random() < 0.5:
+                    flat[i, self.rng.choice([2, 3])] = flat[i, self.rng.choice([0, 1])]  # may also invert: fixed below
+                else:
+                    flat[i] = flat[self.rng.randrange(len(flat))]
+            flat[:, 2:] = torch.maximum(flat[:, 2:], flat[:, :2])
+        return self._to(b, dtype)
 
     def uniform(self, lo, hi):
         return self.rng.uniform(lo, hi)
@@ -242,10 +253,15 @@ def _huge_boxes_pair(ctx, case):
     return "boxes expanded to 2**21 x 2**21 (an IoU matrix of 2**42 elements)"
 
 
+def _scores(ctx, n, dt):
+    s = ctx.rand(n, dtype=dt)
+    return (s * 4).round() / 4 if ctx.rng.random() < 0.3 else s  # ties
+
+
 def _nms_args(ctx, idxs=False):
     dt = ctx.dtype()
     n = ctx.n(30)
-    args = [_t("boxes", ctx.boxes(n, dtype=dt), "boxes"), _t("scores", ctx.rand(n, dtype=dt))]
+    args = [_t("boxes", ctx.boxes(n, dtype=dt), "boxes"), _t("scores", _scores(ctx, n, dt))]
     if idxs:
         args.append(_t("idxs", ctx.ints(0, 4, n), "index", 4))
     args.append(Arg("iou_threshold", ctx.uniform(0, 1), "float"))
@@ -292,7 +308,7 @@ def _soft_nms_args(ctx, raw):
     method = ctx.rng.randrange(3)
     rest = [("sigma", ctx.uniform(0.05, 1.0)), ("iou_threshold", ctx.uniform(0, 1)),
             ("score_threshold", ctx.uniform(0, 0.2))]
-    args = [_t("boxes", ctx.boxes(n, dtype=dt), "boxes"), _t("scores", ctx.rand(n, dtype=dt)), _t("idxs", idxs, "index", 3)]
+    args = [_t("boxes", ctx.boxes(n, dtype=dt), "boxes"), _t("scores", _scores(ctx, n, dt)), _t("idxs", idxs, "index", 3)]
     if raw:
         args.append(Arg("method", method, "int"))
         args += [Arg(k, v, "float") for k, v in rest]
@@ -360,6 +376,8 @@ def _():
 
 
 def _small_anchors(ctx, dt):
+    if ctx.rng.random() < 0.3:  # arbitrary anchors: some degenerate, some beyond the chip
+        return ctx.boxes(ctx.n(60), dtype=dt, canvas=300, max_size=150) - 50
     h, w = ctx.rng.randint(0, 4) if ctx.rng.random() < 0.1 else ctx.rng.randint(1, 4), ctx.rng.randint(1, 4)
     scales = ctx.rng.sample([2, 4, 7, 10], ctx.rng.randint(1, 3))
     return ops.make_anchors((h, w), stride=16, ratios=(0.5, 1, 2), scales=scales, dtype=dt, device=ctx.device)
@@ -528,7 +546,7 @@ def _():
             hi = torch.full_like(hi, math.inf)
         pre = None if ctx.rng.random() < 0.5 else ctx.rng.randint(0, 100)
         return [_t("anchors", anchors, "boxes"), _t("objectness", ctx.randn(b, a, dtype=dt)),
-                _t("deltas", ctx.randn(b, a, 4, dtype=dt, scale=0.3)),
+                _t("deltas", ctx.randn(b, a, 4, dtype=dt, scale=ctx.rng.choice([0.3, 0.3, 3.0]))),
                 _t("canvas_wh", ctx.rand(b, 2, dtype=dt, lo=64, hi=256), "wh"),
                 _t("valid_range", torch.cat([lo, hi], 1).to(dt), "range"),
                 Arg("min_size", ctx.uniform(0, 5), "float", keyword=True),
@@ -1088,11 +1106,11 @@ _CHECK_PREFIX = re.compile(r"^\S+, \S+:\d+, ")  # "function, file:line, " of STD
 
 
 def names_target(message: str, names) -> bool:
-    """True when the message starts with ``<name>:`` (our checks) or ``sniper::<name>`` (the dispatcher's
-    own errors about the op, e.g. schema mismatches), after the C++ check's location prefix, for one of
-    the target's names."""
+    """True when the message starts with ``<name>:`` (our checks; after the C++ check's location prefix)
+    or names ``sniper::<name>`` (the dispatcher's own errors about the op: schema mismatches, no tensor
+    argument, meta tensors for data-dependent outputs), for one of the target's names."""
     msg = _CHECK_PREFIX.sub("", message.lstrip())
-    return any(msg.startswith(f"{n}:") or re.match(rf"sniper::{re.escape(n)}(?![A-Za-z0-9_])", msg) for n in names)
+    return any(msg.startswith(f"{n}:") or re.search(rf"\bsniper::{re.escape(n)}(?![A-Za-z0-9_])", msg) for n in names)
 
 
 def _tensors(out):

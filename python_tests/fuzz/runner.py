@@ -101,7 +101,11 @@ def _child(conn, seed: int, indices: list[int], threads: int, deadline: float, e
         except Exception:  # noqa: BLE001
             status, detail = "fail", "judging the outcome failed: " + traceback.format_exc(limit=3)[-600:]
         conn.send(("E", {"i": i, "status": status, "detail": detail, "seconds": round(seconds, 4)}))
+        sticky = exc is not None and re.search(r"CUDA error|illegal memory access|device-side assert", str(exc))
         del out, exc, case
+        if sticky:  # the CUDA context is unusable now: later cases get a fresh process
+            conn.send(("D", {"reason": "restart"}))
+            return
     conn.send(("D", {"reason": "done"}))
 
 
