@@ -45,6 +45,7 @@ Replay a reported case in-process, with its traceback: ``cd python_tests && pyth
 --seed S --case I``; a longer run from the command line: ``python -m fuzz.runner --count 20000
 --workers 2 --stats``.
 """
+
 import os
 import re
 
@@ -76,13 +77,23 @@ ROI_TARGETS = {name for name, t in TARGETS.items() if t.roi}
 @pytest.fixture(scope="module")
 def records():
     timeouts = {t: min(PENDING_TIMEOUT, CALL_TIMEOUT) for t in ROI_TARGETS} if ROI_FUZZ_PENDING else {}
-    return runner.run(SEED, CALLS, workers=WORKERS, threads=THREADS, call_timeout=CALL_TIMEOUT,
-                      target_timeouts=timeouts, seconds=SECONDS, only=ONLY)
+    return runner.run(
+        SEED,
+        CALLS,
+        workers=WORKERS,
+        threads=THREADS,
+        call_timeout=CALL_TIMEOUT,
+        target_timeouts=timeouts,
+        seconds=SECONDS,
+        only=ONLY,
+    )
 
 
 def _report(fails, limit=40):
-    lines = [f"{len(fails)} fuzz failures (seed {SEED}; replay one with "
-             f"`cd python_tests && python -m fuzz.runner --seed {SEED} --case I`):"]
+    lines = [
+        f"{len(fails)} fuzz failures (seed {SEED}; replay one with "
+        f"`cd python_tests && python -m fuzz.runner --seed {SEED} --case I`):"
+    ]
     for r in fails[:limit]:
         lines.append(f"[{r['index']}] {r['desc'][:400]}\n    -> {r['detail'][:500]}")
     if len(fails) > limit:

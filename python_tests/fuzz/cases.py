@@ -9,6 +9,7 @@ values; out-of-range indices, inverted boxes ...; numbers: 0, -1, 2**62, NaN, in
 or a target's own *specials* (huge outputs from cheap expanded inputs, 1e9-pixel canvases, overflowing
 geometry ...). ``judge`` applies the acceptance rule of ``python_tests/test_fuzz.py``.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,8 @@ BIG = 1 << 21  # rows of an expanded input whose *product* with another is a hug
 class Arg:
     name: str
     value: Any
-    kind: str  # tensor | int | opt_int | float | bool | pair | seq | str | dtype | device | generator | tensors | size | fixed
+    # tensor | int | opt_int | float | bool | pair | seq | str | dtype | device | generator | tensors | size | fixed
+    kind: str
     role: str = "data"  # tensors: data | boxes | rois | index | state | wh | range | labels
     hi: int = 0  # role "index": valid values are in [0, hi)
     keyword: bool = False  # passed by keyword (wrappers' keyword-only arguments)
@@ -60,8 +62,11 @@ class Case:
         return any(a.name == name for a in self.args)
 
     def describe(self) -> str:
-        return f"{self.target} {', '.join(f'{a.name}={_short(a.value)}' for a in self.args)}" + (
-            " +backward" if self.backward else "") + (f" | mutations: {'; '.join(self.mutations)}" if self.mutations else "")
+        return (
+            f"{self.target} {', '.join(f'{a.name}={_short(a.value)}' for a in self.args)}"
+            + (" +backward" if self.backward else "")
+            + (f" | mutations: {'; '.join(self.mutations)}" if self.mutations else "")
+        )
 
 
 def _short(v) -> str:
@@ -156,6 +161,7 @@ def target(name, names=None, post=None, specials=(), grad=False, roi=False):
         build, call = build_and_call()
         TARGETS[name] = Target(name, build, call, names or (name.split(".", 1)[1],), post, tuple(specials), grad, roi)
         return build_and_call
+
     return deco
 
 
@@ -195,10 +201,12 @@ def _grad_call(fn, names):
         first = out[0] if isinstance(out, tuple) else out
         first.float().sum().backward()
         return (out, *[x.grad for x in leaves if x.grad is not None])
+
     return call
 
 
 # Post-conditions: cheap invariants of a successful call (None: fine).
+
 
 def _index_range(t, lo, hi, what):
     if t.numel() and (int(t.min()) < lo or int(t.max()) >= hi):
@@ -246,6 +254,7 @@ def _post_labels(case, out):
 
 # Specials shared by several targets.
 
+
 def _huge_boxes_pair(ctx, case):
     dt = case.args[0].value.dtype
     b = ctx.boxes(1, dtype=dt)
@@ -272,7 +281,11 @@ def _nms_args(ctx, idxs=False):
 def _():
     def build(ctx):
         dt = ctx.dtype()
-        return [_t("boxes1", ctx.boxes(ctx.n(12), dtype=dt), "boxes"), _t("boxes2", ctx.boxes(ctx.n(12), dtype=dt), "boxes")]
+        return [
+            _t("boxes1", ctx.boxes(ctx.n(12), dtype=dt), "boxes"),
+            _t("boxes2", ctx.boxes(ctx.n(12), dtype=dt), "boxes"),
+        ]
+
     return build, _raw("box_iou")
 
 
@@ -306,9 +319,16 @@ def _soft_nms_args(ctx, raw):
     n = ctx.n(30)
     idxs = ctx.ints(0, 3, n) if ctx.rng.random() < 0.6 else None
     method = ctx.rng.randrange(3)
-    rest = [("sigma", ctx.uniform(0.05, 1.0)), ("iou_threshold", ctx.uniform(0, 1)),
-            ("score_threshold", ctx.uniform(0, 0.2))]
-    args = [_t("boxes", ctx.boxes(n, dtype=dt), "boxes"), _t("scores", _scores(ctx, n, dt)), _t("idxs", idxs, "index", 3)]
+    rest = [
+        ("sigma", ctx.uniform(0.05, 1.0)),
+        ("iou_threshold", ctx.uniform(0, 1)),
+        ("score_threshold", ctx.uniform(0, 0.2)),
+    ]
+    args = [
+        _t("boxes", ctx.boxes(n, dtype=dt), "boxes"),
+        _t("scores", _scores(ctx, n, dt)),
+        _t("idxs", idxs, "index", 3),
+    ]
     if raw:
         args.append(Arg("method", method, "int"))
         args += [Arg(k, v, "float") for k, v in rest]
@@ -340,9 +360,14 @@ def _cover_args(ctx):
     boxes = ctx._to(torch.cat([xy, xy + size], 1), dt)
     if ctx.rng.random() < 0.5:
         canvas = canvas.float()
-    return [_t("boxes", boxes, "boxes"), _t("box_group", group, "index", g), _t("canvas_wh", canvas, "wh"),
-            Arg("chip_size", ctx.rng.choice([64, 128, 256, 512]), "int"), Arg("stride", ctx.rng.choice([8, 16, 32, 64]), "int"),
-            Arg("seed", None if ctx.rng.random() < 0.5 else ctx.rng.randrange(1 << 40), "opt_int")]
+    return [
+        _t("boxes", boxes, "boxes"),
+        _t("box_group", group, "index", g),
+        _t("canvas_wh", canvas, "wh"),
+        Arg("chip_size", ctx.rng.choice([64, 128, 256, 512]), "int"),
+        Arg("stride", ctx.rng.choice([8, 16, 32, 64]), "int"),
+        Arg("seed", None if ctx.rng.random() < 0.5 else ctx.rng.randrange(1 << 40), "opt_int"),
+    ]
 
 
 def _cover_giant_canvas(ctx, case):
@@ -353,8 +378,9 @@ def _cover_giant_canvas(ctx, case):
 
 
 def _cover_tiny_stride(ctx, case):
-    case.arg("canvas_wh").value = torch.full((max(1, case.arg("canvas_wh").value.shape[0]), 2), 1e5,
-                                             dtype=torch.float64, device=ctx.device)
+    case.arg("canvas_wh").value = torch.full(
+        (max(1, case.arg("canvas_wh").value.shape[0]), 2), 1e5, dtype=torch.float64, device=ctx.device
+    )
     case.arg("chip_size").value, case.arg("stride").value = 1, 1
     return "canvas 1e5 x 1e5 with chip_size = stride = 1 (1e10 candidates)"
 
@@ -387,12 +413,18 @@ def _label_args(ctx, raw):
     dt = ctx.dtype()
     b, g = ctx.n(3), ctx.n(5)
     pos = ctx.uniform(0.3, 0.8)
-    args = [_t("anchors", _small_anchors(ctx, dt), "boxes"),
-            _t("gt_boxes", ctx.boxes(b, g, dtype=dt, canvas=100, max_size=80), "boxes"),
-            _t("gt_state", ctx.ints(-1, 2, b, g, dtype=torch.int8), "state"),
-            _t("canvas_wh", ctx.rand(b, 2, dtype=ctx.rng.choice([torch.float32, torch.float64]), lo=64, hi=256), "wh")]
-    scal = [("pos_iou", pos), ("neg_iou", ctx.uniform(0, pos)), ("invalid_iou", ctx.uniform(0, 1)),
-            ("allowed_border", ctx.uniform(0, 40))]
+    args = [
+        _t("anchors", _small_anchors(ctx, dt), "boxes"),
+        _t("gt_boxes", ctx.boxes(b, g, dtype=dt, canvas=100, max_size=80), "boxes"),
+        _t("gt_state", ctx.ints(-1, 2, b, g, dtype=torch.int8), "state"),
+        _t("canvas_wh", ctx.rand(b, 2, dtype=ctx.rng.choice([torch.float32, torch.float64]), lo=64, hi=256), "wh"),
+    ]
+    scal = [
+        ("pos_iou", pos),
+        ("neg_iou", ctx.uniform(0, pos)),
+        ("invalid_iou", ctx.uniform(0, 1)),
+        ("allowed_border", ctx.uniform(0, 40)),
+    ]
     args += [Arg(k, v, "float", keyword=not raw) for k, v in scal]
     return args
 
@@ -437,13 +469,26 @@ def _anchors_extreme(ctx, case):
 @target("ops.make_anchors", post=_post_anchors, specials=(_anchors_huge, _anchors_extreme))
 def _():
     def build(ctx):
-        return [Arg("feature_hw", (ctx.rng.randint(0, 5), ctx.rng.randint(0, 5)), "pair"),
-                Arg("stride", ctx.rng.choice([4, 8, 16, 32]), "int", keyword=True),
-                Arg("base_size", ctx.rng.choice([8, 16.0, 24.5]), "float", keyword=True),
-                Arg("ratios", [ctx.rng.choice([0.25, 0.5, 1, 2, 3]) for _ in range(ctx.rng.randint(1, 3))], "seq", keyword=True),
-                Arg("scales", [ctx.rng.choice([1, 2, 4, 7.5, 16]) for _ in range(ctx.rng.randint(1, 3))], "seq", keyword=True),
-                Arg("dtype", ctx.dtype(), "dtype", keyword=True),
-                Arg("device", ctx.rng.choice([None, ctx.device]), "device", keyword=True)]
+        return [
+            Arg("feature_hw", (ctx.rng.randint(0, 5), ctx.rng.randint(0, 5)), "pair"),
+            Arg("stride", ctx.rng.choice([4, 8, 16, 32]), "int", keyword=True),
+            Arg("base_size", ctx.rng.choice([8, 16.0, 24.5]), "float", keyword=True),
+            Arg(
+                "ratios",
+                [ctx.rng.choice([0.25, 0.5, 1, 2, 3]) for _ in range(ctx.rng.randint(1, 3))],
+                "seq",
+                keyword=True,
+            ),
+            Arg(
+                "scales",
+                [ctx.rng.choice([1, 2, 4, 7.5, 16]) for _ in range(ctx.rng.randint(1, 3))],
+                "seq",
+                keyword=True,
+            ),
+            Arg("dtype", ctx.dtype(), "dtype", keyword=True),
+            Arg("device", ctx.rng.choice([None, ctx.device]), "device", keyword=True),
+        ]
+
     return build, _wrapped(ops.make_anchors)
 
 
@@ -479,9 +524,13 @@ def _():
     def build(ctx):
         b, a = ctx.n(3), ctx.n(200)
         gen = torch.Generator(ctx.device).manual_seed(ctx.rng.randrange(1000)) if ctx.rng.random() < 0.5 else None
-        return [_t("labels", ctx.ints(-1, 2, b, a, dtype=ctx.rng.choice([torch.int8, torch.int8, torch.int64])), "labels"),
-                Arg("num", ctx.rng.randint(0, 64), "int"), Arg("positive_fraction", ctx.uniform(0, 1), "float"),
-                Arg("generator", gen, "generator")]
+        return [
+            _t("labels", ctx.ints(-1, 2, b, a, dtype=ctx.rng.choice([torch.int8, torch.int8, torch.int64])), "labels"),
+            Arg("num", ctx.rng.randint(0, 64), "int"),
+            Arg("positive_fraction", ctx.uniform(0, 1), "float"),
+            Arg("generator", gen, "generator"),
+        ]
+
     return build, _wrapped(ops.sample_anchors)
 
 
@@ -493,7 +542,9 @@ def _coder_degenerate(ctx, case):
     ref = case.args[0].value.clone()
     if ref.numel() == 0:
         ref = ctx.boxes(1, dtype=ref.dtype)
-        case.args[1].value = case.args[1].value.new_zeros((1, 4)) + 1 if case.args[1].value.shape[0] == 0 else case.args[1].value[:1]
+        case.args[1].value = (
+            case.args[1].value.new_zeros((1, 4)) + 1 if case.args[1].value.shape[0] == 0 else case.args[1].value[:1]
+        )
     kind = ctx.rng.choice(["zero-width", "inverted"])
     if kind == "zero-width":
         ref[0, 2] = ref[0, 0]
@@ -508,8 +559,12 @@ def _():
     def build(ctx):
         dt = ctx.rng.choice([torch.float32, torch.float64])
         n = ctx.n(10)
-        return [_t("ref", ctx.boxes(n, dtype=dt), "boxes"), _t("target", ctx.boxes(n, dtype=dt), "boxes"),
-                Arg("weights", _weights(ctx), "seq")]
+        return [
+            _t("ref", ctx.boxes(n, dtype=dt), "boxes"),
+            _t("target", ctx.boxes(n, dtype=dt), "boxes"),
+            Arg("weights", _weights(ctx), "seq"),
+        ]
+
     return build, _wrapped(ops.encode_boxes)
 
 
@@ -519,10 +574,20 @@ def _():
         dt = ctx.rng.choice([torch.float32, torch.float64])
         n = ctx.n(10)
         r = ctx.rng.random()
-        clip = None if r < 0.4 else (ctx.uniform(10, 200), ctx.uniform(10, 200)) if r < 0.7 else ctx.rand(n, 2, dtype=dt, lo=10, hi=200)
-        return [_t("ref", ctx.boxes(n, dtype=dt), "boxes"), _t("deltas", ctx.randn(n, 4, dtype=dt)),
-                Arg("weights", _weights(ctx), "seq"),
-                Arg("clip_wh", clip, "tensor" if isinstance(clip, torch.Tensor) else "seq", "wh")]
+        clip = (
+            None
+            if r < 0.4
+            else (ctx.uniform(10, 200), ctx.uniform(10, 200))
+            if r < 0.7
+            else ctx.rand(n, 2, dtype=dt, lo=10, hi=200)
+        )
+        return [
+            _t("ref", ctx.boxes(n, dtype=dt), "boxes"),
+            _t("deltas", ctx.randn(n, 4, dtype=dt)),
+            Arg("weights", _weights(ctx), "seq"),
+            Arg("clip_wh", clip, "tensor" if isinstance(clip, torch.Tensor) else "seq", "wh"),
+        ]
+
     return build, _wrapped(ops.decode_boxes)
 
 
@@ -545,15 +610,19 @@ def _():
         if ctx.rng.random() < 0.3:
             hi = torch.full_like(hi, math.inf)
         pre = None if ctx.rng.random() < 0.5 else ctx.rng.randint(0, 100)
-        return [_t("anchors", anchors, "boxes"), _t("objectness", ctx.randn(b, a, dtype=dt)),
-                _t("deltas", ctx.randn(b, a, 4, dtype=dt, scale=ctx.rng.choice([0.3, 0.3, 3.0]))),
-                _t("canvas_wh", ctx.rand(b, 2, dtype=dt, lo=64, hi=256), "wh"),
-                _t("valid_range", torch.cat([lo, hi], 1).to(dt), "range"),
-                Arg("min_size", ctx.uniform(0, 5), "float", keyword=True),
-                Arg("nms_iou", ctx.uniform(0, 1), "float", keyword=True),
-                Arg("post_nms_top_n", ctx.rng.randint(0, 50), "int", keyword=True),
-                Arg("pre_nms_top_n", pre, "opt_int", keyword=True),
-                Arg("weights", _weights(ctx), "seq", keyword=True)]
+        return [
+            _t("anchors", anchors, "boxes"),
+            _t("objectness", ctx.randn(b, a, dtype=dt)),
+            _t("deltas", ctx.randn(b, a, 4, dtype=dt, scale=ctx.rng.choice([0.3, 0.3, 3.0]))),
+            _t("canvas_wh", ctx.rand(b, 2, dtype=dt, lo=64, hi=256), "wh"),
+            _t("valid_range", torch.cat([lo, hi], 1).to(dt), "range"),
+            Arg("min_size", ctx.uniform(0, 5), "float", keyword=True),
+            Arg("nms_iou", ctx.uniform(0, 1), "float", keyword=True),
+            Arg("post_nms_top_n", ctx.rng.randint(0, 50), "int", keyword=True),
+            Arg("pre_nms_top_n", pre, "opt_int", keyword=True),
+            Arg("weights", _weights(ctx), "seq", keyword=True),
+        ]
+
     return build, _wrapped(ops.filter_proposals)
 
 
@@ -575,12 +644,17 @@ def _():
         p = ctx.n(10) if b else 0
         lo = ctx.rand(b, 1, dtype=torch.float64, lo=0, hi=10)
         hi = lo + ctx.rand(b, 1, dtype=torch.float64, lo=10, hi=300)
-        return [_t("proposals", ctx.boxes(p, dtype=dt), "boxes"), _t("proposal_chip", ctx.ints(0, max(b, 1), p), "index", b),
-                _t("gt_boxes", ctx.boxes(b, g, dtype=dt), "boxes"), _t("gt_labels", ctx.ints(1, 6, b, g)),
-                _t("gt_state", ctx.ints(-1, 2, b, g, dtype=torch.int8), "state"),
-                _t("valid_range", torch.cat([lo, hi], 1).to(dt), "range"),
-                Arg("fg_iou", ctx.uniform(0, 0.9), "float", keyword=True),
-                Arg("weights", _weights(ctx), "seq", keyword=True)]
+        return [
+            _t("proposals", ctx.boxes(p, dtype=dt), "boxes"),
+            _t("proposal_chip", ctx.ints(0, max(b, 1), p), "index", b),
+            _t("gt_boxes", ctx.boxes(b, g, dtype=dt), "boxes"),
+            _t("gt_labels", ctx.ints(1, 6, b, g)),
+            _t("gt_state", ctx.ints(-1, 2, b, g, dtype=torch.int8), "state"),
+            _t("valid_range", torch.cat([lo, hi], 1).to(dt), "range"),
+            Arg("fg_iou", ctx.uniform(0, 0.9), "float", keyword=True),
+            Arg("weights", _weights(ctx), "seq", keyword=True),
+        ]
+
     return build, _wrapped(ops.proposal_targets)
 
 
@@ -609,13 +683,26 @@ def _im2col_args(ctx, col2im):
     n = ctx.n(2, p0=0.2)
     k = g["kh"] * g["kw"]
     mask = ctx.rand(n, og * k, g["oh"], g["ow"], dtype=dt) if ctx.rng.random() < 0.5 else None
-    args = [_t("input", ctx.randn(n, c, g["h"], g["w"], dtype=dt)),
-            _t("offset", ctx.randn(n, 2 * og * k, g["oh"], g["ow"], dtype=dt, scale=1.5)), _t("mask", mask)]
+    args = [
+        _t("input", ctx.randn(n, c, g["h"], g["w"], dtype=dt)),
+        _t("offset", ctx.randn(n, 2 * og * k, g["oh"], g["ow"], dtype=dt, scale=1.5)),
+        _t("mask", mask),
+    ]
     if col2im:
         args.insert(0, _t("grad_columns", ctx.randn(n, c * k, g["oh"] * g["ow"], dtype=dt)))
-    args += [Arg(name, g[key], "int") for name, key in (
-        ("kernel_h", "kh"), ("kernel_w", "kw"), ("stride_h", "sh"), ("stride_w", "sw"), ("pad_h", "ph"), ("pad_w", "pw"),
-        ("dilation_h", "dh"), ("dilation_w", "dw"))]
+    args += [
+        Arg(name, g[key], "int")
+        for name, key in (
+            ("kernel_h", "kh"),
+            ("kernel_w", "kw"),
+            ("stride_h", "sh"),
+            ("stride_w", "sw"),
+            ("pad_h", "ph"),
+            ("pad_w", "pw"),
+            ("dilation_h", "dh"),
+            ("dilation_w", "dw"),
+        )
+    ]
     args.append(Arg("offset_groups", og, "int"))
     if col2im:
         args.append(Arg("deterministic", ctx.rng.random() < 0.5, "bool"))
@@ -666,11 +753,16 @@ def _conv_args(ctx):
     mask = ctx.rand(n, og * k, g["oh"], g["ow"], dtype=dt) if ctx.rng.random() < 0.4 else None
     bias = ctx.randn(oc, dtype=dt) if ctx.rng.random() < 0.5 else None
     pair = lambda a, b: a if a == b and ctx.rng.random() < 0.5 else (a, b)  # noqa: E731
-    return [_t("input", ctx.randn(n, c, g["h"], g["w"], dtype=dt)),
-            _t("offset", ctx.randn(n, 2 * og * k, g["oh"], g["ow"], dtype=dt, scale=1.5)),
-            _t("weight", ctx.randn(oc, c // groups, g["kh"], g["kw"], dtype=dt, scale=0.3)), _t("bias", bias),
-            Arg("stride", pair(g["sh"], g["sw"]), "pair"), Arg("padding", pair(g["ph"], g["pw"]), "pair"),
-            Arg("dilation", pair(g["dh"], g["dw"]), "pair"), _t("mask", mask)]
+    return [
+        _t("input", ctx.randn(n, c, g["h"], g["w"], dtype=dt)),
+        _t("offset", ctx.randn(n, 2 * og * k, g["oh"], g["ow"], dtype=dt, scale=1.5)),
+        _t("weight", ctx.randn(oc, c // groups, g["kh"], g["kw"], dtype=dt, scale=0.3)),
+        _t("bias", bias),
+        Arg("stride", pair(g["sh"], g["sw"]), "pair"),
+        Arg("padding", pair(g["ph"], g["pw"]), "pair"),
+        Arg("dilation", pair(g["dh"], g["dw"]), "pair"),
+        _t("mask", mask),
+    ]
 
 
 def _conv_huge(ctx, case):
@@ -695,6 +787,7 @@ def _():
 def _module_call(make, forward_args):
     """Builds the module from the keyword arguments, moves it to the input's dtype/device, calls it,
     and (with backward) also returns the gradients of the input and of every parameter."""
+
     def call(case):
         ctor = {a.name: a.value for a in case.args if a.keyword}
         inputs = [a.value for a in case.args if not a.keyword]
@@ -709,6 +802,7 @@ def _module_call(make, forward_args):
             return out
         out.float().sum().backward()
         return (out, *[t.grad for t in leaves], *[p.grad for p in m.parameters() if p.grad is not None])
+
     return call
 
 
@@ -721,12 +815,20 @@ def _():
         c = groups * og * ctx.rng.randint(1, 2)
         size = lambda a, b: a if a == b and ctx.rng.random() < 0.5 else (a, b)  # noqa: E731
         kw = lambda name, v, kind="size": Arg(name, v, kind, keyword=True)  # noqa: E731
-        return [_t("x", ctx.randn(ctx.n(2, p0=0.2), c, g["h"], g["w"], dtype=dt)),
-                kw("in_channels", c), kw("out_channels", groups * ctx.rng.randint(1, 3)),
-                kw("kernel_size", size(g["kh"], g["kw"]), "pair"), kw("stride", size(g["sh"], g["sw"]), "pair"),
-                kw("padding", size(g["ph"], g["pw"]), "pair"), kw("dilation", size(g["dh"], g["dw"]), "pair"),
-                kw("groups", groups), kw("offset_groups", og), kw("bias", ctx.rng.random() < 0.5, "bool"),
-                kw("modulated", ctx.rng.random() < 0.4, "bool")]
+        return [
+            _t("x", ctx.randn(ctx.n(2, p0=0.2), c, g["h"], g["w"], dtype=dt)),
+            kw("in_channels", c),
+            kw("out_channels", groups * ctx.rng.randint(1, 3)),
+            kw("kernel_size", size(g["kh"], g["kw"]), "pair"),
+            kw("stride", size(g["sh"], g["sw"]), "pair"),
+            kw("padding", size(g["ph"], g["pw"]), "pair"),
+            kw("dilation", size(g["dh"], g["dw"]), "pair"),
+            kw("groups", groups),
+            kw("offset_groups", og),
+            kw("bias", ctx.rng.random() < 0.5, "bool"),
+            kw("modulated", ctx.rng.random() < 0.4, "bool"),
+        ]
+
     return build, _module_call(snn.DeformConv2d, ("x",))
 
 
@@ -743,8 +845,20 @@ def _roi_common(ctx):
     batch = torch.randint(0, n, (k, 1), generator=ctx.gen).double()
     rois = ctx._to(torch.cat([batch, boxes.cpu()], 1), dt)
     ph, pw = ctx.rng.randint(1, 4), ctx.rng.randint(1, 4)
-    return dict(dt=dt, n=n, c=c, h=h, w=w, scale=scale, k=k, rois=rois, ph=ph, pw=pw,
-                sampling=ctx.rng.randint(0, 2), input=ctx.randn(n, c, h, w, dtype=dt))
+    return dict(
+        dt=dt,
+        n=n,
+        c=c,
+        h=h,
+        w=w,
+        scale=scale,
+        k=k,
+        rois=rois,
+        ph=ph,
+        pw=pw,
+        sampling=ctx.rng.randint(0, 2),
+        input=ctx.randn(n, c, h, w, dtype=dt),
+    )
 
 
 def _roi_huge(ctx, case):
@@ -770,9 +884,16 @@ ROI_SPECIALS = (_roi_huge, _roi_sampling)
 def _():
     def build(ctx):
         r = _roi_common(ctx)
-        return [_t("input", r["input"]), _t("rois", r["rois"], "rois", r["n"]), Arg("spatial_scale", r["scale"], "float"),
-                Arg("pooled_h", r["ph"], "int"), Arg("pooled_w", r["pw"], "int"), Arg("sampling_ratio", r["sampling"], "int"),
-                Arg("aligned", ctx.rng.random() < 0.5, "bool")]
+        return [
+            _t("input", r["input"]),
+            _t("rois", r["rois"], "rois", r["n"]),
+            Arg("spatial_scale", r["scale"], "float"),
+            Arg("pooled_h", r["ph"], "int"),
+            Arg("pooled_w", r["pw"], "int"),
+            Arg("sampling_ratio", r["sampling"], "int"),
+            Arg("aligned", ctx.rng.random() < 0.5, "bool"),
+        ]
+
     return build, _raw("roi_align")
 
 
@@ -780,11 +901,20 @@ def _():
 def _():
     def build(ctx):
         r = _roi_common(ctx)
-        return [_t("grad", ctx.randn(r["k"], r["c"], r["ph"], r["pw"], dtype=r["dt"])), _t("rois", r["rois"], "rois", r["n"]),
-                Arg("spatial_scale", r["scale"], "float"), Arg("pooled_h", r["ph"], "int"), Arg("pooled_w", r["pw"], "int"),
-                Arg("batch", r["n"], "int"), Arg("channels", r["c"], "int"), Arg("height", r["h"], "int"),
-                Arg("width", r["w"], "int"), Arg("sampling_ratio", r["sampling"], "int"),
-                Arg("aligned", ctx.rng.random() < 0.5, "bool")]
+        return [
+            _t("grad", ctx.randn(r["k"], r["c"], r["ph"], r["pw"], dtype=r["dt"])),
+            _t("rois", r["rois"], "rois", r["n"]),
+            Arg("spatial_scale", r["scale"], "float"),
+            Arg("pooled_h", r["ph"], "int"),
+            Arg("pooled_w", r["pw"], "int"),
+            Arg("batch", r["n"], "int"),
+            Arg("channels", r["c"], "int"),
+            Arg("height", r["h"], "int"),
+            Arg("width", r["w"], "int"),
+            Arg("sampling_ratio", r["sampling"], "int"),
+            Arg("aligned", ctx.rng.random() < 0.5, "bool"),
+        ]
+
     return build, _raw("roi_align_backward")
 
 
@@ -796,9 +926,17 @@ def _drp_offset(ctx, r):
 def _():
     def build(ctx):
         r = _roi_common(ctx)
-        return [_t("input", r["input"]), _t("rois", r["rois"], "rois", r["n"]), _t("offset", _drp_offset(ctx, r)),
-                Arg("spatial_scale", r["scale"], "float"), Arg("pooled_h", r["ph"], "int"), Arg("pooled_w", r["pw"], "int"),
-                Arg("sampling_ratio", r["sampling"], "int"), Arg("gamma", ctx.uniform(0, 0.5), "float")]
+        return [
+            _t("input", r["input"]),
+            _t("rois", r["rois"], "rois", r["n"]),
+            _t("offset", _drp_offset(ctx, r)),
+            Arg("spatial_scale", r["scale"], "float"),
+            Arg("pooled_h", r["ph"], "int"),
+            Arg("pooled_w", r["pw"], "int"),
+            Arg("sampling_ratio", r["sampling"], "int"),
+            Arg("gamma", ctx.uniform(0, 0.5), "float"),
+        ]
+
     return build, _raw("deform_roi_pool")
 
 
@@ -806,10 +944,18 @@ def _():
 def _():
     def build(ctx):
         r = _roi_common(ctx)
-        return [_t("grad", ctx.randn(r["k"], r["c"], r["ph"], r["pw"], dtype=r["dt"])), _t("input", r["input"]),
-                _t("rois", r["rois"], "rois", r["n"]), _t("offset", _drp_offset(ctx, r)),
-                Arg("spatial_scale", r["scale"], "float"), Arg("pooled_h", r["ph"], "int"), Arg("pooled_w", r["pw"], "int"),
-                Arg("sampling_ratio", r["sampling"], "int"), Arg("gamma", ctx.uniform(0, 0.5), "float")]
+        return [
+            _t("grad", ctx.randn(r["k"], r["c"], r["ph"], r["pw"], dtype=r["dt"])),
+            _t("input", r["input"]),
+            _t("rois", r["rois"], "rois", r["n"]),
+            _t("offset", _drp_offset(ctx, r)),
+            Arg("spatial_scale", r["scale"], "float"),
+            Arg("pooled_h", r["ph"], "int"),
+            Arg("pooled_w", r["pw"], "int"),
+            Arg("sampling_ratio", r["sampling"], "int"),
+            Arg("gamma", ctx.uniform(0, 0.5), "float"),
+        ]
+
     return build, _raw("deform_roi_pool_backward")
 
 
@@ -822,17 +968,27 @@ def _roi_boxes_arg(ctx, r, name):
 
 
 def _size_arg(ctx, r, keyword=False):
-    return Arg("output_size", r["ph"] if r["ph"] == r["pw"] and ctx.rng.random() < 0.5 else (r["ph"], r["pw"]), "pair",
-               keyword=keyword)
+    return Arg(
+        "output_size",
+        r["ph"] if r["ph"] == r["pw"] and ctx.rng.random() < 0.5 else (r["ph"], r["pw"]),
+        "pair",
+        keyword=keyword,
+    )
 
 
 @target("ops.roi_align", roi=True, specials=ROI_SPECIALS, grad=True)
 def _():
     def build(ctx):
         r = _roi_common(ctx)
-        return [_t("input", r["input"]), _roi_boxes_arg(ctx, r, "boxes"), _size_arg(ctx, r),
-                Arg("spatial_scale", r["scale"], "float"), Arg("sampling_ratio", r["sampling"] - 1, "int"),
-                Arg("aligned", ctx.rng.random() < 0.5, "bool")]
+        return [
+            _t("input", r["input"]),
+            _roi_boxes_arg(ctx, r, "boxes"),
+            _size_arg(ctx, r),
+            Arg("spatial_scale", r["scale"], "float"),
+            Arg("sampling_ratio", r["sampling"] - 1, "int"),
+            Arg("aligned", ctx.rng.random() < 0.5, "bool"),
+        ]
+
     return build, _grad_call(_wrapped(ops.roi_align), ("input",))
 
 
@@ -840,9 +996,16 @@ def _():
 def _():
     def build(ctx):
         r = _roi_common(ctx)
-        return [_t("input", r["input"]), _roi_boxes_arg(ctx, r, "rois"), _t("offset", _drp_offset(ctx, r)),
-                _size_arg(ctx, r), Arg("spatial_scale", r["scale"], "float"), Arg("sampling_ratio", r["sampling"], "int"),
-                Arg("gamma", ctx.uniform(0, 0.5), "float")]
+        return [
+            _t("input", r["input"]),
+            _roi_boxes_arg(ctx, r, "rois"),
+            _t("offset", _drp_offset(ctx, r)),
+            _size_arg(ctx, r),
+            Arg("spatial_scale", r["scale"], "float"),
+            Arg("sampling_ratio", r["sampling"], "int"),
+            Arg("gamma", ctx.uniform(0, 0.5), "float"),
+        ]
+
     return build, _grad_call(_wrapped(ops.deform_roi_pool), ("input", "offset"))
 
 
@@ -850,10 +1013,15 @@ def _():
 def _():
     def build(ctx):
         r = _roi_common(ctx)
-        return [_t("input", r["input"]), _roi_boxes_arg(ctx, r, "rois"), _size_arg(ctx, r, keyword=True),
-                Arg("spatial_scale", r["scale"], "float", keyword=True),
-                Arg("sampling_ratio", r["sampling"] - 1, "int", keyword=True),
-                Arg("aligned", ctx.rng.random() < 0.5, "bool", keyword=True)]
+        return [
+            _t("input", r["input"]),
+            _roi_boxes_arg(ctx, r, "rois"),
+            _size_arg(ctx, r, keyword=True),
+            Arg("spatial_scale", r["scale"], "float", keyword=True),
+            Arg("sampling_ratio", r["sampling"] - 1, "int", keyword=True),
+            Arg("aligned", ctx.rng.random() < 0.5, "bool", keyword=True),
+        ]
+
     return build, _module_call(snn.RoIAlign, ("input",))
 
 
@@ -861,16 +1029,24 @@ def _():
 def _():
     def build(ctx):
         r = _roi_common(ctx)
-        return [_t("input", r["input"]), _roi_boxes_arg(ctx, r, "rois"), Arg("in_channels", r["c"], "size", keyword=True),
-                _size_arg(ctx, r, keyword=True), Arg("spatial_scale", r["scale"], "float", keyword=True),
-                Arg("sampling_ratio", r["sampling"], "int", keyword=True), Arg("gamma", ctx.uniform(0, 0.5), "float", keyword=True),
-                Arg("fc_channels", ctx.rng.randint(1, 8), "size", keyword=True)]
+        return [
+            _t("input", r["input"]),
+            _roi_boxes_arg(ctx, r, "rois"),
+            Arg("in_channels", r["c"], "size", keyword=True),
+            _size_arg(ctx, r, keyword=True),
+            Arg("spatial_scale", r["scale"], "float", keyword=True),
+            Arg("sampling_ratio", r["sampling"], "int", keyword=True),
+            Arg("gamma", ctx.uniform(0, 0.5), "float", keyword=True),
+            Arg("fc_channels", ctx.rng.randint(1, 8), "size", keyword=True),
+        ]
+
     return build, _module_call(snn.DeformRoIPool, ("input",))
 
 
 # Targets that only test the harness (SNIPER_FUZZ_SELFTEST=1): a crash, a hang, a foreign exception,
 # non-finite output and an unnamed error must each be reported as a failure of exactly that case.
 if os.environ.get("SNIPER_FUZZ_SELFTEST") == "1":
+
     def _selftest(name, fn):
         TARGETS[name] = Target(name, lambda ctx: [Arg("x", 1.0, "fixed")], fn, ("selftest",))
 
@@ -891,11 +1067,40 @@ TARGET_NAMES = sorted(TARGETS)
 # run or allocate gigabytes. 2**40 and beyond must be refused up front.
 INTS = (0, -1, -7, 1, 3, 1 << 40, 2**62, -(2**63), 2**63 - 1, 2**64, 1.5, True, None, "3", math.nan)
 SIZES = (0, -1, -4, 1.5, None, "4", True, 3)
-FLOATS_BAD = (math.nan, math.inf, -math.inf, -1.0, 0.0, 1e300, -1e300, 5e-324, 1e-300, 2.0, 100.0, None, "0.5",
-              True, 10**400)
+FLOATS_BAD = (
+    math.nan,
+    math.inf,
+    -math.inf,
+    -1.0,
+    0.0,
+    1e300,
+    -1e300,
+    5e-324,
+    1e-300,
+    2.0,
+    100.0,
+    None,
+    "0.5",
+    True,
+    10**400,
+)
 PAIRS = (0, -1, (0, 1), (1, -1), (1, 2, 3), (), 1.5, (1.5, 2), None, "3", 1 << 40, (1 << 40, 1), [2, 2], (True, 1))
-SEQS = ([], [math.nan], [0], [-1], [math.inf], [1e300], [1e-300], "abc", None, 5, [[1, 2]], (1.0, 1.0, 1.0),
-        [1, 2, 3, 4, 5], [10**400])
+SEQS = (
+    [],
+    [math.nan],
+    [0],
+    [-1],
+    [math.inf],
+    [1e300],
+    [1e-300],
+    "abc",
+    None,
+    5,
+    [[1, 2]],
+    (1.0, 1.0, 1.0),
+    [1, 2, 3, 4, 5],
+    [10**400],
+)
 NONFINITE = ("nan", "inf", "-inf")
 
 
@@ -961,7 +1166,9 @@ def mutate_tensor(ctx: Ctx, case: Case, a: Arg) -> str:
         what = f"dim {d} -> 0"
     elif kind == "dim+1" and t.dim():
         d = rng.randrange(t.dim())
-        extra = t.narrow(d, 0, 1) if t.shape[d] else t.new_zeros(tuple(1 if i == d else s for i, s in enumerate(t.shape)))
+        extra = (
+            t.narrow(d, 0, 1) if t.shape[d] else t.new_zeros(tuple(1 if i == d else s for i, s in enumerate(t.shape)))
+        )
         a.value = torch.cat([t, extra], d)
         what = f"dim {d} + 1"
     elif kind == "noncontig" and t.dim() and t.device.type != "meta":
@@ -993,7 +1200,11 @@ def mutate_tensor(ctx: Ctx, case: Case, a: Arg) -> str:
     elif kind == "zero" and small:
         a.value = torch.zeros_like(t)
     elif kind == "oob" and n:
-        info = torch.iinfo(t.dtype) if t.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8) else None
+        info = (
+            torch.iinfo(t.dtype)
+            if t.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8)
+            else None
+        )
         v = rng.choice([-1, a.hi, a.hi + 5, 2**62, -(2**62)])
         if info:
             v = max(min(v, info.max), info.min)
@@ -1066,16 +1277,32 @@ def mutate(ctx: Ctx, case: Case) -> str:
             return what
         a.value = list(a.value) + [ctx.boxes(1, dtype=ctx.dtype())] if rng.random() < 0.5 else list(a.value)[:-1]
         return f"{a.name}: list length {len(a.value)}"
-    choices = {"int": INTS, "opt_int": INTS, "float": FLOATS_BAD, "pair": PAIRS, "seq": SEQS, "size": SIZES,
-               "bool": (None, 2, "yes", 0.5), "str": ("", "GAUSSIAN", None, 1, "hard "),
-               "dtype": (torch.int64, torch.bool, "float32", None, torch.complex64),
-               "device": ("meta", "bogus", 5, torch.device("meta")) + (("cuda",) if HAS_CUDA else ()),
-               "generator": (object(), "gen", 5)}[a.kind]
+    choices = {
+        "int": INTS,
+        "opt_int": INTS,
+        "float": FLOATS_BAD,
+        "pair": PAIRS,
+        "seq": SEQS,
+        "size": SIZES,
+        "bool": (None, 2, "yes", 0.5),
+        "str": ("", "GAUSSIAN", None, 1, "hard "),
+        "dtype": (torch.int64, torch.bool, "float32", None, torch.complex64),
+        "device": ("meta", "bogus", 5, torch.device("meta")) + (("cuda",) if HAS_CUDA else ()),
+        "generator": (object(), "gen", 5),
+    }[a.kind]
     v = rng.choice(choices)
     if a.kind == "float" and isinstance(v, float) and not math.isfinite(v):
         case.finite = False
-    if isinstance(v, float) and abs(v) >= 1e300 or (isinstance(v, (list, tuple)) and any(
-            isinstance(x, float) and (not math.isfinite(x) or abs(x) >= 1e300 or 0 < abs(x) <= 1e-300) for x in v)):
+    if (
+        isinstance(v, float)
+        and abs(v) >= 1e300
+        or (
+            isinstance(v, (list, tuple))
+            and any(
+                isinstance(x, float) and (not math.isfinite(x) or abs(x) >= 1e300 or 0 < abs(x) <= 1e-300) for x in v
+            )
+        )
+    ):
         case.finite = False
     a.value = v
     return f"{a.name} = {_short(v)}"
@@ -1129,13 +1356,20 @@ def judge(case: Case, out=None, exc: BaseException | None = None) -> tuple[str, 
         detail = f"{type(exc).__name__}: {msg[:300]}"
         if isinstance(exc, ACCEPTED_ERRORS) and names_target(str(exc), t.names):
             return "error", detail
-        why = "exception type not accepted" if not isinstance(exc, ACCEPTED_ERRORS) else \
-            f"message does not start with {' or '.join(repr(n + ':') for n in t.names)}"
+        why = (
+            "exception type not accepted"
+            if not isinstance(exc, ACCEPTED_ERRORS)
+            else f"message does not start with {' or '.join(repr(n + ':') for n in t.names)}"
+        )
         return "fail", f"{why}: {detail}"
     if case.finite:
         for i, x in enumerate(_tensors(out)):
-            if (x.is_floating_point() or x.is_complex()) and x.device.type != "meta" and x.numel() and \
-                    not bool(torch.isfinite(x).all()):
+            if (
+                (x.is_floating_point() or x.is_complex())
+                and x.device.type != "meta"
+                and x.numel()
+                and not bool(torch.isfinite(x).all())
+            ):
                 return "fail", f"non-finite values in output tensor #{i} from finite inputs: {_short(x)}"
     if t.post is not None:
         try:

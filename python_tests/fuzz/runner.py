@@ -11,6 +11,7 @@ Replay one case in-process, with its traceback (from ``python_tests``):
 
     python -m fuzz.runner --seed 0 --case 1234
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,8 +86,17 @@ def _child(conn, seed: int, indices: list[int], threads: int, deadline: float, e
             desc, target = case.describe(), case.target
         except Exception:  # noqa: BLE001 - a bug in the generator itself
             conn.send(("S", {"i": i, "target": "?", "desc": "?"}))
-            conn.send(("E", {"i": i, "status": "fail", "seconds": 0.0,
-                             "detail": "case generation failed: " + traceback.format_exc(limit=3)[-600:]}))
+            conn.send(
+                (
+                    "E",
+                    {
+                        "i": i,
+                        "status": "fail",
+                        "seconds": 0.0,
+                        "detail": "case generation failed: " + traceback.format_exc(limit=3)[-600:],
+                    },
+                )
+            )
             continue
         conn.send(("S", {"i": i, "target": target, "desc": desc}))
         start = time.perf_counter()
@@ -156,8 +166,9 @@ def _drive(indices, seed, threads, call_timeout, target_timeouts, deadline, reco
         with tempfile.NamedTemporaryFile("w+b", prefix="sniper-fuzz-", suffix=".stderr", delete=False) as err:
             err_path = err.name
         reader, writer = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child, args=(writer, seed, indices[pos:], threads, deadline or 0.0, err_path, env),
-                           daemon=True)
+        proc = ctx.Process(
+            target=_child, args=(writer, seed, indices[pos:], threads, deadline or 0.0, err_path, env), daemon=True
+        )
         proc.start()
         writer.close()
         current, progressed, timeout = None, False, STARTUP_TIMEOUT
@@ -175,17 +186,28 @@ def _drive(indices, seed, threads, call_timeout, target_timeouts, deadline, reco
                     proc.join()
                     rc = proc.exitcode
                     if current is not None:
-                        why = f"hang: no result after {timeout:g} s (killed)" if msg == "timeout" else \
-                            f"crash: child {_describe_exit(rc)}"
+                        why = (
+                            f"hang: no result after {timeout:g} s (killed)"
+                            if msg == "timeout"
+                            else f"crash: child {_describe_exit(rc)}"
+                        )
                         tail = _tail(err_path)
                         with lock:
-                            records.append({**current, "status": "fail", "detail": why + (
-                                f"; stderr tail: {tail[-700:]}" if tail and msg != "timeout" else ""), "seconds": None})
+                            records.append(
+                                {
+                                    **current,
+                                    "status": "fail",
+                                    "detail": why
+                                    + (f"; stderr tail: {tail[-700:]}" if tail and msg != "timeout" else ""),
+                                    "seconds": None,
+                                }
+                            )
                         pos += 1
                         progressed = True
                     elif msg == "timeout" or rc != 0:
-                        raise RuntimeError(f"fuzz child {_describe_exit(rc)} outside any case "
-                                           f"(stderr: {_tail(err_path)[-1500:]})")
+                        raise RuntimeError(
+                            f"fuzz child {_describe_exit(rc)} outside any case (stderr: {_tail(err_path)[-1500:]})"
+                        )
                     break
                 tag, payload = msg
                 if tag == "H":
@@ -197,8 +219,14 @@ def _drive(indices, seed, threads, call_timeout, target_timeouts, deadline, reco
                     timeout = target_timeouts.get(payload["target"], call_timeout)
                 elif tag == "E":
                     with lock:
-                        records.append({**current, "status": payload["status"], "detail": payload["detail"],
-                                        "seconds": payload["seconds"]})
+                        records.append(
+                            {
+                                **current,
+                                "status": payload["status"],
+                                "detail": payload["detail"],
+                                "seconds": payload["seconds"],
+                            }
+                        )
                     current = None
                     pos += 1
                     progressed = True
@@ -219,9 +247,17 @@ def _drive(indices, seed, threads, call_timeout, target_timeouts, deadline, reco
             raise RuntimeError("fuzz child makes no progress")
 
 
-def run(seed: int = 0, count: int = 1000, *, workers: int = 1, threads: int = 1, call_timeout: float = 20.0,
-        target_timeouts: dict[str, float] | None = None, seconds: float | None = None,
-        only: str | None = None) -> list[dict]:
+def run(
+    seed: int = 0,
+    count: int = 1000,
+    *,
+    workers: int = 1,
+    threads: int = 1,
+    call_timeout: float = 20.0,
+    target_timeouts: dict[str, float] | None = None,
+    seconds: float | None = None,
+    only: str | None = None,
+) -> list[dict]:
     """Runs cases ``0..count-1`` of ``seed`` (or the first ``count`` of the targets matching ``only``) in
     child processes; a case gets ``call_timeout`` seconds (``target_timeouts[target]`` if given); stops
     starting new cases after ``seconds``. Returns one record per case that ran:
@@ -236,8 +272,17 @@ def run(seed: int = 0, count: int = 1000, *, workers: int = 1, threads: int = 1,
 
     def work(w):
         try:
-            _drive(indices[w::workers], seed, threads, call_timeout, target_timeouts or {}, deadline, records, lock,
-                   sniper_ext.__file__)
+            _drive(
+                indices[w::workers],
+                seed,
+                threads,
+                call_timeout,
+                target_timeouts or {},
+                deadline,
+                records,
+                lock,
+                sniper_ext.__file__,
+            )
         except BaseException as e:  # noqa: BLE001 - re-raised in the caller
             errors.append(e)
 
@@ -286,8 +331,14 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.case:
         return max(_replay(args.seed, i) for i in args.case)
-    records = run(args.seed, args.count, workers=args.workers, threads=args.threads, only=args.only,
-                  call_timeout=args.call_timeout)
+    records = run(
+        args.seed,
+        args.count,
+        workers=args.workers,
+        threads=args.threads,
+        only=args.only,
+        call_timeout=args.call_timeout,
+    )
     fails = [r for r in records if r["status"] == "fail"]
     if args.stats:
         from collections import Counter

@@ -139,7 +139,8 @@ def check_numbers(op: str, name: str, values, *, length: int | None = None, posi
     """A non-empty sequence (or 1-d tensor) of finite numbers, > 0 with ``positive``, of ``length`` when given."""
     if isinstance(values, torch.Tensor):
         if values.dim() != 1 or values.device.type == "meta":
-            raise ValueError(f"{op}: `{name}` must be a sequence of numbers, got a tensor of shape {tuple(values.shape)}")
+            raise ValueError(
+                f"{op}: `{name}` must be a sequence of numbers, got a tensor of shape {tuple(values.shape)}")
         values = values.tolist()
     if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or not hasattr(values, "__iter__"):
         raise TypeError(f"{op}: `{name}` must be a sequence of numbers, got {type(values).__name__}")
@@ -170,4 +171,5 @@ def check_devices(op: str, **tensors) -> None:
         if first is None:
             first = (name, t)
         elif t.device != first[1].device:
-            raise ValueError(f"{op}: `{name}` is on {t.device} but `{first[0]}` is on {first[1].device}; they must match")
+            raise ValueError(
+                f"{op}: `{name}` is on {t.device} but `{first[0]}` is on {first[1].device}; they must match")

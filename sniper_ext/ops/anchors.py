@@ -11,7 +11,6 @@ from ._checks import (
     SIGNED_INT_DTYPES,
     _values_known,
     check_box_values,
-    check_devices,
     check_int,
     check_number,
     check_numbers,
@@ -269,7 +268,8 @@ def _check_clip(op, clip_wh, out_shape, device):
     """(W, H) numbers, or a tensor ``[..., 2]`` broadcastable to the boxes; finite and >= 0."""
     if isinstance(clip_wh, torch.Tensor):
         if clip_wh.dim() == 0 or clip_wh.shape[-1] != 2:
-            raise ValueError(f"{op}: `clip_wh` must be (W, H) or a tensor of shape [..., 2], got {tuple(clip_wh.shape)}")
+            raise ValueError(
+                f"{op}: `clip_wh` must be (W, H) or a tensor of shape [..., 2], got {tuple(clip_wh.shape)}")
         if clip_wh.dtype == torch.bool or clip_wh.dtype.is_complex:
             raise TypeError(f"{op}: `clip_wh` must be a real tensor, got {clip_wh.dtype}")
         check_same_device(op, "ref", torch.empty(0, device=device), "clip_wh", clip_wh)

@@ -67,7 +67,8 @@ def _check_geometry(op, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og)
         raise ValueError(f"{op}: the output would be empty (input {h}x{w} too small for the kernel)")
     check_numel(op, "the columns", (max(n, 1), max(c, 2 * og), kh * kw, oh * ow))
     if tuple(offset.shape) != (n, 2 * og * kh * kw, oh, ow):
-        raise ValueError(f"{op}: `offset` must have shape [{n}, {2 * og * kh * kw}, {oh}, {ow}], got {tuple(offset.shape)}")
+        raise ValueError(
+            f"{op}: `offset` must have shape [{n}, {2 * og * kh * kw}, {oh}, {ow}], got {tuple(offset.shape)}")
     if offset.dtype != input.dtype:
         raise TypeError(f"{op}: `offset` must have the dtype of `input`")
     if mask is not None:
