@@ -259,3 +259,115 @@ def test_encode_decode():
     assert clipped.tolist() == [[0.0, 0.0, 100.0, 15.0]]
     assert ref.decode([0, 0, 10, 20], [0.1, -0.2, 0.3, 0.1]) == pytest.approx(
         ops.decode_boxes(ref_box, torch.tensor([[0.1, -0.2, 0.3, 0.1]], dtype=torch.float64))[0].tolist())
+
+
+# -- hostile arguments (found by python_tests/test_fuzz.py) ----------------------------------------
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize("kwargs, err, match", [
+    (dict(ratios=(NAN,)), ValueError, r"make_anchors: `ratios\[0\]` must be a finite number"),
+    (dict(ratios=(1, 0)), ValueError, r"make_anchors: `ratios\[1\]` must be > 0"),
+    (dict(scales=(-1,)), ValueError, r"`scales\[0\]` must be > 0"),
+    (dict(scales=()), ValueError, "`scales` must have at least one number"),
+    (dict(ratios="12"), TypeError, "`ratios` must be a sequence of numbers"),
+    (dict(base_size=0), ValueError, "`base_size` must be > 0"),
+    (dict(stride=INF), ValueError, "`stride` must be a finite number"),
+    (dict(stride=-16), ValueError, "`stride` must be > 0"),
+    (dict(stride="16"), TypeError, "`stride` must be a number"),
+    (dict(feature_hw=(2.5, 3)), TypeError, r"`feature_hw\[0\]` must be an int"),
+    (dict(feature_hw=(-1, 3)), ValueError, r"`feature_hw\[0\]` must be an int in \[0, inf\]"),
+    (dict(feature_hw=3), TypeError, "`feature_hw` must be a pair of ints"),
+    (dict(feature_hw=(2**30, 2**30)), ValueError, "the anchors would have .* elements"),
+    (dict(ratios=(1e-300,)), ValueError, "beyond the range of torch.float32"),
+    (dict(scales=(1e4,), dtype=torch.float16), ValueError, "beyond the range of torch.float16"),
+    (dict(dtype=torch.int64), TypeError, "`dtype` must be a floating torch.dtype"),
+    (dict(device="bogus"), ValueError, "`device` 'bogus' is not a device"),
+])
+def test_make_anchors_bad_arguments(kwargs, err, match):
+    kwargs = {"feature_hw": (2, 2), **kwargs}
+    with pytest.raises(err, match=match):
+        ops.make_anchors(kwargs.pop("feature_hw"), **kwargs)
+
+
+def test_make_anchors_extreme_but_valid():
+    a = ops.make_anchors((0, 5))
+    assert a.shape == (0, 4)
+    a = ops.make_anchors((1, 1), ratios=(1e-3,), scales=(1,), dtype=torch.float64)
+    assert torch.isfinite(a).all()
+    assert torch.equal(ops.make_anchors((2, 2), stride=16.0, ratios=torch.tensor([1.0])),
+                       ops.make_anchors((2, 2), stride=16, ratios=(1,)))
+
+
+@pytest.mark.parametrize("labels, kwargs, err, match", [
+    (torch.tensor([[255, 1, 0]], dtype=torch.uint8), {}, TypeError, "`labels` must be a signed integer tensor"),
+    (torch.tensor([[True, False]]), {}, TypeError, "`labels` must be a signed integer tensor .*got torch.bool"),
+    (torch.tensor([[1.0, 0.0]]), {}, TypeError, "`labels` must be a signed integer tensor .*float32"),
+    (torch.tensor([[3, 0]], dtype=torch.int8), {}, ValueError, "`labels` values must be -1, 0 or 1"),
+    (torch.tensor([[1, 0]]), {"num": 1.5}, TypeError, "`num` must be an int, got float"),
+    (torch.tensor([[1, 0]]), {"num": NAN}, TypeError, "`num` must be an int"),
+    (torch.tensor([[1, 0]]), {"num": -1}, ValueError, r"`num` must be an int in \[0, inf\]"),
+    (torch.tensor([[1, 0]]), {"positive_fraction": 1.5}, ValueError, r"`positive_fraction` must lie in \[0, 1\]"),
+    (torch.tensor([[1, 0]]), {"positive_fraction": NAN}, ValueError, "`positive_fraction` must be a finite number"),
+    (torch.tensor([[1, 0]]), {"generator": 3}, TypeError, "`generator` must be a torch.Generator"),
+])
+def test_sample_anchors_bad_arguments(labels, kwargs, err, match):
+    with pytest.raises(err, match="sample_anchors: " + match):
+        ops.sample_anchors(labels, **kwargs)
+
+
+def test_sample_anchors_huge_num_keeps_everything():
+    labels = torch.tensor([[1, 0, -1, 1, 0]], dtype=torch.int8)
+    for num in (5, 10**30):
+        assert torch.equal(ops.sample_anchors(labels, num, positive_fraction=1.0), labels)
+
+
+@pytest.mark.parametrize("fn, args, kwargs, err, match", [
+    ("encode_boxes", ([[0.0, 0, 0, 10]], [[0.0, 0, 5, 5]]), {}, ValueError,
+     r"encode_boxes: `ref` box 0 = .* must be finite with x2 > x1 and y2 > y1"),
+    ("encode_boxes", ([[10.0, 0, 0, 10]], [[0.0, 0, 5, 5]]), {}, ValueError, "`ref` box 0"),
+    ("encode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 5, 0]]), {}, ValueError, "`target` box 0"),
+    ("encode_boxes", ([[0.0, 0, 10]], [[0.0, 0, 5, 5]]), {}, ValueError, r"`ref` must have shape \[..., 4\]"),
+    ("encode_boxes", ([[0.0, 0, 10, 10]] * 3, [[0.0, 0, 5, 5]] * 2), {}, ValueError, "do not broadcast"),
+    ("encode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 5, 5]]), {"weights": (1, 1, 1)}, ValueError,
+     "`weights` must have 4 numbers"),
+    ("encode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 5, 5]]), {"weights": (1, 1, 0, 1)}, ValueError,
+     r"`weights\[2\]` must be > 0"),
+    ("decode_boxes", ([[0.0, 0, 0, 10]], [[0.0, 0, 0, 0]]), {}, ValueError, "decode_boxes: `ref` box 0"),
+    ("decode_boxes", ([[0.0, 0, 10, 10]], [[0.0, NAN, 0, 0]]), {}, ValueError, "decode_boxes: `deltas` must be finite"),
+    ("decode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 0, 0]]), {"clip_wh": (NAN, 5)}, ValueError,
+     r"decode_boxes: `clip_wh\[0\]` must be a finite number"),
+    ("decode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 0, 0]]), {"clip_wh": (-1, 5)}, ValueError, "`clip_wh` must be >= 0"),
+    ("decode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 0, 0]]), {"clip_wh": torch.tensor([[1.0, NAN]])}, ValueError,
+     "`clip_wh` must be finite and >= 0"),
+    ("decode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 0, 0]]), {"clip_wh": torch.ones(3, 2)}, ValueError,
+     "does not broadcast"),
+])
+def test_box_coding_bad_arguments(fn, args, kwargs, err, match):
+    with pytest.raises(err, match=match):
+        getattr(ops, fn)(*(torch.tensor(a, dtype=torch.float64) for a in args), **kwargs)
+
+
+def test_box_coding_dtypes_must_match():
+    with pytest.raises(TypeError, match="encode_boxes: `target` must have the dtype of `ref`"):
+        ops.encode_boxes(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([[0.0, 0, 1, 1]], dtype=torch.float64))
+    with pytest.raises(TypeError, match="decode_boxes: `ref` must be a floating tensor"):
+        ops.decode_boxes(torch.tensor([[0, 0, 1, 1]]), torch.zeros(1, 4))
+
+
+def test_label_anchors_bad_values_and_raw_limits():
+    a = ops.make_anchors((2, 2))
+    gt, st, cv = torch.zeros(1, 2, 4), torch.ones(1, 2, dtype=torch.int8), torch.full((1, 2), 64.0)
+    with pytest.raises(ValueError, match="label_anchors: `canvas_wh` must be finite and positive"):
+        ops.label_anchors(a, gt, st, torch.tensor([[NAN, 64.0]]))
+    with pytest.raises(ValueError, match=r"label_anchors: `anchors`\[0\]"):
+        ops.label_anchors(torch.where(torch.arange(len(a))[:, None] == 0, NAN, a), gt, st, cv)
+    with pytest.raises(RuntimeError, match="label_anchors: `gt_state` must be a tensor, got None"):
+        torch.ops.sniper.label_anchors(a, gt, None, cv, 0.5, 0.4, 0.3, 32.0)
+    big = 1 << 21  # 2**21 chips x 2**21 anchors: refused before anything is allocated
+    with pytest.raises(RuntimeError, match=r"label_anchors: the labels would have 4\.39805e\+12 elements"):
+        torch.ops.sniper.label_anchors(a[:1].expand(big, 4), gt[:, :0].expand(big, 0, 4), st[:, :0].expand(big, 0),
+                                       cv.expand(big, 2), 0.5, 0.4, 0.3, 32.0)
+    with pytest.raises(ValueError, match="label_anchors: `gt_state` is on meta but `anchors` is on cpu"):
+        torch.ops.sniper.label_anchors(a, gt, st.to("meta"), cv, 0.5, 0.4, 0.3, 32.0)  # the fake kernel

@@ -96,3 +96,36 @@ def test_cuda_matches_cpu(dtype):
     a = random_boxes(300, dtype=dtype)
     b = random_boxes(200, generator=torch.Generator().manual_seed(9), dtype=dtype)
     torch.testing.assert_close(ops.box_iou(a.cuda(), b.cuda()).cpu(), ops.box_iou(a, b), rtol=0, atol=0)
+
+
+def test_boxes_too_large_for_the_compute_type():
+    # float32 computes areas in float32: a 2e19-pixel box would give NaN or a silently wrong IoU.
+    huge = torch.tensor([[-1e19, -1e19, 1e19, 1e19]])
+    with pytest.raises(ValueError, match=r"box_iou: `boxes2`\[0\] = .* is too large: its area must be at most"):
+        ops.box_iou(torch.zeros(1, 4), huge)
+    assert ops.box_iou(huge.double(), huge.double()).item() == 1.0  # fine in float64
+
+
+def test_gradient_of_large_boxes():
+    """Sides of 1e10 px: union**2 overflowed float32 and zeroed the gradient; now it matches float64."""
+    g = torch.Generator().manual_seed(5)
+    a64, b64 = (random_boxes(n, generator=g) * 1e8 for n in (7, 6))
+    grads = []
+    for dt in (torch.float32, torch.float64):
+        a, b = a64.to(dt).requires_grad_(), b64.to(dt).requires_grad_()
+        ops.box_iou(a, b).sum().backward()
+        grads.append((a.grad.double(), b.grad.double()))
+    assert grads[1][0].abs().max() > 0
+    for g32, g64 in zip(*grads):
+        torch.testing.assert_close(g32, g64, rtol=1e-3, atol=1e-15)
+
+
+def test_raw_op_refuses_huge_outputs():
+    b = torch.tensor([[0.0, 0, 1, 1]]).expand(1 << 21, 4)
+    with pytest.raises(RuntimeError, match=r"box_iou: the IoU matrix would have .* elements \(\[2097152, 2097152\]\), "
+                                           r"more than the 2\^40"):
+        torch.ops.sniper.box_iou(b, b)
+    with pytest.raises(RuntimeError, match="box_iou: `boxes2` must be a tensor, got None"):
+        torch.ops.sniper.box_iou(b, None)
+    with pytest.raises(ValueError, match="box_iou: `boxes2` is on meta but `boxes1` is on cpu"):
+        torch.ops.sniper.box_iou(b[:3], b[:3].to("meta"))  # the fake kernel

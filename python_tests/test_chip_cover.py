@@ -201,3 +201,25 @@ def test_cuda_matches_cpu(seed):
         gpu = ops.greedy_chip_cover(boxes.cuda(), gid.cuda(), canvas.cuda(), seed=seed)
         for a, b in zip(cpu, gpu):
             assert torch.equal(a, b.cpu())
+
+
+def test_huge_canvas_is_refused_up_front():
+    args = (torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([0]))
+    with pytest.raises(RuntimeError, match=r"greedy_chip_cover: `canvas_wh`\[0\] = \(1e\+09, 1e\+09\) has .* "
+                                           r"candidate chips for chip_size 512 and stride 32, more than the 2\^24"):
+        torch.ops.sniper.greedy_chip_cover(*args, torch.tensor([[1e9, 1e9]]), 512, 32, None)
+    with pytest.raises(RuntimeError, match="more than the 2\\^24"):  # through the wrapper, and with stride 1
+        ops.greedy_chip_cover(*args, torch.tensor([[1e5, 1e5]]), chip_size=1, stride=1)
+    # The limit counts candidates, not pixels: a huge canvas with a huge stride is fine.
+    chips, _, box_chip = ops.greedy_chip_cover(*args, torch.tensor([[1e9, 1e9]]), chip_size=2**40, stride=2**40)
+    assert chips.tolist() == [[0.0, 0.0, 1e9, 1e9]] and box_chip.tolist() == [0]
+
+
+def test_raw_op_argument_errors():
+    b, g, c = torch.zeros(1, 4), torch.tensor([0]), torch.ones(1, 2)
+    with pytest.raises(RuntimeError, match="greedy_chip_cover: `seed` must be None or >= 0, got -3"):
+        torch.ops.sniper.greedy_chip_cover(b, g, c, 512, 32, -3)
+    with pytest.raises(RuntimeError, match="greedy_chip_cover: `canvas_wh` must be a tensor, got None"):
+        torch.ops.sniper.greedy_chip_cover(b, g, None, 512, 32, None)
+    with pytest.raises(RuntimeError, match="greedy_chip_cover: `box_group` must be a tensor, got None"):
+        torch.ops.sniper.greedy_chip_cover(b, None, c, 512, 32, None)

@@ -448,3 +448,115 @@ def test_matches_torchvision(offsets):
                 results.append([out.detach()] + [leaves[k].grad for k in names])
             for name, want, got in zip(["output"] + names, *results):
                 torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10, msg=f"{offsets} {name}")
+
+
+# -- hostile arguments (found by python_tests/test_fuzz.py) ----------------------------------------
+
+@pytest.mark.parametrize("kwargs, err, match", [
+    (dict(groups=0), ValueError, r"DeformConv2d: `groups` must be an int in \[1, inf\], got 0"),
+    (dict(kernel_size=0), ValueError, r"DeformConv2d: `kernel_size` must be in \[1, 2\*\*31\)"),
+    (dict(kernel_size="3"), TypeError, "DeformConv2d: `kernel_size` must be an int or a pair of ints"),
+    (dict(out_channels=0), ValueError, "DeformConv2d: `out_channels` must be an int"),
+    (dict(in_channels=4.0), TypeError, "DeformConv2d: `in_channels` must be an int, got float"),
+    (dict(groups=3), ValueError, r"DeformConv2d: `groups` \(3\) must divide"),
+    (dict(offset_groups=3), ValueError, r"DeformConv2d: `offset_groups` \(3\) must divide `in_channels`"),
+    (dict(padding=-1), ValueError, "DeformConv2d: `padding` must be in"),
+    (dict(stride=(1, 0)), ValueError, "DeformConv2d: `stride` must be in"),
+    (dict(dilation=(1, 2, 3)), TypeError, "DeformConv2d: `dilation` must be an int or a pair"),
+])
+def test_deform_conv_module_bad_arguments(kwargs, err, match):
+    args = {"in_channels": 4, "out_channels": 4, "kernel_size": 3, **kwargs}
+    with pytest.raises(err, match=match):
+        snn.DeformConv2d(**args)
+
+
+def test_deform_conv_module_bad_input():
+    m = snn.DeformConv2d(4, 6, 3, padding=1)
+    with pytest.raises(ValueError, match=r"DeformConv2d: `input` must have shape \[N, 4, H, W\], got \(1, 3, 8, 8\)"):
+        m(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(TypeError, match=r"DeformConv2d: `input` must have the parameters' dtype \(torch.float32\)"):
+        m(torch.zeros(1, 4, 8, 8, dtype=torch.float64))
+    with pytest.raises(TypeError, match="DeformConv2d: `input` must be a floating tensor"):
+        m(torch.zeros(1, 4, 8, 8, dtype=torch.int64))
+    with pytest.raises(ValueError, match="DeformConv2d: `input` must have non-empty spatial dimensions"):
+        m(torch.zeros(1, 4, 8, 0))
+    with pytest.raises(ValueError, match="DeformConv2d: input 1x1 is too small for kernel 3x3"):
+        snn.DeformConv2d(4, 6, 3)(torch.zeros(1, 4, 1, 1))
+    assert m(torch.zeros(0, 4, 5, 5)).shape == (0, 6, 5, 5)
+
+
+def test_bad_geometry_and_huge_sizes_are_refused():
+    a = _case()
+    x, off = a["input"], a["offset"]
+    with pytest.raises(ValueError, match="deform_conv2d: `input` must have at least one channel"):
+        ops.deform_conv2d(x[:, :0], off, a["weight"])
+    im2col = torch.ops.sniper.deform_im2col
+    with pytest.raises(RuntimeError, match=r"deform_im2col: `kernel_h` must be in \[1, 2\^31\), got 1099511627776"):
+        im2col(x, off, None, 2**40, 2, 2, 1, 1, 0, 1, 2, 2)
+    with pytest.raises(RuntimeError, match=r"deform_im2col: `dilation_w` must be in \[1, 2\^31\)"):
+        im2col(x, off, None, 3, 2, 2, 1, 1, 0, 1, 2**62, 2)
+    # Padding 2**20 with stride-0 offsets: the columns (>= 2**42 elements) are refused before any allocation.
+    pad = 1 << 20
+    big = torch.zeros(1, 1, 1, 1, dtype=x.dtype).expand(2, 2, 7 + 2 * pad, 6 + 2 * pad)
+    with pytest.raises(RuntimeError, match=r"deform_im2col: the columns would have .* more than the 2\^40"):
+        im2col(x, big, None, 1, 1, 1, 1, pad, pad, 1, 1, 1)
+    with pytest.raises(ValueError, match=r"deform_conv2d: the sampled columns of one sample would have"):
+        ops.deform_conv2d(x, big, a["weight"][:, :, :1, :1], padding=pad)
+
+
+def test_col2im_argument_errors():
+    a = _case(mask=False)
+    x, off = a["input"], a["offset"]
+    args = (3, 2, 2, 1, 1, 0, 1, 2, 2)
+    cols = torch.ops.sniper.deform_im2col(x, off, None, *args)
+    col2im = torch.ops.sniper.deform_col2im
+    with pytest.raises(RuntimeError, match="deform_col2im: `grad_columns` must be a tensor, got None"):
+        col2im(None, x, off, None, *args, False)
+    with pytest.raises(RuntimeError, match="deform_col2im: `grad_columns` must be a floating tensor, got int64"):
+        col2im(cols.long(), x, off, None, *args, False)
+    with pytest.raises(RuntimeError, match=r"deform_col2im: `grad_columns` must have shape \[2, 24, 16\]"):
+        col2im(cols[:, 1:], x, off, None, *args, False)
+    with pytest.raises(RuntimeError, match="deform_col2im: `offset` must be a tensor, got None"):
+        col2im(cols, x, None, None, *args, False)
+    with pytest.raises(RuntimeError, match=r"deform_col2im: `pad_h` must be in \[0, 2\^31\), got -1"):
+        col2im(cols, x, off, None, 3, 2, 2, 1, -1, 0, 1, 2, 2, False)
+    with pytest.raises(ValueError, match="deform_col2im: `grad_columns` is on meta but `input` is on cpu"):
+        col2im(cols.to("meta"), x, off, None, *args, False)  # the fake kernel
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_nan_offsets_sample_zero(dtype):
+    """A NaN sampling point reads nothing (it used to index memory with int64(floor(NaN)))."""
+    a = _case(mask=False, dtype=dtype)
+    off = a["offset"].clone()
+    off[:, :, 0, 0] = float("nan")
+    x, w = a["input"].clone().requires_grad_(), a["weight"].clone().requires_grad_()
+    off.requires_grad_()
+    y = ops.deform_conv2d(x, off, w, None, a["stride"], a["padding"], a["dilation"])
+    y.float().sum().backward()
+    for t in (y, x.grad, w.grad, off.grad):
+        assert torch.isfinite(t).all()
+    nan_free = off.detach().clone()
+    nan_free[:, :, 0, 0] = 1e6  # far outside the image: also reads 0
+    want = ops.deform_conv2d(a["input"], nan_free, a["weight"], None, a["stride"], a["padding"], a["dilation"])
+    torch.testing.assert_close(y.detach(), want)
+
+
+def test_meta_input_runs_the_fake_kernels():
+    a = _case()
+    meta = {k: v.to("meta") if isinstance(v, torch.Tensor) else v for k, v in a.items()}
+    assert ops.deform_conv2d(**meta).shape == ops.deform_conv2d(**a).shape
+
+
+def test_empty_image_side():
+    """An input with no pixels (H or W = 0, padded to a non-empty output) samples 0 everywhere; it
+    used to read and write out of bounds (segfault)."""
+    x = torch.randn(2, 3, 0, 4, dtype=torch.float64, requires_grad=True)
+    off = torch.full((2, 2 * 3, 2, 6), 0.5, dtype=torch.float64, requires_grad=True)  # y in (-1, 0)
+    w = torch.randn(5, 1, 1, 1, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(5, dtype=torch.float64)
+    y = ops.deform_conv2d(x, off, w.repeat(1, 3, 1, 1)[:, :3], b, padding=1)
+    assert y.shape == (2, 5, 2, 6)
+    torch.testing.assert_close(y, b.reshape(1, 5, 1, 1).expand_as(y))
+    y.sum().backward()
+    assert x.grad.shape == x.shape and off.grad.abs().sum() == 0 and w.grad.abs().sum() == 0

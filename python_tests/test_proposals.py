@@ -104,3 +104,50 @@ def test_bad_input():
         ops.proposal_targets(props, chip + 5, gt, labels, state, vr)
     with pytest.raises(ValueError, match=r"`gt_labels` must have shape"):
         ops.proposal_targets(props, chip, gt, labels[:, :2], state, vr)
+
+
+def test_bad_values_and_arguments():
+    anchors, obj, deltas, canvas, vr = _rpn_outputs(0)
+    nan = float("nan")
+    with pytest.raises(ValueError, match="filter_proposals: `deltas` must be finite"):
+        ops.filter_proposals(anchors, obj, deltas.index_fill(1, torch.tensor([3]), nan), canvas, vr)
+    with pytest.raises(ValueError, match="filter_proposals: `objectness` must be finite"):
+        ops.filter_proposals(anchors, obj.index_fill(1, torch.tensor([3]), nan), deltas, canvas, vr)
+    with pytest.raises(ValueError, match="filter_proposals: `anchors` box 0"):
+        ops.filter_proposals(anchors.index_fill(0, torch.tensor([0]), 0.0), obj, deltas, canvas, vr)
+    with pytest.raises(ValueError, match="filter_proposals: `canvas_wh` must be finite and positive"):
+        ops.filter_proposals(anchors, obj, deltas, -canvas, vr)
+    with pytest.raises(ValueError, match=r"filter_proposals: `valid_range`\[1\] = \[50.0, 10.0\] must have 0 <= lo <= hi"):
+        ops.filter_proposals(anchors, obj, deltas, canvas, torch.tensor([[0.0, 40], [50, 10], [0, 1]], dtype=torch.float64))
+    with pytest.raises(TypeError, match="filter_proposals: `pre_nms_top_n` must be an int, got bool"):
+        ops.filter_proposals(anchors, obj, deltas, canvas, vr, pre_nms_top_n=True)
+    with pytest.raises(ValueError, match="filter_proposals: `weights` must have 4 numbers"):
+        ops.filter_proposals(anchors, obj, deltas, canvas, vr, weights=(1.0,))
+    with pytest.raises(ValueError, match=r"filter_proposals: `anchors` must have shape \[A, 4\], got \(\)"):
+        ops.filter_proposals(anchors[0, 0], obj, deltas, canvas, vr)
+    # A huge post_nms_top_n keeps everything, as a large one does.
+    for a, b in zip(ops.filter_proposals(anchors, obj, deltas, canvas, vr, post_nms_top_n=2**64),
+                    ops.filter_proposals(anchors, obj, deltas, canvas, vr, post_nms_top_n=10**6)):
+        assert torch.equal(a, b)
+
+
+def test_proposal_targets_ignores_padding_values():
+    props, chip, gt, labels, state, vr = _targets_case(0)
+    want = ops.proposal_targets(props, chip, gt, labels, state, vr)
+    gt = torch.where((state < 0)[..., None], float("nan"), gt)  # padding may hold anything
+    for a, b in zip(ops.proposal_targets(props, chip, gt, labels, state, vr), want):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match=r"proposal_targets: `gt_boxes \(valid and invalid GT\)`"):
+        ops.proposal_targets(props, chip, torch.where((state >= 0)[..., None], float("nan"), gt), labels, state, vr)
+    with pytest.raises(TypeError, match="proposal_targets: `proposal_chip` must be an integer tensor"):
+        ops.proposal_targets(props, chip.double(), gt, labels, state, vr)
+
+
+def test_proposal_targets_degenerate_gt_is_never_encoded():
+    """A zero-area GT in the valid range is added as an RoI; it is background (IoU 0), not a -inf target."""
+    props = torch.tensor([[0.0, 0, 10, 10]], dtype=torch.float64)
+    gt = torch.tensor([[[5.0, 5, 5, 5], [0, 0, 10, 11]]], dtype=torch.float64)
+    state = torch.tensor([[1, 1]], dtype=torch.int8)
+    rois, _, lab, tgt = ops.proposal_targets(props, torch.tensor([0]), gt, torch.tensor([[2, 3]]), state,
+                                             torch.tensor([[0.0, math.inf]], dtype=torch.float64))
+    assert len(rois) == 3 and lab.tolist() == [3, 0, 3] and torch.isfinite(tgt).all()

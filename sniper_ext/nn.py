@@ -8,6 +8,9 @@ import torch
 from torch import nn
 
 from .ops import deform_conv2d, deform_roi_pool, roi_align
+from .ops._checks import FLOAT_DTYPES, check_int, check_tensor
+from .ops.deform_conv import _autocast
+from .ops.deform_conv import pair as _checked_pair
 
 __all__ = ["DeformConv2d", "DeformRoIPool", "RoIAlign"]
 
@@ -24,11 +27,22 @@ class DeformConv2d(nn.Module):
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  offset_groups=1, bias=True, modulated=False):
         super().__init__()
-        if in_channels % groups or out_channels % groups or in_channels % offset_groups:
-            raise ValueError("DeformConv2d: groups must divide in/out channels and offset_groups the in channels")
-        self.kernel_size, self.stride = _pair(kernel_size), _pair(stride)
-        self.padding, self.dilation = _pair(padding), _pair(dilation)
-        self.offset_groups, self.modulated = offset_groups, modulated
+        op = "DeformConv2d"
+        in_channels = check_int(op, "in_channels", in_channels, minimum=1)
+        out_channels = check_int(op, "out_channels", out_channels, minimum=1)
+        groups = check_int(op, "groups", groups, minimum=1)
+        offset_groups = check_int(op, "offset_groups", offset_groups, minimum=1)
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"{op}: `groups` ({groups}) must divide `in_channels` ({in_channels}) and "
+                             f"`out_channels` ({out_channels})")
+        if in_channels % offset_groups:
+            raise ValueError(f"{op}: `offset_groups` ({offset_groups}) must divide `in_channels` ({in_channels})")
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size = _checked_pair(op, "kernel_size", kernel_size, 1)
+        self.stride = _checked_pair(op, "stride", stride, 1)
+        self.padding = _checked_pair(op, "padding", padding, 0)
+        self.dilation = _checked_pair(op, "dilation", dilation, 1)
+        self.offset_groups, self.modulated = offset_groups, bool(modulated)
         kh, kw = self.kernel_size
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels // groups, kh, kw))
         self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
@@ -46,10 +60,33 @@ class DeformConv2d(nn.Module):
         nn.init.zeros_(self.conv_offset.bias)
 
     def forward(self, x):
+        self._check_input(x)
         o = self.conv_offset(x)
         taps = self.offset_groups * self.kernel_size[0] * self.kernel_size[1]
         offset, mask = (o[:, : 2 * taps], torch.sigmoid(o[:, 2 * taps:])) if self.modulated else (o, None)
         return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+
+
+    def _check_input(self, x):
+        """Errors of the offset conv and of deform_conv2d, up front and in the module's terms."""
+        op = "DeformConv2d"
+        check_tensor(op, "input", x)
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"{op}: `input` must have shape [N, {self.in_channels}, H, W], got {tuple(x.shape)}")
+        if x.dtype not in FLOAT_DTYPES:
+            raise TypeError(f"{op}: `input` must be a floating tensor, got {x.dtype}")
+        if x.device != self.weight.device:
+            raise ValueError(f"{op}: `input` is on {x.device} but the module is on {self.weight.device}")
+        if x.dtype != self.weight.dtype and not _autocast(x.device.type):
+            raise TypeError(f"{op}: `input` must have the parameters' dtype ({self.weight.dtype}), got {x.dtype}; "
+                            "convert the module with .to(dtype) or use autocast")
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = self.kernel_size, self.stride, self.padding, self.dilation
+        h, w = x.shape[2:]
+        if h == 0 or w == 0:
+            raise ValueError(f"{op}: `input` must have non-empty spatial dimensions, got {tuple(x.shape)}")
+        if (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1 <= 0 or (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1 <= 0:
+            raise ValueError(f"{op}: input {h}x{w} is too small for kernel {kh}x{kw} with padding {self.padding} "
+                             f"and dilation {self.dilation}")
 
 
 class DeformRoIPool(nn.Module):

@@ -5,26 +5,52 @@
 #include <sniper/bilinear.h>
 #include <sniper/stable_utils.h>
 
+#include <algorithm>
 #include <tuple>
 #include <vector>
 
 namespace sniper {
 
+// Kernel sizes, strides, paddings, dilations and offset groups must be below
+// 2^31 (as in sniper_ext.ops.deform_conv), so no geometry arithmetic overflows.
+constexpr int64_t kMaxGeometry = int64_t(1) << 31;
+
+inline void check_geometry_arg(int64_t v, int64_t lo, const char* op, const char* name) {
+  STD_TORCH_CHECK(lo <= v && v < kMaxGeometry, op, ": `", name, "` must be in [", lo, ", 2^31), got ", v);
+}
+
 inline DeformGeometry deform_geometry(const Tensor& input, const Tensor& offset,
                                       const std::optional<Tensor>& mask, int64_t kh, int64_t kw,
                                       int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
                                       int64_t dw, int64_t og, const char* op) {
-  STD_TORCH_CHECK(input.dim() == 4, op, ": `input` must have shape [N, C, H, W]");
-  STD_TORCH_CHECK(is_floating(input.scalar_type()), op, ": `input` must be a floating tensor");
-  STD_TORCH_CHECK(kh > 0 && kw > 0 && sh > 0 && sw > 0 && dh > 0 && dw > 0 && ph >= 0 && pw >= 0, op,
-                  ": kernel size, stride and dilation must be > 0 and padding >= 0");
-  STD_TORCH_CHECK(og > 0 && input.size(1) % og == 0, op, ": `offset_groups` (", og,
+  check_defined(input, op, "input");
+  check_defined(offset, op, "offset");
+  if (mask.has_value()) check_defined(*mask, op, "mask");
+  STD_TORCH_CHECK(input.dim() == 4, op, ": `input` must have shape [N, C, H, W], got a ", input.dim(),
+                  "-d tensor");
+  STD_TORCH_CHECK(is_floating(input.scalar_type()), op, ": `input` must be a floating tensor, got ",
+                  dtype_name(input.scalar_type()));
+  check_geometry_arg(kh, 1, op, "kernel_h");
+  check_geometry_arg(kw, 1, op, "kernel_w");
+  check_geometry_arg(sh, 1, op, "stride_h");
+  check_geometry_arg(sw, 1, op, "stride_w");
+  check_geometry_arg(ph, 0, op, "pad_h");
+  check_geometry_arg(pw, 0, op, "pad_w");
+  check_geometry_arg(dh, 1, op, "dilation_h");
+  check_geometry_arg(dw, 1, op, "dilation_w");
+  check_geometry_arg(og, 1, op, "offset_groups");
+  STD_TORCH_CHECK(input.size(1) % og == 0, op, ": `offset_groups` (", og,
                   ") must divide the input channels (", input.size(1), ")");
   DeformGeometry g{input.size(1), input.size(2), input.size(3), kh, kw, sh, sw, ph, pw, dh, dw, og, 0, 0};
   g.out_h = (g.height + 2 * ph - (dh * (kh - 1) + 1)) / sh + 1;
   g.out_w = (g.width + 2 * pw - (dw * (kw - 1) + 1)) / sw + 1;
   STD_TORCH_CHECK(g.out_h > 0 && g.out_w > 0, op, ": the output would be empty (input ", g.height, "x",
                   g.width, " too small for the kernel)");
+  // Columns [N, C*kh*kw, OH*OW] and offsets [N, 2*og*kh*kw, OH, OW] (also the
+  // sizes every product below is formed from).
+  check_numel({std::max<int64_t>(input.size(0), 1), std::max<int64_t>(g.channels, 2 * og), kh * kw,
+               g.out_h, g.out_w},
+              op, "the columns");
   const int64_t n = input.size(0);
   STD_TORCH_CHECK(offset.dim() == 4 && offset.size(0) == n && offset.size(1) == 2 * og * kh * kw &&
                       offset.size(2) == g.out_h && offset.size(3) == g.out_w,
@@ -50,6 +76,7 @@ inline DeformGeometry deform_col2im_geometry(const Tensor& grad_columns, const T
                                              int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                                              int64_t og) {
   const char* op = "deform_col2im";
+  check_defined(grad_columns, op, "grad_columns");
   const DeformGeometry g = deform_geometry(input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og, op);
   const int64_t n = input.size(0), rows = g.channels * g.taps(), L = g.positions();
   STD_TORCH_CHECK(grad_columns.dim() == 3 && grad_columns.size(0) == n && grad_columns.size(1) == rows &&
@@ -65,6 +92,12 @@ inline DeformGeometry deform_col2im_geometry(const Tensor& grad_columns, const T
   return g;
 }
 
+// True when deformable sampling has nothing to read or write: no sample, no
+// channel, or an input plane without pixels (every sample is then 0).
+inline bool deform_no_work(const DeformGeometry& g, int64_t n) {
+  return n == 0 || g.channels == 0 || g.height == 0 || g.width == 0;
+}
+
 // The gradients deform_col2im returns (input, offset, mask; mask an empty
 // tensor without a mask), in the dtype of `input`. Zero-filled when there is
 // nothing to compute (no sample or no channel: the offset and mask gradients
@@ -74,7 +107,7 @@ inline std::tuple<Tensor, Tensor, Tensor> deform_col2im_outputs(const Tensor& in
                                                                 const DeformGeometry& g) {
   const int64_t n = input.size(0), K = g.taps();
   const ScalarType dt = input.scalar_type();
-  const bool zero = n == 0 || g.channels == 0;
+  const bool zero = deform_no_work(g, n);
   auto make = [&](std::vector<int64_t> sizes) {
     return zero ? torch::stable::new_zeros(input, sizes) : new_empty(input, sizes, dt);
   };

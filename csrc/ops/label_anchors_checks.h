@@ -10,6 +10,9 @@ inline void check_label_anchors_args(const Tensor& anchors, const Tensor& gt_box
                                      double pos_iou, double neg_iou, double invalid_iou,
                                      double allowed_border) {
   const char* op = "label_anchors";
+  check_defined(gt_boxes, op, "gt_boxes");
+  check_defined(gt_state, op, "gt_state");
+  check_defined(canvas_wh, op, "canvas_wh");
   check_boxes(anchors, op, "anchors");
   STD_TORCH_CHECK(gt_boxes.dim() == 3 && gt_boxes.size(2) == 4, op,
                   ": `gt_boxes` must have shape [B, G, 4] (GT padded per chip)");
@@ -31,6 +34,7 @@ inline void check_label_anchors_args(const Tensor& anchors, const Tensor& gt_box
                   ": need 0 <= neg_iou <= pos_iou, got neg_iou ", neg_iou, ", pos_iou ", pos_iou);
   check_threshold(invalid_iou, op, "invalid_iou");
   check_threshold(allowed_border, op, "allowed_border");
+  check_numel({b, anchors.size(0)}, op, "the labels");
 }
 
 }  // namespace sniper

@@ -3,9 +3,33 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_box_values, check_boxes, check_same_device
+from ._checks import _values_known, check_box_values, check_boxes, check_same_device
 
 __all__ = ["box_iou"]
+
+
+def _check_iou_args(op, boxes1, boxes2):
+    check_boxes(op, "boxes1", boxes1)
+    check_boxes(op, "boxes2", boxes2)
+    check_same_device(op, "boxes1", boxes1, "boxes2", boxes2)
+    if boxes1.dtype != boxes2.dtype:
+        raise TypeError(f"{op}: `boxes2` must have the dtype of `boxes1` ({boxes1.dtype}), got {boxes2.dtype}")
+
+
+def _check_iou_range(op, name, boxes):
+    """Areas must fit the compute type (float32, or float64 for float64) with room for a union of two:
+    beyond that the IoU would be NaN or silently wrong."""
+    if not _values_known(boxes) or boxes.numel() == 0:
+        return
+    acc = torch.float64 if boxes.dtype == torch.float64 else torch.float32
+    b = boxes.to(acc)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    limit = torch.finfo(acc).max / 2
+    bad = ~(area <= limit)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{op}: `{name}`[{i}] = {boxes[i].tolist()} is too large: its area must be at most "
+                         f"{limit:.3g} (half the largest {acc}) for the IoU to be exact")
 
 
 def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
@@ -20,18 +44,17 @@ def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
         float64). Area is ``w * h`` with no "+1"; pairs with an empty union
         (two zero-area boxes) have IoU 0. Differentiable w.r.t. both inputs.
     """
-    check_boxes("box_iou", "boxes1", boxes1)
-    check_boxes("box_iou", "boxes2", boxes2)
-    check_same_device("box_iou", "boxes1", boxes1, "boxes2", boxes2)
-    if boxes1.dtype != boxes2.dtype:
-        raise TypeError(f"box_iou: `boxes2` must have the dtype of `boxes1` ({boxes1.dtype}), got {boxes2.dtype}")
-    check_box_values("box_iou", "boxes1", boxes1)
-    check_box_values("box_iou", "boxes2", boxes2)
+    op = "box_iou"
+    _check_iou_args(op, boxes1, boxes2)
+    for name, b in (("boxes1", boxes1), ("boxes2", boxes2)):
+        check_box_values(op, name, b)
+        _check_iou_range(op, name, b)
     return torch.ops.sniper.box_iou(boxes1, boxes2)
 
 
 @torch.library.register_fake("sniper::box_iou")
 def _box_iou_fake(boxes1, boxes2):
+    _check_iou_args("box_iou", boxes1, boxes2)
     return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))
 
 
@@ -62,8 +85,9 @@ def _box_iou_backward(ctx, grad):
     union = area_a + area_b - inter
     ok = union > 0
     safe = torch.where(ok, union, torch.ones_like(union))
-    g_inter = torch.where(ok, g * (union + inter) / safe**2, torch.zeros_like(g))
-    g_area = torch.where(ok, -g * inter / safe**2, torch.zeros_like(g))  # same for both areas
+    # (g / union) * (x / union), not g * x / union**2: union**2 overflows float32 for sides of ~1e10 px.
+    g_inter = torch.where(ok, (g / safe) * ((union + inter) / safe), torch.zeros_like(g))
+    g_area = torch.where(ok, -(g / safe) * (inter / safe), torch.zeros_like(g))  # same for both areas
     # inter = w * h with w, h clamped at 0.
     g_w = g_inter * wh[..., 1] * (wh_raw[..., 0] > 0)
     g_h = g_inter * wh[..., 0] * (wh_raw[..., 1] > 0)

@@ -9,20 +9,74 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import FLOAT_DTYPES, check_tensor
+from ._checks import FLOAT_DTYPES, check_devices, check_numel, check_tensor
 
 __all__ = ["deform_conv2d", "MAX_COLUMN_ELEMENTS"]
 
 #: Largest column buffer (elements) one chunk of the batch may use.
 MAX_COLUMN_ELEMENTS = 1 << 26
+#: Kernel sizes, strides, paddings, dilations and offset groups must be below this (as in the C++ checks),
+#: so that no geometry arithmetic can overflow.
+MAX_GEOMETRY = 1 << 31
+
+
+def _is_int(x) -> bool:
+    return not isinstance(x, bool) and hasattr(type(x), "__index__") and not isinstance(x, torch.Tensor)
+
+
+def pair(op, name, v, minimum):
+    """An int or a pair of ints in [minimum, 2**31) -> (h, w)."""
+    if _is_int(v):
+        v = (v, v)
+    if not (isinstance(v, (tuple, list)) and len(v) == 2 and all(_is_int(x) for x in v)):
+        raise TypeError(f"{op}: `{name}` must be an int or a pair of ints, got {v!r}")
+    h, w = int(v[0]), int(v[1])
+    if not (minimum <= h < MAX_GEOMETRY and minimum <= w < MAX_GEOMETRY):
+        raise ValueError(f"{op}: `{name}` must be in [{minimum}, 2**31), got {v!r}")
+    return h, w
 
 
 def _pair(name, v):
-    if isinstance(v, int):
-        return v, v
-    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(x, int) for x in v):
-        return int(v[0]), int(v[1])
-    raise TypeError(f"deform_conv2d: `{name}` must be an int or a pair of ints, got {v!r}")
+    return pair("deform_conv2d", name, v, 0 if name == "padding" else 1)
+
+
+def _autocast(device_type: str) -> bool:
+    """Whether autocast is on for the device type (False for types without autocast, e.g. meta)."""
+    return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
+
+
+def _check_geometry(op, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og):
+    """The C++ checks of deform_im2col / deform_col2im (deform_conv_checks.h), for the fake kernels:
+    returns (out_h, out_w)."""
+    check_devices(op, input=input, offset=offset, mask=mask)
+    if input.dim() != 4:
+        raise ValueError(f"{op}: `input` must have shape [N, C, H, W], got {tuple(input.shape)}")
+    if input.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: `input` must be a floating tensor, got {input.dtype}")
+    for name, v, lo in (("kernel_h", kh, 1), ("kernel_w", kw, 1), ("stride_h", sh, 1), ("stride_w", sw, 1),
+                        ("pad_h", ph, 0), ("pad_w", pw, 0), ("dilation_h", dh, 1), ("dilation_w", dw, 1),
+                        ("offset_groups", og, 1)):
+        if not lo <= v < MAX_GEOMETRY:
+            raise ValueError(f"{op}: `{name}` must be in [{lo}, 2**31), got {v}")
+    n, c, h, w = input.shape
+    if c % og:
+        raise ValueError(f"{op}: `offset_groups` ({og}) must divide the input channels ({c})")
+    oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
+    ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    if oh <= 0 or ow <= 0:
+        raise ValueError(f"{op}: the output would be empty (input {h}x{w} too small for the kernel)")
+    check_numel(op, "the columns", (max(n, 1), max(c, 2 * og), kh * kw, oh * ow))
+    if tuple(offset.shape) != (n, 2 * og * kh * kw, oh, ow):
+        raise ValueError(
+            f"{op}: `offset` must have shape [{n}, {2 * og * kh * kw}, {oh}, {ow}], got {tuple(offset.shape)}")
+    if offset.dtype != input.dtype:
+        raise TypeError(f"{op}: `offset` must have the dtype of `input`")
+    if mask is not None:
+        if tuple(mask.shape) != (n, og * kh * kw, oh, ow):
+            raise ValueError(f"{op}: `mask` must have shape [{n}, {og * kh * kw}, {oh}, {ow}], got {tuple(mask.shape)}")
+        if mask.dtype != input.dtype:
+            raise TypeError(f"{op}: `mask` must have the dtype of `input`")
+    return oh, ow
 
 
 def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None):
@@ -49,10 +103,12 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     sh, sw = _pair("stride", stride)
     ph, pw = _pair("padding", padding)
     dh, dw = _pair("dilation", dilation)
-    if min(sh, sw, dh, dw) <= 0 or min(ph, pw) < 0:
-        raise ValueError(f"{op}: stride and dilation must be > 0, padding >= 0")
     n, c, h, w = input.shape
     oc, cg, kh, kw = weight.shape
+    if kh == 0 or kw == 0:
+        raise ValueError(f"{op}: `weight` must have a kernel of at least 1x1, got shape {tuple(weight.shape)}")
+    if c == 0:
+        raise ValueError(f"{op}: `input` must have at least one channel, got shape {tuple(input.shape)}")
     if cg == 0 or c % cg:
         raise ValueError(f"{op}: `weight` has {cg} input channels per group, which does not divide C = {c}")
     groups = c // cg
@@ -62,6 +118,8 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
     if oh <= 0 or ow <= 0:
         raise ValueError(f"{op}: input {h}x{w} is too small for kernel {kh}x{kw} with this padding/dilation")
+    check_numel(op, "the sampled columns of one sample", (c, kh, kw, oh, ow))
+    check_numel(op, "the output", (n, oc, oh, ow))
     if offset.dim() != 4 or offset.shape[0] != n or offset.shape[2:] != (oh, ow) or offset.shape[1] % (2 * kh * kw):
         raise ValueError(f"{op}: `offset` must have shape [{n}, 2*offset_groups*{kh}*{kw}, {oh}, {ow}], "
                          f"got {tuple(offset.shape)}")
@@ -78,7 +136,7 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
             raise ValueError(f"{op}: `bias` must have shape [{oc}], got {tuple(bias.shape)}")
 
     tensors = [input, offset, weight, mask, bias]
-    if torch.is_autocast_enabled(input.device.type):
+    if _autocast(input.device.type):
         dt = torch.get_autocast_dtype(input.device.type)
         tensors = [None if t is None else t.to(dt) for t in tensors]
     input, offset, weight, mask, bias = tensors
@@ -111,12 +169,20 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
 
 @torch.library.register_fake("sniper::deform_im2col")
 def _im2col_fake(input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og):
+    oh, ow = _check_geometry("deform_im2col", input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og)
     n, c = input.shape[:2]
-    return input.new_empty((n, c * kh * kw, offset.shape[2] * offset.shape[3]))
+    return input.new_empty((n, c * kh * kw, oh * ow))
 
 
 @torch.library.register_fake("sniper::deform_col2im")
 def _col2im_fake(grad_columns, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og, deterministic):
+    op = "deform_col2im"
+    oh, ow = _check_geometry(op, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og)
+    check_devices(op, input=input, grad_columns=grad_columns)
+    n, c = input.shape[:2]
+    if tuple(grad_columns.shape) != (n, c * kh * kw, oh * ow):
+        raise ValueError(f"{op}: `grad_columns` must have shape [{n}, {c * kh * kw}, {oh * ow}], "
+                         f"got {tuple(grad_columns.shape)}")
     gm = mask.new_empty(mask.shape) if mask is not None else input.new_empty((0,))
     return input.new_empty(input.shape), offset.new_empty(offset.shape), gm
 

@@ -5,12 +5,34 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import _compiling, check_same_device, check_tensor, check_threshold
-from .anchors import decode_boxes, encode_boxes
-from .boxes import box_iou
-from .nms import batched_nms
+from ._checks import (
+    FLOAT_DTYPES,
+    _values_known,
+    check_box_values,
+    check_int,
+    check_numbers,
+    check_same_device,
+    check_tensor,
+    check_threshold,
+)
+from .anchors import _check_sized_boxes, _decode, _encode
 
 __all__ = ["filter_proposals", "proposal_targets"]
+
+
+def _check_real(op, name, t):
+    if t.dtype == torch.bool or t.dtype.is_complex:
+        raise TypeError(f"{op}: `{name}` must be a real tensor, got {t.dtype}")
+
+
+def _check_float(op, name, t):
+    if t.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{op}: `{name}` must be a floating tensor, got {t.dtype}")
+
+
+def _check_integer(op, name, t):
+    if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
+        raise TypeError(f"{op}: `{name}` must be an integer tensor, got {t.dtype}")
 
 
 def _check_ranges(op, valid_range, b):
@@ -18,6 +40,28 @@ def _check_ranges(op, valid_range, b):
     if tuple(valid_range.shape) != (b, 2):
         raise ValueError(f"{op}: `valid_range` must have shape [{b}, 2] (lo, hi in chip pixels; hi may be inf), "
                          f"got {tuple(valid_range.shape)}")
+    _check_real(op, "valid_range", valid_range)
+
+
+def _check_range_values(op, valid_range):
+    """lo finite and >= 0, hi >= lo (hi may be +inf)."""
+    if not _values_known(valid_range) or valid_range.numel() == 0:
+        return
+    lo, hi = valid_range[:, 0].double(), valid_range[:, 1].double()
+    bad = ~torch.isfinite(lo) | (lo < 0) | torch.isnan(hi) | (hi < lo)
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{op}: `valid_range`[{i}] = {valid_range[i].tolist()} must have 0 <= lo <= hi, "
+                         "lo finite (hi may be inf)")
+
+
+def _check_finite_values(op, name, t):
+    if _values_known(t) and t.numel() and not bool(torch.isfinite(t).all()):
+        raise ValueError(f"{op}: `{name}` must be finite")
+
+
+def _check_top_n(op, name, v):
+    return check_int(op, name, v, minimum=0)
 
 
 def filter_proposals(anchors, objectness, deltas, canvas_wh, valid_range, *, min_size: float = 3,
@@ -39,9 +83,9 @@ def filter_proposals(anchors, objectness, deltas, canvas_wh, valid_range, *, min
     op = "filter_proposals"
     for name, t in (("anchors", anchors), ("objectness", objectness), ("deltas", deltas), ("canvas_wh", canvas_wh)):
         check_tensor(op, name, t)
-    a = anchors.shape[0]
     if anchors.dim() != 2 or anchors.shape[1] != 4:
         raise ValueError(f"{op}: `anchors` must have shape [A, 4], got {tuple(anchors.shape)}")
+    a = anchors.shape[0]
     if objectness.dim() != 2 or objectness.shape[1] != a:
         raise ValueError(f"{op}: `objectness` must have shape [B, {a}], got {tuple(objectness.shape)}")
     b = objectness.shape[0]
@@ -50,16 +94,28 @@ def filter_proposals(anchors, objectness, deltas, canvas_wh, valid_range, *, min
     if tuple(canvas_wh.shape) != (b, 2):
         raise ValueError(f"{op}: `canvas_wh` must have shape [{b}, 2], got {tuple(canvas_wh.shape)}")
     _check_ranges(op, valid_range, b)
+    _check_float(op, "anchors", anchors)
+    _check_float(op, "objectness", objectness)
+    _check_float(op, "deltas", deltas)
+    _check_real(op, "canvas_wh", canvas_wh)
     for name, t in (("objectness", objectness), ("deltas", deltas), ("canvas_wh", canvas_wh), ("valid_range", valid_range)):
         check_same_device(op, "anchors", anchors, name, t)
     thr = check_threshold(op, "nms_iou", nms_iou)
-    check_threshold(op, "min_size", min_size)
-    if post_nms_top_n < 0 or (pre_nms_top_n is not None and pre_nms_top_n < 0):
-        raise ValueError(f"{op}: top-n limits must be >= 0")
+    min_size = check_threshold(op, "min_size", min_size)
+    post_nms_top_n = min(_check_top_n(op, "post_nms_top_n", post_nms_top_n), a)  # no chip has more than A
+    if pre_nms_top_n is not None:
+        pre_nms_top_n = _check_top_n(op, "pre_nms_top_n", pre_nms_top_n)
+    weights = check_numbers(op, "weights", weights, length=4)
+    _check_sized_boxes(op, "anchors", anchors)
+    _check_finite_values(op, "objectness", objectness)
+    _check_finite_values(op, "deltas", deltas)
+    if _values_known(canvas_wh) and canvas_wh.numel() and not bool((torch.isfinite(canvas_wh) & (canvas_wh > 0)).all()):
+        raise ValueError(f"{op}: `canvas_wh` must be finite and positive")
+    _check_range_values(op, valid_range)
 
     dtype = deltas.dtype
     canvas = canvas_wh.to(dtype)
-    boxes = decode_boxes(anchors.to(dtype)[None], deltas, weights, clip_wh=canvas[:, None, :])  # [B, A, 4]
+    boxes = _decode(anchors.to(dtype)[None], deltas, weights, clip_wh=canvas[:, None, :])  # [B, A, 4]
     w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
     area = w * h
     lo, hi = valid_range[:, 0:1].to(dtype), valid_range[:, 1:2].to(dtype)
@@ -73,7 +129,8 @@ def filter_proposals(anchors, objectness, deltas, canvas_wh, valid_range, *, min
         keep &= pre
     chip = torch.arange(b, device=anchors.device)[:, None].expand(b, a)
     boxes, scores, chip = boxes[keep], scores[keep], chip[keep]
-    kept = batched_nms(boxes.detach(), scores.detach(), chip, thr)  # score descending
+    # Finite, clipped boxes and finite scores: the raw op needs none of the wrapper's value checks.
+    kept = torch.ops.sniper.batched_nms(boxes.detach(), scores.detach(), chip, thr)  # score descending
     order = torch.sort(chip[kept], stable=True).indices  # by chip, score descending within
     kept = kept[order]
     kc = chip[kept]
@@ -117,23 +174,39 @@ def proposal_targets(proposals, proposal_chip, gt_boxes, gt_labels, gt_state, va
         if tuple(t.shape) != (b, g):
             raise ValueError(f"{op}: `{name}` must have shape [{b}, {g}], got {tuple(t.shape)}")
     _check_ranges(op, valid_range, b)
+    _check_float(op, "proposals", proposals)
+    _check_float(op, "gt_boxes", gt_boxes)
+    _check_integer(op, "proposal_chip", proposal_chip)
+    _check_integer(op, "gt_labels", gt_labels)
+    if gt_state.dtype != torch.int8:
+        raise TypeError(f"{op}: `gt_state` must be int8 (1 valid, 0 invalid, -1 padding), got {gt_state.dtype}")
     for name, t in (("proposal_chip", proposal_chip), ("gt_boxes", gt_boxes), ("gt_labels", gt_labels),
                     ("gt_state", gt_state), ("valid_range", valid_range)):
         check_same_device(op, "proposals", proposals, name, t)
     fg = check_threshold(op, "fg_iou", fg_iou)
-    if proposals.shape[0] and not _compiling():
-        lo_c, hi_c = int(proposal_chip.min()), int(proposal_chip.max())
-        if lo_c < 0 or hi_c >= b:
-            raise ValueError(f"{op}: `proposal_chip` values must lie in [0, {b}), got [{lo_c}, {hi_c}]")
+    weights = check_numbers(op, "weights", weights, length=4)
+    if _values_known(proposals):
+        check_box_values(op, "proposals", proposals)
+        if proposals.shape[0]:
+            lo_c, hi_c = int(proposal_chip.min()), int(proposal_chip.max())
+            if lo_c < 0 or hi_c >= b:
+                raise ValueError(f"{op}: `proposal_chip` values must lie in [0, {b}), got [{lo_c}, {hi_c}]")
+        if gt_state.numel() and not bool(((gt_state >= -1) & (gt_state <= 1)).all()):
+            raise ValueError(f"{op}: `gt_state` values must be 1, 0 or -1")
+        present = gt_boxes[gt_state >= 0]
+        if present.numel():
+            check_box_values(op, "gt_boxes (valid and invalid GT)", present)
+        _check_range_values(op, valid_range)
 
     dtype = proposals.dtype
-    gtb = gt_boxes.to(dtype)
+    present = gt_state >= 0
+    gtb = torch.where(present[..., None], gt_boxes.to(dtype), 0)  # padding may hold anything
     area = (gtb[..., 2] - gtb[..., 0]) * (gtb[..., 3] - gtb[..., 1])
     lo, hi = valid_range[:, 0:1].to(dtype), valid_range[:, 1:2].to(dtype)
-    add = (gt_state >= 0) & (area >= lo * lo) & (area < hi * hi)
+    add = present & (area >= lo * lo) & (area < hi * hi)
     gt_chip = torch.arange(b, device=proposals.device)[:, None].expand(b, g)
     rois = torch.cat([proposals.detach(), gtb[add]])
-    roi_chip = torch.cat([proposal_chip, gt_chip[add]])
+    roi_chip = torch.cat([proposal_chip.long(), gt_chip[add]])
     order = torch.sort(roi_chip, stable=True).indices
     rois, roi_chip = rois[order], roi_chip[order]
 
@@ -143,14 +216,15 @@ def proposal_targets(proposals, proposal_chip, gt_boxes, gt_labels, gt_state, va
         bounds = torch.searchsorted(roi_chip, torch.arange(b + 1, device=roi_chip.device)).tolist()
         for c in range(b):
             s, e = bounds[c], bounds[c + 1]
-            present = gt_state[c] >= 0
-            if s == e or not bool(present.any()):
+            if s == e or not bool(present[c].any()):
                 continue
-            iou = box_iou(rois[s:e], gtb[c])
-            iou = torch.where(present[None, :], iou, torch.full_like(iou, -1))
+            iou = torch.ops.sniper.box_iou(rois[s:e], gtb[c])  # checked above; no gradient wanted
+            iou = torch.where(present[c][None, :], iou, torch.full_like(iou, -1))
             best, arg = iou.max(dim=1)
             is_fg = best > fg
-            labels[s:e] = torch.where(is_fg, gt_labels[c][arg], torch.zeros_like(arg))
-            t = encode_boxes(rois[s:e], gtb[c][arg], weights)
-            targets[s:e] = torch.where(is_fg[:, None], t, torch.zeros_like(t))
+            labels[s:e] = torch.where(is_fg, gt_labels[c].long()[arg], torch.zeros_like(arg))
+            # Only foreground RoIs are encoded: an IoU > 0 means both boxes have positive width and height.
+            fg_rows = is_fg.nonzero()[:, 0]
+            if len(fg_rows):
+                targets[s + fg_rows] = _encode(rois[s:e][fg_rows], gtb[c][arg[fg_rows]], weights)
     return rois, roi_chip, labels, targets

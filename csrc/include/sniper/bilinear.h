@@ -60,6 +60,7 @@ SNIPER_HD Taps<T> empty_taps() {
 // NaN) get no taps at all.
 template <typename T>
 SNIPER_HD Taps<T> deform_taps(int64_t height, int64_t width, T y, T x) {
+  // Written so that NaN coordinates also give no taps (int64_t(floor(NaN)) is undefined).
   if (!(y >= T(-1) && y < T(height) && x >= T(-1) && x < T(width))) return empty_taps<T>();
   const int64_t y0 = int64_t(floor(y)), x0 = int64_t(floor(x));
   const int64_t y1 = y0 + 1, x1 = x0 + 1;

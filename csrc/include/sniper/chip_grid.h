@@ -13,6 +13,17 @@
 
 namespace sniper {
 
+// Candidates one group may have: both kernels keep a count per candidate
+// (4 bytes; the CPU kernel also a 2-D prefix sum, 8 bytes), so 2^24 means at
+// most ~200 MB for one group. A 4,000-pixel canvas with stride 32 has ~13,000.
+constexpr int64_t kMaxChipCandidates = int64_t(1) << 24;
+
+// Window starts along an axis, in double: exact for counts up to 2^53 and
+// without overflow for any finite length (ChipAxis::make needs it to fit).
+SNIPER_HD double chip_axis_count(double len, int64_t size, int64_t stride) {
+  return len > double(size) ? ceil((len - double(size)) / double(stride)) + 1.0 : 1.0;
+}
+
 struct ChipAxis {
   double len;
   double size;    // K

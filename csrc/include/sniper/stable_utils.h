@@ -11,7 +11,10 @@
 #include <torch/headeronly/util/Half.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "dtype.h"
@@ -54,7 +57,13 @@ inline Dtype to_dtype(ScalarType t) {
   return Dtype::kFloat32;
 }
 
+// A required Tensor argument given None arrives as an undefined tensor.
+inline void check_defined(const Tensor& t, const char* op, const char* name) {
+  STD_TORCH_CHECK(t.defined(), op, ": `", name, "` must be a tensor, got None");
+}
+
 inline void check_boxes(const Tensor& t, const char* op, const char* name) {
+  check_defined(t, op, name);
   STD_TORCH_CHECK(t.dim() == 2 && t.size(1) == 4, op, ": `", name,
                   "` must have shape [N, 4], got a ", t.dim(),
                   "-d tensor");
@@ -65,6 +74,7 @@ inline void check_boxes(const Tensor& t, const char* op, const char* name) {
 
 inline void check_1d(const Tensor& t, int64_t n, const char* op,
                      const char* name) {
+  check_defined(t, op, name);
   STD_TORCH_CHECK(t.dim() == 1 && t.size(0) == n, op, ": `", name,
                   "` must have shape [", n, "] (one per box)");
 }
@@ -72,6 +82,8 @@ inline void check_1d(const Tensor& t, int64_t n, const char* op,
 inline void check_same_device(const Tensor& a, const Tensor& b,
                               const char* op, const char* name_a,
                               const char* name_b) {
+  check_defined(a, op, name_a);
+  check_defined(b, op, name_b);
   STD_TORCH_CHECK(a.get_device() == b.get_device() &&
                       a.is_cuda() == b.is_cuda(),
                   op, ": `", name_a, "` and `", name_b,
@@ -85,6 +97,39 @@ inline void check_threshold(double v, const char* op, const char* name) {
 inline Tensor new_empty(const Tensor& like, std::vector<int64_t> sizes,
                         ScalarType dtype) {
   return torch::stable::empty(sizes, dtype, std::nullopt, like.device());
+}
+
+// The most elements one output (or working buffer) of an op may have: 2^40
+// (sniper_ext.ops._checks.MAX_ELEMENTS). Larger sizes fail up front with a
+// clear error instead of an opaque allocation failure or an overflow.
+constexpr int64_t kMaxElements = int64_t(1) << 40;
+
+// Raises "<op>: <what> would have X elements ([a, b, ...]), more than ..."
+// when the product of `sizes` exceeds kMaxElements (computed in double, so
+// it cannot overflow).
+inline void check_numel(std::initializer_list<int64_t> sizes, const char* op, const char* what) {
+  double n = 1.0;
+  for (int64_t s : sizes) n *= double(s);
+  if (n <= double(kMaxElements)) return;
+  std::string shape;
+  for (int64_t s : sizes) shape += (shape.empty() ? "" : ", ") + std::to_string(s);
+  STD_TORCH_CHECK(false, op, ": ", what, " would have ", n, " elements ([", shape,
+                  "]), more than the 2^40 an op may allocate");
+}
+
+// new_empty for an output whose size comes from the arguments: checked
+// against kMaxElements, and an allocation failure names the op and the size.
+inline Tensor new_output(const Tensor& like, std::initializer_list<int64_t> sizes, ScalarType dtype,
+                         const char* op, const char* what) {
+  check_numel(sizes, op, what);
+  try {
+    return torch::stable::empty(std::vector<int64_t>(sizes), dtype, std::nullopt, like.device());
+  } catch (const std::exception& e) {
+    int64_t n = 1;  // <= kMaxElements: checked above
+    for (int64_t s : sizes) n *= s;
+    throw std::runtime_error(std::string(op) + ": could not allocate " + what + " (" + std::to_string(n) +
+                             " elements of " + dtype_name(dtype) + "): " + e.what());
+  }
 }
 
 // A contiguous tensor of the given dtype (a no-op when it already is one).

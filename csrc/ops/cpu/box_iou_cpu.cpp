@@ -13,7 +13,7 @@ Tensor box_iou_cpu(Tensor boxes1, Tensor boxes2) {
   STD_TORCH_CHECK(boxes1.scalar_type() == boxes2.scalar_type(),
                   "box_iou: `boxes1` and `boxes2` must have the same dtype");
   const int64_t n = boxes1.size(0), m = boxes2.size(0);
-  Tensor out = new_empty(boxes1, {n, m}, boxes1.scalar_type());
+  Tensor out = new_output(boxes1, {n, m}, boxes1.scalar_type(), "box_iou", "the IoU matrix");
   if (n == 0 || m == 0) return out;
   const Tensor a = torch::stable::contiguous(boxes1);
   const Tensor b = torch::stable::contiguous(boxes2);

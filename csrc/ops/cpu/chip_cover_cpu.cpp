@@ -122,19 +122,14 @@ std::tuple<Tensor, Tensor, Tensor> greedy_chip_cover_cpu(
     Tensor boxes_in, Tensor box_group_in, Tensor canvas_wh_in, int64_t chip_size,
     int64_t stride, std::optional<int64_t> seed) {
   const char* op = "greedy_chip_cover";
-  check_chip_cover_args(boxes_in, box_group_in, canvas_wh_in, chip_size, stride);
+  check_chip_cover_args(boxes_in, box_group_in, canvas_wh_in, chip_size, stride, seed);
   const int64_t n = boxes_in.size(0), groups = canvas_wh_in.size(0);
   const Tensor boxes = torch::stable::contiguous(boxes_in);
   const Tensor box_group = contiguous_as(box_group_in, ScalarType::Long);
   const Tensor canvas = contiguous_as(canvas_wh_in, ScalarType::Double);
   const int64_t* gid = box_group.const_data_ptr<int64_t>();
   const double* wh = canvas.const_data_ptr<double>();
-  for (int64_t g = 0; g < groups; ++g) {
-    STD_TORCH_CHECK(std::isfinite(wh[2 * g]) && std::isfinite(wh[2 * g + 1]) &&
-                        wh[2 * g] > 0 && wh[2 * g + 1] > 0,
-                    op, ": `canvas_wh`[", g, "] must be finite and positive, got (",
-                    wh[2 * g], ", ", wh[2 * g + 1], ")");
-  }
+  check_chip_canvases(canvas, chip_size, stride);
   for (int64_t i = 0; i < n; ++i) {
     STD_TORCH_CHECK(gid[i] >= 0 && gid[i] < groups, op, ": `box_group`[", i, "] = ",
                     gid[i], " is outside [0, ", groups, ") (one group per row of canvas_wh)");

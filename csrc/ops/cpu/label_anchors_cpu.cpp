@@ -153,8 +153,8 @@ std::tuple<Tensor, Tensor> label_anchors_cpu(Tensor anchors_in, Tensor gt_boxes_
                            invalid_iou, allowed_border);
   const int64_t num_chips = gt_boxes_in.size(0), num_gt = gt_boxes_in.size(1);
   const int64_t na = anchors_in.size(0);
-  Tensor labels = new_empty(anchors_in, {num_chips, na}, ScalarType::Char);
-  Tensor matched = new_empty(anchors_in, {num_chips, na}, ScalarType::Long);
+  Tensor labels = new_output(anchors_in, {num_chips, na}, ScalarType::Char, "label_anchors", "the labels");
+  Tensor matched = new_output(anchors_in, {num_chips, na}, ScalarType::Long, "label_anchors", "the matches");
   if (num_chips == 0 || na == 0) return std::make_tuple(labels, matched);
   const Tensor anchors = torch::stable::contiguous(anchors_in);
   const Tensor gt_boxes = torch::stable::contiguous(gt_boxes_in);

@@ -12,7 +12,7 @@ Tensor box_iou_cuda(Tensor boxes1, Tensor boxes2) {
                   "box_iou: `boxes1` and `boxes2` must have the same dtype");
   torch::stable::accelerator::DeviceGuard guard(boxes1.get_device_index());
   const int64_t n = boxes1.size(0), m = boxes2.size(0);
-  Tensor out = new_empty(boxes1, {n, m}, boxes1.scalar_type());
+  Tensor out = new_output(boxes1, {n, m}, boxes1.scalar_type(), "box_iou", "the IoU matrix");
   const Tensor a = torch::stable::contiguous(boxes1);
   const Tensor b = torch::stable::contiguous(boxes2);
   cuda::box_iou(a.data_ptr(), b.data_ptr(), out.data_ptr(), n, m,

@@ -8,8 +8,8 @@ namespace {
 std::tuple<Tensor, Tensor, Tensor> greedy_chip_cover_cuda(
     Tensor boxes_in, Tensor box_group_in, Tensor canvas_wh_in, int64_t chip_size,
     int64_t stride, std::optional<int64_t> seed) {
-  check_chip_cover_args(boxes_in, box_group_in, canvas_wh_in, chip_size, stride);
-  STD_TORCH_CHECK(!seed || *seed >= 0, "greedy_chip_cover: `seed` must be >= 0");
+  check_chip_cover_args(boxes_in, box_group_in, canvas_wh_in, chip_size, stride, seed);
+  check_chip_canvases(canvas_wh_in, chip_size, stride);
   torch::stable::accelerator::DeviceGuard guard(boxes_in.get_device_index());
   const int64_t n = boxes_in.size(0);
   const Tensor boxes = torch::stable::contiguous(boxes_in);

@@ -11,8 +11,10 @@ Tensor deform_im2col_cuda(Tensor input_in, Tensor offset_in, std::optional<Tenso
       deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, "deform_im2col");
   torch::stable::accelerator::DeviceGuard guard(input_in.get_device_index());
   const int64_t n = input_in.size(0);
-  Tensor cols = new_empty(input_in, {n, g.channels * g.taps(), g.positions()}, input_in.scalar_type());
+  Tensor cols = new_output(input_in, {n, g.channels * g.taps(), g.positions()}, input_in.scalar_type(), "deform_im2col",
+                           "the columns");
   if (n == 0 || g.channels == 0) return cols;
+  if (g.height == 0 || g.width == 0) return torch::stable::zero_(cols);  // no pixel: every sample is 0
   const Tensor input = torch::stable::contiguous(input_in);
   const Tensor offset = torch::stable::contiguous(offset_in);
   std::optional<Tensor> mask;
@@ -28,11 +30,11 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cuda(Tensor grad_cols_in, Tenso
                                                       int64_t dw, int64_t og, bool deterministic) {
   const DeformGeometry g = deform_col2im_geometry(grad_cols_in, input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw,
                                                   dh, dw, og);
-  const int64_t n = input_in.size(0), C = g.channels;
+  const int64_t n = input_in.size(0);
   torch::stable::accelerator::DeviceGuard guard(input_in.get_device_index());
   const auto grads = deform_col2im_outputs(input_in, mask_in, g);
   Tensor grad_input = std::get<0>(grads), grad_offset = std::get<1>(grads), grad_mask = std::get<2>(grads);
-  if (n == 0 || C == 0) return std::make_tuple(grad_input, grad_offset, grad_mask);
+  if (deform_no_work(g, n)) return std::make_tuple(grad_input, grad_offset, grad_mask);
   const ScalarType dt = input_in.scalar_type();
   const Tensor gcols = contiguous_as(grad_cols_in, dt);
   const Tensor input = torch::stable::contiguous(input_in);

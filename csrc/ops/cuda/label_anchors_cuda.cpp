@@ -12,8 +12,8 @@ std::tuple<Tensor, Tensor> label_anchors_cuda(Tensor anchors_in, Tensor gt_boxes
                            invalid_iou, allowed_border);
   torch::stable::accelerator::DeviceGuard guard(anchors_in.get_device_index());
   const int64_t chips = gt_boxes_in.size(0), g = gt_boxes_in.size(1), a = anchors_in.size(0);
-  Tensor labels = new_empty(anchors_in, {chips, a}, ScalarType::Char);
-  Tensor matched = new_empty(anchors_in, {chips, a}, ScalarType::Long);
+  Tensor labels = new_output(anchors_in, {chips, a}, ScalarType::Char, "label_anchors", "the labels");
+  Tensor matched = new_output(anchors_in, {chips, a}, ScalarType::Long, "label_anchors", "the matches");
   if (chips == 0 || a == 0) return std::make_tuple(labels, matched);
   const Tensor anchors = torch::stable::contiguous(anchors_in);
   const Tensor gt_boxes = torch::stable::contiguous(gt_boxes_in);
