@@ -1,0 +1,605 @@
+// The harness's execution engine: runs a grid block after block; the threads
+// of a block are fibers (switched at __syncthreads) or, with SIM_THREADS=1,
+// real std::threads meeting at a real barrier (for ThreadSanitizer). Also the
+// host versions of the CUDA runtime calls the launchers make.
+#include "sim_prelude.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <cstdarg>
+#include <cstdio>
+#include <exception>
+#include <mutex>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define SIM_ASAN 1
+#else
+#define SIM_ASAN 0
+#endif
+
+#if !SIM_THREADS && !defined(__x86_64__)
+#define SIM_UCONTEXT 1
+#include <ucontext.h>
+#else
+#define SIM_UCONTEXT 0
+#endif
+
+// Shared memory: every __shared__ variable lives in this section (see the
+// prelude). Weak, so that a library without any still links.
+extern "C" {
+extern unsigned char __start_sim_shared[] __attribute__((weak));
+extern unsigned char __stop_sim_shared[] __attribute__((weak));
+}
+
+namespace sim {
+
+#if SIM_THREADS
+thread_local ThreadCtx ctx;
+#else
+ThreadCtx ctx;
+#endif
+
+namespace {
+
+struct Config {
+  Order order = Order::kForward;
+  ReduceOrder reduce = ReduceOrder::kCub;
+  unsigned char poison = 0xA5;
+  std::mt19937_64 rng{0};
+};
+Config config;
+
+std::string format(const char* fmt, va_list ap) {
+  char buf[2048];
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  return buf;
+}
+
+std::string where(const Site& s) {
+  return std::string(s.what) + " launched at " + s.file + ":" + std::to_string(s.line);
+}
+
+std::string tid_str(const uint3& t) {
+  return "(" + std::to_string(t.x) + "," + std::to_string(t.y) + "," + std::to_string(t.z) + ")";
+}
+
+uint3 unflatten(unsigned i, const dim3& d) { return make_uint3(i % d.x, (i / d.x) % d.y, i / (d.x * d.y)); }
+
+// A permutation of 0..n-1 in the configured order.
+void make_order(std::vector<unsigned>& out, unsigned n) {
+  out.resize(n);
+  std::iota(out.begin(), out.end(), 0u);
+  if (config.order == Order::kReverse) {
+    std::reverse(out.begin(), out.end());
+  } else if (config.order == Order::kRandom) {
+    std::shuffle(out.begin(), out.end(), config.rng);
+  }
+}
+
+// Writes the poison byte without instrumentation: ASan's redzones between
+// shared variables lie inside the section too.
+__attribute__((no_sanitize("address", "thread"))) void raw_fill(unsigned char* p, size_t n, unsigned char v) {
+  volatile unsigned char* q = p;
+  for (size_t i = 0; i < n; ++i) q[i] = v;
+}
+
+void poison_shared() {
+  if (__start_sim_shared != nullptr && __stop_sim_shared != nullptr && __stop_sim_shared > __start_sim_shared) {
+    raw_fill(__start_sim_shared, size_t(__stop_sim_shared - __start_sim_shared), config.poison);
+  }
+}
+
+void check_config(const LaunchCfg& c, const Site& site) {
+  const dim3 g = c.grid, b = c.block;
+  const unsigned long long threads = 1ull * b.x * b.y * b.z;
+  if (g.x == 0 || g.y == 0 || g.z == 0 || threads == 0) {
+    fail("%s: empty launch configuration grid (%u,%u,%u) block (%u,%u,%u) (CUDA: invalid configuration argument)",
+         where(site).c_str(), g.x, g.y, g.z, b.x, b.y, b.z);
+  }
+  if (threads > 1024 || b.x > 1024 || b.y > 1024 || b.z > 64) {
+    fail("%s: block (%u,%u,%u) exceeds CUDA's limits (1024 threads, z <= 64)", where(site).c_str(), b.x, b.y, b.z);
+  }
+  if (g.x > 2147483647u || g.y > 65535u || g.z > 65535u) {
+    fail("%s: grid (%u,%u,%u) exceeds CUDA's limits (x < 2^31, y and z <= 65535)", where(site).c_str(), g.x, g.y,
+         g.z);
+  }
+  if (c.shmem != 0) {
+    fail("%s: dynamic shared memory (%zu bytes) is not supported by the harness", where(site).c_str(), c.shmem);
+  }
+}
+
+struct HarnessError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+#if !SIM_THREADS
+// ---- fibers ------------------------------------------------------------------------
+
+#if SIM_ASAN
+constexpr size_t kStackSize = 1 << 20;
+#else
+constexpr size_t kStackSize = 256 << 10;
+#endif
+
+enum class State { kReady, kWaiting, kDone };
+
+struct Fiber {
+  void* sp = nullptr;  // saved stack pointer (x86-64 switch) while suspended
+#if SIM_UCONTEXT
+  ucontext_t uc;
+#endif
+  unsigned char* stack = nullptr;  // lowest usable byte
+  void* fake_stack = nullptr;      // ASan's fake stack while suspended
+  uint3 tid;
+  State state = State::kReady;
+  const char* file = nullptr;  // barrier the fiber waits at
+  int line = 0;
+  int pred = 0;
+  int count = 0;  // __syncthreads_count result
+};
+
+struct Scheduler {
+  std::vector<Fiber> fibers;
+  Fiber* current = nullptr;
+  void* main_sp = nullptr;
+#if SIM_UCONTEXT
+  ucontext_t main_uc;
+#endif
+  void* main_fake_stack = nullptr;
+  const void* main_stack_bottom = nullptr;
+  size_t main_stack_size = 0;
+  BodyFn body = nullptr;
+  void* closure = nullptr;
+  std::exception_ptr error;
+  bool dirty = false;  // fibers abandoned mid-run (after an error)
+  bool running = false;
+};
+Scheduler sched;
+
+#if !SIM_UCONTEXT
+// void sim_switch(void** save_sp, void* new_sp): saves the callee-saved
+// registers and the FP control words on the current stack, stores the stack
+// pointer in *save_sp, and resumes the context saved at new_sp.
+asm(R"(
+  .text
+  .p2align 4
+  .type sim_switch,@function
+sim_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size sim_switch, .-sim_switch
+
+  .p2align 4
+  .type sim_fiber_start,@function
+sim_fiber_start:
+  movq %r12, %rdi
+  callq *%r13
+  ud2
+  .size sim_fiber_start, .-sim_fiber_start
+)");
+extern "C" void sim_switch(void** save_sp, void* new_sp);
+extern "C" void sim_fiber_start();
+#endif
+
+void fiber_main(void* arg);
+
+unsigned char* new_stack() {
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  void* p = mmap(nullptr, kStackSize + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                 -1, 0);
+  if (p == MAP_FAILED) throw std::runtime_error("sim: cannot map a fiber stack");
+  mprotect(p, page, PROT_NONE);  // guard page below the stack
+  return static_cast<unsigned char*>(p) + page;
+}
+
+void init_fiber(Fiber& f) {
+  if (f.stack == nullptr) f.stack = new_stack();
+#if SIM_UCONTEXT
+  getcontext(&f.uc);
+  f.uc.uc_stack.ss_sp = f.stack;
+  f.uc.uc_stack.ss_size = kStackSize;
+  f.uc.uc_link = nullptr;
+  // makecontext passes ints; split the pointer.
+  const uintptr_t a = reinterpret_cast<uintptr_t>(&f);
+  makecontext(&f.uc, reinterpret_cast<void (*)()>(+[](unsigned lo, unsigned hi) {
+                fiber_main(reinterpret_cast<void*>(uintptr_t(lo) | (uintptr_t(hi) << 32)));
+              }),
+              2, unsigned(a & 0xffffffffu), unsigned(a >> 32));
+#else
+  // Initial frame, popped by sim_switch: FP control words, r15..r12, rbx, rbp,
+  // then the return address sim_fiber_start, which calls r13(r12). After the
+  // ret the stack pointer is 16-byte aligned, as a call site requires.
+  uint64_t* top = reinterpret_cast<uint64_t*>(f.stack + kStackSize);
+  uint64_t* frame = top - 10;
+  uint32_t mxcsr = __builtin_ia32_stmxcsr();
+  uint16_t fpucw;
+  asm volatile("fnstcw %0" : "=m"(fpucw));
+  frame[0] = uint64_t(mxcsr) | (uint64_t(fpucw) << 32);
+  frame[1] = 0;                                          // r15
+  frame[2] = 0;                                          // r14
+  frame[3] = reinterpret_cast<uint64_t>(&fiber_main);    // r13
+  frame[4] = reinterpret_cast<uint64_t>(&f);             // r12
+  frame[5] = 0;                                          // rbx
+  frame[6] = 0;                                          // rbp
+  frame[7] = reinterpret_cast<uint64_t>(&sim_fiber_start);
+  frame[8] = 0;
+  frame[9] = 0;
+  f.sp = frame;
+#endif
+  f.state = State::kReady;
+  f.fake_stack = nullptr;
+}
+
+// Scheduler -> fiber.
+void resume(Fiber& f) {
+  sched.current = &f;
+  ctx.tid = f.tid;
+#if SIM_ASAN
+  __sanitizer_start_switch_fiber(&sched.main_fake_stack, f.stack, kStackSize);
+#endif
+#if SIM_UCONTEXT
+  swapcontext(&sched.main_uc, &f.uc);
+#else
+  sim_switch(&sched.main_sp, f.sp);
+#endif
+#if SIM_ASAN
+  __sanitizer_finish_switch_fiber(sched.main_fake_stack, nullptr, nullptr);
+#endif
+  sched.current = nullptr;
+}
+
+// Fiber -> scheduler. `final`: the fiber is done and never resumes.
+void yield_to_scheduler(Fiber& f, bool final) {
+#if SIM_ASAN
+  __sanitizer_start_switch_fiber(final ? nullptr : &f.fake_stack, sched.main_stack_bottom, sched.main_stack_size);
+#endif
+#if SIM_UCONTEXT
+  swapcontext(&f.uc, &sched.main_uc);
+#else
+  sim_switch(&f.sp, sched.main_sp);
+#endif
+#if SIM_ASAN
+  __sanitizer_finish_switch_fiber(f.fake_stack, &sched.main_stack_bottom, &sched.main_stack_size);
+#endif
+  (void)final;
+}
+
+void fiber_main(void* arg) {
+  Fiber& f = *static_cast<Fiber*>(arg);
+#if SIM_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &sched.main_stack_bottom, &sched.main_stack_size);
+#endif
+  try {
+    sched.body(sched.closure);
+  } catch (...) {
+    if (!sched.error) sched.error = std::current_exception();
+  }
+  f.state = State::kDone;
+  yield_to_scheduler(f, true);
+  __builtin_trap();  // a finished fiber is never resumed
+}
+
+void abandon_fibers() {
+#if SIM_ASAN
+  for (Fiber& f : sched.fibers) {
+    if (f.stack) __asan_unpoison_memory_region(f.stack, kStackSize);
+  }
+#endif
+  sched.dirty = false;
+}
+
+void run_block(const LaunchCfg& c, const Site& site, unsigned nthreads) {
+  if (sched.fibers.size() < nthreads) sched.fibers.resize(nthreads);
+  for (unsigned i = 0; i < nthreads; ++i) {
+    Fiber& f = sched.fibers[i];
+    init_fiber(f);
+    f.tid = unflatten(i, c.block);
+  }
+  std::vector<unsigned> order;
+  while (true) {
+    make_order(order, nthreads);
+    for (unsigned i : order) {
+      Fiber& f = sched.fibers[i];
+      if (f.state != State::kReady) continue;
+      resume(f);
+      if (sched.error) {
+        sched.dirty = true;
+        std::exception_ptr e = sched.error;
+        sched.error = nullptr;
+        std::rethrow_exception(e);
+      }
+    }
+    unsigned waiting = 0, done = 0;
+    const Fiber* first_wait = nullptr;
+    const Fiber* first_done = nullptr;
+    for (unsigned i = 0; i < nthreads; ++i) {
+      const Fiber& f = sched.fibers[i];
+      if (f.state == State::kWaiting) {
+        ++waiting;
+        if (!first_wait) first_wait = &f;
+      } else {
+        ++done;
+        if (!first_done) first_done = &f;
+      }
+    }
+    if (waiting == 0) return;
+    sched.dirty = true;
+    if (done > 0) {
+      fail("%s, block %s: thread %s exited while thread %s waits at __syncthreads() at %s:%d", where(site).c_str(),
+           tid_str(ctx.bid).c_str(), tid_str(first_done->tid).c_str(), tid_str(first_wait->tid).c_str(),
+           first_wait->file, first_wait->line);
+    }
+    int count = 0;
+    for (unsigned i = 0; i < nthreads; ++i) {
+      const Fiber& f = sched.fibers[i];
+      if (f.line != first_wait->line || std::strcmp(f.file, first_wait->file) != 0) {
+        fail("%s, block %s: threads wait at different barriers: thread %s at %s:%d, thread %s at %s:%d",
+             where(site).c_str(), tid_str(ctx.bid).c_str(), tid_str(first_wait->tid).c_str(), first_wait->file,
+             first_wait->line, tid_str(f.tid).c_str(), f.file, f.line);
+      }
+      count += f.pred;
+    }
+    sched.dirty = false;
+    for (unsigned i = 0; i < nthreads; ++i) {
+      sched.fibers[i].state = State::kReady;
+      sched.fibers[i].count = count;
+    }
+  }
+}
+
+#else  // SIM_THREADS
+// ---- real threads ------------------------------------------------------------------
+
+struct Abort {};
+
+struct BlockBarrier {
+  std::mutex m;
+  std::condition_variable cv;
+  unsigned threads = 0, alive = 0, arrived = 0;
+  uint64_t generation = 0;
+  int count = 0, result = 0;
+  const char* file = nullptr;
+  int line = 0;
+  uint3 first_tid{};
+  std::string error;
+  bool aborted = false;
+  const Site* site = nullptr;
+
+  void abort_with(std::string msg) {
+    if (error.empty()) error = std::move(msg);
+    aborted = true;
+    cv.notify_all();
+  }
+  // All alive threads arrived: check and release them.
+  void complete(std::unique_lock<std::mutex>&) {
+    if (alive < threads) {
+      abort_with(where(*site) + ", block " + tid_str(ctx.bid) + ": " + std::to_string(threads - alive) +
+                 " thread(s) exited while thread " + tid_str(first_tid) + " waits at __syncthreads() at " + file +
+                 ":" + std::to_string(line));
+      return;
+    }
+    result = count;
+    arrived = 0;
+    count = 0;
+    file = nullptr;
+    ++generation;
+    cv.notify_all();
+  }
+  int wait(const char* f, int l, int pred) {
+    std::unique_lock<std::mutex> lock(m);
+    if (aborted) throw Abort{};
+    if (file == nullptr) {
+      file = f;
+      line = l;
+      first_tid = ctx.tid;
+    } else if (l != line || std::strcmp(f, file) != 0) {
+      abort_with(where(*site) + ", block " + tid_str(ctx.bid) + ": threads wait at different barriers: thread " +
+                 tid_str(first_tid) + " at " + file + ":" + std::to_string(line) + ", thread " + tid_str(ctx.tid) +
+                 " at " + f + ":" + std::to_string(l));
+      throw Abort{};
+    }
+    count += pred;
+    const uint64_t gen = generation;
+    if (++arrived == alive) {
+      complete(lock);
+      if (aborted) throw Abort{};
+      return result;
+    }
+    cv.wait(lock, [&] { return generation != gen || aborted; });
+    if (aborted) throw Abort{};
+    return result;
+  }
+  void exit_thread() {
+    std::unique_lock<std::mutex> lock(m);
+    --alive;
+    if (arrived > 0 && arrived == alive && !aborted) complete(lock);
+  }
+};
+BlockBarrier* current_barrier = nullptr;  // of the block being run (blocks run one at a time)
+
+void run_block(const LaunchCfg& c, const Site& site, unsigned nthreads, BodyFn body, void* closure) {
+  BlockBarrier bar;
+  bar.threads = bar.alive = nthreads;
+  bar.site = &site;
+  current_barrier = &bar;
+  const uint3 bid = ctx.bid;
+  const dim3 bdim = ctx.bdim, gdim = ctx.gdim;
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(nthreads);
+  threads.reserve(nthreads);
+  for (unsigned i = 0; i < nthreads; ++i) {
+    threads.emplace_back([&, i] {
+      ctx.tid = unflatten(i, c.block);
+      ctx.bid = bid;
+      ctx.bdim = bdim;
+      ctx.gdim = gdim;
+      try {
+        body(closure);
+      } catch (const Abort&) {
+      } catch (...) {
+        errors[i] = std::current_exception();
+        std::lock_guard<std::mutex> lock(bar.m);
+        bar.aborted = true;
+        bar.cv.notify_all();
+      }
+      bar.exit_thread();
+    });
+  }
+  for (auto& t : threads) t.join();
+  current_barrier = nullptr;
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  if (!bar.error.empty()) throw HarnessError(bar.error);
+}
+#endif
+
+}  // namespace
+
+// ---- public -------------------------------------------------------------------------
+
+void fail(const char* fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  std::string msg = format(fmt, ap);
+  va_end(ap);
+  throw HarnessError("cuda_sim: " + msg);
+}
+
+ReduceOrder reduce_order() { return config.reduce; }
+uint64_t random_u64() { return config.rng(); }
+unsigned char poison_byte() { return config.poison; }
+void fill_poison(void* p, size_t bytes) {
+  if (p && bytes) std::memset(p, config.poison, bytes);
+}
+
+int syncthreads_count(int pred, const char* file, int line) {
+#if SIM_THREADS
+  if (current_barrier == nullptr) fail("__syncthreads() outside a kernel (%s:%d)", file, line);
+  return current_barrier->wait(file, line, pred);
+#else
+  Fiber* f = sched.current;
+  if (f == nullptr) fail("__syncthreads() outside a kernel (%s:%d)", file, line);
+  f->state = State::kWaiting;
+  f->file = file;
+  f->line = line;
+  f->pred = pred;
+  yield_to_scheduler(*f, false);
+  // The scheduler resumed us: every thread arrived at this barrier.
+  return f->count;
+#endif
+}
+
+void syncthreads(const char* file, int line) { (void)syncthreads_count(0, file, line); }
+
+void run_grid(const LaunchCfg& c, const Site& site, BodyFn body, void* closure) {
+  check_config(c, site);
+#if !SIM_THREADS
+  if (sched.running) fail("%s: launch from inside a kernel (dynamic parallelism) is not supported", where(site).c_str());
+  if (sched.dirty) abandon_fibers();
+  sched.body = body;
+  sched.closure = closure;
+  sched.error = nullptr;
+  sched.running = true;
+  struct Reset {
+    ~Reset() { sched.running = false; }
+  } reset;
+#endif
+  const unsigned nthreads = c.block.x * c.block.y * c.block.z;
+  const unsigned long long nblocks = 1ull * c.grid.x * c.grid.y * c.grid.z;
+  std::vector<unsigned> order;
+  make_order(order, unsigned(nblocks));
+  const ThreadCtx saved = ctx;
+  ctx.bdim = c.block;
+  ctx.gdim = c.grid;
+  try {
+    for (unsigned b : order) {
+      ctx.bid = unflatten(b, c.grid);
+      poison_shared();
+#if SIM_THREADS
+      run_block(c, site, nthreads, body, closure);
+#else
+      run_block(c, site, nthreads);
+#endif
+    }
+  } catch (...) {
+    ctx = saved;
+    throw;
+  }
+  ctx = saved;
+}
+
+}  // namespace sim
+
+// ---- configuration and errors, for the C API ------------------------------------------
+
+extern "C" void sim_configure(int order, unsigned long long seed, int reduce_order, int poison) {
+  sim::config.order = static_cast<sim::Order>(order);
+  sim::config.reduce = static_cast<sim::ReduceOrder>(reduce_order);
+  sim::config.poison = static_cast<unsigned char>(poison);
+  sim::config.rng.seed(seed);
+}
+
+extern "C" int sim_threads_mode() { return SIM_THREADS; }
+
+// ---- host versions of the CUDA runtime: "device" memory is host memory ------------------
+
+extern "C" {
+
+cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t) {
+  if (count) std::memset(p, value, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemset(void* p, int value, size_t count) {
+  if (count) std::memset(p, value, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind, cudaStream_t) {
+  if (count) std::memcpy(dst, src, count);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind) {
+  if (count) std::memcpy(dst, src, count);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+// Launch errors throw at the launch, so there is never one to report here.
+cudaError_t cudaGetLastError(void) { return cudaSuccess; }
+cudaError_t cudaPeekAtLastError(void) { return cudaSuccess; }
+const char* cudaGetErrorString(cudaError_t error) {
+  return error == cudaSuccess ? "no error" : "cuda_sim: error code from a simulated CUDA call";
+}
+const char* cudaGetErrorName(cudaError_t error) { return error == cudaSuccess ? "cudaSuccess" : "cudaErrorSim"; }
+
+}  // extern "C"
