@@ -25,8 +25,10 @@ import torch
 
 try:
     from . import build as _build
+    from .variants import VARIANTS
 except ImportError:  # imported as a top-level module
     import build as _build  # type: ignore[no-redef]
+    from variants import VARIANTS  # type: ignore[no-redef]
 
 ORDERS = {"forward": 0, "reverse": 1, "random": 2}
 REDUCE_ORDERS = {"cub": 0, "sequential": 1, "random": 2}
@@ -42,6 +44,17 @@ class SanitizerError(RuntimeError):
 
 
 _LIBS: dict[str, ctypes.CDLL] = {}
+_BUILT: dict[tuple, "_build.Built"] = {}
+
+
+def get_build(mode: str = "fiber", variant: str | None = None) -> "_build.Built":
+    """The harness library for `mode` (and a variant of variants.py), built
+    or found in the cache once per process."""
+    key = (mode, variant)
+    if key not in _BUILT:
+        patches = VARIANTS[variant] if variant else ()
+        _BUILT[key] = _build.build(mode, variant=variant, patches=patches)
+    return _BUILT[key]
 
 
 def _load(path: str) -> ctypes.CDLL:
@@ -69,12 +82,12 @@ def _dt(t: torch.Tensor) -> int:
 
 class Sim:
     """One configuration of the harness: build mode, thread order, block-reduce
-    order, seed, poison byte; `variant` selects a library built with patched
-    kernels (see variants.py)."""
+    order, seed, poison byte; `variant` names a library built with patched
+    kernels (variants.py)."""
 
     def __init__(self, mode: str = "fiber", order: str | None = None, seed: int | None = None,
-                 reduce: str | None = None, poison: int | None = None, variant: str | None = None,
-                 patches=(), timeout: float = 300.0):
+                 reduce: str | None = None, poison: int | str | None = None, variant: str | None = None,
+                 timeout: float = 600.0):
         self.mode = mode
         self.order = order or os.environ.get("SNIPER_SIM_ORDER", "forward")
         self.seed = int(seed if seed is not None else os.environ.get("SNIPER_SIM_SEED", "0"))
@@ -85,12 +98,14 @@ class Sim:
         if self.order not in ORDERS or self.reduce not in REDUCE_ORDERS:
             raise ValueError(f"cuda_sim: order must be one of {list(ORDERS)}, reduce one of {list(REDUCE_ORDERS)}")
         self.timeout = timeout
-        self.built = _build.build(mode, variant=variant, patches=tuple(patches))
+        self.variant = variant
+        self.built = get_build(mode, variant)
         self._lib = _load(self.built.lib) if mode == "fiber" else None
         self.calls = 0
 
     def __repr__(self):
-        return f"Sim(mode={self.mode!r}, order={self.order!r}, seed={self.seed}, reduce={self.reduce!r})"
+        v = f", variant={self.variant!r}" if self.variant else ""
+        return f"Sim(mode={self.mode!r}, order={self.order!r}, seed={self.seed}, reduce={self.reduce!r}{v})"
 
     # -- calling an entry point ------------------------------------------------------------
 

@@ -69,6 +69,7 @@ sniper::DeformGeometry geometry(const int64_t* i) {
   extern "C" int sim_op_##name(void* const* p, const int64_t* i, const double* d, int64_t* ret)
 
 extern "C" const char* sim_last_error() { return last_error.c_str(); }
+extern "C" void sim_set_last_error(const char* msg) { last_error = msg; }
 
 // p: a, b, out; i: n, m, dtype
 SIM_OP(box_iou) {

@@ -14,7 +14,6 @@
 #include <exception>
 #include <mutex>
 #include <numeric>
-#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -52,11 +51,22 @@ ThreadCtx ctx;
 
 namespace {
 
+// splitmix64: small, fast, and good enough to shuffle threads.
+struct Rng {
+  uint64_t state = 0;
+  uint64_t operator()() {
+    uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+  }
+};
+
 struct Config {
   Order order = Order::kForward;
   ReduceOrder reduce = ReduceOrder::kCub;
   unsigned char poison = 0xA5;
-  std::mt19937_64 rng{0};
+  Rng rng;
 };
 Config config;
 
@@ -83,16 +93,24 @@ void make_order(std::vector<unsigned>& out, unsigned n) {
   if (config.order == Order::kReverse) {
     std::reverse(out.begin(), out.end());
   } else if (config.order == Order::kRandom) {
-    std::shuffle(out.begin(), out.end(), config.rng);
+    for (unsigned i = n; i > 1; --i) std::swap(out[i - 1], out[config.rng() % i]);
   }
 }
 
-// Writes the poison byte without instrumentation: ASan's redzones between
-// shared variables lie inside the section too.
-__attribute__((no_sanitize("address", "thread"))) void raw_fill(unsigned char* p, size_t n, unsigned char v) {
-  volatile unsigned char* q = p;
-  for (size_t i = 0; i < n; ++i) q[i] = v;
+// Fills shared memory with the poison byte. Under ASan the section also holds
+// the redzones between variables, which memset (intercepted) would report:
+// write them with uninstrumented stores instead.
+#if SIM_ASAN
+__attribute__((no_sanitize("address"))) void raw_fill(unsigned char* p, size_t n, unsigned char v) {
+  volatile uint64_t* q = reinterpret_cast<volatile uint64_t*>(p);
+  const uint64_t word = 0x0101010101010101ull * v;
+  size_t i = 0;
+  for (; (i + 1) * 8 <= n && reinterpret_cast<uintptr_t>(p) % 8 == 0; ++i) q[i] = word;
+  for (size_t k = i * 8; k < n; ++k) reinterpret_cast<volatile unsigned char*>(p)[k] = v;
 }
+#else
+void raw_fill(unsigned char* p, size_t n, unsigned char v) { std::memset(p, v, n); }
+#endif
 
 void poison_shared() {
   if (__start_sim_shared != nullptr && __stop_sim_shared != nullptr && __stop_sim_shared > __start_sim_shared) {
@@ -132,8 +150,27 @@ constexpr size_t kStackSize = 1 << 20;
 constexpr size_t kStackSize = 256 << 10;
 #endif
 
-enum class State { kReady, kWaiting, kDone };
+// A simulated thread: not started, running, waiting at a barrier, ready to
+// continue past it, or done.
+enum class State { kNotStarted, kRunning, kWaiting, kReady, kDone };
 
+struct Fiber;
+
+struct Thread {
+  uint3 tid;
+  State state = State::kNotStarted;
+  Fiber* fiber = nullptr;      // the fiber it runs on, once started
+  const char* file = nullptr;  // the barrier it waits at
+  int line = 0;
+  int pred = 0;
+  int count = 0;  // __syncthreads_count result
+};
+
+// A fiber is a stack on which threads run. A fresh fiber starts the block's
+// not-yet-started threads one after another (in the configured order) until
+// one of them waits at a barrier; that thread keeps the fiber, and the
+// scheduler starts another fiber for the rest. So a block that never reaches
+// a barrier costs one switch, not one per thread.
 struct Fiber {
   void* sp = nullptr;  // saved stack pointer (x86-64 switch) while suspended
 #if SIM_UCONTEXT
@@ -141,17 +178,16 @@ struct Fiber {
 #endif
   unsigned char* stack = nullptr;  // lowest usable byte
   void* fake_stack = nullptr;      // ASan's fake stack while suspended
-  uint3 tid;
-  State state = State::kReady;
-  const char* file = nullptr;  // barrier the fiber waits at
-  int line = 0;
-  int pred = 0;
-  int count = 0;  // __syncthreads_count result
+  bool finished = false;
 };
 
 struct Scheduler {
-  std::vector<Fiber> fibers;
-  Fiber* current = nullptr;
+  std::vector<Fiber*> pool;  // idle fibers (stacks kept for reuse)
+  std::vector<Fiber*> all;
+  std::vector<Thread> threads;
+  std::vector<unsigned> start_order;
+  unsigned nthreads = 0, next_start = 0;
+  Thread* current = nullptr;
   void* main_sp = nullptr;
 #if SIM_UCONTEXT
   ucontext_t main_uc;
@@ -169,8 +205,10 @@ Scheduler sched;
 
 #if !SIM_UCONTEXT
 // void sim_switch(void** save_sp, void* new_sp): saves the callee-saved
-// registers and the FP control words on the current stack, stores the stack
-// pointer in *save_sp, and resumes the context saved at new_sp.
+// registers on the current stack, stores the stack pointer in *save_sp, and
+// resumes the context saved at new_sp. The FP control words (MXCSR, x87 CW)
+// are not switched: all fibers share the thread's floating-point environment
+// (saving them made up most of a switch's cost).
 asm(R"(
   .text
   .p2align 4
@@ -182,14 +220,8 @@ sim_switch:
   pushq %r13
   pushq %r14
   pushq %r15
-  subq $8, %rsp
-  stmxcsr (%rsp)
-  fnstcw 4(%rsp)
   movq %rsp, (%rdi)
   movq %rsi, %rsp
-  ldmxcsr (%rsp)
-  fldcw 4(%rsp)
-  addq $8, %rsp
   popq %r15
   popq %r14
   popq %r13
@@ -222,48 +254,52 @@ unsigned char* new_stack() {
   return static_cast<unsigned char*>(p) + page;
 }
 
-void init_fiber(Fiber& f) {
-  if (f.stack == nullptr) f.stack = new_stack();
+Fiber* acquire_fiber() {
+  Fiber* f;
+  if (sched.pool.empty()) {
+    f = new Fiber;
+    f->stack = new_stack();
+    sched.all.push_back(f);
+  } else {
+    f = sched.pool.back();
+    sched.pool.pop_back();
+  }
+  f->finished = false;
+  f->fake_stack = nullptr;
 #if SIM_UCONTEXT
-  getcontext(&f.uc);
-  f.uc.uc_stack.ss_sp = f.stack;
-  f.uc.uc_stack.ss_size = kStackSize;
-  f.uc.uc_link = nullptr;
+  getcontext(&f->uc);
+  f->uc.uc_stack.ss_sp = f->stack;
+  f->uc.uc_stack.ss_size = kStackSize;
+  f->uc.uc_link = nullptr;
   // makecontext passes ints; split the pointer.
-  const uintptr_t a = reinterpret_cast<uintptr_t>(&f);
-  makecontext(&f.uc, reinterpret_cast<void (*)()>(+[](unsigned lo, unsigned hi) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(f);
+  makecontext(&f->uc, reinterpret_cast<void (*)()>(+[](unsigned lo, unsigned hi) {
                 fiber_main(reinterpret_cast<void*>(uintptr_t(lo) | (uintptr_t(hi) << 32)));
               }),
               2, unsigned(a & 0xffffffffu), unsigned(a >> 32));
 #else
-  // Initial frame, popped by sim_switch: FP control words, r15..r12, rbx, rbp,
-  // then the return address sim_fiber_start, which calls r13(r12). After the
-  // ret the stack pointer is 16-byte aligned, as a call site requires.
-  uint64_t* top = reinterpret_cast<uint64_t*>(f.stack + kStackSize);
-  uint64_t* frame = top - 10;
-  uint32_t mxcsr = __builtin_ia32_stmxcsr();
-  uint16_t fpucw;
-  asm volatile("fnstcw %0" : "=m"(fpucw));
-  frame[0] = uint64_t(mxcsr) | (uint64_t(fpucw) << 32);
-  frame[1] = 0;                                          // r15
-  frame[2] = 0;                                          // r14
-  frame[3] = reinterpret_cast<uint64_t>(&fiber_main);    // r13
-  frame[4] = reinterpret_cast<uint64_t>(&f);             // r12
-  frame[5] = 0;                                          // rbx
-  frame[6] = 0;                                          // rbp
-  frame[7] = reinterpret_cast<uint64_t>(&sim_fiber_start);
+  // Initial frame, popped by sim_switch: r15..r12, rbx, rbp, then the return
+  // address sim_fiber_start, which calls r13(r12). After the ret the stack
+  // pointer is 16-byte aligned, as a call site requires.
+  uint64_t* top = reinterpret_cast<uint64_t*>(f->stack + kStackSize);
+  uint64_t* frame = top - 9;
+  frame[0] = 0;                                          // r15
+  frame[1] = 0;                                          // r14
+  frame[2] = reinterpret_cast<uint64_t>(&fiber_main);    // r13
+  frame[3] = reinterpret_cast<uint64_t>(f);              // r12
+  frame[4] = 0;                                          // rbx
+  frame[5] = 0;                                          // rbp
+  frame[6] = reinterpret_cast<uint64_t>(&sim_fiber_start);
+  frame[7] = 0;
   frame[8] = 0;
-  frame[9] = 0;
-  f.sp = frame;
+  f->sp = frame;
 #endif
-  f.state = State::kReady;
-  f.fake_stack = nullptr;
+  return f;
 }
 
-// Scheduler -> fiber.
+// Scheduler -> fiber; returns when the fiber yields or finishes (then it goes
+// back to the pool).
 void resume(Fiber& f) {
-  sched.current = &f;
-  ctx.tid = f.tid;
 #if SIM_ASAN
   __sanitizer_start_switch_fiber(&sched.main_fake_stack, f.stack, kStackSize);
 #endif
@@ -276,6 +312,7 @@ void resume(Fiber& f) {
   __sanitizer_finish_switch_fiber(sched.main_fake_stack, nullptr, nullptr);
 #endif
   sched.current = nullptr;
+  if (f.finished) sched.pool.push_back(&f);
 }
 
 // Fiber -> scheduler. `final`: the fiber is done and never resumes.
@@ -299,57 +336,87 @@ void fiber_main(void* arg) {
 #if SIM_ASAN
   __sanitizer_finish_switch_fiber(nullptr, &sched.main_stack_bottom, &sched.main_stack_size);
 #endif
-  try {
-    sched.body(sched.closure);
-  } catch (...) {
-    if (!sched.error) sched.error = std::current_exception();
+  // Start threads until every thread of the block has started (a thread that
+  // waits at a barrier keeps this fiber; when it finishes, so does the loop).
+  while (sched.next_start < sched.nthreads && !sched.error) {
+    Thread& t = sched.threads[sched.start_order[sched.next_start++]];
+    t.fiber = &f;
+    t.state = State::kRunning;
+    sched.current = &t;
+    ctx.tid = t.tid;
+    try {
+      sched.body(sched.closure);
+    } catch (...) {
+      if (!sched.error) sched.error = std::current_exception();
+    }
+    t.state = State::kDone;
   }
-  f.state = State::kDone;
+  f.finished = true;
   yield_to_scheduler(f, true);
   __builtin_trap();  // a finished fiber is never resumed
 }
 
 void abandon_fibers() {
+  sched.pool.clear();
+  for (Fiber* f : sched.all) {
 #if SIM_ASAN
-  for (Fiber& f : sched.fibers) {
-    if (f.stack) __asan_unpoison_memory_region(f.stack, kStackSize);
-  }
+    __asan_unpoison_memory_region(f->stack, kStackSize);
 #endif
+    sched.pool.push_back(f);
+  }
   sched.dirty = false;
 }
 
-void run_block(const LaunchCfg& c, const Site& site, unsigned nthreads) {
-  if (sched.fibers.size() < nthreads) sched.fibers.resize(nthreads);
-  for (unsigned i = 0; i < nthreads; ++i) {
-    Fiber& f = sched.fibers[i];
-    init_fiber(f);
-    f.tid = unflatten(i, c.block);
+void check_error() {
+  if (sched.error) {
+    sched.dirty = true;
+    std::exception_ptr e = sched.error;
+    sched.error = nullptr;
+    std::rethrow_exception(e);
   }
+}
+
+void run_block(const LaunchCfg& c, const Site& site, unsigned nthreads, const std::vector<uint3>& tids) {
+  sched.threads.resize(nthreads);
+  for (unsigned i = 0; i < nthreads; ++i) {
+    Thread& t = sched.threads[i];
+    t.tid = tids[i];
+    t.state = State::kNotStarted;
+    t.fiber = nullptr;
+  }
+  sched.nthreads = nthreads;
+  sched.next_start = 0;
+  make_order(sched.start_order, nthreads);
   std::vector<unsigned> order;
-  while (true) {
-    make_order(order, nthreads);
-    for (unsigned i : order) {
-      Fiber& f = sched.fibers[i];
-      if (f.state != State::kReady) continue;
-      resume(f);
-      if (sched.error) {
-        sched.dirty = true;
-        std::exception_ptr e = sched.error;
-        sched.error = nullptr;
-        std::rethrow_exception(e);
+  for (bool first = true;; first = false) {
+    if (first) {
+      while (sched.next_start < nthreads) {
+        resume(*acquire_fiber());
+        check_error();
+      }
+    } else {
+      make_order(order, nthreads);
+      for (unsigned i : order) {
+        Thread& t = sched.threads[i];
+        if (t.state != State::kReady) continue;
+        t.state = State::kRunning;
+        sched.current = &t;
+        ctx.tid = t.tid;
+        resume(*t.fiber);
+        check_error();
       }
     }
     unsigned waiting = 0, done = 0;
-    const Fiber* first_wait = nullptr;
-    const Fiber* first_done = nullptr;
+    const Thread* first_wait = nullptr;
+    const Thread* first_done = nullptr;
     for (unsigned i = 0; i < nthreads; ++i) {
-      const Fiber& f = sched.fibers[i];
-      if (f.state == State::kWaiting) {
+      const Thread& t = sched.threads[i];
+      if (t.state == State::kWaiting) {
         ++waiting;
-        if (!first_wait) first_wait = &f;
+        if (!first_wait) first_wait = &t;
       } else {
         ++done;
-        if (!first_done) first_done = &f;
+        if (!first_done) first_done = &t;
       }
     }
     if (waiting == 0) return;
@@ -361,18 +428,18 @@ void run_block(const LaunchCfg& c, const Site& site, unsigned nthreads) {
     }
     int count = 0;
     for (unsigned i = 0; i < nthreads; ++i) {
-      const Fiber& f = sched.fibers[i];
-      if (f.line != first_wait->line || std::strcmp(f.file, first_wait->file) != 0) {
+      const Thread& t = sched.threads[i];
+      if (t.line != first_wait->line || (t.file != first_wait->file && std::strcmp(t.file, first_wait->file) != 0)) {
         fail("%s, block %s: threads wait at different barriers: thread %s at %s:%d, thread %s at %s:%d",
              where(site).c_str(), tid_str(ctx.bid).c_str(), tid_str(first_wait->tid).c_str(), first_wait->file,
-             first_wait->line, tid_str(f.tid).c_str(), f.file, f.line);
+             first_wait->line, tid_str(t.tid).c_str(), t.file, t.line);
       }
-      count += f.pred;
+      count += t.pred;
     }
     sched.dirty = false;
     for (unsigned i = 0; i < nthreads; ++i) {
-      sched.fibers[i].state = State::kReady;
-      sched.fibers[i].count = count;
+      sched.threads[i].state = State::kReady;
+      sched.threads[i].count = count;
     }
   }
 }
@@ -508,15 +575,15 @@ int syncthreads_count(int pred, const char* file, int line) {
   if (current_barrier == nullptr) fail("__syncthreads() outside a kernel (%s:%d)", file, line);
   return current_barrier->wait(file, line, pred);
 #else
-  Fiber* f = sched.current;
-  if (f == nullptr) fail("__syncthreads() outside a kernel (%s:%d)", file, line);
-  f->state = State::kWaiting;
-  f->file = file;
-  f->line = line;
-  f->pred = pred;
-  yield_to_scheduler(*f, false);
+  Thread* t = sched.current;
+  if (t == nullptr) fail("__syncthreads() outside a kernel (%s:%d)", file, line);
+  t->state = State::kWaiting;
+  t->file = file;
+  t->line = line;
+  t->pred = pred;
+  yield_to_scheduler(*t->fiber, false);
   // The scheduler resumed us: every thread arrived at this barrier.
-  return f->count;
+  return t->count;
 #endif
 }
 
@@ -539,6 +606,8 @@ void run_grid(const LaunchCfg& c, const Site& site, BodyFn body, void* closure) 
   const unsigned long long nblocks = 1ull * c.grid.x * c.grid.y * c.grid.z;
   std::vector<unsigned> order;
   make_order(order, unsigned(nblocks));
+  std::vector<uint3> tids(nthreads);
+  for (unsigned i = 0; i < nthreads; ++i) tids[i] = unflatten(i, c.block);
   const ThreadCtx saved = ctx;
   ctx.bdim = c.block;
   ctx.gdim = c.grid;
@@ -549,7 +618,7 @@ void run_grid(const LaunchCfg& c, const Site& site, BodyFn body, void* closure) 
 #if SIM_THREADS
       run_block(c, site, nthreads, body, closure);
 #else
-      run_block(c, site, nthreads);
+      run_block(c, site, nthreads, tids);
 #endif
     }
   } catch (...) {
@@ -567,7 +636,7 @@ extern "C" void sim_configure(int order, unsigned long long seed, int reduce_ord
   sim::config.order = static_cast<sim::Order>(order);
   sim::config.reduce = static_cast<sim::ReduceOrder>(reduce_order);
   sim::config.poison = static_cast<unsigned char>(poison);
-  sim::config.rng.seed(seed);
+  sim::config.rng.state = seed;
 }
 
 extern "C" int sim_threads_mode() { return SIM_THREADS; }

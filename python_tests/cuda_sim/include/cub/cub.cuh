@@ -98,15 +98,16 @@ T combine_sequential(std::vector<T>& v, Op op) {
   return acc;
 }
 
-// A random binary tree over the items, each node combining its operands in a
-// random order: op(a, b) or op(b, a).
+// The items in a random order, combined pairwise (a balanced tree over the
+// shuffled items), each node with a random operand order: op(a, b) or op(b, a).
 template <typename T, typename Op>
 T combine_random(std::vector<T>& v, Op op) {
-  while (v.size() > 1) {
-    const size_t i = size_t(::sim::random_u64() % (v.size() - 1));
-    T merged = (::sim::random_u64() & 1) ? op(v[i], v[i + 1]) : op(v[i + 1], v[i]);
-    v[i] = merged;
-    v.erase(v.begin() + std::ptrdiff_t(i) + 1);
+  for (size_t i = v.size(); i > 1; --i) std::swap(v[i - 1], v[size_t(::sim::random_u64() % i)]);
+  for (size_t width = v.size(); width > 1; width = (width + 1) / 2) {
+    for (size_t k = 0; 2 * k + 1 < width; ++k) {
+      v[k] = (::sim::random_u64() & 1) ? op(v[2 * k], v[2 * k + 1]) : op(v[2 * k + 1], v[2 * k]);
+    }
+    if (width % 2) v[width / 2] = v[width - 1];
   }
   return v[0];
 }
