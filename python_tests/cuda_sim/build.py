@@ -171,7 +171,7 @@ def rewrite_launches(text: str, display_path: str) -> tuple[str, int]:
         cfg = out[pos + 3:cfg_end]
         args = out[j + 1:args_end - 1]
         between = out[cfg_end + 3:j]  # whitespace between >>> and (, newlines kept
-        repl = (f'::sim::launch(::sim::Site{{"{name}", __FILE__, __LINE__}}, ::sim::cfg({cfg}),{between}'
+        repl = (f'::sim::launch(::sim::Site{{"{name}", __FILE__, __LINE__}}, ::sim::cfg({cfg}),{between or " "}'
                 f"[](auto&&... sim_a) {{ {kernel}(sim_a...); }}" + (f", {args})" if args.strip() else ")"))
         out = out[:start] + repl + out[args_end:]
         count += 1

@@ -8,7 +8,8 @@ harness, with the signatures and outputs of the ops (torch.ops.sniper.*).
 Outputs are allocated the way csrc/ops/cuda/*_cuda.cpp allocate them
 (uninitialised memory is poisoned here, zeroed memory stays zeroed); inputs
 must be CPU tensors. The fiber mode runs in process (ctypes); the sanitizer
-modes run each call in the sanitizer-built driver executable. Defaults come
+modes send each call to a driver process built with the sanitizer (one per
+Sim, ended by Sim.close(), which also collects ASan's leak report). Defaults come
 from $SNIPER_SIM_ORDER (forward | reverse | random), $SNIPER_SIM_SEED,
 $SNIPER_SIM_REDUCE (cub | sequential | random) and $SNIPER_SIM_POISON.
 """
@@ -17,9 +18,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import struct
 import subprocess
 import tempfile
+import time
 
 import torch
 
@@ -101,6 +104,8 @@ class Sim:
         self.variant = variant
         self.built = get_build(mode, variant)
         self._lib = _load(self.built.lib) if mode == "fiber" else None
+        self._proc = None
+        self._stderr = None
         self.calls = 0
 
     def __repr__(self):
@@ -133,6 +138,43 @@ class Sim:
             raise SimError(f"cuda_sim.{name}: {lib.sim_last_error().decode()}")
         return list(ret)
 
+    def _driver(self) -> subprocess.Popen:
+        """The driver process of this Sim (started on first use, and again
+        after one died)."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc
+        env = dict(os.environ)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        env.setdefault("TSAN_OPTIONS", "halt_on_error=1:second_deadlock_stack=1")
+        self._stderr = tempfile.TemporaryFile()
+        self._proc = subprocess.Popen([self.built.driver, self.built.lib], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        return self._proc
+
+    def _stderr_text(self, start=0) -> str:
+        self._stderr.seek(start)
+        return self._stderr.read().decode(errors="replace")
+
+    def _read(self, proc, n, deadline) -> bytes:
+        out = b""
+        fd = proc.stdout.fileno()
+        while len(out) < n:
+            left = deadline - time.monotonic()
+            ready, _, _ = select.select([fd], [], [], max(0.0, left))
+            if not ready:
+                proc.kill()
+                proc.wait()
+                raise SanitizerError(f"cuda_sim ({self.mode}): no answer within {self.timeout:.0f} s (deadlock?)\n"
+                                     f"{self._stderr_text()[-20000:]}")
+            chunk = os.read(fd, n - len(out))
+            if not chunk:
+                proc.wait()
+                raise SanitizerError(f"cuda_sim ({self.mode}): the driver died (exit status {proc.returncode})\n"
+                                     f"{self._stderr_text()[-20000:]}")
+            out += chunk
+        return out
+
     def _call_driver(self, name, bufs, ints, dbls, seed):
         req = [b"SIMQ", struct.pack("<iQii", ORDERS[self.order], seed, REDUCE_ORDERS[self.reduce], self.poison),
                struct.pack("<I", len(name)), name.encode(), struct.pack("<I", len(bufs))]
@@ -144,23 +186,20 @@ class Sim:
                 req += [struct.pack("<q", len(data)), data]
         req += [struct.pack("<I", len(ints)), struct.pack(f"<{len(ints)}q", *[int(v) for v in ints]),
                 struct.pack("<I", len(dbls)), struct.pack(f"<{len(dbls)}d", *[float(v) for v in dbls])]
-        with tempfile.TemporaryDirectory(prefix="cuda_sim_") as tmp:
-            rq, rs = os.path.join(tmp, "request"), os.path.join(tmp, "response")
-            with open(rq, "wb") as f:
-                f.write(b"".join(req))
-            env = dict(os.environ)
-            env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:halt_on_error=1")
-            env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
-            env.setdefault("TSAN_OPTIONS", "halt_on_error=1:second_deadlock_stack=1")
-            r = subprocess.run([self.built.driver, self.built.lib, rq, rs], capture_output=True, text=True,
-                               timeout=self.timeout, env=env)
-            if r.returncode != 0 or not os.path.exists(rs):
-                raise SanitizerError(f"cuda_sim.{name} ({self.mode}): driver exited with {r.returncode}\n"
-                                     f"{r.stderr[-20000:]}")
-            if r.stderr.strip():  # a sanitizer report that did not stop the process
-                raise SanitizerError(f"cuda_sim.{name} ({self.mode}): driver wrote to stderr\n{r.stderr[-20000:]}")
-            with open(rs, "rb") as f:
-                data = f.read()
+        body = b"".join(req)
+        proc = self._driver()
+        err_start = self._stderr.seek(0, os.SEEK_END)
+        try:
+            proc.stdin.write(struct.pack("<Q", len(body)) + body)
+            proc.stdin.flush()
+        except BrokenPipeError:
+            proc.wait()
+            raise SanitizerError(f"cuda_sim.{name} ({self.mode}): the driver died\n{self._stderr_text()}") from None
+        deadline = time.monotonic() + self.timeout
+        size, = struct.unpack("<Q", self._read(proc, 8, deadline))
+        data = self._read(proc, size, deadline)
+        if self._stderr.seek(0, os.SEEK_END) != err_start:  # a report that did not stop the process
+            raise SanitizerError(f"cuda_sim.{name} ({self.mode}): the driver reported\n{self._stderr_text(err_start)}")
         pos = 0
 
         def take(n):
@@ -184,6 +223,34 @@ class Sim:
         if status != 0:
             raise SimError(f"cuda_sim.{name}: {err}")
         return ret
+
+    def close(self):
+        """Ends the driver process; raises SanitizerError if it reports at exit
+        (ASan's leak check runs then)."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=self.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.returncode != 0:
+            raise SanitizerError(f"cuda_sim ({self.mode}): the driver exited with {proc.returncode}\n"
+                                 f"{self._stderr_text()[-20000:]}")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __del__(self):
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
 
     def empty(self, shape, dtype) -> torch.Tensor:
         """Like new_empty in the CUDA registrations: uninitialised (poisoned) memory."""

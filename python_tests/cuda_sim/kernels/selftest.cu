@@ -110,7 +110,10 @@ __global__ void two_sums_kernel(const int* in, int sync, int* out) {
   }
 }
 
-// --- memory errors (AddressSanitizer) ---------------------------------------------------
+// --- memory errors and undefined behaviour (ASan, UBSan) ---------------------------------
+
+// base + threadIdx.x overflows int for base near INT_MAX.
+__global__ void overflow_kernel(int* out, int base) { out[threadIdx.x] = base + int(threadIdx.x); }
 
 // Thread n-1 writes one element past the end.
 __global__ void overrun_kernel(int* out, int n) {
@@ -188,6 +191,12 @@ SELFTEST(overrun) {
   (void)d, (void)ret;
   const int n = int(i[0]);
   return guarded([&] { overrun_kernel<<<(n + 63) / 64, 64>>>(static_cast<int*>(p[0]), n); });
+}
+
+// p: out int[32]; i: base
+SELFTEST(overflow) {
+  (void)d, (void)ret;
+  return guarded([&] { overflow_kernel<<<1, 32>>>(static_cast<int*>(p[0]), int(i[0])); });
 }
 
 // The host CUB stand-ins on their own. p: keys in, keys out, values in (int64),

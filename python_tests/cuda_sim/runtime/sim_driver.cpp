@@ -1,16 +1,18 @@
-// Runs one harness entry point out of process, for the sanitizer builds (their
+// Runs harness entry points out of process, for the sanitizer builds (their
 // runtimes must come first in a process, which a Python interpreter cannot
 // arrange for a library it loads late):
 //
-//   sim_driver LIB REQUEST RESPONSE
+//   sim_driver LIB      (requests on stdin, responses on stdout, until EOF)
 //
-// REQUEST (little-endian): "SIMQ", i32 order, u64 seed, i32 reduce order,
-// i32 poison byte, u32 name length + name, u32 buffer count, each: i64 size
-// (-1: null pointer) + that many bytes, u32 count + i64 integers, u32 count +
-// f64 doubles. The buffers are malloc'd with their exact sizes (so ASan sees
-// overruns), the entry point sim_op_<name> of LIB is called, and RESPONSE gets
-// "SIMR", i32 status, u32 length + error message, 4 x i64 results, and every
-// buffer's final bytes (u32 count, each: i64 size + bytes).
+// Each message is a u64 byte count and then the bytes (little-endian).
+// Request: "SIMQ", i32 order, u64 seed, i32 reduce order, i32 poison byte,
+// u32 name length + name, u32 buffer count, each: i64 size (-1: null pointer)
+// + that many bytes, u32 count + i64 integers, u32 count + f64 doubles. The
+// buffers are malloc'd with their exact sizes (so ASan sees overruns), the
+// entry point sim_op_<name> of LIB is called, and the response is "SIMR",
+// i32 status, u32 length + error message, 4 x i64 results, and every buffer's
+// final bytes (u32 count, each: i64 size + bytes). One process serves many
+// calls, so the threaded build creates its worker threads once.
 #include <dlfcn.h>
 
 #include <cstdint>
@@ -49,29 +51,38 @@ struct Reader {
 };
 
 struct Writer {
-  FILE* f;
+  std::vector<unsigned char> data;
   template <typename T>
   void put(const T& v) {
-    if (std::fwrite(&v, sizeof(T), 1, f) != 1) die("write failed");
+    bytes(&v, sizeof(T));
   }
   void bytes(const void* p, size_t n) {
-    if (n && std::fwrite(p, 1, n, f) != n) die("write failed");
+    const unsigned char* q = static_cast<const unsigned char*>(p);
+    data.insert(data.end(), q, q + n);
   }
 };
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  if (argc != 4) die("usage: sim_driver LIB REQUEST RESPONSE");
-  Reader r;
-  {
-    FILE* f = std::fopen(argv[2], "rb");
-    if (!f) die(std::string("cannot open ") + argv[2]);
-    unsigned char buf[1 << 16];
-    size_t n;
-    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) r.data.insert(r.data.end(), buf, buf + n);
-    std::fclose(f);
+bool read_all(void* p, size_t n) {
+  unsigned char* q = static_cast<unsigned char*>(p);
+  while (n > 0) {
+    const size_t got = std::fread(q, 1, n, stdin);
+    if (got == 0) return false;
+    q += got;
+    n -= got;
   }
+  return true;
+}
+
+struct Lib {
+  using Configure = void (*)(int, unsigned long long, int, int);
+  using Op = int (*)(void* const*, const int64_t*, const double*, int64_t*);
+  using LastError = const char* (*)();
+  void* handle;
+  Configure configure;
+  LastError last_error;
+};
+
+std::vector<unsigned char> serve(const Lib& lib, Reader& r) {
   char magic[4];
   r.bytes(magic, 4);
   if (std::memcmp(magic, "SIMQ", 4) != 0) die("bad request");
@@ -97,23 +108,14 @@ int main(int argc, char** argv) {
   std::vector<double> dbls(r.get<uint32_t>());
   for (auto& v : dbls) v = r.get<double>();
 
-  void* lib = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
-  if (!lib) die(std::string("dlopen: ") + dlerror());
-  using Configure = void (*)(int, unsigned long long, int, int);
-  using Op = int (*)(void* const*, const int64_t*, const double*, int64_t*);
-  using LastError = const char* (*)();
-  auto configure = reinterpret_cast<Configure>(dlsym(lib, "sim_configure"));
-  auto op = reinterpret_cast<Op>(dlsym(lib, ("sim_op_" + name).c_str()));
-  auto last_error = reinterpret_cast<LastError>(dlsym(lib, "sim_last_error"));
-  if (!configure || !op || !last_error) die("entry point sim_op_" + name + " not found in " + argv[1]);
-  configure(order, seed, reduce, poison);
+  auto op = reinterpret_cast<Lib::Op>(dlsym(lib.handle, ("sim_op_" + name).c_str()));
+  if (!op) die("entry point sim_op_" + name + " not found");
+  lib.configure(order, seed, reduce, poison);
   int64_t ret[4] = {0, 0, 0, 0};
   const int32_t status = op(ptrs.data(), ints.data(), dbls.data(), ret);
-  const std::string err = status ? last_error() : "";
+  const std::string err = status ? lib.last_error() : "";
 
-  FILE* f = std::fopen(argv[3], "wb");
-  if (!f) die(std::string("cannot write ") + argv[3]);
-  Writer w{f};
+  Writer w;
   w.bytes("SIMR", 4);
   w.put(status);
   w.put(uint32_t(err.size()));
@@ -124,7 +126,29 @@ int main(int argc, char** argv) {
     w.put(sizes[k]);
     if (ptrs[k]) w.bytes(ptrs[k], size_t(sizes[k]));
   }
-  std::fclose(f);
   for (void* p : ptrs) std::free(p);
+  return std::move(w.data);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc != 2) die("usage: sim_driver LIB < requests > responses");
+  Lib lib;
+  lib.handle = dlopen(argv[1], RTLD_NOW | RTLD_LOCAL);
+  if (!lib.handle) die(std::string("dlopen: ") + dlerror());
+  lib.configure = reinterpret_cast<Lib::Configure>(dlsym(lib.handle, "sim_configure"));
+  lib.last_error = reinterpret_cast<Lib::LastError>(dlsym(lib.handle, "sim_last_error"));
+  if (!lib.configure || !lib.last_error) die(std::string("not a harness library: ") + argv[1]);
+  uint64_t size;
+  while (read_all(&size, sizeof size)) {
+    Reader r;
+    r.data.resize(size);
+    if (!read_all(r.data.data(), size)) die("truncated request");
+    const std::vector<unsigned char> out = serve(lib, r);
+    const uint64_t n = out.size();
+    if (std::fwrite(&n, sizeof n, 1, stdout) != 1 || std::fwrite(out.data(), 1, n, stdout) != n) die("write failed");
+    std::fflush(stdout);
+  }
   return 0;
 }

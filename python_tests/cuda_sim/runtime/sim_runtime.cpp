@@ -4,6 +4,7 @@
 // host versions of the CUDA runtime calls the launchers make.
 #include "sim_prelude.h"
 
+#include <pthread.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <cstdarg>
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <mutex>
 #include <numeric>
 #include <stdexcept>
@@ -200,6 +202,7 @@ struct Scheduler {
   std::exception_ptr error;
   bool dirty = false;  // fibers abandoned mid-run (after an error)
   bool running = false;
+  ~Scheduler();
 };
 Scheduler sched;
 
@@ -252,6 +255,14 @@ unsigned char* new_stack() {
   if (p == MAP_FAILED) throw std::runtime_error("sim: cannot map a fiber stack");
   mprotect(p, page, PROT_NONE);  // guard page below the stack
   return static_cast<unsigned char*>(p) + page;
+}
+
+Scheduler::~Scheduler() {
+  const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  for (Fiber* f : all) {
+    munmap(f->stack - page, kStackSize + page);
+    delete f;
+  }
 }
 
 Fiber* acquire_fiber() {
@@ -514,37 +525,125 @@ struct BlockBarrier {
 };
 BlockBarrier* current_barrier = nullptr;  // of the block being run (blocks run one at a time)
 
-void run_block(const LaunchCfg& c, const Site& site, unsigned nthreads, BodyFn body, void* closure) {
-  BlockBarrier bar;
-  bar.threads = bar.alive = nthreads;
-  bar.site = &site;
-  current_barrier = &bar;
-  const uint3 bid = ctx.bid;
-  const dim3 bdim = ctx.bdim, gdim = ctx.gdim;
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(nthreads);
-  threads.reserve(nthreads);
-  for (unsigned i = 0; i < nthreads; ++i) {
-    threads.emplace_back([&, i] {
-      ctx.tid = unflatten(i, c.block);
+// Worker threads, kept across blocks and launches (creating a thread under
+// ThreadSanitizer costs far more than running a small block). Worker i runs
+// simulated thread i of each block and has its own wake-up condition, so a
+// block wakes only the threads it needs. Mutexes and condition variables
+// order everything: ThreadSanitizer sees the happens-before edges a GPU has
+// between consecutive blocks and launches, and nothing more.
+struct Worker {
+  std::mutex m;
+  std::condition_variable cv;
+  uint64_t generation = 0;
+  bool quit = false;
+  unsigned index = 0;
+  pthread_t thread;
+};
+
+struct Pool {
+  std::vector<std::unique_ptr<Worker>> workers;
+  std::mutex m;  // guards remaining and errors
+  std::condition_variable done_cv;
+  unsigned remaining = 0;
+  std::vector<std::exception_ptr> errors;
+  // The block being run: written before the workers are woken.
+  BodyFn body = nullptr;
+  void* closure = nullptr;
+  BlockBarrier* bar = nullptr;
+  const std::vector<uint3>* tids = nullptr;
+  uint3 bid{};
+  dim3 bdim, gdim;
+
+  void work(Worker& w) {
+    const unsigned i = w.index;
+    uint64_t seen = 0;
+    while (true) {
+      {
+        std::unique_lock<std::mutex> lock(w.m);
+        w.cv.wait(lock, [&] { return w.quit || w.generation != seen; });
+        if (w.quit) return;
+        seen = w.generation;
+      }
+      ctx.tid = (*tids)[i];
       ctx.bid = bid;
       ctx.bdim = bdim;
       ctx.gdim = gdim;
+      std::exception_ptr err;
       try {
         body(closure);
       } catch (const Abort&) {
       } catch (...) {
-        errors[i] = std::current_exception();
-        std::lock_guard<std::mutex> lock(bar.m);
-        bar.aborted = true;
-        bar.cv.notify_all();
+        err = std::current_exception();
+        std::lock_guard<std::mutex> g(bar->m);
+        bar->aborted = true;
+        bar->cv.notify_all();
       }
-      bar.exit_thread();
-    });
+      bar->exit_thread();
+      std::lock_guard<std::mutex> lock(m);
+      if (err) errors[i] = err;
+      if (--remaining == 0) done_cv.notify_all();
+    }
   }
-  for (auto& t : threads) t.join();
+  ~Pool() {
+    for (auto& w : workers) {
+      std::lock_guard<std::mutex> lock(w->m);
+      w->quit = true;
+      w->cv.notify_all();
+    }
+    for (auto& w : workers) pthread_join(w->thread, nullptr);
+  }
+};
+Pool pool;
+
+void* worker_main(void* arg) {
+  pool.work(*static_cast<Worker*>(arg));
+  return nullptr;
+}
+
+// Small stacks: a block has up to 1024 threads.
+void spawn_worker() {
+  auto w = std::make_unique<Worker>();
+  w->index = unsigned(pool.workers.size());
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 512 << 10);
+  const int rc = pthread_create(&w->thread, &attr, worker_main, w.get());
+  pthread_attr_destroy(&attr);
+  if (rc != 0) throw std::runtime_error("sim: cannot create a worker thread");
+  pool.workers.push_back(std::move(w));
+}
+
+void run_block(const LaunchCfg&, const Site& site, unsigned nthreads, BodyFn body, void* closure,
+               const std::vector<uint3>& tids) {
+  BlockBarrier bar;
+  bar.threads = bar.alive = nthreads;
+  bar.site = &site;
+  current_barrier = &bar;
+  while (pool.workers.size() < nthreads) spawn_worker();
+  pool.body = body;
+  pool.closure = closure;
+  pool.bar = &bar;
+  pool.tids = &tids;
+  pool.bid = ctx.bid;
+  pool.bdim = ctx.bdim;
+  pool.gdim = ctx.gdim;
+  {
+    std::lock_guard<std::mutex> lock(pool.m);
+    pool.errors.assign(nthreads, nullptr);
+    pool.remaining = nthreads;
+  }
+  for (unsigned i = 0; i < nthreads; ++i) {
+    Worker& w = *pool.workers[i];
+    std::lock_guard<std::mutex> lock(w.m);
+    ++w.generation;
+    w.cv.notify_one();
+  }
+  {
+    std::unique_lock<std::mutex> lock(pool.m);
+    pool.done_cv.wait(lock, [] { return pool.remaining == 0; });
+  }
   current_barrier = nullptr;
-  for (auto& e : errors) {
+  for (auto& e : pool.errors) {
     if (e) std::rethrow_exception(e);
   }
   if (!bar.error.empty()) throw HarnessError(bar.error);
@@ -616,7 +715,7 @@ void run_grid(const LaunchCfg& c, const Site& site, BodyFn body, void* closure) 
       ctx.bid = unflatten(b, c.grid);
       poison_shared();
 #if SIM_THREADS
-      run_block(c, site, nthreads, body, closure);
+      run_block(c, site, nthreads, body, closure, tids);
 #else
       run_block(c, site, nthreads, tids);
 #endif
