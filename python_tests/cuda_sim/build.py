@@ -11,7 +11,8 @@ Modes:
 
 Objects are cached under .build/ (or $SNIPER_SIM_BUILD_DIR), keyed by a hash of
 the sources, the headers, the flags and the compiler, so repeated runs do not
-recompile. ``python build.py [mode ...]`` builds from the command line.
+recompile. ``python build.py [mode ...]`` builds from the command line;
+$SNIPER_SIM_CXXFLAGS adds compiler flags (e.g. -O0 -g to debug a kernel).
 """
 
 from __future__ import annotations
@@ -333,7 +334,7 @@ def build(mode: str = "fiber", variant: str | None = None, patches: tuple[Patch,
     if variant:
         files = apply_patches(variant, files, patches)
     headers = _header_digest()
-    flags = COMMON_FLAGS + MODE_FLAGS[mode]
+    flags = COMMON_FLAGS + MODE_FLAGS[mode] + os.environ.get("SNIPER_SIM_CXXFLAGS", "").split()
     compiler = _compiler_id(cxx)
     base = _sha(mode, flags, compiler, cuda_inc, _read(os.path.join(cuda_inc, "cuda_runtime_api.h")), headers)
 

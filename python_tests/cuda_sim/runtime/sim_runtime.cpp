@@ -29,7 +29,10 @@
 #define SIM_ASAN 0
 #endif
 
-#if !SIM_THREADS && !defined(__x86_64__)
+// Fibers switch with a few lines of x86-64 assembly; elsewhere (or with
+// -DSIM_FORCE_UCONTEXT) with ucontext, which is portable but makes a system
+// call per switch.
+#if !SIM_THREADS && (!defined(__x86_64__) || defined(SIM_FORCE_UCONTEXT))
 #define SIM_UCONTEXT 1
 #include <ucontext.h>
 #else
