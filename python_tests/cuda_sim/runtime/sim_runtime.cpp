@@ -463,67 +463,102 @@ void run_block(const LaunchCfg& c, const Site& site, unsigned nthreads, const st
 
 struct Abort {};
 
-struct BlockBarrier {
+// One phase's gate: the threads that arrived wait here until the last one
+// opens it.
+struct Gate {
   std::mutex m;
   std::condition_variable cv;
+  bool open = false, aborted = false;
+  int result = 0;
+};
+
+// __syncthreads for real threads. Counting happens under one mutex, but the
+// waiting happens at a gate per phase (two, alternating), so that a thread
+// arriving at the next barrier creates no happens-before edge to a thread
+// still waking from this one: ThreadSanitizer sees exactly the ordering a
+// barrier gives (every arrival before every departure) and so reports races
+// between the code after a barrier and the code before the next one.
+struct BlockBarrier {
+  std::mutex m;
   unsigned threads = 0, alive = 0, arrived = 0;
   uint64_t generation = 0;
-  int count = 0, result = 0;
+  int count = 0;
   const char* file = nullptr;
   int line = 0;
   uint3 first_tid{};
   std::string error;
   bool aborted = false;
   const Site* site = nullptr;
+  Gate gates[2];
 
-  void abort_with(std::string msg) {
+  // With m held.
+  void abort_locked(std::string msg) {
     if (error.empty()) error = std::move(msg);
     aborted = true;
-    cv.notify_all();
+    for (Gate& g : gates) {
+      std::lock_guard<std::mutex> lock(g.m);
+      g.aborted = true;
+      g.cv.notify_all();
+    }
   }
-  // All alive threads arrived: check and release them.
-  void complete(std::unique_lock<std::mutex>&) {
+  void abort() {
+    std::lock_guard<std::mutex> lock(m);
+    abort_locked("");
+  }
+  // All alive threads arrived (m held): check and open this phase's gate.
+  void complete() {
     if (alive < threads) {
-      abort_with(where(*site) + ", block " + tid_str(ctx.bid) + ": " + std::to_string(threads - alive) +
-                 " thread(s) exited while thread " + tid_str(first_tid) + " waits at __syncthreads() at " + file +
-                 ":" + std::to_string(line));
+      abort_locked(where(*site) + ", block " + tid_str(ctx.bid) + ": " + std::to_string(threads - alive) +
+                   " thread(s) exited while thread " + tid_str(first_tid) + " waits at __syncthreads() at " + file +
+                   ":" + std::to_string(line));
       return;
     }
-    result = count;
+    Gate& prev = gates[(generation + 1) % 2];  // every thread has left it: all arrived here
+    {
+      std::lock_guard<std::mutex> lock(prev.m);
+      prev.open = false;
+    }
+    Gate& gate = gates[generation % 2];
+    {
+      std::lock_guard<std::mutex> lock(gate.m);
+      gate.result = count;
+      gate.open = true;
+      gate.cv.notify_all();
+    }
     arrived = 0;
     count = 0;
     file = nullptr;
     ++generation;
-    cv.notify_all();
   }
   int wait(const char* f, int l, int pred) {
-    std::unique_lock<std::mutex> lock(m);
-    if (aborted) throw Abort{};
-    if (file == nullptr) {
-      file = f;
-      line = l;
-      first_tid = ctx.tid;
-    } else if (l != line || std::strcmp(f, file) != 0) {
-      abort_with(where(*site) + ", block " + tid_str(ctx.bid) + ": threads wait at different barriers: thread " +
-                 tid_str(first_tid) + " at " + file + ":" + std::to_string(line) + ", thread " + tid_str(ctx.tid) +
-                 " at " + f + ":" + std::to_string(l));
-      throw Abort{};
-    }
-    count += pred;
-    const uint64_t gen = generation;
-    if (++arrived == alive) {
-      complete(lock);
+    Gate* gate;
+    {
+      std::lock_guard<std::mutex> lock(m);
       if (aborted) throw Abort{};
-      return result;
+      if (file == nullptr) {
+        file = f;
+        line = l;
+        first_tid = ctx.tid;
+      } else if (l != line || (f != file && std::strcmp(f, file) != 0)) {
+        abort_locked(where(*site) + ", block " + tid_str(ctx.bid) + ": threads wait at different barriers: thread " +
+                     tid_str(first_tid) + " at " + file + ":" + std::to_string(line) + ", thread " +
+                     tid_str(ctx.tid) + " at " + f + ":" + std::to_string(l));
+        throw Abort{};
+      }
+      count += pred;
+      gate = &gates[generation % 2];
+      if (++arrived == alive) complete();
+      if (aborted) throw Abort{};
     }
-    cv.wait(lock, [&] { return generation != gen || aborted; });
-    if (aborted) throw Abort{};
-    return result;
+    std::unique_lock<std::mutex> lock(gate->m);
+    gate->cv.wait(lock, [&] { return gate->open || gate->aborted; });
+    if (gate->aborted) throw Abort{};
+    return gate->result;
   }
   void exit_thread() {
-    std::unique_lock<std::mutex> lock(m);
+    std::lock_guard<std::mutex> lock(m);
     --alive;
-    if (arrived > 0 && arrived == alive && !aborted) complete(lock);
+    if (arrived > 0 && arrived == alive && !aborted) complete();
   }
 };
 BlockBarrier* current_barrier = nullptr;  // of the block being run (blocks run one at a time)
@@ -577,9 +612,7 @@ struct Pool {
       } catch (const Abort&) {
       } catch (...) {
         err = std::current_exception();
-        std::lock_guard<std::mutex> g(bar->m);
-        bar->aborted = true;
-        bar->cv.notify_all();
+        bar->abort();
       }
       bar->exit_thread();
       std::lock_guard<std::mutex> lock(m);
