@@ -312,7 +312,7 @@ def _compiler_id(cxx: str) -> str:
 def _compile(cxx: str, src: str, obj: str, flags: list[str], log: str) -> None:
     tmp = f"{obj}.{os.getpid()}.tmp"
     cmd = [cxx, *flags, "-c", src, "-o", tmp]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if r.returncode != 0:
         with open(log, "w") as f:
             f.write(" ".join(cmd) + "\n" + r.stdout + r.stderr)
@@ -393,7 +393,7 @@ def build(mode: str = "fiber", variant: str | None = None, patches: tuple[Patch,
         if not os.path.exists(lib):
             tmp = f"{lib}.{os.getpid()}.tmp"
             cmd = [cxx, "-shared", "-Wl,-Bsymbolic", *link_flags, "-o", tmp, *objects]
-            r = subprocess.run(cmd, capture_output=True, text=True)
+            r = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if r.returncode != 0:
                 raise BuildError(f"linking {lib} failed:\n{r.stdout}{r.stderr}")
             os.replace(tmp, lib)
@@ -406,7 +406,7 @@ def build(mode: str = "fiber", variant: str | None = None, patches: tuple[Patch,
             if not os.path.exists(driver):
                 tmp = f"{driver}.{os.getpid()}.tmp"
                 cmd = [cxx, *flags, "-o", tmp, src, "-ldl"]
-                r = subprocess.run(cmd, capture_output=True, text=True)
+                r = subprocess.run(cmd, capture_output=True, text=True, check=False)
                 if r.returncode != 0:
                     raise BuildError(f"building {driver} failed:\n{r.stdout}{r.stderr}")
                 os.replace(tmp, driver)

@@ -30,8 +30,9 @@ try:
     from . import build as _build
     from .variants import VARIANTS
 except ImportError:  # imported as a top-level module
-    import build as _build  # type: ignore[no-redef]
     from variants import VARIANTS  # type: ignore[no-redef]
+
+    import build as _build  # type: ignore[no-redef]
 
 ORDERS = {"forward": 0, "reverse": 1, "random": 2}
 REDUCE_ORDERS = {"cub": 0, "sequential": 1, "random": 2}
@@ -47,10 +48,10 @@ class SanitizerError(RuntimeError):
 
 
 _LIBS: dict[str, ctypes.CDLL] = {}
-_BUILT: dict[tuple, "_build.Built"] = {}
+_BUILT: dict[tuple, _build.Built] = {}
 
 
-def get_build(mode: str = "fiber", variant: str | None = None) -> "_build.Built":
+def get_build(mode: str = "fiber", variant: str | None = None) -> _build.Built:
     """The harness library for `mode` (and a variant of variants.py), built
     or found in the cache once per process."""
     key = (mode, variant)
@@ -147,7 +148,7 @@ class Sim:
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=1")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         env.setdefault("TSAN_OPTIONS", "halt_on_error=1:second_deadlock_stack=1")
-        self._stderr = tempfile.TemporaryFile()
+        self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the driver)
         self._proc = subprocess.Popen([self.built.driver, self.built.lib], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, stderr=self._stderr, env=env)
         return self._proc

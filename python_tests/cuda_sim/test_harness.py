@@ -6,8 +6,8 @@ import math
 import struct
 
 import pytest
-import torch
 import test_chip_cover as chip_cover_tests
+import torch
 from conftest import random_boxes
 
 from . import build

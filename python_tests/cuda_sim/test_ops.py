@@ -6,10 +6,10 @@ thread orders; the costlier ones run each dtype/method/seed in one order, the
 orders taking turns (SNIPER_SIM_FULL=1: all of them in every order)."""
 
 import pytest
-import torch
 import test_chip_cover as chip_cover_tests
 import test_deform_conv as deform_conv_tests
 import test_roi_pool as roi_pool_tests
+import torch
 from conftest import ALL_DTYPES, random_boxes
 
 from .conftest import Unchanged, assert_bitwise, rotate
@@ -149,7 +149,7 @@ def test_deform_im2col_col2im(sim, dtype, mask):
             got = sim.deform_col2im(gcols, x, off, msk, *params, deterministic)
         want = ops.deform_col2im(gcols, x, off, msk, *params, deterministic)
         for name, g_, w_ in zip(("grad_input", "grad_offset", "grad_mask"), got, want):
-            torch.testing.assert_close(g_, w_, rtol=tol * 10, atol=tol * 100, msg=lambda m: f"{name}: {m}")
+            torch.testing.assert_close(g_, w_, rtol=tol * 10, atol=tol * 100, msg=lambda m, n=name: f"{n}: {m}")
 
 
 ROI_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}

@@ -10,10 +10,10 @@
 Each Sim runs its calls in a driver process built with the sanitizer."""
 
 import pytest
-import torch
 import test_chip_cover as chip_cover_tests
 import test_deform_conv as deform_conv_tests
 import test_roi_pool as roi_pool_tests
+import torch
 from conftest import random_boxes
 
 from .conftest import ORDERS, assert_bitwise, harness
@@ -210,9 +210,9 @@ def test_tsan_barrier_errors_are_reported_with_threads():
 def test_tsan_finds_plain_add_in_chip_cover():
     harness("tsan")
     boxes, gid, canvas = chip_cover_tests._random_problem(200, groups=2, per_group=(8, 12))
-    with Sim(mode="tsan", variant="chip_cover_plain_add") as s:
-        with pytest.raises(SanitizerError, match=r"(?s)data race.*cover_kernel"):
-            s.greedy_chip_cover(boxes, gid, canvas, 512, 32, None)
+    with (Sim(mode="tsan", variant="chip_cover_plain_add") as s,
+          pytest.raises(SanitizerError, match=r"(?s)data race.*cover_kernel")):
+        s.greedy_chip_cover(boxes, gid, canvas, 512, 32, None)
 
 
 def test_tsan_finds_plain_add_in_roi_align_backward():
@@ -220,6 +220,6 @@ def test_tsan_finds_plain_add_in_roi_align_backward():
     x, rois, _ = roi_pool_tests._random(8, torch.float32)
     n, c, h, w = x.shape
     grad = torch.ones(rois.shape[0], c, 3, 2)
-    with Sim(mode="tsan", variant="roi_pool_plain_add") as s:
-        with pytest.raises(SanitizerError, match=r"(?s)data race.*input_grad_kernel"):
-            s.roi_align_backward(grad, rois, 0.5, 3, 2, n, c, h, w, 2, True)
+    with (Sim(mode="tsan", variant="roi_pool_plain_add") as s,
+          pytest.raises(SanitizerError, match=r"(?s)data race.*input_grad_kernel")):
+        s.roi_align_backward(grad, rois, 0.5, 3, 2, n, c, h, w, 2, True)

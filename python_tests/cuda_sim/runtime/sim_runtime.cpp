@@ -1,7 +1,7 @@
 // The harness's execution engine: runs a grid block after block; the threads
 // of a block are fibers (switched at __syncthreads) or, with SIM_THREADS=1,
-// real std::threads meeting at a real barrier (for ThreadSanitizer). Also the
-// host versions of the CUDA runtime calls the launchers make.
+// real threads meeting at a real barrier (for ThreadSanitizer). Also the host
+// versions of the CUDA runtime calls the launchers make.
 #include "sim_prelude.h"
 
 #include <pthread.h>
@@ -18,7 +18,6 @@
 #include <numeric>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -136,6 +135,9 @@ void check_config(const LaunchCfg& c, const Site& site) {
   if (g.x > 2147483647u || g.y > 65535u || g.z > 65535u) {
     fail("%s: grid (%u,%u,%u) exceeds CUDA's limits (x < 2^31, y and z <= 65535)", where(site).c_str(), g.x, g.y,
          g.z);
+  }
+  if (1ull * g.x * g.y * g.z > (1ull << 28)) {
+    fail("%s: grid (%u,%u,%u) has more blocks than the harness runs (2^28)", where(site).c_str(), g.x, g.y, g.z);
   }
   if (c.shmem != 0) {
     fail("%s: dynamic shared memory (%zu bytes) is not supported by the harness", where(site).c_str(), c.shmem);
