@@ -1,0 +1,187 @@
+"""Every CUDA launcher of csrc/ops/cuda/launchers.h, run by the harness,
+against the CPU op on the inputs of the CUDA/CPU equality tests of
+python_tests/*.py (test_cuda_matches_cpu): bitwise where those tests expect
+exact equality, else with their tolerances. Every test runs in the three
+thread orders; the costlier ones run each dtype/method/seed in one order, the
+orders taking turns (SNIPER_SIM_FULL=1: all of them in every order)."""
+
+import pytest
+import test_chip_cover as chip_cover_tests
+import test_deform_conv as deform_conv_tests
+import test_roi_pool as roi_pool_tests
+import torch
+from conftest import ALL_DTYPES, random_boxes
+
+from .conftest import Unchanged, assert_bitwise, rotate
+
+ops = torch.ops.sniper
+SOFT_NMS_METHODS = {"linear": 0, "gaussian": 1, "hard": 2}
+
+
+def _name(v):
+    return "-".join(_name(x) for x in v) if isinstance(v, tuple) else str(v).replace("torch.", "")
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_box_iou(sim, dtype):
+    a = random_boxes(300, dtype=dtype)
+    b = random_boxes(200, generator=torch.Generator().manual_seed(9), dtype=dtype)
+    with Unchanged(a, b):
+        assert_bitwise(sim.box_iou(a, b), ops.box_iou(a, b), "box_iou")
+    assert sim.box_iou(a[:0], b).shape == (0, 200) and sim.box_iou(a, b[:0]).shape == (300, 0)
+
+
+@pytest.mark.parametrize("sim, dtype", rotate(ALL_DTYPES, _name), indirect=["sim"])
+def test_nms(sim, dtype):
+    g = torch.Generator().manual_seed(11)
+    for n in (1, 63, 64, 65, 1000, 5000):
+        boxes, scores = random_boxes(n, generator=g, dtype=dtype), torch.rand(n, generator=g).to(dtype)
+        idxs = torch.randint(0, 17, (n,), generator=g)
+        with Unchanged(boxes, scores, idxs):
+            assert_bitwise(sim.nms(boxes, scores, 0.5), ops.nms(boxes, scores, 0.5), f"nms n={n}")
+            assert_bitwise(sim.batched_nms(boxes, scores, idxs, 0.5), ops.batched_nms(boxes, scores, idxs, 0.5),
+                           f"batched_nms n={n}")
+    empty = torch.zeros(0, 4, dtype=dtype)
+    assert sim.nms(empty, torch.zeros(0, dtype=dtype), 0.5).shape == (0,)
+
+
+def test_nms_ties_and_signed_zero_scores(sim):
+    # Equal scores (ties to the lower index), -0.0 beside +0.0, identical boxes.
+    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [20, 20, 30, 30],
+                          [50, 50, 51, 51]], dtype=torch.float32).repeat(40, 1)
+    boxes += torch.arange(240).repeat_interleave(4).view(240, 4) % 3 * 0.25
+    scores = torch.tensor([0.5, 0.5, -0.0, 0.0, 0.5, -0.0]).repeat(40)
+    idxs = torch.arange(240) % 3
+    for thr in (0.0, 0.5, 1.0):
+        assert_bitwise(sim.nms(boxes, scores, thr), ops.nms(boxes, scores, thr), f"nms thr={thr}")
+        assert_bitwise(sim.batched_nms(boxes, scores, idxs, thr), ops.batched_nms(boxes, scores, idxs, thr),
+                       f"batched_nms thr={thr}")
+
+
+@pytest.mark.parametrize("sim, dtype, method", rotate([(d, m) for d in ALL_DTYPES for m in SOFT_NMS_METHODS], _name),
+                         indirect=["sim"])
+def test_soft_nms(sim, dtype, method):
+    g = torch.Generator().manual_seed(12)
+    m = SOFT_NMS_METHODS[method]
+    for n, ng in ((1, 1), (300, 1), (5000, 1), (20000, 400)):
+        boxes = random_boxes(n, generator=g, dtype=dtype)
+        scores = torch.rand(n, generator=g).to(dtype)
+        idxs = torch.randint(0, ng, (n,), generator=g)
+        with Unchanged(boxes, scores, idxs):
+            k_sim, s_sim = sim.soft_nms(boxes, scores, idxs, m, 0.5, 0.3, 1e-3)
+        k_cpu, s_cpu = ops.soft_nms(boxes, scores, idxs, m, 0.5, 0.3, 1e-3)
+        assert_bitwise(k_sim, k_cpu, f"soft_nms keep n={n}")
+        torch.testing.assert_close(s_sim, s_cpu, rtol=1e-5, atol=1e-6)
+    k, s = sim.soft_nms(boxes[:0], scores[:0], None, m, 0.5, 0.3, 1e-3)
+    assert k.shape == s.shape == (0,)
+
+
+def test_soft_nms_one_group_without_ids(sim):
+    g = torch.Generator().manual_seed(3)
+    boxes, scores = random_boxes(700, generator=g), torch.rand(700, generator=g, dtype=torch.float64)
+    for m in SOFT_NMS_METHODS.values():
+        k_sim, s_sim = sim.soft_nms(boxes, scores, None, m, 0.5, 0.3, 1e-3)
+        k_cpu, s_cpu = ops.soft_nms(boxes, scores, None, m, 0.5, 0.3, 1e-3)
+        assert_bitwise(k_sim, k_cpu, "soft_nms keep")
+        torch.testing.assert_close(s_sim, s_cpu, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("sim, seed", rotate([None, 0, 99]), indirect=["sim"])
+def test_greedy_chip_cover(sim, seed):
+    for s in range(5):
+        boxes, gid, canvas = chip_cover_tests._random_problem(200 + s, groups=300, per_group=(0, 30))
+        with Unchanged(boxes, gid, canvas):
+            got = sim.greedy_chip_cover(boxes, gid, canvas, 512, 32, seed)
+        want = ops.greedy_chip_cover(boxes, gid, canvas, 512, 32, seed)
+        for name, a, b in zip(("chips", "chip_group", "box_chip"), got, want):
+            assert_bitwise(a, b, f"greedy_chip_cover {name} problem {s}")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_greedy_chip_cover_dtypes(sim, dtype):
+    boxes, gid, canvas = chip_cover_tests._random_problem(7, groups=40, per_group=(0, 40))
+    got = sim.greedy_chip_cover(boxes.to(dtype), gid, canvas, 512, 32, None)
+    want = ops.greedy_chip_cover(boxes.to(dtype), gid, canvas, 512, 32, None)
+    for a, b in zip(got, want):
+        assert_bitwise(a, b, "greedy_chip_cover")
+
+
+@pytest.mark.parametrize("sim, dtype", rotate(ALL_DTYPES, _name), indirect=["sim"])
+def test_label_anchors(sim, dtype):
+    from sniper_ext import ops as sops
+
+    anchors = sops.make_anchors((32, 32), dtype=dtype)
+    gen = torch.Generator().manual_seed(7)
+    gt = torch.stack([random_boxes(200, generator=gen, canvas=512, max_size=300) for _ in range(8)]).to(dtype)
+    state = torch.randint(-1, 2, (8, 200), generator=gen, dtype=torch.int8)
+    canvas = torch.tensor([[512.0, 512.0]] * 4 + [[300.0, 512.0]] * 4)
+    args = (0.5, 0.4, 0.3, 32.0)  # sniper_ext.ops.label_anchors' defaults
+    with Unchanged(anchors, gt, state, canvas):
+        got = sim.label_anchors(anchors, gt, state, canvas, *args)
+    want = ops.label_anchors(anchors, gt, state, canvas, *args)
+    assert_bitwise(got[0], want[0], "labels")
+    assert_bitwise(got[1], want[1], "matched")
+
+
+DEFORM_TOL = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+def _deform_args(a, kh=3, kw=3):
+    (sh, sw), (ph, pw), (dh, dw) = a["stride"], a["padding"], a["dilation"]
+    og = a["offset"].shape[1] // (2 * kh * kw)
+    return kh, kw, sh, sw, ph, pw, dh, dw, og
+
+
+@pytest.mark.parametrize("mask", [True, False])
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_deform_im2col_col2im(sim, dtype, mask):
+    # test_deform_conv.test_cuda_matches_cpu's input (3x3 kernel there: kh, kw default to 3, 2).
+    a = deform_conv_tests._case(n=3, c=8, h=12, w=11, oc=8, og=4, dtype=dtype, mask=mask)
+    params = _deform_args(a, kh=a["weight"].shape[2], kw=a["weight"].shape[3])
+    tol = DEFORM_TOL[dtype]
+    x, off, msk = a["input"], a["offset"], a["mask"]
+    with Unchanged(x, off, msk):
+        cols = sim.deform_im2col(x, off, msk, *params)
+    torch.testing.assert_close(cols, ops.deform_im2col(x, off, msk, *params), rtol=tol, atol=tol)
+    gcols = torch.randn(cols.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(dtype)
+    for deterministic in (False, True):
+        with Unchanged(gcols, x, off, msk):
+            got = sim.deform_col2im(gcols, x, off, msk, *params, deterministic)
+        want = ops.deform_col2im(gcols, x, off, msk, *params, deterministic)
+        for name, g_, w_ in zip(("grad_input", "grad_offset", "grad_mask"), got, want):
+            torch.testing.assert_close(g_, w_, rtol=tol * 10, atol=tol * 100, msg=lambda m, n=name: f"{n}: {m}")
+
+
+ROI_TOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_roi_pool(sim, dtype):
+    x, rois, off = roi_pool_tests._random(8, dtype)
+    tol = ROI_TOL[dtype]
+    n, c, h, w = x.shape
+    for aligned in (False, True):
+        with Unchanged(x, rois):
+            out = sim.roi_align(x, rois, 0.5, 3, 2, 2, aligned)
+        want = ops.roi_align(x, rois, 0.5, 3, 2, 2, aligned)
+        torch.testing.assert_close(out, want, rtol=tol, atol=tol)
+        grad = torch.ones_like(want)  # of out.sum()
+        with Unchanged(grad, rois):
+            gi = sim.roi_align_backward(grad, rois, 0.5, 3, 2, n, c, h, w, 2, aligned)
+        torch.testing.assert_close(gi, ops.roi_align_backward(grad, rois, 0.5, 3, 2, n, c, h, w, 2, aligned),
+                                   rtol=tol, atol=tol)
+    with Unchanged(x, rois, off):
+        out = sim.deform_roi_pool(x, rois, off, 0.5, 3, 2, 2, 0.1)
+    want = ops.deform_roi_pool(x, rois, off, 0.5, 3, 2, 2, 0.1)
+    torch.testing.assert_close(out, want, rtol=tol, atol=tol)
+    grad = 2 * want  # of out.square().sum()
+    with Unchanged(grad, x, rois, off):
+        gi, go = sim.deform_roi_pool_backward(grad, x, rois, off, 0.5, 3, 2, 2, 0.1)
+    wi, wo = ops.deform_roi_pool_backward(grad, x, rois, off, 0.5, 3, 2, 2, 0.1)
+    torch.testing.assert_close(gi, wi, rtol=tol * 10, atol=tol * 10)
+    torch.testing.assert_close(go, wo, rtol=tol * 10, atol=tol * 10)
+    # Without an offset (deformable pooling degenerates to aligned RoIAlign).
+    gi, go = sim.deform_roi_pool_backward(grad, x, rois, None, 0.5, 3, 2, 2, 0.1)
+    wi, wo = ops.deform_roi_pool_backward(grad, x, rois, None, 0.5, 3, 2, 2, 0.1)
+    torch.testing.assert_close(gi, wi, rtol=tol * 10, atol=tol * 10)
+    assert go.numel() == wo.numel() == 0
