@@ -108,6 +108,9 @@ class Sim:
         self._proc = None
         self._stderr = None
         self.calls = 0
+        # The NMS-family size thresholds (cuda::NmsTuning: large_segment, mask_budget, soft_large) at
+        # their defaults; tests lower them to send small inputs down the large-group paths.
+        self.tuning = (1024, 256 << 20, 1024)
 
     def __repr__(self):
         v = f", variant={self.variant!r}" if self.variant else ""
@@ -273,7 +276,7 @@ class Sim:
             return keep
         b, s = boxes.contiguous(), scores.contiguous()
         ids = None if idxs is None else idxs.to(torch.int64).contiguous()
-        count = self.call("nms", [b, s, ids, keep], [n, _dt(b)], [iou_threshold])[0]
+        count = self.call("nms", [b, s, ids, keep], [n, _dt(b)] + list(self.tuning), [iou_threshold])[0]
         return keep[:count].clone()
 
     def nms(self, boxes, scores, iou_threshold):
@@ -289,7 +292,7 @@ class Sim:
             return keep, kept
         b, s = boxes.contiguous(), scores.contiguous()
         ids = None if idxs is None else idxs.to(torch.int64).contiguous()
-        count = self.call("soft_nms", [b, s, ids, keep, kept], [n, method, _dt(b)],
+        count = self.call("soft_nms", [b, s, ids, keep, kept], [n, method, _dt(b)] + list(self.tuning),
                           [sigma, iou_threshold, score_threshold])[0]
         return keep[:count].clone(), kept[:count].clone()
 

@@ -8,7 +8,7 @@ orders taking turns (SNIPER_SIM_FULL=1: all of them in every order)."""
 import pytest
 import test_chip_cover as chip_cover_tests
 import test_deform_conv as deform_conv_tests
-import test_roi_pool as roi_pool_tests
+import test_roi_align as roi_pool_tests
 import torch
 from conftest import ALL_DTYPES, random_boxes
 
@@ -71,7 +71,7 @@ def test_soft_nms(sim, dtype, method):
             k_sim, s_sim = sim.soft_nms(boxes, scores, idxs, m, 0.5, 0.3, 1e-3)
         k_cpu, s_cpu = ops.soft_nms(boxes, scores, idxs, m, 0.5, 0.3, 1e-3)
         assert_bitwise(k_sim, k_cpu, f"soft_nms keep n={n}")
-        torch.testing.assert_close(s_sim, s_cpu, rtol=1e-5, atol=1e-6)
+        assert_bitwise(s_sim, s_cpu, f"soft_nms scores n={n}")  # exp_ rounds identically on CPU and CUDA
     k, s = sim.soft_nms(boxes[:0], scores[:0], None, m, 0.5, 0.3, 1e-3)
     assert k.shape == s.shape == (0,)
 
@@ -84,6 +84,37 @@ def test_soft_nms_one_group_without_ids(sim):
         k_cpu, s_cpu = ops.soft_nms(boxes, scores, None, m, 0.5, 0.3, 1e-3)
         assert_bitwise(k_sim, k_cpu, "soft_nms keep")
         torch.testing.assert_close(s_sim, s_cpu, rtol=1e-12, atol=0)
+
+
+# The large-group paths (csrc/ops/cuda/nms_tuning.h), taken by small inputs under lowered thresholds:
+# bitmask batches for batched_nms (large_segment 0), column tiles with cross-tile suppression for nms
+# (mask budgets of 512 and 4096 bytes: 64- and 181-box tiles, more than 1024 kept boxes), and the
+# 1024-thread windowed Soft-NMS (soft_large 0 or 5).
+@pytest.mark.parametrize("sim, dtype", rotate(ALL_DTYPES, _name), indirect=["sim"])
+def test_nms_large_group_paths(sim, dtype):
+    g = torch.Generator().manual_seed(21)
+    for n, tuning in ((700, (0, 256 << 20, 1024)), (2500, (1024, 512, 1024)), (1500, (0, 4096, 1024))):
+        boxes = random_boxes(n, generator=g, canvas=400.0, dtype=dtype)
+        scores, idxs = torch.rand(n, generator=g).to(dtype), torch.randint(0, 3, (n,), generator=g)
+        sim.tuning = tuning
+        assert_bitwise(sim.nms(boxes, scores, 0.5), ops.nms(boxes, scores, 0.5), f"nms n={n} {tuning}")
+        assert_bitwise(sim.batched_nms(boxes, scores, idxs, 0.5), ops.batched_nms(boxes, scores, idxs, 0.5),
+                       f"batched_nms n={n} {tuning}")
+
+
+@pytest.mark.parametrize("sim, method", rotate(list(SOFT_NMS_METHODS), _name), indirect=["sim"])
+def test_soft_nms_large_group_path(sim, method):
+    g = torch.Generator().manual_seed(22)
+    m = SOFT_NMS_METHODS[method]
+    for dtype in (torch.float32, torch.float64):
+        for n, ng, soft_large in ((1500, 1, 0), (2000, 3, 5)):
+            boxes = random_boxes(n, generator=g, canvas=300.0, dtype=dtype)
+            scores, idxs = torch.rand(n, generator=g).to(dtype), torch.randint(0, ng, (n,), generator=g)
+            sim.tuning = (1024, 256 << 20, soft_large)
+            k_sim, s_sim = sim.soft_nms(boxes, scores, idxs if ng > 1 else None, m, 0.5, 0.3, 1e-3)
+            k_cpu, s_cpu = ops.soft_nms(boxes, scores, idxs if ng > 1 else None, m, 0.5, 0.3, 1e-3)
+            assert_bitwise(k_sim, k_cpu, f"soft_nms keep n={n} soft_large={soft_large}")
+            assert_bitwise(s_sim, s_cpu, f"soft_nms scores n={n} soft_large={soft_large}")
 
 
 @pytest.mark.parametrize("sim, seed", rotate([None, 0, 99]), indirect=["sim"])

@@ -58,6 +58,15 @@ int guarded(F&& f) {
 
 sniper::Dtype dt(int64_t v) { return static_cast<sniper::Dtype>(int(v)); }
 
+// NmsTuning from three integers: large_segment, mask_budget, soft_large.
+sniper::cuda::NmsTuning tuning(const int64_t* v) {
+  sniper::cuda::NmsTuning t;
+  t.nms_large_segment = v[0];
+  t.nms_mask_budget = v[1];
+  t.soft_nms_large_group = v[2];
+  return t;
+}
+
 sniper::DeformGeometry geometry(const int64_t* i) {
   return sniper::DeformGeometry{i[0], i[1], i[2],  i[3],  i[4],  i[5],  i[6],
                                 i[7], i[8], i[9], i[10], i[11], i[12], i[13]};
@@ -77,22 +86,25 @@ SIM_OP(box_iou) {
   return guarded([&] { sniper::cuda::box_iou(p[0], p[1], p[2], i[0], i[1], dt(i[2]), nullptr); });
 }
 
-// p: boxes, scores, group (nullable), keep; i: n, dtype; d: iou_threshold; ret: count
+// p: boxes, scores, group (nullable), keep; i: n, dtype, large_segment, mask_budget, soft_large;
+// d: iou_threshold; ret: count
 SIM_OP(nms) {
   return guarded([&] {
     HostAllocator alloc;
     ret[0] = sniper::cuda::nms(p[0], p[1], static_cast<const int64_t*>(p[2]), i[0], d[0], dt(i[1]),
-                               static_cast<int64_t*>(p[3]), alloc, nullptr);
+                               static_cast<int64_t*>(p[3]), alloc, nullptr, tuning(i + 2));
   });
 }
 
-// p: boxes, scores, group (nullable), keep, kept_scores; i: n, method, dtype;
+// p: boxes, scores, group (nullable), keep, kept_scores; i: n, method, dtype, large_segment, mask_budget,
+// soft_large;
 // d: sigma, iou_threshold, score_threshold; ret: count
 SIM_OP(soft_nms) {
   return guarded([&] {
     HostAllocator alloc;
-    ret[0] = sniper::cuda::soft_nms(p[0], p[1], static_cast<const int64_t*>(p[2]), i[0], i[1], d[0], d[1], d[2],
-                                    dt(i[2]), static_cast<int64_t*>(p[3]), p[4], alloc, nullptr);
+    ret[0] = sniper::cuda::soft_nms(p[0], p[1], static_cast<const int64_t*>(p[2]), i[0],
+                                    sniper::SoftNmsSpec{i[1], d[0], d[1], d[2]}, dt(i[2]),
+                                    static_cast<int64_t*>(p[3]), p[4], alloc, nullptr, tuning(i + 3));
   });
 }
 
