@@ -59,7 +59,7 @@ from fuzz.cases import TARGETS, make_case
 
 #: The RoI pooling ops (roi_align, deform_roi_pool, their backward ops and modules) are being fixed
 #: separately: while True their fuzz failures are reported but xfail. Flip to False when the fixes land.
-ROI_FUZZ_PENDING = True
+ROI_FUZZ_PENDING = False
 
 SECONDS = float(os.environ["SNIPER_FUZZ_SECONDS"]) if os.environ.get("SNIPER_FUZZ_SECONDS") else None
 CALLS = int(os.environ.get("SNIPER_FUZZ_CALLS", "3000" if SECONDS is None else "100000000"))

@@ -6,7 +6,7 @@ import math
 import struct
 
 import pytest
-import test_chip_cover as chip_cover_tests
+import test_greedy_chip_cover as chip_cover_tests
 import torch
 from conftest import random_boxes
 

@@ -6,7 +6,7 @@ thread orders; the costlier ones run each dtype/method/seed in one order, the
 orders taking turns (SNIPER_SIM_FULL=1: all of them in every order)."""
 
 import pytest
-import test_chip_cover as chip_cover_tests
+import test_greedy_chip_cover as chip_cover_tests
 import test_deform_conv as deform_conv_tests
 import test_roi_align as roi_pool_tests
 import torch

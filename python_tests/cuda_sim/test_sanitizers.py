@@ -10,7 +10,7 @@
 Each Sim runs its calls in a driver process built with the sanitizer."""
 
 import pytest
-import test_chip_cover as chip_cover_tests
+import test_greedy_chip_cover as chip_cover_tests
 import test_deform_conv as deform_conv_tests
 import test_roi_align as roi_pool_tests
 import torch

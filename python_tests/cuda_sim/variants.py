@@ -26,7 +26,7 @@ VARIANTS: dict[str, tuple[Patch, ...]] = {
     # cover_kernel's block reduction without the tie-breaks (equal counts go to
     # whichever operand comes first): the result depends on the reduction order.
     "chip_cover_broken_tiebreak": (
-        Patch("chip_cover_kernel.cu",
+        Patch("greedy_chip_cover_kernel.cu",
               r"if \(a\.key != b\.key\) return a\.key < b\.key \? a : b;\n\s*return a\.cand < b\.cand \? a : b;",
               "return a;"),
     ),
@@ -34,7 +34,7 @@ VARIANTS: dict[str, tuple[Patch, ...]] = {
     # order of fibers shows it (a fiber runs uninterrupted between barriers);
     # ThreadSanitizer on the threaded build does.
     "chip_cover_plain_add": (
-        Patch("chip_cover_kernel.cu", r"atomicAdd\(&cnt\[iy \* nx \+ ix\], 1\)", "cnt[iy * nx + ix] += 1"),
+        Patch("greedy_chip_cover_kernel.cu", r"atomicAdd\(&cnt\[iy \* nx \+ ix\], 1\)", "cnt[iy * nx + ix] += 1"),
     ),
     # RoIAlign's input gradient with a plain += instead of atomicAdd.
     "roi_pool_plain_add": (

@@ -1,7 +1,7 @@
 """Python API of the compiled ops (``torch.ops.sniper.*``), with argument checks."""
 from .anchors import decode_boxes, encode_boxes, label_anchors, make_anchors, sample_anchors
-from .boxes import box_iou
-from .chip_cover import greedy_chip_cover
+from .box_iou import box_iou
+from .greedy_chip_cover import greedy_chip_cover
 from .deform_conv import deform_conv2d
 from .nms import SOFT_NMS_METHODS, batched_nms, nms, soft_nms
 from .proposals import filter_proposals, proposal_targets

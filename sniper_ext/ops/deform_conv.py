@@ -46,7 +46,7 @@ def _autocast(device_type: str) -> bool:
 
 
 def _check_geometry(op, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og):
-    """The C++ checks of deform_im2col / deform_col2im (deform_conv_checks.h), for the fake kernels:
+    """The C++ checks of deform_im2col / deform_col2im (deform_conv_common.h), for the fake kernels:
     returns (out_h, out_w)."""
     check_devices(op, input=input, offset=offset, mask=mask)
     if input.dim() != 4:

@@ -4,7 +4,7 @@
 // deterministic.
 #include <vector>
 
-#include "../deform_conv_checks.h"
+#include "../deform_conv_common.h"
 
 namespace sniper {
 namespace {

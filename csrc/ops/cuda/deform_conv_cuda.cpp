@@ -1,5 +1,5 @@
 // CUDA registration of sniper::deform_im2col / deform_col2im (deform_conv_kernel.cu).
-#include "../deform_conv_checks.h"
+#include "../deform_conv_common.h"
 #include "cuda_registration.h"
 
 namespace sniper {

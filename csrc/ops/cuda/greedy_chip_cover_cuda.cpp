@@ -1,5 +1,5 @@
-// CUDA registration of sniper::greedy_chip_cover (chip_cover_kernel.cu).
-#include "../chip_cover_checks.h"
+// CUDA registration of sniper::greedy_chip_cover (greedy_chip_cover_kernel.cu).
+#include "../greedy_chip_cover_checks.h"
 #include "cuda_registration.h"
 
 namespace sniper {

@@ -1,5 +1,5 @@
-// Schema of sniper::greedy_chip_cover. Kernels: cpu/chip_cover_cpu.cpp,
-// cuda/chip_cover_cuda.cpp. Rules: docs/method.md §2.
+// Schema of sniper::greedy_chip_cover. Kernels: cpu/greedy_chip_cover_cpu.cpp,
+// cuda/greedy_chip_cover_cuda.cpp. Rules: docs/method.md §2.
 #include <torch/csrc/stable/library.h>
 
 STABLE_TORCH_LIBRARY_FRAGMENT(sniper, m) {

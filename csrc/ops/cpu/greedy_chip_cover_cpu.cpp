@@ -12,7 +12,7 @@
 
 #include <sniper/chip_grid.h>
 
-#include "../chip_cover_checks.h"
+#include "../greedy_chip_cover_checks.h"
 #include "groups_cpu.h"
 
 namespace sniper {
