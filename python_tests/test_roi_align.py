@@ -314,8 +314,8 @@ def test_scalars_are_checked():
     for bad in (float("nan"), -0.5, 0.0, float("inf")):
         with pytest.raises(ValueError, match=r"roi_align: `spatial_scale` must be a finite number > 0"):
             ops.roi_align(x, rois, 2, spatial_scale=bad)
-        with pytest.raises(ValueError, match=r"deform_roi_pool: `spatial_scale` must be a finite number > 0"):
-            snn.DeformRoIPool(3, 2, spatial_scale=bad, fc_channels=4).double()(x, rois)
+        with pytest.raises(ValueError, match=r"DeformRoIPool: `spatial_scale` must be (a finite number|> 0)"):
+            snn.DeformRoIPool(3, 2, spatial_scale=bad, fc_channels=4)  # refused when built
         with pytest.raises(RuntimeError, match=r"roi_align: `spatial_scale` must be a positive finite number"):
             sn.roi_align(x, rois, bad, 2, 2, 0, False)
         with pytest.raises(RuntimeError, match=r"roi_align_backward: `spatial_scale` must be a positive finite"):
@@ -453,3 +453,32 @@ def test_compile_fullgraph():
     b.backward()
     torch.testing.assert_close(xc.grad, xs.grad)
     torch.testing.assert_close(oc.grad, os_.grad)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(in_channels=0), "DeformRoIPool: `in_channels` must be an int in"),
+    (dict(in_channels="4"), "DeformRoIPool: `in_channels` must be an int"),
+    (dict(fc_channels=-4), "DeformRoIPool: `fc_channels` must be an int in"),
+    (dict(output_size=None), "DeformRoIPool: `output_size` must be a positive int or"),
+    (dict(output_size=()), "DeformRoIPool: `output_size` must be a positive int or"),
+    (dict(output_size=1.5), "DeformRoIPool: `output_size` must be a positive int or"),
+    (dict(output_size=(2**30, 2**30)), "DeformRoIPool: `output_size` .* bins per RoI"),
+    (dict(output_size=(4096, 4096), fc_channels=2**20), "DeformRoIPool: the offset FC would have"),
+    (dict(gamma=float("nan")), "DeformRoIPool: `gamma` must be a finite number"),
+    (dict(sampling_ratio=-1), "DeformRoIPool: `sampling_ratio` must be an int in"),
+])
+def test_deform_roi_pool_module_checks_its_arguments(kwargs, match):
+    args = dict(in_channels=3, output_size=2, fc_channels=4) | kwargs
+    with pytest.raises((ValueError, TypeError), match=match):
+        snn.DeformRoIPool(**args)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(output_size=0), "RoIAlign: `output_size` must be a positive int or"),
+    (dict(output_size=2, spatial_scale=float("inf")), "RoIAlign: `spatial_scale` must be a finite number"),
+    (dict(output_size=2, sampling_ratio=-2), "RoIAlign: `sampling_ratio` must be an int in"),
+    (dict(output_size=2, aligned=None), "RoIAlign: `aligned` must be a bool"),
+])
+def test_roi_align_module_checks_its_arguments(kwargs, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        snn.RoIAlign(**kwargs)

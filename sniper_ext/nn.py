@@ -8,15 +8,12 @@ import torch
 from torch import nn
 
 from .ops import deform_conv2d, deform_roi_pool, roi_align
-from .ops._checks import FLOAT_DTYPES, check_int, check_tensor
+from .ops._checks import FLOAT_DTYPES, MAX_ELEMENTS, check_int, check_number, check_tensor
 from .ops.deform_conv import _autocast
 from .ops.deform_conv import pair as _checked_pair
+from .ops.roi_align import _size as _roi_size
 
 __all__ = ["DeformConv2d", "DeformRoIPool", "RoIAlign"]
-
-
-def _pair(v):
-    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 class DeformConv2d(nn.Module):
@@ -97,10 +94,18 @@ class DeformRoIPool(nn.Module):
     def __init__(self, in_channels, output_size=7, spatial_scale=1 / 16, sampling_ratio=0, gamma=0.1,
                  fc_channels=1024):
         super().__init__()
-        self.in_channels = in_channels
-        self.output_size = _pair(output_size)
-        self.spatial_scale, self.sampling_ratio, self.gamma = spatial_scale, sampling_ratio, gamma
+        op = "DeformRoIPool"
+        self.in_channels = check_int(op, "in_channels", in_channels, minimum=1)
+        self.output_size = _roi_size(op, output_size)
+        self.spatial_scale = check_number(op, "spatial_scale", spatial_scale, positive=True)
+        self.sampling_ratio = check_int(op, "sampling_ratio", sampling_ratio, minimum=0)
+        self.gamma = check_number(op, "gamma", gamma)
+        fc_channels = check_int(op, "fc_channels", fc_channels, minimum=1)
         ph, pw = self.output_size
+        # The first FC's weight is [fc_channels, in_channels * ph * pw].
+        if self.in_channels * ph * pw * fc_channels > MAX_ELEMENTS:
+            raise ValueError(f"{op}: the offset FC would have {self.in_channels * ph * pw * fc_channels} weights "
+                             f"(in_channels * output bins * fc_channels), more than {MAX_ELEMENTS} (2**40)")
         self.offset_fc = nn.Sequential(
             nn.Linear(in_channels * ph * pw, fc_channels), nn.ReLU(inplace=True),
             nn.Linear(fc_channels, fc_channels), nn.ReLU(inplace=True),
@@ -123,8 +128,13 @@ class RoIAlign(nn.Module):
 
     def __init__(self, output_size, spatial_scale=1.0, sampling_ratio=-1, aligned=False):
         super().__init__()
-        self.output_size, self.spatial_scale = output_size, spatial_scale
-        self.sampling_ratio, self.aligned = sampling_ratio, aligned
+        op = "RoIAlign"
+        self.output_size = _roi_size(op, output_size)
+        self.spatial_scale = check_number(op, "spatial_scale", spatial_scale, positive=True)
+        self.sampling_ratio = check_int(op, "sampling_ratio", sampling_ratio, minimum=-1)
+        if not isinstance(aligned, bool):
+            raise TypeError(f"{op}: `aligned` must be a bool, got {type(aligned).__name__}")
+        self.aligned = aligned
 
     def forward(self, input, rois):
         return roi_align(input, rois, self.output_size, self.spatial_scale, self.sampling_ratio, self.aligned)

@@ -16,11 +16,15 @@ namespace sniper {
 // `features` is the input (forward) or the output gradient (backward), named `name`.
 inline void check_roi_pool_args(const Tensor& features, const char* name, const Tensor& rois,
                                 const std::optional<Tensor>& offset, const RoiPoolSpec& s, const char* op) {
+  check_defined(rois, op, "rois");
+  if (offset) check_defined(*offset, op, "offset");
   STD_TORCH_CHECK(rois.dim() == 2 && rois.size(1) == 5, op,
                   ": `rois` must have shape [K, 5] (batch index, x1, y1, x2, y2)");
   STD_TORCH_CHECK(rois.scalar_type() == features.scalar_type(), op, ": `rois` must have the dtype of `", name, "`");
   check_same_device(features, rois, op, name, "rois");
-  STD_TORCH_CHECK(s.ph > 0 && s.pw > 0, op, ": output size must be positive");
+  STD_TORCH_CHECK(s.ph > 0 && s.pw > 0, op, ": output size must be positive, got ", s.ph, "x", s.pw);
+  STD_TORCH_CHECK(double(s.ph) * double(s.pw) <= double(kMaxRoiSamples), op, ": output size ", s.ph, "x", s.pw,
+                  " has more than 2^24 bins per RoI");
   STD_TORCH_CHECK(std::isfinite(s.scale) && s.scale > 0, op,
                   ": `spatial_scale` must be a positive finite number, got ", s.scale);
   STD_TORCH_CHECK(std::isfinite(s.gamma), op, ": `gamma` must be finite, got ", s.gamma);
@@ -39,6 +43,7 @@ inline void check_roi_pool_args(const Tensor& features, const char* name, const 
 }
 
 inline void check_features(const Tensor& input, const char* op, const char* name) {
+  check_defined(input, op, name);
   STD_TORCH_CHECK(input.dim() == 4, op, ": `", name, "` must have shape [N, C, H, W]");
   STD_TORCH_CHECK(is_floating(input.scalar_type()), op, ": `", name, "` must be a floating tensor, got ",
                   dtype_name(input.scalar_type()));
@@ -91,6 +96,7 @@ struct RoiPoolEntries {
                         const RoiPoolSpec& s, const char* op) {
     check_features(input, op, "input");
     check_roi_pool_args(input, "input", rois, offset, s, op);
+    check_numel({rois.size(0), input.size(1), s.ph, s.pw}, op, "the output");
     check_rois(rois, input.size(0), s, op);
     return Forward(input, rois, offset, s);
   }
@@ -98,11 +104,13 @@ struct RoiPoolEntries {
                                              const std::optional<Tensor>& input,
                                              const std::optional<Tensor>& offset, int64_t n, int64_t c, int64_t h,
                                              int64_t w, const RoiPoolSpec& s, const char* op) {
+    check_defined(grad, op, "grad");
     STD_TORCH_CHECK(is_floating(grad.scalar_type()), op, ": `grad` must be a floating tensor, got ",
                     dtype_name(grad.scalar_type()));
     check_roi_pool_args(grad, "grad", rois, offset, s, op);
     STD_TORCH_CHECK(n >= 0 && c >= 0 && h >= 0 && w >= 0, op, ": the input sizes must be >= 0, got [", n, ", ", c,
                     ", ", h, ", ", w, "]");
+    check_numel({n, c, h, w}, op, "the input gradient");
     const int64_t k = rois.size(0);
     STD_TORCH_CHECK(grad.dim() == 4 && grad.size(0) == k && grad.size(1) == c && grad.size(2) == s.ph &&
                         grad.size(3) == s.pw,
@@ -128,6 +136,7 @@ struct RoiPoolEntries {
                                                              std::optional<Tensor> offset, double scale, int64_t ph,
                                                              int64_t pw, int64_t sampling, double gamma) {
     const char* op = "deform_roi_pool_backward";
+    check_defined(grad, op, "grad");
     check_features(input, op, "input");
     STD_TORCH_CHECK(input.scalar_type() == grad.scalar_type(), op, ": `input` must have the dtype of `grad`");
     check_same_device(grad, input, op, "grad", "input");

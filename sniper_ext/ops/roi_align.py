@@ -6,7 +6,7 @@ import operator
 
 import torch
 
-from ._checks import FLOAT_DTYPES, _compiling, check_tensor, check_threshold
+from ._checks import FLOAT_DTYPES, _compiling, check_devices, check_numel, check_tensor, check_threshold
 
 __all__ = ["roi_align", "deform_roi_pool"]
 
@@ -15,11 +15,17 @@ __all__ = ["roi_align", "deform_roi_pool"]
 MAX_SAMPLES_PER_ROI = 1 << 24
 
 
+MAX_BINS = 1 << 24  # output bins per RoI (each holds at least one sample: see MAX_SAMPLES_PER_ROI)
+
+
 def _size(op, output_size):
-    if isinstance(output_size, int):
+    if isinstance(output_size, int) and not isinstance(output_size, bool):
         output_size = (output_size, output_size)
-    if not (isinstance(output_size, (tuple, list)) and len(output_size) == 2 and all(isinstance(v, int) and v > 0 for v in output_size)):
+    if not (isinstance(output_size, (tuple, list)) and len(output_size) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in output_size)):
         raise ValueError(f"{op}: `output_size` must be a positive int or (h, w), got {output_size!r}")
+    if output_size[0] * output_size[1] > MAX_BINS:
+        raise ValueError(f"{op}: `output_size` {tuple(output_size)} has more than {MAX_BINS} (2**24) bins per RoI")
     return int(output_size[0]), int(output_size[1])
 
 
@@ -108,23 +114,43 @@ def deform_roi_pool(input, rois, offset, output_size, spatial_scale: float = 1.0
     return torch.ops.sniper.deform_roi_pool(input, rois, offset, scale, ph, pw, sampling, gamma)
 
 
+# The fake kernels check what the C++ entry points check about shapes and devices (a meta tensor mixed
+# with real ones reaches them too, and must not yield an uninitialised "result").
+def _fake_checks(op, features, name, rois, offset, ph, pw, input=None):
+    tensors = {name: features, "rois": rois, "offset": offset}
+    if input is not None:
+        tensors["input"] = input
+    check_devices(op, **tensors)
+    if features.dim() != 4:
+        raise ValueError(f"{op}: `{name}` must have shape [N, C, H, W], got {tuple(features.shape)}")
+    if rois.dim() != 2 or rois.shape[1] != 5:
+        raise ValueError(f"{op}: `rois` must have shape [K, 5] (batch index, x1, y1, x2, y2)")
+    if offset is not None and tuple(offset.shape) != (rois.shape[0], 2, ph, pw):
+        raise ValueError(f"{op}: `offset` must have shape [{rois.shape[0]}, 2, {ph}, {pw}]")
+
+
 @torch.library.register_fake("sniper::roi_align")
 def _roi_align_fake(input, rois, scale, ph, pw, sampling, aligned):
+    _fake_checks("roi_align", input, "input", rois, None, ph, pw)
     return input.new_empty((rois.shape[0], input.shape[1], ph, pw))
 
 
 @torch.library.register_fake("sniper::roi_align_backward")
 def _roi_align_backward_fake(grad, rois, scale, ph, pw, n, c, h, w, sampling, aligned):
+    _fake_checks("roi_align_backward", grad, "grad", rois, None, ph, pw)
+    check_numel("roi_align_backward", "the input gradient", (n, c, h, w))
     return grad.new_empty((n, c, h, w))
 
 
 @torch.library.register_fake("sniper::deform_roi_pool")
 def _deform_roi_pool_fake(input, rois, offset, scale, ph, pw, sampling, gamma):
+    _fake_checks("deform_roi_pool", input, "input", rois, offset, ph, pw)
     return input.new_empty((rois.shape[0], input.shape[1], ph, pw))
 
 
 @torch.library.register_fake("sniper::deform_roi_pool_backward")
 def _deform_roi_pool_backward_fake(grad, input, rois, offset, scale, ph, pw, sampling, gamma):
+    _fake_checks("deform_roi_pool_backward", grad, "grad", rois, offset, ph, pw, input=input)
     go = offset.new_empty(offset.shape) if offset is not None else grad.new_empty((0,))
     return input.new_empty(input.shape), go
 

@@ -105,11 +105,13 @@ inline Tensor new_empty(const Tensor& like, std::vector<int64_t> sizes,
 constexpr int64_t kMaxElements = int64_t(1) << 40;
 
 // Raises "<op>: <what> would have X elements ([a, b, ...]), more than ..."
-// when the product of `sizes` exceeds kMaxElements (computed in double, so
+// when the product of `sizes` (sizes of 0 counted as 1) exceeds kMaxElements (computed in double, so
 // it cannot overflow).
 inline void check_numel(std::initializer_list<int64_t> sizes, const char* op, const char* what) {
+  // Sizes of 0 count as 1: a tensor with no elements but huge other sizes
+  // would still overflow torch's stride arithmetic.
   double n = 1.0;
-  for (int64_t s : sizes) n *= double(s);
+  for (int64_t s : sizes) n *= double(s > 1 ? s : 1);
   if (n <= double(kMaxElements)) return;
   std::string shape;
   for (int64_t s : sizes) shape += (shape.empty() ? "" : ", ") + std::to_string(s);
