@@ -19,15 +19,13 @@ inline void check_geometry_arg(int64_t v, int64_t lo, const char* op, const char
   STD_TORCH_CHECK(lo <= v && v < kMaxGeometry, op, ": `", name, "` must be in [", lo, ", 2^31), got ", v);
 }
 
-inline DeformGeometry deform_geometry(const Tensor& input, const Tensor& offset,
-                                      const std::optional<Tensor>& mask, int64_t kh, int64_t kw,
-                                      int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
-                                      int64_t dw, int64_t og, const char* op) {
+inline DeformGeometry deform_geometry(const Tensor& input, const Tensor& offset, const std::optional<Tensor>& mask,
+                                      int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,
+                                      int64_t dh, int64_t dw, int64_t og, const char* op) {
   check_defined(input, op, "input");
   check_defined(offset, op, "offset");
   if (mask.has_value()) check_defined(*mask, op, "mask");
-  STD_TORCH_CHECK(input.dim() == 4, op, ": `input` must have shape [N, C, H, W], got a ", input.dim(),
-                  "-d tensor");
+  STD_TORCH_CHECK(input.dim() == 4, op, ": `input` must have shape [N, C, H, W], got a ", input.dim(), "-d tensor");
   STD_TORCH_CHECK(is_floating(input.scalar_type()), op, ": `input` must be a floating tensor, got ",
                   dtype_name(input.scalar_type()));
   check_geometry_arg(kh, 1, op, "kernel_h");
@@ -39,31 +37,28 @@ inline DeformGeometry deform_geometry(const Tensor& input, const Tensor& offset,
   check_geometry_arg(dh, 1, op, "dilation_h");
   check_geometry_arg(dw, 1, op, "dilation_w");
   check_geometry_arg(og, 1, op, "offset_groups");
-  STD_TORCH_CHECK(input.size(1) % og == 0, op, ": `offset_groups` (", og,
-                  ") must divide the input channels (", input.size(1), ")");
+  STD_TORCH_CHECK(input.size(1) % og == 0, op, ": `offset_groups` (", og, ") must divide the input channels (",
+                  input.size(1), ")");
   DeformGeometry g{input.size(1), input.size(2), input.size(3), kh, kw, sh, sw, ph, pw, dh, dw, og, 0, 0};
   g.out_h = (g.height + 2 * ph - (dh * (kh - 1) + 1)) / sh + 1;
   g.out_w = (g.width + 2 * pw - (dw * (kw - 1) + 1)) / sw + 1;
-  STD_TORCH_CHECK(g.out_h > 0 && g.out_w > 0, op, ": the output would be empty (input ", g.height, "x",
-                  g.width, " too small for the kernel)");
+  STD_TORCH_CHECK(g.out_h > 0 && g.out_w > 0, op, ": the output would be empty (input ", g.height, "x", g.width,
+                  " too small for the kernel)");
   // Columns [N, C*kh*kw, OH*OW] and offsets [N, 2*og*kh*kw, OH, OW] (also the
   // sizes every product below is formed from).
-  check_numel({std::max<int64_t>(input.size(0), 1), std::max<int64_t>(g.channels, 2 * og), kh * kw,
-               g.out_h, g.out_w},
+  check_numel({std::max<int64_t>(input.size(0), 1), std::max<int64_t>(g.channels, 2 * og), kh * kw, g.out_h, g.out_w},
               op, "the columns");
   const int64_t n = input.size(0);
   STD_TORCH_CHECK(offset.dim() == 4 && offset.size(0) == n && offset.size(1) == 2 * og * kh * kw &&
                       offset.size(2) == g.out_h && offset.size(3) == g.out_w,
-                  op, ": `offset` must have shape [", n, ", ", 2 * og * kh * kw, ", ", g.out_h, ", ",
-                  g.out_w, "]");
-  STD_TORCH_CHECK(offset.scalar_type() == input.scalar_type(), op,
-                  ": `offset` must have the dtype of `input`");
+                  op, ": `offset` must have shape [", n, ", ", 2 * og * kh * kw, ", ", g.out_h, ", ", g.out_w, "]");
+  STD_TORCH_CHECK(offset.scalar_type() == input.scalar_type(), op, ": `offset` must have the dtype of `input`");
   check_same_device(input, offset, op, "input", "offset");
   if (mask.has_value()) {
     const Tensor& m = *mask;
-    STD_TORCH_CHECK(m.dim() == 4 && m.size(0) == n && m.size(1) == og * kh * kw && m.size(2) == g.out_h &&
-                        m.size(3) == g.out_w,
-                    op, ": `mask` must have shape [", n, ", ", og * kh * kw, ", ", g.out_h, ", ", g.out_w, "]");
+    STD_TORCH_CHECK(
+        m.dim() == 4 && m.size(0) == n && m.size(1) == og * kh * kw && m.size(2) == g.out_h && m.size(3) == g.out_w, op,
+        ": `mask` must have shape [", n, ", ", og * kh * kw, ", ", g.out_h, ", ", g.out_w, "]");
     STD_TORCH_CHECK(m.scalar_type() == input.scalar_type(), op, ": `mask` must have the dtype of `input`");
     check_same_device(input, m, op, "input", "mask");
   }
@@ -73,15 +68,14 @@ inline DeformGeometry deform_geometry(const Tensor& input, const Tensor& offset,
 // deform_geometry plus the checks of `grad_columns` (deform_col2im).
 inline DeformGeometry deform_col2im_geometry(const Tensor& grad_columns, const Tensor& input, const Tensor& offset,
                                              const std::optional<Tensor>& mask, int64_t kh, int64_t kw, int64_t sh,
-                                             int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
-                                             int64_t og) {
+                                             int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t og) {
   const char* op = "deform_col2im";
   check_defined(grad_columns, op, "grad_columns");
   const DeformGeometry g = deform_geometry(input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og, op);
   const int64_t n = input.size(0), rows = g.channels * g.taps(), L = g.positions();
-  STD_TORCH_CHECK(grad_columns.dim() == 3 && grad_columns.size(0) == n && grad_columns.size(1) == rows &&
-                      grad_columns.size(2) == L,
-                  op, ": `grad_columns` must have shape [", n, ", ", rows, ", ", L, "]");
+  STD_TORCH_CHECK(
+      grad_columns.dim() == 3 && grad_columns.size(0) == n && grad_columns.size(1) == rows && grad_columns.size(2) == L,
+      op, ": `grad_columns` must have shape [", n, ", ", rows, ", ", L, "]");
   STD_TORCH_CHECK(is_floating(grad_columns.scalar_type()), op, ": `grad_columns` must be a floating tensor, got ",
                   dtype_name(grad_columns.scalar_type()));
   check_same_device(input, grad_columns, op, "input", "grad_columns");
@@ -102,8 +96,7 @@ inline bool deform_no_work(const DeformGeometry& g, int64_t n) {
 // tensor without a mask), in the dtype of `input`. Zero-filled when there is
 // nothing to compute (no sample or no channel: the offset and mask gradients
 // are then 0), otherwise left for the kernels, which write every element.
-inline std::tuple<Tensor, Tensor, Tensor> deform_col2im_outputs(const Tensor& input,
-                                                                const std::optional<Tensor>& mask,
+inline std::tuple<Tensor, Tensor, Tensor> deform_col2im_outputs(const Tensor& input, const std::optional<Tensor>& mask,
                                                                 const DeformGeometry& g) {
   const int64_t n = input.size(0), K = g.taps();
   const ScalarType dt = input.scalar_type();

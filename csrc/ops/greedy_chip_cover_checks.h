@@ -8,17 +8,14 @@
 
 namespace sniper {
 
-inline void check_chip_cover_args(const Tensor& boxes, const Tensor& box_group,
-                                  const Tensor& canvas_wh, int64_t chip_size,
-                                  int64_t stride, std::optional<int64_t> seed) {
+inline void check_chip_cover_args(const Tensor& boxes, const Tensor& box_group, const Tensor& canvas_wh,
+                                  int64_t chip_size, int64_t stride, std::optional<int64_t> seed) {
   const char* op = "greedy_chip_cover";
   check_boxes(boxes, op, "boxes");
   check_1d(box_group, boxes.size(0), op, "box_group");
   check_defined(canvas_wh, op, "canvas_wh");
-  STD_TORCH_CHECK(box_group.scalar_type() == ScalarType::Long ||
-                      box_group.scalar_type() == ScalarType::Int,
-                  op, ": `box_group` must be int64 or int32, got ",
-                  dtype_name(box_group.scalar_type()));
+  STD_TORCH_CHECK(box_group.scalar_type() == ScalarType::Long || box_group.scalar_type() == ScalarType::Int, op,
+                  ": `box_group` must be int64 or int32, got ", dtype_name(box_group.scalar_type()));
   STD_TORCH_CHECK(canvas_wh.dim() == 2 && canvas_wh.size(1) == 2, op,
                   ": `canvas_wh` must have shape [G, 2] (width, height per group)");
   check_same_device(boxes, box_group, op, "boxes", "box_group");
@@ -43,8 +40,8 @@ inline void check_chip_canvases(const Tensor& canvas_wh, int64_t chip_size, int6
     STD_TORCH_CHECK(std::isfinite(w) && std::isfinite(h) && w > 0 && h > 0, op, ": `canvas_wh`[", g,
                     "] must be finite and positive, got (", w, ", ", h, ")");
     const double candidates = chip_axis_count(w, chip_size, stride) * chip_axis_count(h, chip_size, stride);
-    STD_TORCH_CHECK(candidates <= double(kMaxChipCandidates), op, ": `canvas_wh`[", g, "] = (", w, ", ", h,
-                    ") has ", candidates, " candidate chips for chip_size ", chip_size, " and stride ", stride,
+    STD_TORCH_CHECK(candidates <= double(kMaxChipCandidates), op, ": `canvas_wh`[", g, "] = (", w, ", ", h, ") has ",
+                    candidates, " candidate chips for chip_size ", chip_size, " and stride ", stride,
                     ", more than the 2^24 one group may have (use a larger stride or a smaller canvas)");
   }
 }

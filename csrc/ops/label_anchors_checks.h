@@ -5,9 +5,8 @@
 
 namespace sniper {
 
-inline void check_label_anchors_args(const Tensor& anchors, const Tensor& gt_boxes,
-                                     const Tensor& gt_state, const Tensor& canvas_wh,
-                                     double pos_iou, double neg_iou, double invalid_iou,
+inline void check_label_anchors_args(const Tensor& anchors, const Tensor& gt_boxes, const Tensor& gt_state,
+                                     const Tensor& canvas_wh, double pos_iou, double neg_iou, double invalid_iou,
                                      double allowed_border) {
   const char* op = "label_anchors";
   check_defined(gt_boxes, op, "gt_boxes");
@@ -18,8 +17,8 @@ inline void check_label_anchors_args(const Tensor& anchors, const Tensor& gt_box
                   ": `gt_boxes` must have shape [B, G, 4] (GT padded per chip)");
   const int64_t b = gt_boxes.size(0), g = gt_boxes.size(1);
   STD_TORCH_CHECK(gt_boxes.scalar_type() == anchors.scalar_type(), op,
-                  ": `gt_boxes` must have the dtype of `anchors` (", dtype_name(anchors.scalar_type()),
-                  "), got ", dtype_name(gt_boxes.scalar_type()));
+                  ": `gt_boxes` must have the dtype of `anchors` (", dtype_name(anchors.scalar_type()), "), got ",
+                  dtype_name(gt_boxes.scalar_type()));
   STD_TORCH_CHECK(gt_state.dim() == 2 && gt_state.size(0) == b && gt_state.size(1) == g, op,
                   ": `gt_state` must have shape [", b, ", ", g, "] like gt_boxes");
   STD_TORCH_CHECK(gt_state.scalar_type() == ScalarType::Char, op,
@@ -28,10 +27,13 @@ inline void check_label_anchors_args(const Tensor& anchors, const Tensor& gt_box
   STD_TORCH_CHECK(canvas_wh.dim() == 2 && canvas_wh.size(0) == b && canvas_wh.size(1) == 2, op,
                   ": `canvas_wh` must have shape [", b, ", 2] (one chip size per chip)");
   for (const Tensor* t : {&gt_boxes, &gt_state, &canvas_wh}) {
-    check_same_device(anchors, *t, op, "anchors", t == &gt_boxes ? "gt_boxes" : t == &gt_state ? "gt_state" : "canvas_wh");
+    check_same_device(anchors, *t, op, "anchors",
+                      t == &gt_boxes   ? "gt_boxes"
+                      : t == &gt_state ? "gt_state"
+                                       : "canvas_wh");
   }
-  STD_TORCH_CHECK(0 <= neg_iou && neg_iou <= pos_iou, op,
-                  ": need 0 <= neg_iou <= pos_iou, got neg_iou ", neg_iou, ", pos_iou ", pos_iou);
+  STD_TORCH_CHECK(0 <= neg_iou && neg_iou <= pos_iou, op, ": need 0 <= neg_iou <= pos_iou, got neg_iou ", neg_iou,
+                  ", pos_iou ", pos_iou);
   check_threshold(invalid_iou, op, "invalid_iou");
   check_threshold(allowed_border, op, "allowed_border");
   check_numel({b, anchors.size(0)}, op, "the labels");

@@ -1,8 +1,7 @@
 // Argument checks and schema entry points (RoiPoolEntries) shared by the CPU and CUDA
-// registrations of roi_align and deform_roi_pool. Everything a kernel relies on for memory safety is checked here, once,
-// for both backends (the raw torch.ops.sniper ops skip the Python checks):
-// shapes, dtypes and devices, finite scalars, and the RoIs themselves (batch
-// indices, finite coordinates, a bounded number of samples per RoI), read on
+// registrations of roi_align and deform_roi_pool. Everything a kernel relies on for memory safety is checked here,
+// once, for both backends (the raw torch.ops.sniper ops skip the Python checks): shapes, dtypes and devices, finite
+// scalars, and the RoIs themselves (batch indices, finite coordinates, a bounded number of samples per RoI), read on
 // the host (one small device-to-host copy and sync for CUDA tensors).
 #pragma once
 
@@ -25,14 +24,14 @@ inline void check_roi_pool_args(const Tensor& features, const char* name, const 
   STD_TORCH_CHECK(s.ph > 0 && s.pw > 0, op, ": output size must be positive, got ", s.ph, "x", s.pw);
   STD_TORCH_CHECK(double(s.ph) * double(s.pw) <= double(kMaxRoiSamples), op, ": output size ", s.ph, "x", s.pw,
                   " has more than 2^24 bins per RoI");
-  STD_TORCH_CHECK(std::isfinite(s.scale) && s.scale > 0, op,
-                  ": `spatial_scale` must be a positive finite number, got ", s.scale);
+  STD_TORCH_CHECK(std::isfinite(s.scale) && s.scale > 0, op, ": `spatial_scale` must be a positive finite number, got ",
+                  s.scale);
   STD_TORCH_CHECK(std::isfinite(s.gamma), op, ": `gamma` must be finite, got ", s.gamma);
   STD_TORCH_CHECK(s.sampling >= 0, op, ": `sampling_ratio` must be >= 0 (0: adaptive)");
   const double fixed = double(s.ph) * double(s.pw) * double(s.sampling) * double(s.sampling);
-  STD_TORCH_CHECK(fixed <= double(kMaxRoiSamples), op, ": `sampling_ratio` = ", s.sampling, " gives ", s.ph, "*",
-                  s.pw, "*", s.sampling, "*", s.sampling, " = ", fixed,
-                  " bilinear samples per RoI; at most ", kMaxRoiSamples, " are supported");
+  STD_TORCH_CHECK(fixed <= double(kMaxRoiSamples), op, ": `sampling_ratio` = ", s.sampling, " gives ", s.ph, "*", s.pw,
+                  "*", s.sampling, "*", s.sampling, " = ", fixed, " bilinear samples per RoI; at most ", kMaxRoiSamples,
+                  " are supported");
   if (offset) {
     STD_TORCH_CHECK(offset->dim() == 4 && offset->size(0) == rois.size(0) && offset->size(1) == 2 &&
                         offset->size(2) == s.ph && offset->size(3) == s.pw,
@@ -55,7 +54,8 @@ inline void check_features(const Tensor& input, const char* op, const char* name
 // accumulation type).
 inline void check_rois(const Tensor& rois_in, int64_t batch, const RoiPoolSpec& s, const char* op) {
   if (rois_in.size(0) == 0) return;
-  Tensor rois = rois_in.is_cpu() ? rois_in : torch::stable::to(rois_in, torch::stable::Device(torch::stable::DeviceType::CPU));
+  Tensor rois =
+      rois_in.is_cpu() ? rois_in : torch::stable::to(rois_in, torch::stable::Device(torch::stable::DeviceType::CPU));
   rois = torch::stable::contiguous(rois);
   SNIPER_DISPATCH_FLOATING(rois.scalar_type(), op, [&] {
     using A = acc_t<scalar_t>;
@@ -100,21 +100,20 @@ struct RoiPoolEntries {
     check_rois(rois, input.size(0), s, op);
     return Forward(input, rois, offset, s);
   }
-  static std::tuple<Tensor, Tensor> backward(const Tensor& grad, const Tensor& rois,
-                                             const std::optional<Tensor>& input,
+  static std::tuple<Tensor, Tensor> backward(const Tensor& grad, const Tensor& rois, const std::optional<Tensor>& input,
                                              const std::optional<Tensor>& offset, int64_t n, int64_t c, int64_t h,
                                              int64_t w, const RoiPoolSpec& s, const char* op) {
     check_defined(grad, op, "grad");
     STD_TORCH_CHECK(is_floating(grad.scalar_type()), op, ": `grad` must be a floating tensor, got ",
                     dtype_name(grad.scalar_type()));
     check_roi_pool_args(grad, "grad", rois, offset, s, op);
-    STD_TORCH_CHECK(n >= 0 && c >= 0 && h >= 0 && w >= 0, op, ": the input sizes must be >= 0, got [", n, ", ", c,
-                    ", ", h, ", ", w, "]");
+    STD_TORCH_CHECK(n >= 0 && c >= 0 && h >= 0 && w >= 0, op, ": the input sizes must be >= 0, got [", n, ", ", c, ", ",
+                    h, ", ", w, "]");
     check_numel({n, c, h, w}, op, "the input gradient");
     const int64_t k = rois.size(0);
-    STD_TORCH_CHECK(grad.dim() == 4 && grad.size(0) == k && grad.size(1) == c && grad.size(2) == s.ph &&
-                        grad.size(3) == s.pw,
-                    op, ": `grad` must have shape [", k, ", ", c, ", ", s.ph, ", ", s.pw, "]");
+    STD_TORCH_CHECK(
+        grad.dim() == 4 && grad.size(0) == k && grad.size(1) == c && grad.size(2) == s.ph && grad.size(3) == s.pw, op,
+        ": `grad` must have shape [", k, ", ", c, ", ", s.ph, ", ", s.pw, "]");
     check_rois(rois, n, s, op);
     return Backward(grad, rois, input, offset, n, c, h, w, s);
   }
@@ -123,8 +122,8 @@ struct RoiPoolEntries {
                           bool aligned) {
     return forward(input, rois, std::nullopt, RoiPoolSpec{scale, ph, pw, sampling, aligned, 0.0}, "roi_align");
   }
-  static Tensor roi_align_backward(Tensor grad, Tensor rois, double scale, int64_t ph, int64_t pw, int64_t n,
-                                   int64_t c, int64_t h, int64_t w, int64_t sampling, bool aligned) {
+  static Tensor roi_align_backward(Tensor grad, Tensor rois, double scale, int64_t ph, int64_t pw, int64_t n, int64_t c,
+                                   int64_t h, int64_t w, int64_t sampling, bool aligned) {
     return std::get<0>(backward(grad, rois, std::nullopt, std::nullopt, n, c, h, w,
                                 RoiPoolSpec{scale, ph, pw, sampling, aligned, 0.0}, "roi_align_backward"));
   }

@@ -19,8 +19,7 @@ int main() {
   std::printf("sniper_ops %s\n", sniper::library_version());
   Tensor boxes = make({6, 3, 8, 7, 3, 6, 9, 11, 3, 7, 10, 12, 1, 4, 13, 7}, {4, 4});
   Tensor scores = make({0.6f, 0.9f, 0.7f, 0.2f}, {4});
-  auto [keep, new_scores] =
-      sniper::soft_nms(boxes, scores, std::nullopt, sniper::kSoftNmsLinear, 0.5, 0.3, 0.01);
+  auto [keep, new_scores] = sniper::soft_nms(boxes, scores, std::nullopt, sniper::kSoftNmsLinear, 0.5, 0.3, 0.01);
   std::printf("soft_nms(linear) keep:");
   for (int64_t i = 0; i < keep.numel(); ++i) std::printf(" %ld", (long)keep.const_data_ptr<int64_t>()[i]);
   std::printf("\nsoft_nms(linear) scores:");

@@ -29,8 +29,8 @@ SNIPER_HD bool anchor_considered(T x1, T y1, T x2, T y2, T w, T h, T border) {
 // best match of some valid GT; `near_invalid`: IoU > invalid_iou with an
 // invalid GT, which overrides everything (applied last).
 template <typename T>
-SNIPER_HD int8_t anchor_label(bool considered, bool has_valid_gt, T max_iou, bool best,
-                              bool near_invalid, T pos_iou, T neg_iou) {
+SNIPER_HD int8_t anchor_label(bool considered, bool has_valid_gt, T max_iou, bool best, bool near_invalid, T pos_iou,
+                              T neg_iou) {
   if (!considered) return -1;
   int8_t label = 0;
   if (has_valid_gt) {

@@ -26,8 +26,8 @@ struct Taps {
 // The four taps around (y0, x0)-(y1, x1) with fractional parts (ly, lx);
 // `ok[i]` false zeroes tap i, fixed_y / fixed_x zero a derivative.
 template <typename T>
-SNIPER_HD Taps<T> make_taps(int64_t width, int64_t y0, int64_t x0, int64_t y1, int64_t x1, T ly, T lx,
-                            const bool ok[4], bool fixed_y, bool fixed_x) {
+SNIPER_HD Taps<T> make_taps(int64_t width, int64_t y0, int64_t x0, int64_t y1, int64_t x1, T ly, T lx, const bool ok[4],
+                            bool fixed_y, bool fixed_x) {
   const T hy = T(1) - ly, hx = T(1) - lx;
   const int64_t ys[4] = {y0, y0, y1, y1}, xs[4] = {x0, x1, x0, x1};
   const T w[4] = {hy * hx, hy * lx, ly * hx, ly * lx};
@@ -115,11 +115,29 @@ SNIPER_HD Taps<T> roi_taps(int64_t height, int64_t width, T y, T x) {
   }
   // Where a coordinate is clamped, the value does not depend on it: derivative 0.
   bool fixed_y = false, fixed_x = false;
-  if (y <= T(0)) { y = T(0); fixed_y = true; }
-  if (x <= T(0)) { x = T(0); fixed_x = true; }
+  if (y <= T(0)) {
+    y = T(0);
+    fixed_y = true;
+  }
+  if (x <= T(0)) {
+    x = T(0);
+    fixed_x = true;
+  }
   int64_t y0 = int64_t(y), x0 = int64_t(x), y1, x1;
-  if (y0 >= height - 1) { y1 = y0 = height - 1; y = T(y0); fixed_y = true; } else { y1 = y0 + 1; }
-  if (x0 >= width - 1) { x1 = x0 = width - 1; x = T(x0); fixed_x = true; } else { x1 = x0 + 1; }
+  if (y0 >= height - 1) {
+    y1 = y0 = height - 1;
+    y = T(y0);
+    fixed_y = true;
+  } else {
+    y1 = y0 + 1;
+  }
+  if (x0 >= width - 1) {
+    x1 = x0 = width - 1;
+    x = T(x0);
+    fixed_x = true;
+  } else {
+    x1 = x0 + 1;
+  }
   const bool ok[4] = {true, true, true, true};
   return make_taps<T>(width, y0, x0, y1, x1, y - T(y0), x - T(x0), ok, fixed_y, fixed_x);
 }
@@ -127,8 +145,8 @@ SNIPER_HD Taps<T> roi_taps(int64_t height, int64_t width, T y, T x) {
 // Value of a plane at a sample, in the accumulation type A.
 template <typename A, typename T, typename Load>
 SNIPER_HD A sample(const T* plane, const Taps<A>& t, Load load) {
-  return t.w[0] * load(plane[t.idx[0]]) + t.w[1] * load(plane[t.idx[1]]) +
-         t.w[2] * load(plane[t.idx[2]]) + t.w[3] * load(plane[t.idx[3]]);
+  return t.w[0] * load(plane[t.idx[0]]) + t.w[1] * load(plane[t.idx[1]]) + t.w[2] * load(plane[t.idx[2]]) +
+         t.w[3] * load(plane[t.idx[3]]);
 }
 
 // Geometry of deformable convolution's sampling points.
@@ -157,8 +175,8 @@ struct RoiBins {
   T start_w, start_h, bin_w, bin_h, roi_w, roi_h;
   int64_t grid_h, grid_w;
 
-  SNIPER_HD static RoiBins make(const T* roi, T scale, int64_t pooled_h, int64_t pooled_w,
-                                int64_t sampling_ratio, bool aligned) {
+  SNIPER_HD static RoiBins make(const T* roi, T scale, int64_t pooled_h, int64_t pooled_w, int64_t sampling_ratio,
+                                bool aligned) {
     RoiBins b;
     const T off = aligned ? T(0.5) : T(0);
     b.start_w = roi[1] * scale - off;

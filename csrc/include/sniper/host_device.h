@@ -14,10 +14,14 @@
 namespace sniper {
 
 template <typename T>
-SNIPER_HD T min_(T a, T b) { return b < a ? b : a; }
+SNIPER_HD T min_(T a, T b) {
+  return b < a ? b : a;
+}
 
 template <typename T>
-SNIPER_HD T max_(T a, T b) { return a < b ? b : a; }
+SNIPER_HD T max_(T a, T b) {
+  return a < b ? b : a;
+}
 
 // Products rounded on their own: never fused into an FMA, so CPU and CUDA
 // kernels round box areas and intersections identically.
@@ -105,9 +109,9 @@ SNIPER_HD double exp_(double x) {
   constexpr double kP3 = 6.61375632143793436117e-05;
   constexpr double kP4 = -1.65339022054652515390e-06;
   constexpr double kP5 = 4.13813679705723846039e-08;
-  if (!(x == x)) return x;                       // NaN
+  if (!(x == x)) return x;                              // NaN
   if (x > 7.09782712893383973096e+02) return HUGE_VAL;  // overflow
-  if (x < -7.45133219101941108420e+02) return 0.0;  // below half the least subnormal
+  if (x < -7.45133219101941108420e+02) return 0.0;      // below half the least subnormal
   const double ax = x < 0.0 ? -x : x;
   if (ax < 3.7252902984619140625e-09) return add_rn(1.0, x);  // |x| < 2^-28: 1 + x is exact enough
   int k = 0;

@@ -35,8 +35,7 @@ SNIPER_HD T soft_nms_weight(int64_t method, T iou, T sigma, T iou_threshold) {
 // True when `a` should be selected before `b`: higher score, ties to the
 // lower input index. Every greedy kernel orders candidates this way.
 template <typename T>
-SNIPER_HD bool score_before(T score_a, int64_t index_a, T score_b,
-                            int64_t index_b) {
+SNIPER_HD bool score_before(T score_a, int64_t index_a, T score_b, int64_t index_b) {
   return score_a > score_b || (score_a == score_b && index_a < index_b);
 }
 

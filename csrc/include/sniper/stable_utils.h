@@ -26,31 +26,44 @@ using ScalarType = torch::headeronly::ScalarType;
 
 inline const char* dtype_name(ScalarType t) {
   switch (t) {
-    case ScalarType::Float: return "float32";
-    case ScalarType::Double: return "float64";
-    case ScalarType::Half: return "float16";
-    case ScalarType::BFloat16: return "bfloat16";
-    case ScalarType::Long: return "int64";
-    case ScalarType::Int: return "int32";
-    case ScalarType::Bool: return "bool";
-    case ScalarType::Byte: return "uint8";
-    case ScalarType::Char: return "int8";
-    default: return "an unsupported dtype";
+    case ScalarType::Float:
+      return "float32";
+    case ScalarType::Double:
+      return "float64";
+    case ScalarType::Half:
+      return "float16";
+    case ScalarType::BFloat16:
+      return "bfloat16";
+    case ScalarType::Long:
+      return "int64";
+    case ScalarType::Int:
+      return "int32";
+    case ScalarType::Bool:
+      return "bool";
+    case ScalarType::Byte:
+      return "uint8";
+    case ScalarType::Char:
+      return "int8";
+    default:
+      return "an unsupported dtype";
   }
 }
 
 inline bool is_floating(ScalarType t) {
-  return t == ScalarType::Float || t == ScalarType::Double ||
-         t == ScalarType::Half || t == ScalarType::BFloat16;
+  return t == ScalarType::Float || t == ScalarType::Double || t == ScalarType::Half || t == ScalarType::BFloat16;
 }
 
 // Floating dtype code shared with the CUDA launchers (which see no torch).
 inline Dtype to_dtype(ScalarType t) {
   switch (t) {
-    case ScalarType::Float: return Dtype::kFloat32;
-    case ScalarType::Double: return Dtype::kFloat64;
-    case ScalarType::Half: return Dtype::kFloat16;
-    case ScalarType::BFloat16: return Dtype::kBFloat16;
+    case ScalarType::Float:
+      return Dtype::kFloat32;
+    case ScalarType::Double:
+      return Dtype::kFloat64;
+    case ScalarType::Half:
+      return Dtype::kFloat16;
+    case ScalarType::BFloat16:
+      return Dtype::kBFloat16;
     default:
       STD_TORCH_CHECK(false, "expected a floating dtype, got ", dtype_name(t));
   }
@@ -64,29 +77,22 @@ inline void check_defined(const Tensor& t, const char* op, const char* name) {
 
 inline void check_boxes(const Tensor& t, const char* op, const char* name) {
   check_defined(t, op, name);
-  STD_TORCH_CHECK(t.dim() == 2 && t.size(1) == 4, op, ": `", name,
-                  "` must have shape [N, 4], got a ", t.dim(),
+  STD_TORCH_CHECK(t.dim() == 2 && t.size(1) == 4, op, ": `", name, "` must have shape [N, 4], got a ", t.dim(),
                   "-d tensor");
-  STD_TORCH_CHECK(is_floating(t.scalar_type()), op, ": `", name,
-                  "` must be a floating tensor, got ",
+  STD_TORCH_CHECK(is_floating(t.scalar_type()), op, ": `", name, "` must be a floating tensor, got ",
                   dtype_name(t.scalar_type()));
 }
 
-inline void check_1d(const Tensor& t, int64_t n, const char* op,
-                     const char* name) {
+inline void check_1d(const Tensor& t, int64_t n, const char* op, const char* name) {
   check_defined(t, op, name);
-  STD_TORCH_CHECK(t.dim() == 1 && t.size(0) == n, op, ": `", name,
-                  "` must have shape [", n, "] (one per box)");
+  STD_TORCH_CHECK(t.dim() == 1 && t.size(0) == n, op, ": `", name, "` must have shape [", n, "] (one per box)");
 }
 
-inline void check_same_device(const Tensor& a, const Tensor& b,
-                              const char* op, const char* name_a,
+inline void check_same_device(const Tensor& a, const Tensor& b, const char* op, const char* name_a,
                               const char* name_b) {
   check_defined(a, op, name_a);
   check_defined(b, op, name_b);
-  STD_TORCH_CHECK(a.get_device() == b.get_device() &&
-                      a.is_cuda() == b.is_cuda(),
-                  op, ": `", name_a, "` and `", name_b,
+  STD_TORCH_CHECK(a.get_device() == b.get_device() && a.is_cuda() == b.is_cuda(), op, ": `", name_a, "` and `", name_b,
                   "` must be on the same device");
 }
 
@@ -94,8 +100,7 @@ inline void check_threshold(double v, const char* op, const char* name) {
   STD_TORCH_CHECK(v >= 0.0, op, ": `", name, "` must be >= 0, got ", v);
 }
 
-inline Tensor new_empty(const Tensor& like, std::vector<int64_t> sizes,
-                        ScalarType dtype) {
+inline Tensor new_empty(const Tensor& like, std::vector<int64_t> sizes, ScalarType dtype) {
   return torch::stable::empty(sizes, dtype, std::nullopt, like.device());
 }
 
@@ -121,8 +126,8 @@ inline void check_numel(std::initializer_list<int64_t> sizes, const char* op, co
 
 // new_empty for an output whose size comes from the arguments: checked
 // against kMaxElements, and an allocation failure names the op and the size.
-inline Tensor new_output(const Tensor& like, std::initializer_list<int64_t> sizes, ScalarType dtype,
-                         const char* op, const char* what) {
+inline Tensor new_output(const Tensor& like, std::initializer_list<int64_t> sizes, ScalarType dtype, const char* op,
+                         const char* what) {
   check_numel(sizes, op, what);
   try {
     return torch::stable::empty(std::vector<int64_t>(sizes), dtype, std::nullopt, like.device());
@@ -144,43 +149,47 @@ inline Tensor contiguous_as(const Tensor& t, ScalarType dtype) {
 inline Tensor group_ids(const Tensor& idxs, int64_t n, const char* op) {
   check_1d(idxs, n, op, "idxs");
   const ScalarType t = idxs.scalar_type();
-  STD_TORCH_CHECK(t == ScalarType::Long || t == ScalarType::Int ||
-                      t == ScalarType::Short || t == ScalarType::Char ||
+  STD_TORCH_CHECK(t == ScalarType::Long || t == ScalarType::Int || t == ScalarType::Short || t == ScalarType::Char ||
                       t == ScalarType::Byte,
-                  op, ": `idxs` must be an integer tensor, got ",
-                  dtype_name(t));
+                  op, ": `idxs` must be an integer tensor, got ", dtype_name(t));
   return contiguous_as(idxs, ScalarType::Long);
 }
 
 // Accumulation type: half types compute in float, double stays double.
-template <typename T> struct acc { using type = float; };
-template <> struct acc<double> { using type = double; };
-template <typename T> using acc_t = typename acc<T>::type;
+template <typename T>
+struct acc {
+  using type = float;
+};
+template <>
+struct acc<double> {
+  using type = double;
+};
+template <typename T>
+using acc_t = typename acc<T>::type;
 
 }  // namespace sniper
 
 // Runs the lambda body with `scalar_t` bound to the tensor's floating type.
-#define SNIPER_DISPATCH_FLOATING(STYPE, OP, ...)                          \
-  [&] {                                                                   \
-    switch (STYPE) {                                                      \
-      case ::sniper::ScalarType::Float: {                                 \
-        using scalar_t = float;                                           \
-        return __VA_ARGS__();                                             \
-      }                                                                   \
-      case ::sniper::ScalarType::Double: {                                \
-        using scalar_t = double;                                          \
-        return __VA_ARGS__();                                             \
-      }                                                                   \
-      case ::sniper::ScalarType::Half: {                                  \
-        using scalar_t = ::c10::Half;                                     \
-        return __VA_ARGS__();                                             \
-      }                                                                   \
-      case ::sniper::ScalarType::BFloat16: {                              \
-        using scalar_t = ::c10::BFloat16;                                 \
-        return __VA_ARGS__();                                             \
-      }                                                                   \
-      default:                                                            \
-        STD_TORCH_CHECK(false, OP, ": unsupported dtype ",                \
-                        ::sniper::dtype_name(STYPE));                     \
-    }                                                                     \
+#define SNIPER_DISPATCH_FLOATING(STYPE, OP, ...)                                         \
+  [&] {                                                                                  \
+    switch (STYPE) {                                                                     \
+      case ::sniper::ScalarType::Float: {                                                \
+        using scalar_t = float;                                                          \
+        return __VA_ARGS__();                                                            \
+      }                                                                                  \
+      case ::sniper::ScalarType::Double: {                                               \
+        using scalar_t = double;                                                         \
+        return __VA_ARGS__();                                                            \
+      }                                                                                  \
+      case ::sniper::ScalarType::Half: {                                                 \
+        using scalar_t = ::c10::Half;                                                    \
+        return __VA_ARGS__();                                                            \
+      }                                                                                  \
+      case ::sniper::ScalarType::BFloat16: {                                             \
+        using scalar_t = ::c10::BFloat16;                                                \
+        return __VA_ARGS__();                                                            \
+      }                                                                                  \
+      default:                                                                           \
+        STD_TORCH_CHECK(false, OP, ": unsupported dtype ", ::sniper::dtype_name(STYPE)); \
+    }                                                                                    \
   }()

@@ -31,14 +31,12 @@ Tensor box_iou_cpu(Tensor boxes1, Tensor boxes2) {
     const int64_t grain = std::max<int64_t>(1, 16384 / m);
     torch::stable::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
-        const A x1 = pa[4 * i], y1 = pa[4 * i + 1], x2 = pa[4 * i + 2],
-                y2 = pa[4 * i + 3];
+        const A x1 = pa[4 * i], y1 = pa[4 * i + 1], x2 = pa[4 * i + 2], y2 = pa[4 * i + 3];
         const A area_a = box_area(x1, y1, x2, y2);
         scalar_t* row = po + i * m;
         for (int64_t j = 0; j < m; ++j) {
           const A* q = &bb[4 * j];
-          row[j] = static_cast<scalar_t>(
-              box_iou(x1, y1, x2, y2, area_a, q[0], q[1], q[2], q[3], area_b[j]));
+          row[j] = static_cast<scalar_t>(box_iou(x1, y1, x2, y2, area_a, q[0], q[1], q[2], q[3], area_b[j]));
         }
       }
     });
@@ -48,8 +46,6 @@ Tensor box_iou_cpu(Tensor boxes1, Tensor boxes2) {
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) {
-  m.impl("box_iou", TORCH_BOX(&box_iou_cpu));
-}
+STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { m.impl("box_iou", TORCH_BOX(&box_iou_cpu)); }
 
 }  // namespace sniper

@@ -20,8 +20,7 @@ struct BoxesSoA {
 
   // Gathers boxes[index[k]] for the `count` indices at `idx`.
   template <typename scalar_t>
-  void gather(const scalar_t* boxes, const scalar_t* scores,
-              const int64_t* idx, int64_t count) {
+  void gather(const scalar_t* boxes, const scalar_t* scores, const int64_t* idx, int64_t count) {
     for (auto* v : {&x1, &y1, &x2, &y2, &area, &score}) v->resize(count);
     index.assign(idx, idx + count);
     for (int64_t k = 0; k < count; ++k) {
@@ -38,8 +37,7 @@ struct BoxesSoA {
   // Gathers the `count` boxes at `idx` in ascending x1 order (ties: input
   // order) and builds the index used by window().
   template <typename scalar_t>
-  void gather_by_x1(const scalar_t* boxes, const scalar_t* scores,
-                    const int64_t* idx, int64_t count) {
+  void gather_by_x1(const scalar_t* boxes, const scalar_t* scores, const int64_t* idx, int64_t count) {
     std::vector<int64_t> sorted(idx, idx + count);
     std::stable_sort(sorted.begin(), sorted.end(), [boxes](int64_t a, int64_t b) {
       return static_cast<A>(boxes[4 * a]) < static_cast<A>(boxes[4 * b]);
@@ -62,8 +60,7 @@ struct BoxesSoA {
   }
 
   A iou(int64_t i, int64_t j) const {
-    return box_iou(x1[i], y1[i], x2[i], y2[i], area[i], x1[j], y1[j], x2[j],
-                   y2[j], area[j]);
+    return box_iou(x1[i], y1[i], x2[i], y2[i], area[i], x1[j], y1[j], x2[j], y2[j], area[j]);
   }
 };
 
@@ -71,9 +68,8 @@ struct BoxesSoA {
 // score descending, ties to the lower input index.
 template <typename A>
 void sort_by_score(std::vector<std::pair<int64_t, A>>& kept) {
-  std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) {
-    return score_before(a.second, a.first, b.second, b.first);
-  });
+  std::sort(kept.begin(), kept.end(),
+            [](const auto& a, const auto& b) { return score_before(a.second, a.first, b.second, b.first); });
 }
 
 }  // namespace sniper

@@ -16,8 +16,8 @@ struct Point {
 
 // Sampling point of tap k at output position (oy, ox) for offset group g.
 template <typename scalar_t, typename A>
-Point<A> sample_point(const DeformGeometry& g, const scalar_t* off, const scalar_t* mask, int64_t grp,
-                      int64_t k, int64_t oy, int64_t ox) {
+Point<A> sample_point(const DeformGeometry& g, const scalar_t* off, const scalar_t* mask, int64_t grp, int64_t k,
+                      int64_t oy, int64_t ox) {
   const int64_t l = oy * g.out_w + ox, L = g.positions(), K = g.taps();
   const A dy = static_cast<A>(off[(2 * (grp * K + k)) * L + l]);
   const A dx = static_cast<A>(off[(2 * (grp * K + k) + 1) * L + l]);
@@ -41,9 +41,8 @@ void fill_taps(const DeformGeometry& g, const scalar_t* off, const scalar_t* msk
   }
 }
 
-Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor> mask_in, int64_t kh,
-                         int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
-                         int64_t og) {
+Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor> mask_in, int64_t kh, int64_t kw,
+                         int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t og) {
   const DeformGeometry g =
       deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, "deform_im2col");
   const int64_t n = input_in.size(0), K = g.taps(), L = g.positions();
@@ -86,11 +85,11 @@ Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor
 }
 
 std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor input_in, Tensor offset_in,
-                                                     std::optional<Tensor> mask_in, int64_t kh, int64_t kw,
-                                                     int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
-                                                     int64_t dw, int64_t og, bool /*deterministic: always*/) {
-  const DeformGeometry g = deform_col2im_geometry(grad_cols_in, input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw,
-                                                  dh, dw, og);
+                                                     std::optional<Tensor> mask_in, int64_t kh, int64_t kw, int64_t sh,
+                                                     int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                                                     int64_t og, bool /*deterministic: always*/) {
+  const DeformGeometry g =
+      deform_col2im_geometry(grad_cols_in, input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og);
   const int64_t n = input_in.size(0), K = g.taps(), L = g.positions(), C = g.channels;
   const auto grads = deform_col2im_outputs(input_in, mask_in, g);
   Tensor grad_input = std::get<0>(grads), grad_offset = std::get<1>(grads), grad_mask = std::get<2>(grads);
@@ -124,8 +123,8 @@ std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor
       std::vector<A> scale(L);
       for (int64_t r = b; r < e; ++r) {
         const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
-        fill_taps<scalar_t, A>(g, poff + s * 2 * og * K * L, pmask ? pmask + s * og * K * L : nullptr, grp, k,
-                               taps, scale);
+        fill_taps<scalar_t, A>(g, poff + s * 2 * og * K * L, pmask ? pmask + s * og * K * L : nullptr, grp, k, taps,
+                               scale);
         for (int64_t l = 0; l < L; ++l) {
           Tap4& q = table[r * L + l];
           for (int i = 0; i < 4; ++i) {  // idx -1: a tap of weight 0 (e.g. outside the image), never touched

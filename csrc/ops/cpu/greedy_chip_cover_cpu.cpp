@@ -28,9 +28,8 @@ struct CoverResult {
 };
 
 template <typename scalar_t>
-void cover_group(const scalar_t* boxes, const int64_t* members, int64_t count,
-                 double width, double height, int64_t chip_size, int64_t stride,
-                 std::optional<int64_t> seed, int64_t group, CoverResult& out,
+void cover_group(const scalar_t* boxes, const int64_t* members, int64_t count, double width, double height,
+                 int64_t chip_size, int64_t stride, std::optional<int64_t> seed, int64_t group, CoverResult& out,
                  int64_t* box_chip /* by input index, local chip ids */) {
   const ChipAxis ax = ChipAxis::make(width, chip_size, stride);
   const ChipAxis ay = ChipAxis::make(height, chip_size, stride);
@@ -118,9 +117,9 @@ void cover_group(const scalar_t* boxes, const int64_t* members, int64_t count,
   }
 }
 
-std::tuple<Tensor, Tensor, Tensor> greedy_chip_cover_cpu(
-    Tensor boxes_in, Tensor box_group_in, Tensor canvas_wh_in, int64_t chip_size,
-    int64_t stride, std::optional<int64_t> seed) {
+std::tuple<Tensor, Tensor, Tensor> greedy_chip_cover_cpu(Tensor boxes_in, Tensor box_group_in, Tensor canvas_wh_in,
+                                                         int64_t chip_size, int64_t stride,
+                                                         std::optional<int64_t> seed) {
   const char* op = "greedy_chip_cover";
   check_chip_cover_args(boxes_in, box_group_in, canvas_wh_in, chip_size, stride, seed);
   const int64_t n = boxes_in.size(0), groups = canvas_wh_in.size(0);
@@ -131,11 +130,10 @@ std::tuple<Tensor, Tensor, Tensor> greedy_chip_cover_cpu(
   const double* wh = canvas.const_data_ptr<double>();
   check_chip_canvases(canvas, chip_size, stride);
   for (int64_t i = 0; i < n; ++i) {
-    STD_TORCH_CHECK(gid[i] >= 0 && gid[i] < groups, op, ": `box_group`[", i, "] = ",
-                    gid[i], " is outside [0, ", groups, ") (one group per row of canvas_wh)");
+    STD_TORCH_CHECK(gid[i] >= 0 && gid[i] < groups, op, ": `box_group`[", i, "] = ", gid[i], " is outside [0, ", groups,
+                    ") (one group per row of canvas_wh)");
   }
-  const ScalarType out_dtype = boxes.scalar_type() == ScalarType::Double ? ScalarType::Double
-                                                                          : ScalarType::Float;
+  const ScalarType out_dtype = boxes.scalar_type() == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
   Tensor box_chip = new_empty(boxes, {n}, ScalarType::Long);
   int64_t* pbc = box_chip.mutable_data_ptr<int64_t>();
   Groups g = make_groups(gid, n);
@@ -145,17 +143,16 @@ std::tuple<Tensor, Tensor, Tensor> greedy_chip_cover_cpu(
     const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
     for (int64_t i = 0; i < n; ++i) {
       const double x1 = pb[4 * i], y1 = pb[4 * i + 1], x2 = pb[4 * i + 2], y2 = pb[4 * i + 3];
-      STD_TORCH_CHECK(std::isfinite(x1) && std::isfinite(y1) && std::isfinite(x2) &&
-                          std::isfinite(y2) && x1 <= x2 && y1 <= y2,
-                      op, ": `boxes`[", i, "] = (", x1, ", ", y1, ", ", x2, ", ", y2,
-                      ") must be finite with x1 <= x2 and y1 <= y2");
+      STD_TORCH_CHECK(
+          std::isfinite(x1) && std::isfinite(y1) && std::isfinite(x2) && std::isfinite(y2) && x1 <= x2 && y1 <= y2, op,
+          ": `boxes`[", i, "] = (", x1, ", ", y1, ", ", x2, ", ", y2, ") must be finite with x1 <= x2 and y1 <= y2");
     }
     torch::stable::parallel_for(0, g.count(), 1, [&](int64_t b, int64_t e) {
       for (int64_t k = b; k < e; ++k) {
         const int64_t* members = g.order.data() + g.offsets[k];
         const int64_t group = gid[members[0]];
-        cover_group(pb, members, g.offsets[k + 1] - g.offsets[k], wh[2 * group],
-                    wh[2 * group + 1], chip_size, stride, seed, group, results[k], pbc);
+        cover_group(pb, members, g.offsets[k + 1] - g.offsets[k], wh[2 * group], wh[2 * group + 1], chip_size, stride,
+                    seed, group, results[k], pbc);
       }
     });
   });
@@ -185,15 +182,15 @@ std::tuple<Tensor, Tensor, Tensor> greedy_chip_cover_cpu(
       }
     }
   };
-  if (out_dtype == ScalarType::Double) write(chips.mutable_data_ptr<double>());
-  else write(chips.mutable_data_ptr<float>());
+  if (out_dtype == ScalarType::Double)
+    write(chips.mutable_data_ptr<double>());
+  else
+    write(chips.mutable_data_ptr<float>());
   return std::make_tuple(chips, chip_group, box_chip);
 }
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) {
-  m.impl("greedy_chip_cover", TORCH_BOX(&greedy_chip_cover_cpu));
-}
+STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { m.impl("greedy_chip_cover", TORCH_BOX(&greedy_chip_cover_cpu)); }
 
 }  // namespace sniper

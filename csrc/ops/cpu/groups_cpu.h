@@ -21,8 +21,7 @@ inline Groups make_groups(const int64_t* ids, int64_t n) {
   std::iota(g.order.begin(), g.order.end(), int64_t(0));
   g.offsets.push_back(0);
   if (ids != nullptr && n > 0) {
-    std::stable_sort(g.order.begin(), g.order.end(),
-                     [ids](int64_t a, int64_t b) { return ids[a] < ids[b]; });
+    std::stable_sort(g.order.begin(), g.order.end(), [ids](int64_t a, int64_t b) { return ids[a] < ids[b]; });
     for (int64_t i = 1; i < n; ++i) {
       if (ids[g.order[i]] != ids[g.order[i - 1]]) g.offsets.push_back(i);
     }

@@ -93,9 +93,8 @@ class AnchorIndex {
 };
 
 template <typename scalar_t, typename A>
-void label_chip(const AnchorIndex<A>& an, const scalar_t* gt, const int8_t* state, int64_t num_gt,
-                A width, A height, A pos_iou, A neg_iou, A invalid_iou, A border, int8_t* labels,
-                int64_t* matched) {
+void label_chip(const AnchorIndex<A>& an, const scalar_t* gt, const int8_t* state, int64_t num_gt, A width, A height,
+                A pos_iou, A neg_iou, A invalid_iou, A border, int8_t* labels, int64_t* matched) {
   const int64_t na = static_cast<int64_t>(an.x1.size());
   std::vector<uint8_t> considered(na);
   for (int64_t k = 0; k < na; ++k) {
@@ -110,8 +109,8 @@ void label_chip(const AnchorIndex<A>& an, const scalar_t* gt, const int8_t* stat
     for (int64_t j = 0; j < num_gt; ++j) {
       if (gt_role(state[j]) != GtRole::kValid) continue;
       has_valid = true;
-      const A gx1 = static_cast<A>(gt[4 * j]), gy1 = static_cast<A>(gt[4 * j + 1]),
-              gx2 = static_cast<A>(gt[4 * j + 2]), gy2 = static_cast<A>(gt[4 * j + 3]);
+      const A gx1 = static_cast<A>(gt[4 * j]), gy1 = static_cast<A>(gt[4 * j + 1]), gx2 = static_cast<A>(gt[4 * j + 2]),
+              gy2 = static_cast<A>(gt[4 * j + 3]);
       const A garea = box_area(gx1, gy1, gx2, gy2);
       A top = A(0);
       an.for_overlapping(gx1, gy1, gx2, gy2, [&](int64_t k) {
@@ -132,25 +131,24 @@ void label_chip(const AnchorIndex<A>& an, const scalar_t* gt, const int8_t* stat
   }
   for (int64_t j = 0; j < num_gt; ++j) {
     if (gt_role(state[j]) != GtRole::kInvalid) continue;
-    const A gx1 = static_cast<A>(gt[4 * j]), gy1 = static_cast<A>(gt[4 * j + 1]),
-            gx2 = static_cast<A>(gt[4 * j + 2]), gy2 = static_cast<A>(gt[4 * j + 3]);
+    const A gx1 = static_cast<A>(gt[4 * j]), gy1 = static_cast<A>(gt[4 * j + 1]), gx2 = static_cast<A>(gt[4 * j + 2]),
+            gy2 = static_cast<A>(gt[4 * j + 3]);
     const A garea = box_area(gx1, gy1, gx2, gy2);
     an.for_overlapping(gx1, gy1, gx2, gy2, [&](int64_t k) {
       if (an.iou(k, gx1, gy1, gx2, gy2, garea) > invalid_iou) near_invalid[k] = 1;
     });
   }
   for (int64_t k = 0; k < na; ++k) {
-    labels[k] = anchor_label<A>(considered[k], has_valid, max_iou[k], best[k], near_invalid[k],
-                                pos_iou, neg_iou);
+    labels[k] = anchor_label<A>(considered[k], has_valid, max_iou[k], best[k], near_invalid[k], pos_iou, neg_iou);
     matched[k] = labels[k] == 1 ? arg[k] : -1;
   }
 }
 
 std::tuple<Tensor, Tensor> label_anchors_cpu(Tensor anchors_in, Tensor gt_boxes_in, Tensor gt_state_in,
-                                             Tensor canvas_wh_in, double pos_iou, double neg_iou,
-                                             double invalid_iou, double allowed_border) {
-  check_label_anchors_args(anchors_in, gt_boxes_in, gt_state_in, canvas_wh_in, pos_iou, neg_iou,
-                           invalid_iou, allowed_border);
+                                             Tensor canvas_wh_in, double pos_iou, double neg_iou, double invalid_iou,
+                                             double allowed_border) {
+  check_label_anchors_args(anchors_in, gt_boxes_in, gt_state_in, canvas_wh_in, pos_iou, neg_iou, invalid_iou,
+                           allowed_border);
   const int64_t num_chips = gt_boxes_in.size(0), num_gt = gt_boxes_in.size(1);
   const int64_t na = anchors_in.size(0);
   Tensor labels = new_output(anchors_in, {num_chips, na}, ScalarType::Char, "label_anchors", "the labels");
@@ -170,11 +168,9 @@ std::tuple<Tensor, Tensor> label_anchors_cpu(Tensor anchors_in, Tensor gt_boxes_
     int64_t* pm = matched.mutable_data_ptr<int64_t>();
     torch::stable::parallel_for(0, num_chips, 1, [&](int64_t b, int64_t e) {
       for (int64_t c = b; c < e; ++c) {
-        label_chip<scalar_t, A>(index, gt + c * num_gt * 4, st + c * num_gt, num_gt,
-                                static_cast<A>(wh[2 * c]), static_cast<A>(wh[2 * c + 1]),
-                                static_cast<A>(pos_iou), static_cast<A>(neg_iou),
-                                static_cast<A>(invalid_iou), static_cast<A>(allowed_border),
-                                pl + c * na, pm + c * na);
+        label_chip<scalar_t, A>(index, gt + c * num_gt * 4, st + c * num_gt, num_gt, static_cast<A>(wh[2 * c]),
+                                static_cast<A>(wh[2 * c + 1]), static_cast<A>(pos_iou), static_cast<A>(neg_iou),
+                                static_cast<A>(invalid_iou), static_cast<A>(allowed_border), pl + c * na, pm + c * na);
       }
     });
   });
@@ -183,8 +179,6 @@ std::tuple<Tensor, Tensor> label_anchors_cpu(Tensor anchors_in, Tensor gt_boxes_
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) {
-  m.impl("label_anchors", TORCH_BOX(&label_anchors_cpu));
-}
+STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { m.impl("label_anchors", TORCH_BOX(&label_anchors_cpu)); }
 
 }  // namespace sniper

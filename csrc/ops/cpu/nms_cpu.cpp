@@ -74,16 +74,15 @@ class AreaClasses {
 // Greedy NMS over one group. `idx` holds the group's input indices; kept
 // ones get their flag set in `keep` (indexed by input index).
 template <typename scalar_t>
-void nms_group(const scalar_t* boxes, const scalar_t* scores, const int64_t* idx,
-               int64_t count, double iou_threshold, uint8_t* keep) {
+void nms_group(const scalar_t* boxes, const scalar_t* scores, const int64_t* idx, int64_t count, double iou_threshold,
+               uint8_t* keep) {
   using A = acc_t<scalar_t>;
   BoxesSoA<A> s;
   s.gather(boxes, scores, idx, count);
   std::vector<int64_t> by_score(count);
   std::iota(by_score.begin(), by_score.end(), int64_t(0));
-  std::sort(by_score.begin(), by_score.end(), [&s](int64_t a, int64_t b) {
-    return score_before(s.score[a], s.index[a], s.score[b], s.index[b]);
-  });
+  std::sort(by_score.begin(), by_score.end(),
+            [&s](int64_t a, int64_t b) { return score_before(s.score[a], s.index[a], s.score[b], s.index[b]); });
   const A thr = static_cast<A>(iou_threshold);
   const A t = thr < A(1) ? thr * A(1 - 1e-4) : A(1);  // the pruning bound, slightly loose
   const AreaClasses<A> classes(s);
@@ -101,8 +100,8 @@ void nms_group(const scalar_t* boxes, const scalar_t* scores, const int64_t* idx
 }
 
 // Backend of NmsEntries (nms_common.h): checked, contiguous, n > 0.
-Tensor nms_cpu(const Tensor& boxes, const Tensor& scores, const std::optional<Tensor>& ids,
-               double iou_threshold, const char* op) {
+Tensor nms_cpu(const Tensor& boxes, const Tensor& scores, const std::optional<Tensor>& ids, double iou_threshold,
+               const char* op) {
   const int64_t n = boxes.size(0);
   std::vector<int64_t> kept;
   SNIPER_DISPATCH_FLOATING(boxes.scalar_type(), op, [&] {
@@ -111,14 +110,11 @@ Tensor nms_cpu(const Tensor& boxes, const Tensor& scores, const std::optional<Te
     const scalar_t* ps = scores.const_data_ptr<scalar_t>();
     Groups g = make_groups(ids ? ids->const_data_ptr<int64_t>() : nullptr, n);
     std::vector<uint8_t> keep(n, 0);
-    torch::stable::parallel_for(
-        0, g.count(), group_grain(n, g.count()), [&](int64_t b, int64_t e) {
-          for (int64_t k = b; k < e; ++k) {
-            nms_group(pb, ps, g.order.data() + g.offsets[k],
-                      g.offsets[k + 1] - g.offsets[k], iou_threshold,
-                      keep.data());
-          }
-        });
+    torch::stable::parallel_for(0, g.count(), group_grain(n, g.count()), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        nms_group(pb, ps, g.order.data() + g.offsets[k], g.offsets[k + 1] - g.offsets[k], iou_threshold, keep.data());
+      }
+    });
     std::vector<std::pair<int64_t, A>> out;
     for (int64_t i = 0; i < n; ++i) {
       if (keep[i]) out.emplace_back(i, static_cast<A>(ps[i]));

@@ -28,10 +28,10 @@
 namespace sniper {
 namespace {
 
-constexpr int64_t kBlock = 8;                  // channels per sweep
-constexpr int64_t kForwardTable = 1 << 13;     // taps per forward table (per thread)
-constexpr int64_t kBackwardTable = 1 << 18;    // taps per input-gradient table chunk
-constexpr int kOffsetBins = 4;                 // bins per offset-gradient sweep
+constexpr int64_t kBlock = 8;                // channels per sweep
+constexpr int64_t kForwardTable = 1 << 13;   // taps per forward table (per thread)
+constexpr int64_t kBackwardTable = 1 << 18;  // taps per input-gradient table chunk
+constexpr int kOffsetBins = 4;               // bins per offset-gradient sweep
 
 template <typename A>
 struct RoiTap {
@@ -248,13 +248,13 @@ void offset_sweep(const RoiBins<A>& bn, const scalar_t* grad, const scalar_t* in
 
 // Gradients of input [N, C, H, W] and (when offset is given) offset [K, 2, ph, pw].
 std::tuple<Tensor, Tensor> pool_backward(const Tensor& grad_in, const Tensor& rois_in,
-                                         const std::optional<Tensor>& input_in,
-                                         const std::optional<Tensor>& offset_in, int64_t N, int64_t C,
-                                         int64_t H, int64_t W, const RoiPoolSpec& s) {
+                                         const std::optional<Tensor>& input_in, const std::optional<Tensor>& offset_in,
+                                         int64_t N, int64_t C, int64_t H, int64_t W, const RoiPoolSpec& s) {
   const int64_t K = rois_in.size(0);
   const ScalarType dt = grad_in.scalar_type();
   Tensor grad_input = torch::stable::new_zeros(grad_in, {N, C, H, W});
-  Tensor grad_offset = offset_in ? torch::stable::new_zeros(*offset_in, {K, 2, s.ph, s.pw}) : new_empty(grad_in, {0}, dt);
+  Tensor grad_offset =
+      offset_in ? torch::stable::new_zeros(*offset_in, {K, 2, s.ph, s.pw}) : new_empty(grad_in, {0}, dt);
   // No samples reach an empty feature map: both gradients are 0.
   if (K == 0 || C == 0 || H == 0 || W == 0) return std::make_tuple(grad_input, grad_offset);
   const Tensor grad = torch::stable::contiguous(grad_in);

@@ -24,10 +24,8 @@ struct SoftNmsParams {
 // their score), and the next maximum comes from per-block maxima, of which
 // only the blocks the window touched are recomputed.
 template <typename scalar_t, typename A>
-void soft_nms_group(const scalar_t* boxes, const scalar_t* scores,
-                    const int64_t* idx, int64_t count,
-                    const SoftNmsParams<A>& p,
-                    std::vector<std::pair<int64_t, A>>& out) {
+void soft_nms_group(const scalar_t* boxes, const scalar_t* scores, const int64_t* idx, int64_t count,
+                    const SoftNmsParams<A>& p, std::vector<std::pair<int64_t, A>>& out) {
   constexpr int64_t kBlock = 64;
   BoxesSoA<A> s;
   s.gather_by_x1(boxes, scores, idx, count);
@@ -58,13 +56,11 @@ void soft_nms_group(const scalar_t* boxes, const scalar_t* scores,
     if (b < 0) break;
     out.emplace_back(s.index[b], s.score[b]);
     alive[b] = 0;
-    const A bx1 = s.x1[b], by1 = s.y1[b], bx2 = s.x2[b], by2 = s.y2[b],
-            barea = s.area[b];
+    const A bx1 = s.x1[b], by1 = s.y1[b], bx2 = s.x2[b], by2 = s.y2[b], barea = s.area[b];
     const auto [lo, hi] = s.window(bx1, bx2);
     for (int64_t k = lo; k < hi; ++k) {
       if (!alive[k]) continue;
-      const A iou = box_iou(bx1, by1, bx2, by2, barea, s.x1[k], s.y1[k],
-                            s.x2[k], s.y2[k], s.area[k]);
+      const A iou = box_iou(bx1, by1, bx2, by2, barea, s.x1[k], s.y1[k], s.x2[k], s.y2[k], s.area[k]);
       if (iou > A(0)) {
         s.score[k] *= soft_nms_weight(p.method, iou, p.sigma, p.iou_threshold);
         if (!(s.score[k] >= p.score_threshold)) alive[k] = 0;
@@ -80,8 +76,7 @@ void soft_nms_group(const scalar_t* boxes, const scalar_t* scores,
 }
 
 // Backend of SoftNmsEntries (nms_common.h): checked, contiguous, n > 0.
-std::tuple<Tensor, Tensor> soft_nms_cpu(const Tensor& boxes, const Tensor& scores,
-                                        const std::optional<Tensor>& ids,
+std::tuple<Tensor, Tensor> soft_nms_cpu(const Tensor& boxes, const Tensor& scores, const std::optional<Tensor>& ids,
                                         const SoftNmsSpec& spec) {
   const char* op = "soft_nms";
   const int64_t n = boxes.size(0);
@@ -91,20 +86,17 @@ std::tuple<Tensor, Tensor> soft_nms_cpu(const Tensor& boxes, const Tensor& score
   Tensor kept_scores;
   SNIPER_DISPATCH_FLOATING(dtype, op, [&] {
     using A = acc_t<scalar_t>;
-    const SoftNmsParams<A> p{spec.method, static_cast<A>(spec.sigma),
-                             static_cast<A>(spec.iou_threshold),
+    const SoftNmsParams<A> p{spec.method, static_cast<A>(spec.sigma), static_cast<A>(spec.iou_threshold),
                              static_cast<A>(spec.score_threshold)};
     const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
     const scalar_t* ps = scores.const_data_ptr<scalar_t>();
     Groups g = make_groups(ids ? ids->const_data_ptr<int64_t>() : nullptr, n);
     std::vector<std::vector<std::pair<int64_t, A>>> per_group(g.count());
-    torch::stable::parallel_for(
-        0, g.count(), group_grain(n, g.count()), [&](int64_t b, int64_t e) {
-          for (int64_t k = b; k < e; ++k) {
-            soft_nms_group(pb, ps, g.order.data() + g.offsets[k],
-                           g.offsets[k + 1] - g.offsets[k], p, per_group[k]);
-          }
-        });
+    torch::stable::parallel_for(0, g.count(), group_grain(n, g.count()), [&](int64_t b, int64_t e) {
+      for (int64_t k = b; k < e; ++k) {
+        soft_nms_group(pb, ps, g.order.data() + g.offsets[k], g.offsets[k + 1] - g.offsets[k], p, per_group[k]);
+      }
+    });
     std::vector<std::pair<int64_t, A>> all;
     for (auto& v : per_group) all.insert(all.end(), v.begin(), v.end());
     sort_by_score(all);
@@ -117,16 +109,13 @@ std::tuple<Tensor, Tensor> soft_nms_cpu(const Tensor& boxes, const Tensor& score
       out_s[i] = static_cast<scalar_t>(all[i].second);
     }
   });
-  Tensor keep = new_empty(boxes, {static_cast<int64_t>(kept_idx.size())},
-                          ScalarType::Long);
+  Tensor keep = new_empty(boxes, {static_cast<int64_t>(kept_idx.size())}, ScalarType::Long);
   std::copy(kept_idx.begin(), kept_idx.end(), keep.mutable_data_ptr<int64_t>());
   return std::make_tuple(keep, kept_scores);
 }
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) {
-  m.impl("soft_nms", TORCH_BOX(&SoftNmsEntries<&soft_nms_cpu>::soft_nms));
-}
+STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { m.impl("soft_nms", TORCH_BOX(&SoftNmsEntries<&soft_nms_cpu>::soft_nms)); }
 
 }  // namespace sniper

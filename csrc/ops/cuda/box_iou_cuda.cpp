@@ -15,15 +15,12 @@ Tensor box_iou_cuda(Tensor boxes1, Tensor boxes2) {
   Tensor out = new_output(boxes1, {n, m}, boxes1.scalar_type(), "box_iou", "the IoU matrix");
   const Tensor a = torch::stable::contiguous(boxes1);
   const Tensor b = torch::stable::contiguous(boxes2);
-  cuda::box_iou(a.data_ptr(), b.data_ptr(), out.data_ptr(), n, m,
-                to_dtype(a.scalar_type()), current_cuda_stream(a));
+  cuda::box_iou(a.data_ptr(), b.data_ptr(), out.data_ptr(), n, m, to_dtype(a.scalar_type()), current_cuda_stream(a));
   return out;
 }
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(sniper, CUDA, m) {
-  m.impl("box_iou", TORCH_BOX(&box_iou_cuda));
-}
+STABLE_TORCH_LIBRARY_IMPL(sniper, CUDA, m) { m.impl("box_iou", TORCH_BOX(&box_iou_cuda)); }
 
 }  // namespace sniper

@@ -40,8 +40,6 @@ class TensorAllocator final : public cuda::DeviceAllocator {
 };
 
 // The first `count` entries of a freshly made 1-d tensor, as its own tensor.
-inline Tensor first_n(Tensor t, int64_t count) {
-  return torch::stable::clone(torch::stable::narrow(t, 0, 0, count));
-}
+inline Tensor first_n(Tensor t, int64_t count) { return torch::stable::clone(torch::stable::narrow(t, 0, 0, count)); }
 
 }  // namespace sniper

@@ -13,32 +13,48 @@
 
 #include "launchers.h"
 
-#define SNIPER_CUDA_CHECK(expr)                                              \
-  do {                                                                       \
-    cudaError_t err_ = (expr);                                               \
-    if (err_ != cudaSuccess) {                                               \
-      throw std::runtime_error(std::string("sniper_ext CUDA error: ") +      \
-                               cudaGetErrorString(err_) + " at " __FILE__);  \
-    }                                                                        \
+#define SNIPER_CUDA_CHECK(expr)                                                                                      \
+  do {                                                                                                               \
+    cudaError_t err_ = (expr);                                                                                       \
+    if (err_ != cudaSuccess) {                                                                                       \
+      throw std::runtime_error(std::string("sniper_ext CUDA error: ") + cudaGetErrorString(err_) + " at " __FILE__); \
+    }                                                                                                                \
   } while (0)
 
 namespace sniper {
 namespace cuda {
 
 // Conversions between storage types and the accumulation type.
-template <typename T> struct Acc { using type = float; };
-template <> struct Acc<double> { using type = double; };
+template <typename T>
+struct Acc {
+  using type = float;
+};
+template <>
+struct Acc<double> {
+  using type = double;
+};
 
 __device__ __forceinline__ float to_acc(float v) { return v; }
 __device__ __forceinline__ double to_acc(double v) { return v; }
 __device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-template <typename T> __device__ __forceinline__ T from_acc(typename Acc<T>::type v);
-template <> __device__ __forceinline__ float from_acc<float>(float v) { return v; }
-template <> __device__ __forceinline__ double from_acc<double>(double v) { return v; }
-template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
+template <typename T>
+__device__ __forceinline__ T from_acc(typename Acc<T>::type v);
+template <>
+__device__ __forceinline__ float from_acc<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ double from_acc<double>(double v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_acc<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
   return __float2bfloat16_rn(v);
 }
 
@@ -52,7 +68,9 @@ inline cudaStream_t as_stream(void* s) { return static_cast<cudaStream_t>(s); }
 // shared bilinear sampling code).
 struct LoadAcc {
   template <typename T>
-  __device__ __forceinline__ auto operator()(T v) const { return to_acc(v); }
+  __device__ __forceinline__ auto operator()(T v) const {
+    return to_acc(v);
+  }
 };
 
 // dst[0 .. count) = src converted from the accumulation type to the storage
@@ -87,12 +105,24 @@ inline void check_count(int64_t n, const char* op) {
 }  // namespace sniper
 
 // Runs the lambda with `scalar_t` bound to the CUDA storage type of DTYPE.
-#define SNIPER_CUDA_DISPATCH(DTYPE, ...)                                     \
-  [&] {                                                                      \
-    switch (DTYPE) {                                                         \
-      case ::sniper::Dtype::kFloat32: { using scalar_t = float; return __VA_ARGS__(); } \
-      case ::sniper::Dtype::kFloat64: { using scalar_t = double; return __VA_ARGS__(); } \
-      case ::sniper::Dtype::kFloat16: { using scalar_t = __half; return __VA_ARGS__(); } \
-      default: { using scalar_t = __nv_bfloat16; return __VA_ARGS__(); }    \
-    }                                                                        \
+#define SNIPER_CUDA_DISPATCH(DTYPE, ...) \
+  [&] {                                  \
+    switch (DTYPE) {                     \
+      case ::sniper::Dtype::kFloat32: {  \
+        using scalar_t = float;          \
+        return __VA_ARGS__();            \
+      }                                  \
+      case ::sniper::Dtype::kFloat64: {  \
+        using scalar_t = double;         \
+        return __VA_ARGS__();            \
+      }                                  \
+      case ::sniper::Dtype::kFloat16: {  \
+        using scalar_t = __half;         \
+        return __VA_ARGS__();            \
+      }                                  \
+      default: {                         \
+        using scalar_t = __nv_bfloat16;  \
+        return __VA_ARGS__();            \
+      }                                  \
+    }                                    \
   }()

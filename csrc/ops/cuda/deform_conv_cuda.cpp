@@ -25,11 +25,11 @@ Tensor deform_im2col_cuda(Tensor input_in, Tensor offset_in, std::optional<Tenso
 }
 
 std::tuple<Tensor, Tensor, Tensor> deform_col2im_cuda(Tensor grad_cols_in, Tensor input_in, Tensor offset_in,
-                                                      std::optional<Tensor> mask_in, int64_t kh, int64_t kw,
-                                                      int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
-                                                      int64_t dw, int64_t og, bool deterministic) {
-  const DeformGeometry g = deform_col2im_geometry(grad_cols_in, input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw,
-                                                  dh, dw, og);
+                                                      std::optional<Tensor> mask_in, int64_t kh, int64_t kw, int64_t sh,
+                                                      int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                                                      int64_t og, bool deterministic) {
+  const DeformGeometry g =
+      deform_col2im_geometry(grad_cols_in, input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og);
   const int64_t n = input_in.size(0);
   torch::stable::accelerator::DeviceGuard guard(input_in.get_device_index());
   const auto grads = deform_col2im_outputs(input_in, mask_in, g);

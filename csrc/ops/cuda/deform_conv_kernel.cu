@@ -27,8 +27,8 @@ __global__ void im2col_kernel(const T* input, const T* offset, const T* mask, De
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total; e += int64_t(gridDim.x) * blockDim.x) {
     const int64_t l = e % L, k = (e / L) % K, c = (e / (L * K)) % C, s = e / (L * K * C);
     A y, x, m;
-    point(g, offset + s * 2 * g.offset_groups * K * L, mask ? mask + s * g.offset_groups * K * L : nullptr,
-          c / cpg, k, l, &y, &x, &m);
+    point(g, offset + s * 2 * g.offset_groups * K * L, mask ? mask + s * g.offset_groups * K * L : nullptr, c / cpg, k,
+          l, &y, &x, &m);
     const Taps<A> t = deform_taps<A>(g.height, g.width, y, x);
     cols[e] = from_acc<T>(m * deform_sample<A>(input + (s * C + c) * g.height * g.width, t, LoadAcc()));
   }
@@ -44,8 +44,8 @@ __global__ void col2im_atomic_kernel(const T* gcols, const T* offset, const T* m
     if (gv == A(0)) continue;
     const int64_t l = e % L, k = (e / L) % K, c = (e / (L * K)) % C, s = e / (L * K * C);
     A y, x, m;
-    point(g, offset + s * 2 * g.offset_groups * K * L, mask ? mask + s * g.offset_groups * K * L : nullptr,
-          c / cpg, k, l, &y, &x, &m);
+    point(g, offset + s * 2 * g.offset_groups * K * L, mask ? mask + s * g.offset_groups * K * L : nullptr, c / cpg, k,
+          l, &y, &x, &m);
     const Taps<A> t = deform_taps<A>(g.height, g.width, y, x);
     A* plane = grad_input + (s * C + c) * HW;
     for (int i = 0; i < 4; ++i) {
@@ -68,8 +68,8 @@ __global__ void col2im_plane_kernel(const T* gcols, const T* offset, const T* ma
         const A gv = to_acc(gcols[(nc * K + k) * L + l]);
         if (gv == A(0)) continue;
         A y, x, m;
-        point(g, offset + s * 2 * g.offset_groups * K * L, mask ? mask + s * g.offset_groups * K * L : nullptr,
-              c / cpg, k, l, &y, &x, &m);
+        point(g, offset + s * 2 * g.offset_groups * K * L, mask ? mask + s * g.offset_groups * K * L : nullptr, c / cpg,
+              k, l, &y, &x, &m);
         const Taps<A> t = deform_taps<A>(g.height, g.width, y, x);
         for (int i = 0; i < 4; ++i) {
           if (t.w[i] != A(0)) plane[t.idx[i]] += gv * (m * t.w[i]);  // taps outside the image: untouched
@@ -114,8 +114,8 @@ void deform_im2col(const void* input, const void* offset, const void* mask, cons
   if (total == 0) return;
   SNIPER_CUDA_DISPATCH(dtype, [&] {
     im2col_kernel<scalar_t><<<blocks_for(total, kThreads, 1 << 20), kThreads, 0, as_stream(stream)>>>(
-        static_cast<const scalar_t*>(input), static_cast<const scalar_t*>(offset),
-        static_cast<const scalar_t*>(mask), g, n, static_cast<scalar_t*>(columns));
+        static_cast<const scalar_t*>(input), static_cast<const scalar_t*>(offset), static_cast<const scalar_t*>(mask),
+        g, n, static_cast<scalar_t*>(columns));
   });
   SNIPER_CUDA_CHECK(cudaGetLastError());
 }
@@ -138,9 +138,11 @@ void deform_col2im(const void* grad_columns, const void* input, const void* offs
     if (deterministic) {
       col2im_plane_kernel<T, A><<<blocks_for(planes, 128), 128, 0, stream>>>(gc, off, msk, g, n, acc);
     } else {
-      col2im_atomic_kernel<T, A><<<blocks_for(total, kThreads, 1 << 20), kThreads, 0, stream>>>(gc, off, msk, g, n, acc);
+      col2im_atomic_kernel<T, A>
+          <<<blocks_for(total, kThreads, 1 << 20), kThreads, 0, stream>>>(gc, off, msk, g, n, acc);
     }
-    store_kernel<T, A><<<blocks_for(size, kThreads, 1 << 20), kThreads, 0, stream>>>(acc, static_cast<T*>(grad_input), size);
+    store_kernel<T, A>
+        <<<blocks_for(size, kThreads, 1 << 20), kThreads, 0, stream>>>(acc, static_cast<T*>(grad_input), size);
     const int64_t rows = n * g.offset_groups * g.taps() * g.positions();
     offset_mask_grad_kernel<T><<<blocks_for(rows, kThreads, 1 << 20), kThreads, 0, stream>>>(
         gc, static_cast<const T*>(input), off, msk, g, n, static_cast<T*>(grad_offset), static_cast<T*>(grad_mask));

@@ -32,14 +32,12 @@ struct BetterPick {
 };
 
 // Per segment: its group, its candidate count, and a validity flag.
-__global__ void segment_info_kernel(const int64_t* order, const int64_t* starts,
-                                    const int* num_segments, const int64_t* group,
-                                    const double* canvas, int64_t groups, int64_t n,
-                                    int64_t chip_size, int64_t stride, int64_t* seg_group,
-                                    int64_t* cand_count, int* error) {
+__global__ void segment_info_kernel(const int64_t* order, const int64_t* starts, const int* num_segments,
+                                    const int64_t* group, const double* canvas, int64_t groups, int64_t n,
+                                    int64_t chip_size, int64_t stride, int64_t* seg_group, int64_t* cand_count,
+                                    int* error) {
   const int num = *num_segments;
-  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < n;
-       g += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < n; g += int64_t(gridDim.x) * blockDim.x) {
     if (g >= num) {
       cand_count[g] = 0;
       continue;
@@ -57,18 +55,16 @@ __global__ void segment_info_kernel(const int64_t* order, const int64_t* starts,
       cand_count[g] = 0;
       continue;
     }
-    cand_count[g] = ChipAxis::make(w, chip_size, stride).count *
-                    ChipAxis::make(h, chip_size, stride).count;
+    cand_count[g] = ChipAxis::make(w, chip_size, stride).count * ChipAxis::make(h, chip_size, stride).count;
   }
 }
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
-cover_kernel(const T* boxes, const int64_t* order, const int64_t* starts,
-             const int* num_segments, const int64_t* seg_group, const int64_t* cand_offset,
-             const double* canvas, int64_t n, int64_t chip_size, int64_t stride,
-             int64_t seed, int* counts, int4* rect, uint8_t* uncovered,
-             int64_t* local_chip, ChipBox* chips_local, int64_t* num_chips) {
+    cover_kernel(const T* boxes, const int64_t* order, const int64_t* starts, const int* num_segments,
+                 const int64_t* seg_group, const int64_t* cand_offset, const double* canvas, int64_t n,
+                 int64_t chip_size, int64_t stride, int64_t seed, int* counts, int4* rect, uint8_t* uncovered,
+                 int64_t* local_chip, ChipBox* chips_local, int64_t* num_chips) {
   using Reduce = cub::BlockReduce<Pick, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   __shared__ Pick chosen;
@@ -137,12 +133,10 @@ cover_kernel(const T* boxes, const int64_t* order, const int64_t* starts,
 }
 
 template <typename C>
-__global__ void write_chips_kernel(const int64_t* order, const int64_t* starts,
-                                   const int* num_segments, const int64_t* seg_group,
-                                   const int64_t* num_chips, const int64_t* chip_offset,
-                                   const int64_t* local_chip, const ChipBox* chips_local,
-                                   int64_t n, C* chips, int64_t* chip_group,
-                                   int64_t* box_chip) {
+__global__ void write_chips_kernel(const int64_t* order, const int64_t* starts, const int* num_segments,
+                                   const int64_t* seg_group, const int64_t* num_chips, const int64_t* chip_offset,
+                                   const int64_t* local_chip, const ChipBox* chips_local, int64_t n, C* chips,
+                                   int64_t* chip_group, int64_t* box_chip) {
   const int num = *num_segments;
   for (int g = blockIdx.x; g < num; g += gridDim.x) {
     const int64_t s = starts[g], e = segment_end(starts, g, num, n);
@@ -161,8 +155,7 @@ __global__ void write_chips_kernel(const int64_t* order, const int64_t* starts,
   }
 }
 
-void exclusive_sum(const int64_t* in, int64_t* out, int64_t n, DeviceAllocator& alloc,
-                   cudaStream_t stream) {
+void exclusive_sum(const int64_t* in, int64_t* out, int64_t n, DeviceAllocator& alloc, cudaStream_t stream) {
   size_t bytes = 0;
   SNIPER_CUDA_CHECK(cub::DeviceScan::ExclusiveSum(nullptr, bytes, in, out, int(n), stream));
   void* tmp = alloc.allocate(bytes);
@@ -170,8 +163,8 @@ void exclusive_sum(const int64_t* in, int64_t* out, int64_t n, DeviceAllocator& 
 }
 
 // Total of an exclusive scan: out[n-1] + in[n-1], read on the host.
-int64_t scan_total(const int64_t* in, const int64_t* out, int64_t n, cudaStream_t stream,
-                   const int* error = nullptr, int* host_error = nullptr) {
+int64_t scan_total(const int64_t* in, const int64_t* out, int64_t n, cudaStream_t stream, const int* error = nullptr,
+                   int* host_error = nullptr) {
   int64_t last[2] = {0, 0};
   SNIPER_CUDA_CHECK(cudaMemcpyAsync(&last[0], in + n - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream));
   SNIPER_CUDA_CHECK(cudaMemcpyAsync(&last[1], out + n - 1, sizeof(int64_t), cudaMemcpyDeviceToHost, stream));
@@ -181,10 +174,9 @@ int64_t scan_total(const int64_t* in, const int64_t* out, int64_t n, cudaStream_
 }
 
 template <typename T>
-int64_t cover_typed(const T* boxes, const int64_t* group, const double* canvas, int64_t n,
-                    int64_t groups, int64_t chip_size, int64_t stride, int64_t seed,
-                    void* chips, Dtype chip_dtype, int64_t* chip_group, int64_t* box_chip,
-                    DeviceAllocator& alloc, cudaStream_t stream) {
+int64_t cover_typed(const T* boxes, const int64_t* group, const double* canvas, int64_t n, int64_t groups,
+                    int64_t chip_size, int64_t stride, int64_t seed, void* chips, Dtype chip_dtype, int64_t* chip_group,
+                    int64_t* box_chip, DeviceAllocator& alloc, cudaStream_t stream) {
   const unsigned int blocks = blocks_for(n, kThreads);
   Segments seg = segment_by_group(group, nullptr, n, alloc, stream);
   int64_t* seg_group = take<int64_t>(alloc, n);
@@ -192,9 +184,8 @@ int64_t cover_typed(const T* boxes, const int64_t* group, const double* canvas, 
   int64_t* cand_offset = take<int64_t>(alloc, n);
   int* error = take<int>(alloc, 1);
   SNIPER_CUDA_CHECK(cudaMemsetAsync(error, 0, sizeof(int), stream));
-  segment_info_kernel<<<blocks, kThreads, 0, stream>>>(seg.order, seg.starts, seg.num_segments,
-                                                       group, canvas, groups, n, chip_size, stride,
-                                                       seg_group, cand_count, error);
+  segment_info_kernel<<<blocks, kThreads, 0, stream>>>(seg.order, seg.starts, seg.num_segments, group, canvas, groups,
+                                                       n, chip_size, stride, seg_group, cand_count, error);
   exclusive_sum(cand_count, cand_offset, n, alloc, stream);
   int host_error = 0;
   const int64_t candidates = scan_total(cand_count, cand_offset, n, stream, error, &host_error);
@@ -210,18 +201,18 @@ int64_t cover_typed(const T* boxes, const int64_t* group, const double* canvas, 
   int64_t* chip_offset = take<int64_t>(alloc, n);
   SNIPER_CUDA_CHECK(cudaMemsetAsync(num_chips, 0, sizeof(int64_t) * n, stream));
   const unsigned int seg_blocks = blocks_for(n, 1, 16384);
-  cover_kernel<T><<<seg_blocks, kThreads, 0, stream>>>(
-      boxes, seg.order, seg.starts, seg.num_segments, seg_group, cand_offset, canvas, n,
-      chip_size, stride, seed, counts, rect, uncovered, local_chip, chips_local, num_chips);
+  cover_kernel<T><<<seg_blocks, kThreads, 0, stream>>>(boxes, seg.order, seg.starts, seg.num_segments, seg_group,
+                                                       cand_offset, canvas, n, chip_size, stride, seed, counts, rect,
+                                                       uncovered, local_chip, chips_local, num_chips);
   exclusive_sum(num_chips, chip_offset, n, alloc, stream);
   if (chip_dtype == Dtype::kFloat64) {
-    write_chips_kernel<double><<<seg_blocks, kThreads, 0, stream>>>(
-        seg.order, seg.starts, seg.num_segments, seg_group, num_chips, chip_offset, local_chip,
-        chips_local, n, static_cast<double*>(chips), chip_group, box_chip);
+    write_chips_kernel<double><<<seg_blocks, kThreads, 0, stream>>>(seg.order, seg.starts, seg.num_segments, seg_group,
+                                                                    num_chips, chip_offset, local_chip, chips_local, n,
+                                                                    static_cast<double*>(chips), chip_group, box_chip);
   } else {
-    write_chips_kernel<float><<<seg_blocks, kThreads, 0, stream>>>(
-        seg.order, seg.starts, seg.num_segments, seg_group, num_chips, chip_offset, local_chip,
-        chips_local, n, static_cast<float*>(chips), chip_group, box_chip);
+    write_chips_kernel<float><<<seg_blocks, kThreads, 0, stream>>>(seg.order, seg.starts, seg.num_segments, seg_group,
+                                                                   num_chips, chip_offset, local_chip, chips_local, n,
+                                                                   static_cast<float*>(chips), chip_group, box_chip);
   }
   SNIPER_CUDA_CHECK(cudaGetLastError());
   return scan_total(num_chips, chip_offset, n, stream);
@@ -229,17 +220,14 @@ int64_t cover_typed(const T* boxes, const int64_t* group, const double* canvas, 
 
 }  // namespace
 
-int64_t greedy_chip_cover(const void* boxes, const int64_t* group, const double* canvas,
-                          int64_t n, int64_t groups, int64_t chip_size, int64_t stride,
-                          int64_t seed, Dtype dtype, void* chips, Dtype chip_dtype,
-                          int64_t* chip_group, int64_t* box_chip, DeviceAllocator& alloc,
-                          void* stream) {
+int64_t greedy_chip_cover(const void* boxes, const int64_t* group, const double* canvas, int64_t n, int64_t groups,
+                          int64_t chip_size, int64_t stride, int64_t seed, Dtype dtype, void* chips, Dtype chip_dtype,
+                          int64_t* chip_group, int64_t* box_chip, DeviceAllocator& alloc, void* stream) {
   if (n == 0) return 0;
   check_count(n, "greedy_chip_cover");
   return SNIPER_CUDA_DISPATCH(dtype, [&] {
-    return cover_typed(static_cast<const scalar_t*>(boxes), group, canvas, n, groups, chip_size,
-                       stride, seed, chips, chip_dtype, chip_group, box_chip, alloc,
-                       as_stream(stream));
+    return cover_typed(static_cast<const scalar_t*>(boxes), group, canvas, n, groups, chip_size, stride, seed, chips,
+                       chip_dtype, chip_group, box_chip, alloc, as_stream(stream));
   });
 }
 

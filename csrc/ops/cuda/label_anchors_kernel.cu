@@ -14,9 +14,16 @@ namespace {
 
 constexpr int kTile = 128;
 
-template <typename A> struct Bits;
-template <> struct Bits<float> { using type = unsigned int; };
-template <> struct Bits<double> { using type = unsigned long long; };
+template <typename A>
+struct Bits;
+template <>
+struct Bits<float> {
+  using type = unsigned int;
+};
+template <>
+struct Bits<double> {
+  using type = unsigned long long;
+};
 
 __device__ __forceinline__ unsigned int to_bits(float v) { return __float_as_uint(v); }
 __device__ __forceinline__ unsigned long long to_bits(double v) {
@@ -45,8 +52,7 @@ __device__ __forceinline__ void load_anchor(const Args<T, A>& p, int64_t k, A* x
 
 // Loads GT [j0, j0 + kTile) of chip c into shared memory.
 template <typename T, typename A>
-__device__ __forceinline__ int load_tile(const Args<T, A>& p, int64_t c, int64_t j0, A (*box)[5],
-                                         int8_t* st) {
+__device__ __forceinline__ int load_tile(const Args<T, A>& p, int64_t c, int64_t j0, A (*box)[5], int8_t* st) {
   const int count = int(min_<int64_t>(kTile, p.g - j0));
   for (int t = threadIdx.x; t < count; t += blockDim.x) {
     const T* b = p.gt + (c * p.g + j0 + t) * 4;
@@ -69,8 +75,8 @@ __global__ void anchor_pass1_kernel(Args<T, A> p, A* max_iou, int32_t* arg, uint
   A x[4] = {0, 0, 0, 0};
   if (live) load_anchor(p, k, x);
   const A area = box_area(x[0], x[1], x[2], x[3]);
-  const bool considered = live && anchor_considered(x[0], x[1], x[2], x[3], A(p.canvas[2 * c]),
-                                                   A(p.canvas[2 * c + 1]), p.border);
+  const bool considered =
+      live && anchor_considered(x[0], x[1], x[2], x[3], A(p.canvas[2 * c]), A(p.canvas[2 * c + 1]), p.border);
   A best = A(0);
   int32_t best_j = -1;
   bool near_invalid = false, has_valid = false;
@@ -79,8 +85,8 @@ __global__ void anchor_pass1_kernel(Args<T, A> p, A* max_iou, int32_t* arg, uint
     for (int t = 0; t < count && live; ++t) {
       const GtRole role = gt_role(st[t]);
       if (role == GtRole::kAbsent) continue;
-      const A v = ::sniper::box_iou(x[0], x[1], x[2], x[3], area, box[t][0], box[t][1], box[t][2],
-                                    box[t][3], box[t][4]);
+      const A v =
+          ::sniper::box_iou(x[0], x[1], x[2], x[3], area, box[t][0], box[t][1], box[t][2], box[t][3], box[t][4]);
       if (role == GtRole::kValid) {
         has_valid = true;
         if (!considered) continue;
@@ -103,9 +109,8 @@ __global__ void anchor_pass1_kernel(Args<T, A> p, A* max_iou, int32_t* arg, uint
 }
 
 template <typename T, typename A>
-__global__ void anchor_pass2_kernel(Args<T, A> p, const A* max_iou, const int32_t* arg,
-                                    const uint8_t* flags, const typename Bits<A>::type* gt_max,
-                                    int8_t* labels, int64_t* matched) {
+__global__ void anchor_pass2_kernel(Args<T, A> p, const A* max_iou, const int32_t* arg, const uint8_t* flags,
+                                    const typename Bits<A>::type* gt_max, int8_t* labels, int64_t* matched) {
   __shared__ A box[kTile][5];
   __shared__ int8_t st[kTile];
   const int64_t c = p.chip0 + blockIdx.y;
@@ -123,15 +128,15 @@ __global__ void anchor_pass2_kernel(Args<T, A> p, const A* max_iou, const int32_
       if (gt_role(st[t]) != GtRole::kValid) continue;
       const A top = from_bits(gt_max[c * p.g + j0 + t]);
       if (!(top > A(0))) continue;
-      const A v = ::sniper::box_iou(x[0], x[1], x[2], x[3], area, box[t][0], box[t][1], box[t][2],
-                                    box[t][3], box[t][4]);
+      const A v =
+          ::sniper::box_iou(x[0], x[1], x[2], x[3], area, box[t][0], box[t][1], box[t][2], box[t][3], box[t][4]);
       best = v == top;
     }
     __syncthreads();
   }
   if (live) {
-    const int8_t label = anchor_label<A>(considered, has_valid, max_iou[c * p.a + k], best,
-                                         near_invalid, p.pos_iou, p.neg_iou);
+    const int8_t label =
+        anchor_label<A>(considered, has_valid, max_iou[c * p.a + k], best, near_invalid, p.pos_iou, p.neg_iou);
     labels[c * p.a + k] = label;
     matched[c * p.a + k] = label == 1 ? arg[c * p.a + k] : -1;
   }
@@ -139,18 +144,26 @@ __global__ void anchor_pass2_kernel(Args<T, A> p, const A* max_iou, const int32_
 
 }  // namespace
 
-void label_anchors(const void* anchors, const void* gt, const int8_t* state, const double* canvas,
-                   int64_t chips, int64_t a, int64_t g, double pos_iou, double neg_iou,
-                   double invalid_iou, double border, Dtype dtype, int8_t* labels,
-                   int64_t* matched, DeviceAllocator& alloc, void* stream_ptr) {
+void label_anchors(const void* anchors, const void* gt, const int8_t* state, const double* canvas, int64_t chips,
+                   int64_t a, int64_t g, double pos_iou, double neg_iou, double invalid_iou, double border, Dtype dtype,
+                   int8_t* labels, int64_t* matched, DeviceAllocator& alloc, void* stream_ptr) {
   if (chips == 0 || a == 0) return;
   const cudaStream_t stream = as_stream(stream_ptr);
   SNIPER_CUDA_DISPATCH(dtype, [&] {
     using T = scalar_t;
     using A = typename Acc<T>::type;
     using B = typename Bits<A>::type;
-    Args<T, A> p{static_cast<const T*>(anchors), static_cast<const T*>(gt), state, canvas, a, g,
-                 A(pos_iou), A(neg_iou), A(invalid_iou), A(border), 0};
+    Args<T, A> p{static_cast<const T*>(anchors),
+                 static_cast<const T*>(gt),
+                 state,
+                 canvas,
+                 a,
+                 g,
+                 A(pos_iou),
+                 A(neg_iou),
+                 A(invalid_iou),
+                 A(border),
+                 0};
     A* max_iou = take<A>(alloc, chips * a);
     int32_t* arg = take<int32_t>(alloc, chips * a);
     uint8_t* flags = take<uint8_t>(alloc, chips * a);

@@ -21,8 +21,7 @@ struct DeviceAllocator {
 };
 
 // out[i, j] = IoU(a[i], b[j]); a: [n, 4], b: [m, 4], out: [n, m], all `dtype`.
-void box_iou(const void* a, const void* b, void* out, int64_t n, int64_t m,
-             Dtype dtype, void* stream);
+void box_iou(const void* a, const void* b, void* out, int64_t n, int64_t m, Dtype dtype, void* stream);
 
 // Size thresholds of the NMS-family CUDA paths. The registrations take
 // overrides from the environment (SNIPER_NMS_LARGE_SEGMENT,
@@ -47,57 +46,51 @@ struct NmsTuning {
 // output order to keep[0 .. count) and returns count. keep has n entries.
 // Synchronises with the stream once to read count, and with groups of more
 // than tuning.nms_large_segment boxes once more, to plan the bitmask path.
-int64_t nms(const void* boxes, const void* scores, const int64_t* group,
-            int64_t n, double iou_threshold, Dtype dtype, int64_t* keep,
-            DeviceAllocator& alloc, void* stream, const NmsTuning& tuning = NmsTuning());
+int64_t nms(const void* boxes, const void* scores, const int64_t* group, int64_t n, double iou_threshold, Dtype dtype,
+            int64_t* keep, DeviceAllocator& alloc, void* stream, const NmsTuning& tuning = NmsTuning());
 
 // Soft-NMS; writes kept indices and decayed scores (`dtype`) in output order
 // to keep[0 .. count) and kept_scores[0 .. count); returns count. Two
 // launches do all groups (small ones, then large ones); synchronises with
 // the stream once, to read count.
-int64_t soft_nms(const void* boxes, const void* scores, const int64_t* group,
-                 int64_t n, const SoftNmsSpec& spec, Dtype dtype, int64_t* keep,
-                 void* kept_scores, DeviceAllocator& alloc, void* stream,
+int64_t soft_nms(const void* boxes, const void* scores, const int64_t* group, int64_t n, const SoftNmsSpec& spec,
+                 Dtype dtype, int64_t* keep, void* kept_scores, DeviceAllocator& alloc, void* stream,
                  const NmsTuning& tuning = NmsTuning());
 
 // Greedy chip cover (method §2). boxes [n, 4] (`dtype`), group [n] int64,
 // canvas [groups, 2] float64. Writes chips [count, 4] (`chip_dtype`, float32
 // or float64) and chip_group [count] into buffers of n rows, box_chip [n];
 // returns count. seed < 0 means the canonical order. Synchronises twice.
-int64_t greedy_chip_cover(const void* boxes, const int64_t* group, const double* canvas,
-                          int64_t n, int64_t groups, int64_t chip_size, int64_t stride,
-                          int64_t seed, Dtype dtype, void* chips, Dtype chip_dtype,
-                          int64_t* chip_group, int64_t* box_chip, DeviceAllocator& alloc,
-                          void* stream);
+int64_t greedy_chip_cover(const void* boxes, const int64_t* group, const double* canvas, int64_t n, int64_t groups,
+                          int64_t chip_size, int64_t stride, int64_t seed, Dtype dtype, void* chips, Dtype chip_dtype,
+                          int64_t* chip_group, int64_t* box_chip, DeviceAllocator& alloc, void* stream);
 
 // RPN anchor labels (method §5) for `chips` chips: anchors [a, 4], gt
 // [chips, g, 4] (`dtype`), state [chips, g] int8, canvas [chips, 2] float64.
 // Writes labels [chips, a] int8 and matched [chips, a] int64. No host sync.
-void label_anchors(const void* anchors, const void* gt, const int8_t* state, const double* canvas,
-                   int64_t chips, int64_t a, int64_t g, double pos_iou, double neg_iou,
-                   double invalid_iou, double border, Dtype dtype, int8_t* labels,
-                   int64_t* matched, DeviceAllocator& alloc, void* stream);
+void label_anchors(const void* anchors, const void* gt, const int8_t* state, const double* canvas, int64_t chips,
+                   int64_t a, int64_t g, double pos_iou, double neg_iou, double invalid_iou, double border, Dtype dtype,
+                   int8_t* labels, int64_t* matched, DeviceAllocator& alloc, void* stream);
 
 // Deformable-convolution sampling for n samples: columns [n, C*K, L].
-void deform_im2col(const void* input, const void* offset, const void* mask, const DeformGeometry& g,
-                   int64_t n, void* columns, Dtype dtype, void* stream);
+void deform_im2col(const void* input, const void* offset, const void* mask, const DeformGeometry& g, int64_t n,
+                   void* columns, Dtype dtype, void* stream);
 
 // Adjoint of deform_im2col. grad_mask may be null (no mask). The input
 // gradient uses atomics unless `deterministic` (one thread per plane).
 void deform_col2im(const void* grad_columns, const void* input, const void* offset, const void* mask,
-                   const DeformGeometry& g, int64_t n, bool deterministic, void* grad_input,
-                   void* grad_offset, void* grad_mask, Dtype dtype, DeviceAllocator& alloc, void* stream);
+                   const DeformGeometry& g, int64_t n, bool deterministic, void* grad_input, void* grad_offset,
+                   void* grad_mask, Dtype dtype, DeviceAllocator& alloc, void* stream);
 
 // RoI pooling forward: out [k, c, ph, pw]; offset may be null. rois [k, 5].
-void roi_pool_forward(const void* input, const void* rois, const void* offset, int64_t n, int64_t c,
-                      int64_t h, int64_t w, int64_t k, const RoiPoolSpec& spec, void* out, Dtype dtype,
-                      void* stream);
+void roi_pool_forward(const void* input, const void* rois, const void* offset, int64_t n, int64_t c, int64_t h,
+                      int64_t w, int64_t k, const RoiPoolSpec& spec, void* out, Dtype dtype, void* stream);
 
 // RoI pooling backward: grad_input [n, c, h, w] (atomics); with an offset,
 // grad_offset [k, 2, ph, pw] (needs input).
-void roi_pool_backward(const void* grad, const void* input, const void* rois, const void* offset, int64_t n,
-                       int64_t c, int64_t h, int64_t w, int64_t k, const RoiPoolSpec& spec, void* grad_input,
-                       void* grad_offset, Dtype dtype, DeviceAllocator& alloc, void* stream);
+void roi_pool_backward(const void* grad, const void* input, const void* rois, const void* offset, int64_t n, int64_t c,
+                       int64_t h, int64_t w, int64_t k, const RoiPoolSpec& spec, void* grad_input, void* grad_offset,
+                       Dtype dtype, DeviceAllocator& alloc, void* stream);
 
 }  // namespace cuda
 }  // namespace sniper

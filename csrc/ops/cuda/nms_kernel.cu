@@ -62,7 +62,7 @@ struct MaskJob {
 // are read by the walk.
 template <typename A>
 __global__ void __launch_bounds__(kWord)
-nms_mask_kernel(BoxesSoA<A> b, const MaskJob* jobs, int num_jobs, A thr, uint64_t* mask) {
+    nms_mask_kernel(BoxesSoA<A> b, const MaskJob* jobs, int num_jobs, A thr, uint64_t* mask) {
   int lo = 0, hi = num_jobs - 1;  // the last job with col_off <= blockIdx.x
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
@@ -109,9 +109,8 @@ nms_mask_kernel(BoxesSoA<A> b, const MaskJob* jobs, int num_jobs, A thr, uint64_
 // p. With kept_list (one job per launch), also appends the kept positions
 // to kept_list[*kept_count ..] and advances *kept_count.
 __global__ void __launch_bounds__(kWalkThreads)
-nms_walk_kernel(const MaskJob* jobs, const uint64_t* mask, uint64_t* removed_all,
-                const int64_t* order, uint8_t* keep_by_index, int64_t* kept_list,
-                int64_t* kept_count) {
+    nms_walk_kernel(const MaskJob* jobs, const uint64_t* mask, uint64_t* removed_all, const int64_t* order,
+                    uint8_t* keep_by_index, int64_t* kept_list, int64_t* kept_count) {
   __shared__ uint64_t diag[kWord];
   __shared__ uint64_t kept_bits;
   const MaskJob job = jobs[blockIdx.x];
@@ -164,10 +163,9 @@ nms_walk_kernel(const MaskJob* jobs, const uint64_t* mask, uint64_t* removed_all
 // (grid-stride; blocks past *kept_count do nothing).
 template <typename A>
 __global__ void __launch_bounds__(kCrossThreads)
-nms_cross_kernel(BoxesSoA<A> b, int64_t t0, int64_t tn, const int64_t* kept_list,
-                 const int64_t* kept_count, A thr, uint64_t* removed) {
-  __shared__ A kx1[kCrossThreads], ky1[kCrossThreads], kx2[kCrossThreads], ky2[kCrossThreads],
-      karea[kCrossThreads];
+    nms_cross_kernel(BoxesSoA<A> b, int64_t t0, int64_t tn, const int64_t* kept_list, const int64_t* kept_count, A thr,
+                     uint64_t* removed) {
+  __shared__ A kx1[kCrossThreads], ky1[kCrossThreads], kx2[kCrossThreads], ky2[kCrossThreads], karea[kCrossThreads];
   const int64_t c = blockIdx.x * int64_t(kCrossThreads) + threadIdx.x;
   const bool valid = c < tn;
   A x1 = A(0), y1 = A(0), x2 = A(0), y2 = A(0), area = A(0);
@@ -200,18 +198,16 @@ nms_cross_kernel(BoxesSoA<A> b, int64_t t0, int64_t tn, const int64_t* kept_list
     }
   }
   if (hit) {
-    atomicOr(reinterpret_cast<unsigned long long*>(removed + c / kWord),
-             static_cast<unsigned long long>(1) << (c % kWord));
+    atomicOr(reinterpret_cast<unsigned long long*>(removed + c / kWord), static_cast<unsigned long long>(1)
+                                                                             << (c % kWord));
   }
 }
 
 // One block per segment of at most `large` boxes (larger ones are left to
 // the bitmask path).
 template <typename A>
-__global__ void nms_segments_kernel(BoxesSoA<A> b, const int64_t* order,
-                                    const int64_t* starts, const int* num_segments,
-                                    int64_t n, int64_t large, A thr, uint8_t* suppressed,
-                                    uint8_t* keep_by_index) {
+__global__ void nms_segments_kernel(BoxesSoA<A> b, const int64_t* order, const int64_t* starts, const int* num_segments,
+                                    int64_t n, int64_t large, A thr, uint8_t* suppressed, uint8_t* keep_by_index) {
   const int num = *num_segments;
   for (int g = blockIdx.x; g < num; g += gridDim.x) {
     const int64_t s = starts[g], e = segment_end(starts, g, num, n);
@@ -238,9 +234,8 @@ int64_t tile_words(int64_t budget) {
 
 // Runs the bitmask path on the segments (start, size) listed on the host.
 template <typename A>
-void nms_bitmask(const BoxesSoA<A>& b, const int64_t* order,
-                 const std::vector<std::pair<int64_t, int64_t>>& segments, A thr, int64_t budget,
-                 uint8_t* keep_by_index, DeviceAllocator& alloc, cudaStream_t stream) {
+void nms_bitmask(const BoxesSoA<A>& b, const int64_t* order, const std::vector<std::pair<int64_t, int64_t>>& segments,
+                 A thr, int64_t budget, uint8_t* keep_by_index, DeviceAllocator& alloc, cudaStream_t stream) {
   if (segments.empty()) return;
   const int64_t tw = tile_words(budget), tile = tw * kWord;
 
@@ -294,8 +289,8 @@ void nms_bitmask(const BoxesSoA<A>& b, const int64_t* order,
   flush();
 
   MaskJob* d_jobs = take<MaskJob>(alloc, static_cast<int64_t>(jobs.size()));
-  SNIPER_CUDA_CHECK(cudaMemcpyAsync(d_jobs, jobs.data(), sizeof(MaskJob) * jobs.size(),
-                                    cudaMemcpyHostToDevice, stream));
+  SNIPER_CUDA_CHECK(
+      cudaMemcpyAsync(d_jobs, jobs.data(), sizeof(MaskJob) * jobs.size(), cudaMemcpyHostToDevice, stream));
   uint64_t* mask = take<uint64_t>(alloc, mask_cap);
   uint64_t* removed = take<uint64_t>(alloc, removed_cap);
   int64_t* kept_list = list_cap > 0 ? take<int64_t>(alloc, list_cap) : nullptr;
@@ -319,21 +314,19 @@ void nms_bitmask(const BoxesSoA<A>& b, const int64_t* order,
         const int64_t ranges = (job.start - l.seg_start + kCrossRange - 1) / kCrossRange;
         const dim3 grid(blocks_for(job.n, kCrossThreads, int64_t(1) << 31),
                         static_cast<unsigned int>(::sniper::min_<int64_t>(ranges, 65535)));
-        nms_cross_kernel<<<grid, kCrossThreads, 0, stream>>>(b, job.start, job.n, kept_list,
-                                                             kept_count, thr, removed);
+        nms_cross_kernel<<<grid, kCrossThreads, 0, stream>>>(b, job.start, job.n, kept_list, kept_count, thr, removed);
       }
       const dim3 grid(static_cast<unsigned int>(job.words), rows(job.words));
       nms_mask_kernel<<<grid, kWord, 0, stream>>>(b, d_jobs + k, 1, thr, mask);
-      nms_walk_kernel<<<1, kWalkThreads, 0, stream>>>(d_jobs + k, mask, removed, order, keep_by_index,
-                                                      kept_list, kept_count);
+      nms_walk_kernel<<<1, kWalkThreads, 0, stream>>>(d_jobs + k, mask, removed, order, keep_by_index, kept_list,
+                                                      kept_count);
     }
   }
   SNIPER_CUDA_CHECK(cudaGetLastError());
 }
 
 template <typename T>
-int64_t nms_typed(const T* boxes, const T* scores, const int64_t* group,
-                  int64_t n, double iou_threshold, int64_t* keep,
+int64_t nms_typed(const T* boxes, const T* scores, const int64_t* group, int64_t n, double iou_threshold, int64_t* keep,
                   DeviceAllocator& alloc, cudaStream_t stream, const NmsTuning& tuning) {
   using A = typename Acc<T>::type;
   const A thr = static_cast<A>(iou_threshold);
@@ -367,10 +360,10 @@ int64_t nms_typed(const T* boxes, const T* scores, const int64_t* group,
       const int count = read_count(ls.count, stream);
       if (count > 0) {
         std::vector<int64_t> starts(count), sizes(count);
-        SNIPER_CUDA_CHECK(cudaMemcpyAsync(starts.data(), ls.starts, sizeof(int64_t) * count,
-                                          cudaMemcpyDeviceToHost, stream));
-        SNIPER_CUDA_CHECK(cudaMemcpyAsync(sizes.data(), ls.sizes, sizeof(int64_t) * count,
-                                          cudaMemcpyDeviceToHost, stream));
+        SNIPER_CUDA_CHECK(
+            cudaMemcpyAsync(starts.data(), ls.starts, sizeof(int64_t) * count, cudaMemcpyDeviceToHost, stream));
+        SNIPER_CUDA_CHECK(
+            cudaMemcpyAsync(sizes.data(), ls.sizes, sizeof(int64_t) * count, cudaMemcpyDeviceToHost, stream));
         SNIPER_CUDA_CHECK(cudaStreamSynchronize(stream));
         for (int k = 0; k < count; ++k) large.emplace_back(starts[k], sizes[k]);
       }
@@ -378,8 +371,7 @@ int64_t nms_typed(const T* boxes, const T* scores, const int64_t* group,
     uint8_t* suppressed = take<uint8_t>(alloc, n);
     SNIPER_CUDA_CHECK(cudaMemsetAsync(suppressed, 0, n, stream));
     nms_segments_kernel<<<blocks_for(n, 1, 16384), kThreads, 0, stream>>>(
-        b, seg.order, seg.starts, seg.num_segments, n, tuning.nms_large_segment, thr, suppressed,
-        keep_by_index);
+        b, seg.order, seg.starts, seg.num_segments, n, tuning.nms_large_segment, thr, suppressed, keep_by_index);
   }
   nms_bitmask(b, seg.order, large, thr, tuning.nms_mask_budget, keep_by_index, alloc, stream);
 
@@ -393,15 +385,13 @@ int64_t nms_typed(const T* boxes, const T* scores, const int64_t* group,
 
 }  // namespace
 
-int64_t nms(const void* boxes, const void* scores, const int64_t* group,
-            int64_t n, double iou_threshold, Dtype dtype, int64_t* keep,
-            DeviceAllocator& alloc, void* stream, const NmsTuning& tuning) {
+int64_t nms(const void* boxes, const void* scores, const int64_t* group, int64_t n, double iou_threshold, Dtype dtype,
+            int64_t* keep, DeviceAllocator& alloc, void* stream, const NmsTuning& tuning) {
   if (n == 0) return 0;
   check_count(n, "nms");
   return SNIPER_CUDA_DISPATCH(dtype, [&] {
-    return nms_typed(static_cast<const scalar_t*>(boxes),
-                     static_cast<const scalar_t*>(scores), group, n,
-                     iou_threshold, keep, alloc, as_stream(stream), tuning);
+    return nms_typed(static_cast<const scalar_t*>(boxes), static_cast<const scalar_t*>(scores), group, n, iou_threshold,
+                     keep, alloc, as_stream(stream), tuning);
   });
 }
 

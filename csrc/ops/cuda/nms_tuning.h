@@ -22,8 +22,8 @@ inline int64_t env_size(const char* name, int64_t fallback, int64_t min_value) {
   char* end = nullptr;
   errno = 0;
   const long long v = std::strtoll(text, &end, 10);
-  STD_TORCH_CHECK(errno == 0 && end != text && *end == '\0' && v >= min_value, "sniper_ext: ",
-                  name, " must be an integer >= ", min_value, ", got '", text, "'");
+  STD_TORCH_CHECK(errno == 0 && end != text && *end == '\0' && v >= min_value, "sniper_ext: ", name,
+                  " must be an integer >= ", min_value, ", got '", text, "'");
   return static_cast<int64_t>(v);
 }
 

@@ -105,9 +105,8 @@ void roi_pool_forward(const void* input, const void* rois, const void* offset, i
   const int64_t total = k * c * spec.ph * spec.pw;
   if (total == 0) return;
   if (h == 0 || w == 0) {  // no samples reach an empty map: zeros, and never a read of it
-    SNIPER_CUDA_DISPATCH(dtype, [&] {
-      SNIPER_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(scalar_t) * total, as_stream(stream)));
-    });
+    SNIPER_CUDA_DISPATCH(
+        dtype, [&] { SNIPER_CUDA_CHECK(cudaMemsetAsync(out, 0, sizeof(scalar_t) * total, as_stream(stream))); });
     return;
   }
   SNIPER_CUDA_DISPATCH(dtype, [&] {
@@ -130,8 +129,10 @@ void roi_pool_backward(const void* grad, const void* input, const void* rois, co
     A* acc = take<A>(alloc, size);
     SNIPER_CUDA_CHECK(cudaMemsetAsync(acc, 0, sizeof(A) * size, stream));
     input_grad_kernel<T, A><<<blocks_for(total, kThreads, 1 << 20), kThreads, 0, stream>>>(
-        static_cast<const T*>(grad), static_cast<const T*>(rois), static_cast<const T*>(offset), n, c, h, w, k, spec, acc);
-    store_kernel<T, A><<<blocks_for(size, kThreads, 1 << 20), kThreads, 0, stream>>>(acc, static_cast<T*>(grad_input), size);
+        static_cast<const T*>(grad), static_cast<const T*>(rois), static_cast<const T*>(offset), n, c, h, w, k, spec,
+        acc);
+    store_kernel<T, A>
+        <<<blocks_for(size, kThreads, 1 << 20), kThreads, 0, stream>>>(acc, static_cast<T*>(grad_input), size);
     if (offset != nullptr) {
       offset_grad_kernel<T><<<blocks_for(k * spec.ph * spec.pw, kThreads, 1 << 20), kThreads, 0, stream>>>(
           static_cast<const T*>(grad), static_cast<const T*>(input), static_cast<const T*>(rois),

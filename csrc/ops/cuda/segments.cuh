@@ -19,18 +19,15 @@ struct BoxesSoA {
   A *x1, *y1, *x2, *y2, *area;
 
   static BoxesSoA make(DeviceAllocator& alloc, int64_t n) {
-    return {take<A>(alloc, n), take<A>(alloc, n), take<A>(alloc, n),
-            take<A>(alloc, n), take<A>(alloc, n)};
+    return {take<A>(alloc, n), take<A>(alloc, n), take<A>(alloc, n), take<A>(alloc, n), take<A>(alloc, n)};
   }
   __device__ __forceinline__ A iou(int64_t i, int64_t j) const {
-    return ::sniper::box_iou(x1[i], y1[i], x2[i], y2[i], area[i], x1[j], y1[j], x2[j],
-                   y2[j], area[j]);
+    return ::sniper::box_iou(x1[i], y1[i], x2[i], y2[i], area[i], x1[j], y1[j], x2[j], y2[j], area[j]);
   }
 };
 
 static __global__ void iota_kernel(int64_t* out, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     out[i] = i;
   }
 }
@@ -39,17 +36,14 @@ static __global__ void iota_kernel(int64_t* out, int64_t n) {
 // that the radix sort sees them as equal, as the CPU comparison does.
 template <typename T, typename A>
 __global__ void score_keys_kernel(const T* scores, A* keys, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     keys[i] = to_acc(scores[i]) + A(0);
   }
 }
 
 template <typename T, typename A>
-__global__ void gather_boxes_kernel(const T* boxes, const int64_t* order,
-                                    int64_t n, BoxesSoA<A> out) {
-  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n;
-       k += int64_t(gridDim.x) * blockDim.x) {
+__global__ void gather_boxes_kernel(const T* boxes, const int64_t* order, int64_t n, BoxesSoA<A> out) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
     const T* b = boxes + 4 * (order ? order[k] : k);
     const A x1 = to_acc(b[0]), y1 = to_acc(b[1]), x2 = to_acc(b[2]), y2 = to_acc(b[3]);
     out.x1[k] = x1;
@@ -60,57 +54,50 @@ __global__ void gather_boxes_kernel(const T* boxes, const int64_t* order,
   }
 }
 
-static __global__ void gather_i64_kernel(const int64_t* src, const int64_t* order,
-                                         int64_t* out, int64_t n) {
-  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n;
-       k += int64_t(gridDim.x) * blockDim.x) {
+static __global__ void gather_i64_kernel(const int64_t* src, const int64_t* order, int64_t* out, int64_t n) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
     out[k] = src[order[k]];
   }
 }
 
 // head[k] = 1 where a new group starts in the sorted keys.
-static __global__ void segment_heads_kernel(const int64_t* sorted_keys,
-                                            uint8_t* head, int64_t n) {
-  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n;
-       k += int64_t(gridDim.x) * blockDim.x) {
+static __global__ void segment_heads_kernel(const int64_t* sorted_keys, uint8_t* head, int64_t n) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
     head[k] = (k == 0 || sorted_keys[k] != sorted_keys[k - 1]) ? 1 : 0;
   }
 }
 
-static __global__ void gather_flags_kernel(const uint8_t* flags, const int64_t* order,
-                                           uint8_t* out, int64_t n) {
-  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n;
-       k += int64_t(gridDim.x) * blockDim.x) {
+static __global__ void gather_flags_kernel(const uint8_t* flags, const int64_t* order, uint8_t* out, int64_t n) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < n; k += int64_t(gridDim.x) * blockDim.x) {
     out[k] = flags[order[k]];
   }
 }
 
 // Stable radix sort of (key, value) pairs; descending or ascending.
 template <typename K>
-void sort_pairs(const K* keys_in, K* keys_out, const int64_t* vals_in,
-                int64_t* vals_out, int64_t n, bool descending,
+void sort_pairs(const K* keys_in, K* keys_out, const int64_t* vals_in, int64_t* vals_out, int64_t n, bool descending,
                 DeviceAllocator& alloc, cudaStream_t stream) {
   size_t bytes = 0;
   const int num = static_cast<int>(n);
   if (descending) {
-    SNIPER_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(
-        nullptr, bytes, keys_in, keys_out, vals_in, vals_out, num, 0, int(sizeof(K) * 8), stream));
+    SNIPER_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, bytes, keys_in, keys_out, vals_in, vals_out,
+                                                                num, 0, int(sizeof(K) * 8), stream));
     void* tmp = alloc.allocate(bytes);
-    SNIPER_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(
-        tmp, bytes, keys_in, keys_out, vals_in, vals_out, num, 0, int(sizeof(K) * 8), stream));
+    SNIPER_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(tmp, bytes, keys_in, keys_out, vals_in, vals_out, num,
+                                                                0, int(sizeof(K) * 8), stream));
   } else {
-    SNIPER_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
-        nullptr, bytes, keys_in, keys_out, vals_in, vals_out, num, 0, int(sizeof(K) * 8), stream));
+    SNIPER_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, bytes, keys_in, keys_out, vals_in, vals_out, num, 0,
+                                                      int(sizeof(K) * 8), stream));
     void* tmp = alloc.allocate(bytes);
-    SNIPER_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(
-        tmp, bytes, keys_in, keys_out, vals_in, vals_out, num, 0, int(sizeof(K) * 8), stream));
+    SNIPER_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(tmp, bytes, keys_in, keys_out, vals_in, vals_out, num, 0,
+                                                      int(sizeof(K) * 8), stream));
   }
 }
 
 // out[0 .. *count) = the items whose flag is set, in order (stable).
 template <typename V>
-void select_flagged(const V* items, const uint8_t* flags, V* out, int* count,
-                    int64_t n, DeviceAllocator& alloc, cudaStream_t stream) {
+void select_flagged(const V* items, const uint8_t* flags, V* out, int* count, int64_t n, DeviceAllocator& alloc,
+                    cudaStream_t stream) {
   size_t bytes = 0;
   const int num = static_cast<int>(n);
   SNIPER_CUDA_CHECK(cub::DeviceSelect::Flagged(nullptr, bytes, items, flags, out, count, num, stream));
@@ -127,8 +114,7 @@ struct Segments {
   int* num_segments;
 };
 
-static Segments segment_by_group(const int64_t* group, const int64_t* order_in,
-                                 int64_t n, DeviceAllocator& alloc,
+static Segments segment_by_group(const int64_t* group, const int64_t* order_in, int64_t n, DeviceAllocator& alloc,
                                  cudaStream_t stream) {
   const unsigned int blocks = blocks_for(n, kThreads);
   int64_t* iota = take<int64_t>(alloc, n);
@@ -153,8 +139,7 @@ static int read_count(const int* d_count, cudaStream_t stream) {
   return count;
 }
 
-__device__ __forceinline__ int64_t segment_end(const int64_t* starts, int g,
-                                               int num, int64_t n) {
+__device__ __forceinline__ int64_t segment_end(const int64_t* starts, int g, int num, int64_t n) {
   return g + 1 < num ? starts[g + 1] : n;
 }
 
@@ -162,15 +147,13 @@ __device__ __forceinline__ int64_t segment_end(const int64_t* starts, int g,
 struct LargeSegments {
   int64_t* starts;  // [0 .. *count)
   int64_t* sizes;
-  int* count;       // on the device
+  int* count;  // on the device
 };
 
-static __global__ void large_segment_flags_kernel(const int64_t* starts, const int* num_segments,
-                                                  int64_t n, int64_t large, int64_t* sizes,
-                                                  uint8_t* flags) {
+static __global__ void large_segment_flags_kernel(const int64_t* starts, const int* num_segments, int64_t n,
+                                                  int64_t large, int64_t* sizes, uint8_t* flags) {
   const int num = *num_segments;
-  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < n;
-       g += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t g = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; g < n; g += int64_t(gridDim.x) * blockDim.x) {
     const int64_t size = g < num ? segment_end(starts, static_cast<int>(g), num, n) - starts[g] : 0;
     sizes[g] = size;
     flags[g] = size > large ? 1 : 0;
@@ -178,12 +161,12 @@ static __global__ void large_segment_flags_kernel(const int64_t* starts, const i
 }
 
 // Stays on the device (no host synchronisation).
-static LargeSegments select_large_segments(const Segments& seg, int64_t n, int64_t large,
-                                           DeviceAllocator& alloc, cudaStream_t stream) {
+static LargeSegments select_large_segments(const Segments& seg, int64_t n, int64_t large, DeviceAllocator& alloc,
+                                           cudaStream_t stream) {
   int64_t* sizes = take<int64_t>(alloc, n);
   uint8_t* flags = take<uint8_t>(alloc, n);
-  large_segment_flags_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
-      seg.starts, seg.num_segments, n, large, sizes, flags);
+  large_segment_flags_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(seg.starts, seg.num_segments, n, large,
+                                                                               sizes, flags);
   LargeSegments out{take<int64_t>(alloc, n), take<int64_t>(alloc, n), take<int>(alloc, 1)};
   int* count2 = take<int>(alloc, 1);
   select_flagged(seg.starts, flags, out.starts, out.count, n, alloc, stream);
@@ -193,8 +176,7 @@ static LargeSegments select_large_segments(const Segments& seg, int64_t n, int64
 }
 
 // One segment 0..n-1 in the given order (null: 0..n-1).
-static Segments single_segment(int64_t* order, int64_t n, DeviceAllocator& alloc,
-                               cudaStream_t stream) {
+static Segments single_segment(int64_t* order, int64_t n, DeviceAllocator& alloc, cudaStream_t stream) {
   Segments s{order, take<int64_t>(alloc, 1), take<int>(alloc, 1)};
   if (s.order == nullptr) {
     s.order = take<int64_t>(alloc, n);

@@ -51,8 +51,7 @@ struct Candidate {
 
 struct Better {
   template <typename A>
-  __device__ __forceinline__ Candidate<A> operator()(const Candidate<A>& a,
-                                                     const Candidate<A>& b) const {
+  __device__ __forceinline__ Candidate<A> operator()(const Candidate<A>& a, const Candidate<A>& b) const {
     if (a.pos < 0) return b;
     if (b.pos < 0) return a;
     return score_before(a.score, a.index, b.score, b.index) ? a : b;
@@ -68,18 +67,16 @@ struct SoftNmsArgs {
 // Decays the live box k against the selected box (s*) and returns its
 // candidate (pos -1 when it is, or becomes, dead). The CPU kernel's step.
 template <typename A>
-__device__ __forceinline__ Candidate<A> decay(const BoxesSoA<A>& b, const int64_t* order,
-                                              const SoftNmsArgs<A>& p, A sx1, A sy1, A sx2, A sy2,
-                                              A sarea, int64_t selected, int64_t k, A* score,
-                                              uint8_t* alive) {
+__device__ __forceinline__ Candidate<A> decay(const BoxesSoA<A>& b, const int64_t* order, const SoftNmsArgs<A>& p,
+                                              A sx1, A sy1, A sx2, A sy2, A sarea, int64_t selected, int64_t k,
+                                              A* score, uint8_t* alive) {
   const Candidate<A> none{A(0), 0, -1};
   if (!alive[k]) return none;
   if (k == selected) {
     alive[k] = 0;
     return none;
   }
-  const A iou = ::sniper::box_iou(sx1, sy1, sx2, sy2, sarea, b.x1[k], b.y1[k], b.x2[k], b.y2[k],
-                                  b.area[k]);
+  const A iou = ::sniper::box_iou(sx1, sy1, sx2, sy2, sarea, b.x1[k], b.y1[k], b.x2[k], b.y2[k], b.area[k]);
   A sc = score[k];
   if (iou > A(0)) {
     sc *= soft_nms_weight(p.method, iou, p.sigma, p.iou_threshold);
@@ -96,10 +93,9 @@ __device__ __forceinline__ Candidate<A> decay(const BoxesSoA<A>& b, const int64_
 // than `large` boxes.
 template <typename T, typename A>
 __global__ void __launch_bounds__(kThreads)
-soft_nms_segments_kernel(BoxesSoA<A> b, const T* scores, const int64_t* order,
-                         const int64_t* starts, const int* num_segments,
-                         int64_t n, int64_t large, SoftNmsArgs<A> p, A* score, uint8_t* alive,
-                         A* final_score, uint8_t* keep_by_index) {
+    soft_nms_segments_kernel(BoxesSoA<A> b, const T* scores, const int64_t* order, const int64_t* starts,
+                             const int* num_segments, int64_t n, int64_t large, SoftNmsArgs<A> p, A* score,
+                             uint8_t* alive, A* final_score, uint8_t* keep_by_index) {
   using Reduce = cub::BlockReduce<Candidate<A>, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   __shared__ Candidate<A> chosen;
@@ -127,8 +123,7 @@ soft_nms_segments_kernel(BoxesSoA<A> b, const T* scores, const int64_t* order,
         final_score[best.index] = best.score;
       }
       const int64_t bp = best.pos;
-      const A bx1 = b.x1[bp], by1 = b.y1[bp], bx2 = b.x2[bp], by2 = b.y2[bp],
-              barea = b.area[bp];
+      const A bx1 = b.x1[bp], by1 = b.y1[bp], bx2 = b.x2[bp], by2 = b.y2[bp], barea = b.area[bp];
       c = Candidate<A>{A(0), 0, -1};
       for (int64_t k = s + threadIdx.x; k < e; k += kThreads) {
         c = Better()(c, decay(b, order, p, bx1, by1, bx2, by2, barea, bp, k, score, alive));
@@ -153,10 +148,9 @@ constexpr int kLargeThreads = 1024;
 // can meet it are decayed and their candidates recomputed.
 template <typename T, typename A>
 __global__ void __launch_bounds__(kLargeThreads)
-soft_nms_large_kernel(BoxesSoA<A> b, const T* scores, const int64_t* order,
-                      const int64_t* large_starts, const int64_t* large_sizes, const int* large_count,
-                      SoftNmsArgs<A> p, A* score, uint8_t* alive, A* final_score,
-                      uint8_t* keep_by_index) {
+    soft_nms_large_kernel(BoxesSoA<A> b, const T* scores, const int64_t* order, const int64_t* large_starts,
+                          const int64_t* large_sizes, const int* large_count, SoftNmsArgs<A> p, A* score,
+                          uint8_t* alive, A* final_score, uint8_t* keep_by_index) {
   using Reduce = cub::BlockReduce<Candidate<A>, kLargeThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   __shared__ A run_x2[kLargeThreads];  // max x2 of each run, then running max over runs
@@ -226,8 +220,7 @@ soft_nms_large_kernel(BoxesSoA<A> b, const T* scores, const int64_t* order,
 // x1 of each box in the accumulation type; + 0 makes -0.0 sort with +0.0.
 template <typename T, typename A>
 __global__ void x1_keys_kernel(const T* boxes, A* keys, int64_t n) {
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * blockDim.x) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     keys[i] = to_acc(boxes[4 * i]) + A(0);
   }
 }
@@ -242,9 +235,8 @@ __global__ void store_scores_kernel(const A* src, const int* count, T* out, int6
 }
 
 template <typename T>
-int64_t soft_nms_typed(const T* boxes, const T* scores, const int64_t* group,
-                       int64_t n, SoftNmsArgs<typename Acc<T>::type> p,
-                       int64_t* keep, T* kept_scores, DeviceAllocator& alloc,
+int64_t soft_nms_typed(const T* boxes, const T* scores, const int64_t* group, int64_t n,
+                       SoftNmsArgs<typename Acc<T>::type> p, int64_t* keep, T* kept_scores, DeviceAllocator& alloc,
                        cudaStream_t stream, const NmsTuning& tuning) {
   using A = typename Acc<T>::type;
   const unsigned int blocks = blocks_for(n, kThreads);
@@ -275,15 +267,12 @@ int64_t soft_nms_typed(const T* boxes, const T* scores, const int64_t* group,
   SNIPER_CUDA_CHECK(cudaMemsetAsync(final_score, 0, sizeof(A) * n, stream));
   SNIPER_CUDA_CHECK(cudaMemsetAsync(keep_by_index, 0, n, stream));
   soft_nms_segments_kernel<T, A><<<blocks_for(n, 1, 16384), kThreads, 0, stream>>>(
-      b, scores, seg.order, seg.starts, seg.num_segments, n, large, p, score, alive,
-      final_score, keep_by_index);
+      b, scores, seg.order, seg.starts, seg.num_segments, n, large, p, score, alive, final_score, keep_by_index);
   if (any_large) {
     const LargeSegments ls = select_large_segments(seg, n, large, alloc, stream);
-    const unsigned int large_blocks =
-        static_cast<unsigned int>(::sniper::min_<int64_t>(n / (large + 1), 4096));
+    const unsigned int large_blocks = static_cast<unsigned int>(::sniper::min_<int64_t>(n / (large + 1), 4096));
     soft_nms_large_kernel<T, A><<<large_blocks, kLargeThreads, 0, stream>>>(
-        b, scores, seg.order, ls.starts, ls.sizes, ls.count, p, score, alive, final_score,
-        keep_by_index);
+        b, scores, seg.order, ls.starts, ls.sizes, ls.count, p, score, alive, final_score, keep_by_index);
   }
 
   // Output order: decayed score descending, ties to the lower index (stable
@@ -307,19 +296,16 @@ int64_t soft_nms_typed(const T* boxes, const T* scores, const int64_t* group,
 
 }  // namespace
 
-int64_t soft_nms(const void* boxes, const void* scores, const int64_t* group,
-                 int64_t n, const SoftNmsSpec& spec, Dtype dtype, int64_t* keep,
-                 void* kept_scores, DeviceAllocator& alloc, void* stream,
+int64_t soft_nms(const void* boxes, const void* scores, const int64_t* group, int64_t n, const SoftNmsSpec& spec,
+                 Dtype dtype, int64_t* keep, void* kept_scores, DeviceAllocator& alloc, void* stream,
                  const NmsTuning& tuning) {
   if (n == 0) return 0;
   check_count(n, "soft_nms");
   return SNIPER_CUDA_DISPATCH(dtype, [&] {
     using A = typename Acc<scalar_t>::type;
-    const SoftNmsArgs<A> p{spec.method, static_cast<A>(spec.sigma),
-                           static_cast<A>(spec.iou_threshold),
+    const SoftNmsArgs<A> p{spec.method, static_cast<A>(spec.sigma), static_cast<A>(spec.iou_threshold),
                            static_cast<A>(spec.score_threshold)};
-    return soft_nms_typed(static_cast<const scalar_t*>(boxes),
-                          static_cast<const scalar_t*>(scores), group, n, p, keep,
+    return soft_nms_typed(static_cast<const scalar_t*>(boxes), static_cast<const scalar_t*>(scores), group, n, p, keep,
                           static_cast<scalar_t*>(kept_scores), alloc, as_stream(stream), tuning);
   });
 }
