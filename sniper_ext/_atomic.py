@@ -1,5 +1,6 @@
 """Writing a file atomically: a temporary file in the same folder, then a rename, so that a
 reader never sees half a file and an existing file is never left half-written."""
+
 from __future__ import annotations
 
 import os

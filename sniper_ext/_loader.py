@@ -84,9 +84,7 @@ def load_libraries() -> None:
         return
     _STATE["cuda_error"] = problem
     if torch.cuda.is_available() and os.environ.get(ALLOW_CPU_ONLY_ENV, "0") != "1":
-        raise ImportError(
-            f"sniper_ext: {problem}. (Set {ALLOW_CPU_ONLY_ENV}=1 to run the CPU kernels only.)"
-        )
+        raise ImportError(f"sniper_ext: {problem}. (Set {ALLOW_CPU_ONLY_ENV}=1 to run the CPU kernels only.)")
     warnings.warn(f"sniper_ext: CUDA kernels not loaded: {problem}; CPU kernels only", stacklevel=3)
 
 

@@ -12,6 +12,7 @@ error: ...``, naming the file and the image/annotation at fault, and come before
 exit 2 for a bad command line, 1 for bad input data or an unusable path. No traceback for those;
 an unexpected exception (a bug) keeps its traceback.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,9 @@ def _check_output_file(option: str, path: str) -> None:
     """``path`` can be written as a file: not a directory, under a folder that is (or can be
     made) writable. Nothing is created."""
     if os.path.isdir(path):
-        raise CommandError(f"{option} {path}: is a directory (give a file path, such as "
-                           f"{os.path.join(path, 'chips.npz')})")
+        raise CommandError(
+            f"{option} {path}: is a directory (give a file path, such as {os.path.join(path, 'chips.npz')})"
+        )
     _check_writable_in(option, path, _existing_ancestor(os.path.dirname(os.path.abspath(path))))
 
 
@@ -156,21 +158,23 @@ def _cmd_demo(args) -> int:
 
     images, classes = args.images, 80
     print(f"\n2. Batched Soft-NMS over {images} images x {classes} classes (one call)")
-    boxes, scores, idxs = [], [], []
+    box_list, score_list, idx_list = [], [], []
     for i in range(images):
         bb, ss, size = _synthetic_image(i, objects=4, per_object=12)
-        boxes.append(bb.repeat(classes // 4, 1)[: len(bb) * classes // 4])
-        scores.append(torch.rand(len(boxes[-1]), generator=torch.Generator().manual_seed(i)))
-        idxs.append(i * classes + torch.arange(len(boxes[-1])) % classes)
+        box_list.append(bb.repeat(classes // 4, 1)[: len(bb) * classes // 4])
+        score_list.append(torch.rand(len(box_list[-1]), generator=torch.Generator().manual_seed(i)))
+        idx_list.append(i * classes + torch.arange(len(box_list[-1])) % classes)
         if (i + 1) % max(1, images // 5) == 0 or i + 1 == images:
             print(f"   generated {i + 1}/{images} images", flush=True)
-    boxes, scores, idxs = torch.cat(boxes), torch.cat(scores), torch.cat(idxs)
+    boxes, scores, idxs = torch.cat(box_list), torch.cat(score_list), torch.cat(idx_list)
     t_ours = _time(lambda: ops.soft_nms(boxes, scores, idxs, sigma=0.55))
     keep, _ = ops.soft_nms(boxes, scores, idxs, sigma=0.55)
     bn, sn, gn = boxes.numpy(), scores.numpy(), idxs.numpy()
     t_np = _time(lambda: batched_soft_nms_numpy(bn, sn, gn, sigma=0.55), repeat=1)
-    print(f"   {len(boxes)} boxes in {images * classes} groups -> {len(keep)} kept; "
-          f"sniper_ext CPU {t_ours * 1e3:.1f} ms, NumPy {t_np * 1e3:.1f} ms ({t_np / t_ours:.1f}x)")
+    print(
+        f"   {len(boxes)} boxes in {images * classes} groups -> {len(keep)} kept; "
+        f"sniper_ext CPU {t_ours * 1e3:.1f} ms, NumPy {t_np * 1e3:.1f} ms ({t_np / t_ours:.1f}x)"
+    )
     if torch.cuda.is_available() and torch.ops.sniper.soft_nms.default is not None:
         try:
             bc, sc, ic = boxes.cuda(), scores.cuda(), idxs.cuda()
@@ -188,12 +192,16 @@ def _cmd_demo(args) -> int:
     bb, ss, size = _synthetic_image(args.seed)
     k, ns = ops.soft_nms(bb, ss, sigma=0.55)
     strong = ns > 0.3
-    img = draw_boxes(size, [(bb, (190, 190, 190), 1, None),
-                            (bb[k[strong]], (220, 30, 30), 3, [f"{v:.2f}" for v in ns[strong].tolist()])])
+    img = draw_boxes(
+        size,
+        [(bb, (190, 190, 190), 1, None), (bb[k[strong]], (220, 30, 30), 3, [f"{v:.2f}" for v in ns[strong].tolist()])],
+    )
     path = save_png(img, os.path.join(args.out, "soft_nms_demo.png"))
     print(f"   {len(bb)} detections -> {int(strong.sum())} strong survivors; wrote {path}")
-    print("\nSummary: fixture reproduced; batched Soft-NMS "
-          f"{len(boxes)} boxes in {t_ours * 1e3:.1f} ms on the CPU; picture in {args.out}")
+    print(
+        "\nSummary: fixture reproduced; batched Soft-NMS "
+        f"{len(boxes)} boxes in {t_ours * 1e3:.1f} ms on the CPU; picture in {args.out}"
+    )
     return 0
 
 
@@ -222,8 +230,10 @@ def _cmd_chips(args) -> int:
         from .datasets import synthetic_coco
 
         coco, proposals = synthetic_coco(args.synthetic_images, seed=args.seed)
-        print(f"no annotations given: using the embedded synthetic dataset ({len(coco['images'])} images, "
-              f"{len(coco['annotations'])} objects, synthetic proposals)")
+        print(
+            f"no annotations given: using the embedded synthetic dataset ({len(coco['images'])} images, "
+            f"{len(coco['annotations'])} objects, synthetic proposals)"
+        )
         records = load_coco(coco, issues=issues, name="<synthetic dataset>")
         proposals = load_proposals(proposals, records, issues=issues, name="<synthetic proposals>")
     else:
@@ -237,8 +247,11 @@ def _cmd_chips(args) -> int:
             proposals = load_proposals(args.proposals, records, issues=issues)
     if args.skip_bad:
         lines = issues.summary()
-        head = f"sniper chips: --skip-bad: skipped or repaired {len(issues)} entries" if lines else \
-            "sniper chips: --skip-bad: nothing to skip or repair"
+        head = (
+            f"sniper chips: --skip-bad: skipped or repaired {len(issues)} entries"
+            if lines
+            else "sniper chips: --skip-bad: nothing to skip or repair"
+        )
         print("\n".join([head] + [f"  {line}" for line in lines]), file=sys.stderr)
     if args.limit:
         records = records[: args.limit]
@@ -247,8 +260,10 @@ def _cmd_chips(args) -> int:
         for i in shown:
             rec = records[i]
             if not rec.file_name or not os.path.isfile(os.path.join(args.images, rec.file_name)):
-                raise CommandError(f"--images {args.images}: no image file {rec.file_name or '(no file_name)'!r} "
-                                   f"for image {rec.image_id} (drawn by --viz)")
+                raise CommandError(
+                    f"--images {args.images}: no image file {rec.file_name or '(no file_name)'!r} "
+                    f"for image {rec.image_id} (drawn by --viz)"
+                )
 
     # 3. The long work.
     t = time.perf_counter()
@@ -290,8 +305,13 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if ("default" in text or not action.option_strings or action.default is None
-                or action.default is argparse.SUPPRESS or isinstance(action.default, bool)):
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.default is None
+            or action.default is argparse.SUPPRESS
+            or isinstance(action.default, bool)
+        ):
             return text
         return text + " (default: %(default)s)"
 
@@ -301,53 +321,105 @@ file and the image/annotation); 2 bad command line. `sniper` alone prints this l
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sniper", description="SNIPER multi-scale training and detection ops",
-                epilog=_EPILOG, formatter_class=_Formatter)
+    p = _Parser(
+        prog="sniper",
+        description="SNIPER multi-scale training and detection ops",
+        epilog=_EPILOG,
+        formatter_class=_Formatter,
+    )
     sub = p.add_subparsers(dest="cmd", title="commands", metavar="COMMAND")
 
-    c = sub.add_parser("chips", help="plan SNIPER chips for a COCO-format dataset", formatter_class=_Formatter,
-                       description="Plans SNIPER chips (positive chips over the valid GT of every image and\n"
-                                   "scale, a pool of negative chips from proposals), prints statistics, writes\n"
-                                   "the chip database and draws a few images' chips. Annotations and proposals\n"
-                                   "are checked first: any bad entry is an error unless --skip-bad.",
-                       epilog=_EPILOG)
-    c.add_argument("annotations", nargs="?", metavar="ANNOTATIONS.json",
-                   help="COCO-format annotations (default: the embedded synthetic dataset)")
-    c.add_argument("--proposals", metavar="P.json",
-                   help="proposals: COCO detection results or {image_id: [[x1,y1,x2,y2],...]}, for negative "
-                        "chips (default: none, so no negative chips; the synthetic dataset brings its own)")
-    c.add_argument("--out", metavar="DB", default=os.path.join("sniper_out", "chips.npz"),
-                   help="chip database to write ('' writes none)")
+    c = sub.add_parser(
+        "chips",
+        help="plan SNIPER chips for a COCO-format dataset",
+        formatter_class=_Formatter,
+        description="Plans SNIPER chips (positive chips over the valid GT of every image and\n"
+        "scale, a pool of negative chips from proposals), prints statistics, writes\n"
+        "the chip database and draws a few images' chips. Annotations and proposals\n"
+        "are checked first: any bad entry is an error unless --skip-bad.",
+        epilog=_EPILOG,
+    )
+    c.add_argument(
+        "annotations",
+        nargs="?",
+        metavar="ANNOTATIONS.json",
+        help="COCO-format annotations (default: the embedded synthetic dataset)",
+    )
+    c.add_argument(
+        "--proposals",
+        metavar="P.json",
+        help="proposals: COCO detection results or {image_id: [[x1,y1,x2,y2],...]}, for negative "
+        "chips (default: none, so no negative chips; the synthetic dataset brings its own)",
+    )
+    c.add_argument(
+        "--out",
+        metavar="DB",
+        default=os.path.join("sniper_out", "chips.npz"),
+        help="chip database to write ('' writes none)",
+    )
     c.add_argument("--viz", metavar="DIR", help="folder for pictures of a few images' chips (default: no pictures)")
-    c.add_argument("--images", metavar="DIR",
-                   help="image folder (file_name of each image), to draw on the real images (default: blank canvases)")
+    c.add_argument(
+        "--images",
+        metavar="DIR",
+        help="image folder (file_name of each image), to draw on the real images (default: blank canvases)",
+    )
     c.add_argument("--num-viz", metavar="N", type=_nonnegative_int, default=4, help="images drawn with --viz")
-    c.add_argument("--limit", metavar="N", type=_nonnegative_int, default=0,
-                   help="plan only the first N images, by image id (0: all)")
+    c.add_argument(
+        "--limit",
+        metavar="N",
+        type=_nonnegative_int,
+        default=0,
+        help="plan only the first N images, by image id (0: all)",
+    )
     c.add_argument("--chip-size", metavar="K", type=_positive_int, default=512, help="chip side K, pixels")
-    c.add_argument("--stride", metavar="D", type=_positive_int, default=32,
-                   help="stride d of the candidate chip grid, pixels (< K)")
-    c.add_argument("--negatives-per-image", metavar="N", type=_nonnegative_int, default=2,
-                   help="negative chips sampled per image per epoch")
-    c.add_argument("--order-seed", metavar="S", type=_nonnegative_int, default=None,
-                   help="seeded candidate order of the greedy cover (default: the canonical row-major order)")
-    c.add_argument("--synthetic-images", metavar="N", type=_positive_int, default=200,
-                   help="images in the synthetic dataset (without ANNOTATIONS.json)")
+    c.add_argument(
+        "--stride",
+        metavar="D",
+        type=_positive_int,
+        default=32,
+        help="stride d of the candidate chip grid, pixels (< K)",
+    )
+    c.add_argument(
+        "--negatives-per-image",
+        metavar="N",
+        type=_nonnegative_int,
+        default=2,
+        help="negative chips sampled per image per epoch",
+    )
+    c.add_argument(
+        "--order-seed",
+        metavar="S",
+        type=_nonnegative_int,
+        default=None,
+        help="seeded candidate order of the greedy cover (default: the canonical row-major order)",
+    )
+    c.add_argument(
+        "--synthetic-images",
+        metavar="N",
+        type=_positive_int,
+        default=200,
+        help="images in the synthetic dataset (without ANNOTATIONS.json)",
+    )
     c.add_argument("--seed", metavar="S", type=_nonnegative_int, default=0, help="seed of the synthetic dataset")
-    c.add_argument("--skip-bad", action="store_true",
-                   help="skip or repair bad annotations and proposals instead of stopping at the first: boxes "
-                        "partly outside their image are clipped; zero-size, negative, non-finite or outside "
-                        "boxes, unknown image or category ids and malformed entries are skipped; counts by "
-                        "kind go to stderr (default: off, any of them is an error)")
-    c.add_argument("--quiet", action="store_true",
-                   help="no progress bar (default: a progress bar on stderr when it is a terminal)")
+    c.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip or repair bad annotations and proposals instead of stopping at the first: boxes "
+        "partly outside their image are clipped; zero-size, negative, non-finite or outside "
+        "boxes, unknown image or category ids and malformed entries are skipped; counts by "
+        "kind go to stderr (default: off, any of them is an error)",
+    )
+    c.add_argument(
+        "--quiet", action="store_true", help="no progress bar (default: a progress bar on stderr when it is a terminal)"
+    )
     c.set_defaults(fn=_cmd_chips, parser=c)
 
     i = sub.add_parser("info", help="build and runtime information", formatter_class=_Formatter, epilog=_EPILOG)
     i.set_defaults(fn=_cmd_info, parser=i)
 
-    d = sub.add_parser("demo", help="NMS-family demo with timings and a picture", formatter_class=_Formatter,
-                       epilog=_EPILOG)
+    d = sub.add_parser(
+        "demo", help="NMS-family demo with timings and a picture", formatter_class=_Formatter, epilog=_EPILOG
+    )
     d.add_argument("--out", metavar="DIR", default="sniper_out", help="folder for the picture")
     d.add_argument("--images", metavar="N", type=_positive_int, default=50, help="images in the batched load")
     d.add_argument("--seed", metavar="S", type=_nonnegative_int, default=0, help="seed of the pictured image")

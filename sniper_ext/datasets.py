@@ -1,5 +1,6 @@
 """A small COCO-format dataset generated on the fly (the `sniper chips` default), with objects
 from a few pixels to most of the image, at varied image sizes, plus synthetic RPN-like proposals."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,9 +25,16 @@ def synthetic_coco(num_images: int = 200, seed: int = 0, num_classes: int = 5):
         x = rng.uniform(0, w - bw)
         y = rng.uniform(0, h - bh)
         for k in range(n):
-            anns.append({"id": ann_id, "image_id": img_id, "category_id": int(rng.integers(1, num_classes + 1)),
-                         "bbox": [float(x[k]), float(y[k]), float(bw[k]), float(bh[k])],
-                         "area": float(bw[k] * bh[k]), "iscrowd": 0})
+            anns.append(
+                {
+                    "id": ann_id,
+                    "image_id": img_id,
+                    "category_id": int(rng.integers(1, num_classes + 1)),
+                    "bbox": [float(x[k]), float(y[k]), float(bw[k]), float(bh[k])],
+                    "area": float(bw[k] * bh[k]),
+                    "iscrowd": 0,
+                }
+            )
             ann_id += 1
         # Proposals: jittered objects plus clutter regions where a weak RPN "fires".
         centres = rng.uniform([0, 0], [w, h], (int(rng.integers(1, 4)), 2))
@@ -39,11 +47,11 @@ def synthetic_coco(num_images: int = 200, seed: int = 0, num_classes: int = 5):
             s = np.exp(rng.uniform(np.log(6), np.log(60), (m, 2)))
             c = np.stack([cx, cy]) + rng.normal(0, 25, (m, 2))
             p.append(np.concatenate([c - s / 2, c + s / 2], axis=1))
-        p = np.concatenate(p)
-        p[:, 0::2] = np.clip(p[:, 0::2], 0, w)
-        p[:, 1::2] = np.clip(p[:, 1::2], 0, h)
+        props = np.concatenate(p)
+        props[:, 0::2] = np.clip(props[:, 0::2], 0, w)
+        props[:, 1::2] = np.clip(props[:, 1::2], 0, h)
         # Clipping flattens proposals that fell off the image: drop them (they are never valid at
         # any scale, so the chip plan is the same), so the set passes load_proposals' checks.
-        proposals[img_id] = p[(p[:, 2] > p[:, 0]) & (p[:, 3] > p[:, 1])]
+        proposals[img_id] = props[(props[:, 2] > props[:, 0]) & (props[:, 3] > props[:, 1])]
     categories = [{"id": c, "name": f"class{c}"} for c in range(1, num_classes + 1)]
     return {"images": images, "annotations": anns, "categories": categories}, proposals

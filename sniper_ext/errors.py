@@ -8,6 +8,7 @@ annotation of an unknown image) carry a ``kind``; a :class:`DataIssues` with ``s
 or repairs those and counts them by kind instead of raising. Problems without a kind (a file
 that is not JSON, not COCO, an image without a size) always raise.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,5 +60,7 @@ class DataIssues:
 
     def summary(self) -> list:
         """One line per kind, most frequent first: ``count × kind (first: file: where)``."""
-        return [f"{n} x {kind} (first: {self.first[kind].file}: {self.first[kind].where})"
-                for kind, n in self.counts.most_common()]
+        return [
+            f"{n} x {kind} (first: {self.first[kind].file}: {self.first[kind].where})"
+            for kind, n in self.counts.most_common()
+        ]

@@ -52,8 +52,7 @@ def report() -> str:
     if b.get("cuda_built"):
         state = "loaded" if libs["cuda"] else ("not loaded: " + (libs["cuda_error"] or "torch has no CUDA"))
         lines.append(
-            f"  CUDA kernels: CUDA {b.get('cuda_version')}, built for {b.get('cuda_archs')} "
-            f"({b.get('nvcc')}); {state}"
+            f"  CUDA kernels: CUDA {b.get('cuda_version')}, built for {b.get('cuda_archs')} ({b.get('nvcc')}); {state}"
         )
     else:
         lines.append("  CUDA kernels: not built (CPU-only install)")

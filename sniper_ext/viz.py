@@ -1,4 +1,5 @@
 """Pictures: boxes drawn over an image or a blank canvas, saved atomically as PNG."""
+
 from __future__ import annotations
 
 from PIL import Image, ImageDraw
@@ -45,17 +46,26 @@ def draw_chips(db, image_index: int, record, image=None, panel: int = 420):
         sel = np.flatnonzero((db.chip_image == image_index) & (db.chip_scale_index == si))
         chips = np.array([db.chip_box(c) for c in sel]).reshape(-1, 4)
         neg = db.chip_kind[sel] == NEGATIVE
-        img = draw_boxes((w, h), [
-            (record.boxes[~valid], (220, 40, 40), 1, None),
-            (record.boxes[valid], (20, 160, 40), 2, None),
-            (chips[~neg], (30, 80, 230), 3, None),
-            (chips[neg], (245, 140, 0), 3, None),
-        ], image=image, scale=scale)
+        img = draw_boxes(
+            (w, h),
+            [
+                (record.boxes[~valid], (220, 40, 40), 1, None),
+                (record.boxes[valid], (20, 160, 40), 2, None),
+                (chips[~neg], (30, 80, 230), 3, None),
+                (chips[neg], (245, 140, 0), 3, None),
+            ],
+            image=image,
+            scale=scale,
+        )
         cw, ch = canvas_size(w, h, s)
         framed = Image.new("RGB", (img.width, img.height + 20), "white")
         framed.paste(img, (0, 20))
-        ImageDraw.Draw(framed).text((4, 4), f"scale {s:.3f} ({cw}x{ch}): {int((~neg).sum())} pos, {int(neg.sum())} neg "
-                                             f"chips; {int(valid.sum())}/{len(valid)} GT valid", fill=(0, 0, 0))
+        ImageDraw.Draw(framed).text(
+            (4, 4),
+            f"scale {s:.3f} ({cw}x{ch}): {int((~neg).sum())} pos, {int(neg.sum())} neg "
+            f"chips; {int(valid.sum())}/{len(valid)} GT valid",
+            fill=(0, 0, 0),
+        )
         panels.append(framed)
     width = sum(p.width for p in panels) + 8 * (len(panels) - 1)
     out = Image.new("RGB", (width, max(p.height for p in panels) + 22), "white")
@@ -65,8 +75,12 @@ def draw_chips(db, image_index: int, record, image=None, panel: int = 420):
         x += p.width + 8
     draw = ImageDraw.Draw(out)
     y, x = out.height - 16, 4
-    for label, colour in (("GT valid at the scale", (20, 160, 40)), ("GT invalid", (220, 40, 40)),
-                          ("positive chip", (30, 80, 230)), ("negative chip (pool)", (245, 140, 0))):
+    for label, colour in (
+        ("GT valid at the scale", (20, 160, 40)),
+        ("GT invalid", (220, 40, 40)),
+        ("positive chip", (30, 80, 230)),
+        ("negative chip (pool)", (245, 140, 0)),
+    ):
         draw.rectangle([x, y + 2, x + 10, y + 12], outline=colour, width=2)
         draw.text((x + 14, y), label, fill=(0, 0, 0))
         x += 24 + 7 * len(label)

@@ -19,6 +19,7 @@ Modules: :mod:`.config` (ChipConfig and constants), :mod:`.records` (ImageRecord
 :mod:`.validity` (§1 scales and validity), :mod:`.planner` (§2–§4), :mod:`.database` (ChipDB),
 :mod:`.sampling` (each epoch's chips), :mod:`.stats` (statistics), :mod:`.coco` (loaders).
 """
+
 from .coco import load_coco, load_proposals
 from .config import INF, NEGATIVE, POSITIVE, ChipConfig
 from .database import ChipDB

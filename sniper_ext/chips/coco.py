@@ -9,11 +9,13 @@ passes ``issues=DataIssues(skip=True)``, which counts them by kind. A file that 
 COCO, has no images, or an image without a valid id and size always raises. Missing or
 unreadable files raise OSError (with ``filename`` set).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -62,11 +64,11 @@ def _json_type(v) -> str:
 _NUM = (int, float)  # exact types of JSON numbers (bool is not one)
 
 
-def _is_int(v) -> bool:
+def _is_int(v: object) -> TypeGuard[int | np.integer]:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _is_number(v) -> bool:
+def _is_number(v: object) -> TypeGuard[int | float | np.integer | np.floating]:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
@@ -90,7 +92,7 @@ def _screen(boxes: np.ndarray, sizes: np.ndarray | None) -> np.ndarray:
     through :func:`_checked_box`, which says what is wrong. The rest are fine as they are."""
     bad = ~np.isfinite(boxes).all(axis=1) | (boxes[:, 2] <= boxes[:, 0]) | (boxes[:, 3] <= boxes[:, 1])
     if sizes is not None:
-        bad |= ((boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > sizes[:, 0]) | (boxes[:, 3] > sizes[:, 1]))
+        bad |= (boxes[:, 0] < 0) | (boxes[:, 1] < 0) | (boxes[:, 2] > sizes[:, 0]) | (boxes[:, 3] > sizes[:, 1])
     return bad
 
 
@@ -101,29 +103,55 @@ def _checked_box(file, where, raw, x1, y1, x2, y2, size, issues, prefix, xywh):
     x1, y1, x2, y2 = float(x1), float(y1), float(x2), float(y2)
     what_box = f"{'bbox' if xywh else 'box'}={_short(raw)}"
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
-        issues.report(DataError(file, where, f"box is not finite ({what_box})", f"{prefix} with a non-finite box: skipped"))
+        issues.report(
+            DataError(file, where, f"box is not finite ({what_box})", f"{prefix} with a non-finite box: skipped")
+        )
         return None
     w, h = x2 - x1, y2 - y1
     for side, v, lo, hi, names in (("width", w, x1, x2, "x1 x2"), ("height", h, y1, y2, "y1 y2")):
         if v < 0:
             a, b = names.split()
             detail = f"{side[0]}={_fmt(v)}" if xywh else f"{a}={_fmt(lo)}, {b}={_fmt(hi)}"
-            issues.report(DataError(file, where, f"box has negative {side} ({detail})",
-                                    f"{prefix} with a negative width or height: skipped"))
+            issues.report(
+                DataError(
+                    file,
+                    where,
+                    f"box has negative {side} ({detail})",
+                    f"{prefix} with a negative width or height: skipped",
+                )
+            )
             return None
     if w == 0 or h == 0:
-        issues.report(DataError(file, where, f"box has zero {'width' if w == 0 else 'height'} ({what_box})",
-                                f"{prefix} with a zero-size box: skipped"))
+        issues.report(
+            DataError(
+                file,
+                where,
+                f"box has zero {'width' if w == 0 else 'height'} ({what_box})",
+                f"{prefix} with a zero-size box: skipped",
+            )
+        )
         return None
     if size is not None:
         W, H = int(size[0]), int(size[1])
         if x1 >= W or y1 >= H or x2 <= 0 or y2 <= 0:
-            issues.report(DataError(file, where, f"box lies entirely outside its {W}x{H} image ({what_box})",
-                                    f"{prefix} with a box entirely outside its image: skipped"))
+            issues.report(
+                DataError(
+                    file,
+                    where,
+                    f"box lies entirely outside its {W}x{H} image ({what_box})",
+                    f"{prefix} with a box entirely outside its image: skipped",
+                )
+            )
             return None
         if x1 < 0 or y1 < 0 or x2 > W or y2 > H:
-            issues.report(DataError(file, where, f"box extends outside its {W}x{H} image ({what_box})",
-                                    f"{prefix} with a box partly outside its image: clipped"))
+            issues.report(
+                DataError(
+                    file,
+                    where,
+                    f"box extends outside its {W}x{H} image ({what_box})",
+                    f"{prefix} with a box partly outside its image: clipped",
+                )
+            )
             return (max(x1, 0.0), max(y1, 0.0), min(x2, float(W)), min(y2, float(H)))
     return (x1, y1, x2, y2)
 
@@ -132,14 +160,21 @@ def _settle(file, issues, problems, boxes, sizes, flagged_at, where_of, raw_of, 
     """Reports, in file order, the entries' structural ``problems`` [(file position, DataError)] and
     the box problems of the screened rows (``flagged_at``: [(file position, row)]); rows that are
     skipped get ``keep[row] = False``, repaired ones are rewritten in ``boxes``."""
-    events = sorted([(k, -1, e) for k, e in problems] + [(k, row, None) for k, row in flagged_at],
-                    key=lambda e: e[0])
+    events = sorted([(k, -1, e) for k, e in problems] + [(k, row, None) for k, row in flagged_at], key=lambda e: e[0])
     for k, row, error in events:
         if error is not None:
             issues.report(error)
             continue
-        box = _checked_box(file, where_of(k, row), raw_of(k, row), *boxes[row],
-                           None if sizes is None else sizes[row], issues, prefix, xywh)
+        box = _checked_box(  # type: ignore[call-arg]  # mypy miscounts the *boxes[row] unpacking
+            file,
+            where_of(k, row),
+            raw_of(k, row),
+            *boxes[row],
+            None if sizes is None else sizes[row],
+            issues,
+            prefix,
+            xywh,
+        )
         if box is None:
             keep[row] = False
         else:
@@ -150,10 +185,11 @@ def _images(file, data) -> dict:
     """{image id: (width, height, file_name)} in file order, every image checked."""
     images = data["images"]
     if not isinstance(images, list):
-        raise DataError(file, None, f"not a COCO annotations file: \"images\" is {_json_type(images)}, not a list")
+        raise DataError(file, None, f'not a COCO annotations file: "images" is {_json_type(images)}, not a list')
     if not images:
-        raise DataError(file, None, "no images (the \"images\" list is empty)")
-    out, position = {}, {}
+        raise DataError(file, None, 'no images (the "images" list is empty)')
+    out: dict = {}
+    position: dict = {}
     for i, im in enumerate(images):
         if not isinstance(im, dict):
             raise DataError(file, f"images[{i}]", f"is {_json_type(im)}, not an object")
@@ -183,11 +219,13 @@ def _categories(file, data):
     if cats is None:
         return None
     if not isinstance(cats, list):
-        raise DataError(file, None, f"\"categories\" is {_json_type(cats)}, not a list")
+        raise DataError(file, None, f'"categories" is {_json_type(cats)}, not a list')
     ids = set()
     for i, c in enumerate(cats):
         if not isinstance(c, dict) or not _is_int(c.get("id")):
-            raise DataError(file, f"categories[{i}]", f"a category must be an object with an integer id, got {_short(c)}")
+            raise DataError(
+                file, f"categories[{i}]", f"a category must be an object with an integer id, got {_short(c)}"
+            )
         ids.add(c["id"])
     return ids or None
 
@@ -202,31 +240,54 @@ def load_coco(annotations, *, issues: DataIssues | None = None, name: str = "<an
     file, data = _source(annotations, name)
     issues = issues if issues is not None else DataIssues()
     if not isinstance(data, dict):
-        raise DataError(file, None, f"not a COCO annotations file: the top level is {_json_type(data)}, "
-                                    "not an object with \"images\" and \"annotations\"")
+        raise DataError(
+            file,
+            None,
+            f"not a COCO annotations file: the top level is {_json_type(data)}, "
+            'not an object with "images" and "annotations"',
+        )
     missing = [k for k in ("images", "annotations") if k not in data]
     if missing:
         keys = ", ".join(_short(k, 20) for k in list(data)[:6]) + (", ..." if len(data) > 6 else "")
-        raise DataError(file, None, f"not a COCO annotations file: no {' or '.join(json.dumps(k) for k in missing)} "
-                                    f"(top-level keys: {keys or 'none'})")
+        raise DataError(
+            file,
+            None,
+            f"not a COCO annotations file: no {' or '.join(json.dumps(k) for k in missing)} "
+            f"(top-level keys: {keys or 'none'})",
+        )
     images = _images(file, data)
     categories = _categories(file, data)
     anns = data["annotations"]
     if not isinstance(anns, list):
-        raise DataError(file, None, f"not a COCO annotations file: \"annotations\" is {_json_type(anns)}, not a list")
+        raise DataError(file, None, f'not a COCO annotations file: "annotations" is {_json_type(anns)}, not a list')
 
     ids = sorted(images)
     rank = {iid: r for r, iid in enumerate(ids)}
     image_wh = np.array([images[iid][:2] for iid in ids], dtype=np.float64).reshape(-1, 2)
     # Fast pass: well-formed annotations of known images and categories go to flat lists; the
     # others get their problem described by _annotation_problem.
-    pos, ranks, bboxes, cats, crowds, problems = [], [], [], [], [], []
+    pos: list = []
+    ranks: Any = []  # a list while reading, then an array
+    bboxes: list = []
+    cats: list = []
+    crowds: list = []
+    problems: list = []
     for k, a in enumerate(anns):
         try:
             iid, b, cat, crowd = a["image_id"], a["bbox"], a["category_id"], a.get("iscrowd", 0)
-            ok = (type(iid) is int and iid in rank and type(b) is list and len(b) == 4
-                  and type(b[0]) in _NUM and type(b[1]) in _NUM and type(b[2]) in _NUM and type(b[3]) in _NUM
-                  and type(cat) is int and (categories is None or cat in categories) and (crowd == 0 or crowd == 1))
+            ok = (
+                type(iid) is int
+                and iid in rank
+                and type(b) is list
+                and len(b) == 4
+                and type(b[0]) in _NUM
+                and type(b[1]) in _NUM
+                and type(b[2]) in _NUM
+                and type(b[3]) in _NUM
+                and type(cat) is int
+                and (categories is None or cat in categories)
+                and (crowd == 0 or crowd == 1)
+            )
         except (TypeError, KeyError, AttributeError):
             ok = False
         if not ok:
@@ -246,9 +307,19 @@ def load_coco(annotations, *, issues: DataIssues | None = None, name: str = "<an
     sizes = image_wh[ranks]
     keep = np.ones(len(boxes), dtype=bool)
     flagged = [(pos[row], row) for row in np.flatnonzero(_screen(boxes, sizes)).tolist()]
-    _settle(file, issues, problems, boxes, sizes, flagged,
-            lambda k, row: f"image {ids[ranks[row]]}, {_annotation_label(k, anns[k])}",
-            lambda k, row: anns[k]["bbox"], "annotation", True, keep)
+    _settle(
+        file,
+        issues,
+        problems,
+        boxes,
+        sizes,
+        flagged,
+        lambda k, row: f"image {ids[ranks[row]]}, {_annotation_label(k, anns[k])}",
+        lambda k, row: anns[k]["bbox"],
+        "annotation",
+        True,
+        keep,
+    )
 
     # Group by image (stable: file order within an image), images sorted by id.
     boxes, ranks = boxes[keep], ranks[keep]
@@ -260,8 +331,17 @@ def load_coco(annotations, *, issues: DataIssues | None = None, name: str = "<an
     for r, iid in enumerate(ids):
         W, H, file_name = images[iid]
         s, e = bounds[r], bounds[r + 1]
-        records.append(ImageRecord(image_id=iid, width=W, height=H, boxes=boxes[s:e], labels=labels[s:e],
-                                   crowd=crowd[s:e], file_name=file_name))
+        records.append(
+            ImageRecord(
+                image_id=iid,
+                width=W,
+                height=H,
+                boxes=boxes[s:e],
+                labels=labels[s:e],
+                crowd=crowd[s:e],
+                file_name=file_name,
+            )
+        )
     return records
 
 
@@ -282,7 +362,9 @@ def _annotation_problem(file, k, a, images, categories):
         return DataError(file, label, f"image_id must be an integer, got {_short(iid)}", malformed)
     iid = int(iid)
     if iid not in images:
-        return DataError(file, label, f"unknown image id {iid} (not in \"images\")", "annotation of an unknown image: skipped")
+        return DataError(
+            file, label, f'unknown image id {iid} (not in "images")', "annotation of an unknown image: skipped"
+        )
     where = f"image {iid}, {label}"
     bbox = a.get("bbox")
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
@@ -292,16 +374,21 @@ def _annotation_problem(file, k, a, images, categories):
         return DataError(file, where, f"category_id must be an integer, got {_short(cat)}", malformed)
     cat = int(cat)
     if categories is not None and cat not in categories:
-        return DataError(file, where, f"unknown category id {cat} (not in \"categories\")",
-                         "annotation of an unknown category: skipped")
+        return DataError(
+            file,
+            where,
+            f'unknown category id {cat} (not in "categories")',
+            "annotation of an unknown category: skipped",
+        )
     crowd = a.get("iscrowd", 0)
     if not (_is_number(crowd) and crowd in (0, 1)):
         return DataError(file, where, f"iscrowd must be 0 or 1, got {_short(crowd)}", malformed)
     return iid, [float(v) for v in bbox], cat, crowd
 
 
-def load_proposals(path_or_obj, images: list | None = None, *, issues: DataIssues | None = None,
-                   name: str = "<proposals>") -> dict:
+def load_proposals(
+    path_or_obj, images: list | None = None, *, issues: DataIssues | None = None, name: str = "<proposals>"
+) -> dict:
     """Proposals per image id, xyxy original pixels, from a JSON file or parsed object that is
     either COCO detection results (``[{"image_id", "bbox": [x, y, w, h], "score"}, ...]``) or a
     mapping ``{image_id: [[x1, y1, x2, y2(, score)], ...]}``.
@@ -320,12 +407,23 @@ def load_proposals(path_or_obj, images: list | None = None, *, issues: DataIssue
         return None if known is None else np.array([known[i] for i in ids], dtype=np.float64).reshape(-1, 2)
 
     if isinstance(obj, list):  # COCO detection results, [x, y, w, h]
-        pos, ids, bboxes, problems = [], [], [], []
+        pos: list = []
+        ids: Any = []  # a list while reading, then an array
+        bboxes: list = []
+        problems: list = []
         for k, r in enumerate(obj):
             try:
                 iid, b = r["image_id"], r["bbox"]
-                ok = (type(iid) is int and (known is None or iid in known) and type(b) is list and len(b) == 4
-                      and type(b[0]) in _NUM and type(b[1]) in _NUM and type(b[2]) in _NUM and type(b[3]) in _NUM)
+                ok = (
+                    type(iid) is int
+                    and (known is None or iid in known)
+                    and type(b) is list
+                    and len(b) == 4
+                    and type(b[0]) in _NUM
+                    and type(b[1]) in _NUM
+                    and type(b[2]) in _NUM
+                    and type(b[3]) in _NUM
+                )
             except (TypeError, KeyError, IndexError):
                 ok = False
             if not ok:
@@ -342,8 +440,19 @@ def load_proposals(path_or_obj, images: list | None = None, *, issues: DataIssue
         sizes = sizes_of(ids)
         keep = np.ones(len(boxes), dtype=bool)
         flagged = [(pos[row], row) for row in np.flatnonzero(_screen(boxes, sizes)).tolist()]
-        _settle(file, issues, problems, boxes, sizes, flagged, lambda k, row: f"image {ids[row]}, results[{k}]",
-                lambda k, row: obj[k]["bbox"], "proposal", True, keep)
+        _settle(
+            file,
+            issues,
+            problems,
+            boxes,
+            sizes,
+            flagged,
+            lambda k, row: f"image {ids[row]}, results[{k}]",
+            lambda k, row: obj[k]["bbox"],
+            "proposal",
+            True,
+            keep,
+        )
         ids = np.array(ids, dtype=np.int64)[keep]
         boxes = boxes[keep]
         order = np.argsort(ids, kind="stable")
@@ -353,16 +462,23 @@ def load_proposals(path_or_obj, images: list | None = None, *, issues: DataIssue
             out[int(ids[s])] = boxes[s:e]
         return out
     if not isinstance(obj, dict):
-        raise DataError(file, None, f"not a proposals file: the top level is {_json_type(obj)}; expected COCO "
-                                    "detection results (a list) or {image_id: [[x1, y1, x2, y2], ...]}")
+        raise DataError(
+            file,
+            None,
+            f"not a proposals file: the top level is {_json_type(obj)}; expected COCO "
+            "detection results (a list) or {image_id: [[x1, y1, x2, y2], ...]}",
+        )
     for key, rows in obj.items():  # {image id: [[x1, y1, x2, y2(, score)], ...]}
         try:
             iid = int(key)
         except (TypeError, ValueError):
             raise DataError(file, None, f"key {_short(key)} is not an image id (an integer)") from None
         if not isinstance(rows, (list, tuple, np.ndarray)):
-            raise DataError(file, f"image {iid}", f"proposals must be a list of [x1, y1, x2, y2(, score)] rows, "
-                                                  f"got {_json_type(rows)}")
+            raise DataError(
+                file,
+                f"image {iid}",
+                f"proposals must be a list of [x1, y1, x2, y2(, score)] rows, got {_json_type(rows)}",
+            )
         if known is not None and iid not in known and len(rows):
             error = DataError(file, f"image {iid}", f"unknown image id {iid} (not in the annotations' images)", unknown)
             for _ in range(len(rows)):  # counted per proposal
@@ -372,26 +488,47 @@ def load_proposals(path_or_obj, images: list | None = None, *, issues: DataIssue
             arr = np.asarray(rows)
         except ValueError:  # ragged
             arr = None
-        problems, good = [], None  # good: the rows that are well-formed, when some are not
+        problems = []
+        good: list | None = None  # the rows that are well-formed, when some are not
         if arr is not None and arr.dtype.kind in "iuf" and arr.ndim == 2 and arr.shape[1] in (4, 5):
             boxes = arr[:, :4].astype(np.float64)
         elif len(rows) == 0:
             boxes = np.zeros((0, 4))
         else:  # something is malformed: row by row
-            good, boxes = [], []
+            good, well_formed = [], []
             for j, row in enumerate(rows):
                 if isinstance(row, (list, tuple)) and len(row) in (4, 5) and all(_is_number(v) for v in row):
                     good.append(j)
-                    boxes.append([float(v) for v in row[:4]])
+                    well_formed.append([float(v) for v in row[:4]])
                 else:
-                    problems.append((j, DataError(file, f"image {iid}, proposal {j}", "a proposal must be "
-                                                  f"[x1, y1, x2, y2(, score)] numbers, got {_short(row)}", malformed)))
-            boxes = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+                    problems.append(
+                        (
+                            j,
+                            DataError(
+                                file,
+                                f"image {iid}, proposal {j}",
+                                f"a proposal must be [x1, y1, x2, y2(, score)] numbers, got {_short(row)}",
+                                malformed,
+                            ),
+                        )
+                    )
+            boxes = np.array(well_formed, dtype=np.float64).reshape(-1, 4)
         sizes = None if known is None else np.tile(np.array(known[iid], dtype=np.float64), (len(boxes), 1))
         keep = np.ones(len(boxes), dtype=bool)
         flagged = [(row if good is None else good[row], row) for row in np.flatnonzero(_screen(boxes, sizes)).tolist()]
-        _settle(file, issues, problems, boxes, sizes, flagged, lambda k, row, iid=iid: f"image {iid}, proposal {k}",
-                lambda k, row, rows=rows: rows[k][:4], "proposal", False, keep)
+        _settle(
+            file,
+            issues,
+            problems,
+            boxes,
+            sizes,
+            flagged,
+            lambda k, row, iid=iid: f"image {iid}, proposal {k}",
+            lambda k, row, rows=rows: rows[k][:4],
+            "proposal",
+            False,
+            keep,
+        )
         out[iid] = boxes[keep]
     return out
 
@@ -407,6 +544,10 @@ def _result_problem(file, k, r, known, malformed, unknown):
     if known is not None and iid not in known:
         return DataError(file, f"results[{k}]", f"unknown image id {iid} (not in the annotations' images)", unknown)
     if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-        return DataError(file, f"image {iid}, results[{k}]", f"bbox must be [x, y, width, height] numbers, "
-                                                             f"got {_short(bbox)}", malformed)
+        return DataError(
+            file,
+            f"image {iid}, results[{k}]",
+            f"bbox must be [x, y, width, height] numbers, got {_short(bbox)}",
+            malformed,
+        )
     return iid, [float(v) for v in bbox]

@@ -1,4 +1,5 @@
 """The numbers of the method (``docs/method.md``), in one configurable object."""
+
 from __future__ import annotations
 
 import json
@@ -67,7 +68,7 @@ class ChipConfig:
         return json.dumps(d)
 
     @classmethod
-    def from_json(cls, text: str) -> "ChipConfig":
+    def from_json(cls, text: str) -> ChipConfig:
         d = json.loads(text)
         d["valid_ranges"] = tuple((lo, INF if hi == "inf" else hi) for lo, hi in d["valid_ranges"])
         for k in ("scales", "neg_min_proposals"):

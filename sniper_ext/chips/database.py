@@ -1,4 +1,5 @@
 """The chip database of a dataset: columns of chips and their GT, saved and loaded atomically."""
+
 from __future__ import annotations
 
 import json
@@ -45,9 +46,22 @@ class ChipDB:
     extra: dict = field(default_factory=dict)
 
     FORMAT = 1
-    _ARRAYS = ("image_ids", "image_sizes", "file_names", "chip_image", "chip_scale_index", "chip_scale",
-               "chip_canvas", "chip_kind", "chip_valid_range", "gt_offsets", "gt_boxes", "gt_labels",
-               "gt_valid", "gt_index")
+    _ARRAYS = (
+        "image_ids",
+        "image_sizes",
+        "file_names",
+        "chip_image",
+        "chip_scale_index",
+        "chip_scale",
+        "chip_canvas",
+        "chip_kind",
+        "chip_valid_range",
+        "gt_offsets",
+        "gt_boxes",
+        "gt_labels",
+        "gt_valid",
+        "gt_index",
+    )
 
     def __len__(self):
         return len(self.chip_image)
@@ -58,8 +72,12 @@ class ChipDB:
 
     def chip_gt(self, c: int) -> dict:
         s, e = self.gt_offsets[c], self.gt_offsets[c + 1]
-        return {"boxes": self.gt_boxes[s:e], "labels": self.gt_labels[s:e], "valid": self.gt_valid[s:e],
-                "index": self.gt_index[s:e]}
+        return {
+            "boxes": self.gt_boxes[s:e],
+            "labels": self.gt_labels[s:e],
+            "valid": self.gt_valid[s:e],
+            "index": self.gt_index[s:e],
+        }
 
     def epoch(self, epoch: int, seed: int = 0) -> np.ndarray:
         """The chips of one epoch as rows (chip index, flip): every positive chip, plus
@@ -78,13 +96,22 @@ class ChipDB:
         left half-written, and a reader never sees a partial file. The file's mode follows the
         umask, like any file the user creates."""
         arrays = {k: getattr(self, k) for k in self._ARRAYS}
-        meta = {"format": self.FORMAT, "config": self.config.to_json(), "stride": self.stride,
-                "uncoverable": self.uncoverable, "extra": self.extra}
-        return atomic_write(path, lambda f: np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays),
-                            prefix=".chipdb-", suffix=".npz.tmp")
+        meta = {
+            "format": self.FORMAT,
+            "config": self.config.to_json(),
+            "stride": self.stride,
+            "uncoverable": self.uncoverable,
+            "extra": self.extra,
+        }
+        return atomic_write(
+            path,
+            lambda f: np.savez_compressed(f, meta=np.array(json.dumps(meta)), **arrays),
+            prefix=".chipdb-",
+            suffix=".npz.tmp",
+        )
 
     @classmethod
-    def load(cls, path: str) -> "ChipDB":
+    def load(cls, path: str) -> ChipDB:
         """Reads a database written by :meth:`save`. A file that is not one raises
         :class:`~sniper_ext.errors.DataError`; a missing or unreadable file, OSError."""
         path = os.fspath(path)
@@ -95,8 +122,13 @@ class ChipDB:
                     raise DataError(path, None, f"chip database format {meta.get('format')} is not {cls.FORMAT}")
                 arrays = {k: z[k] for k in cls._ARRAYS}
             config = ChipConfig.from_json(meta["config"])
-            return cls(config=config, stride=meta["stride"], uncoverable=meta["uncoverable"],
-                       extra=meta.get("extra", {}), **arrays)
+            return cls(
+                config=config,
+                stride=meta["stride"],
+                uncoverable=meta["uncoverable"],
+                extra=meta.get("extra", {}),
+                **arrays,
+            )
         except DataError:
             raise
         except (zipfile.BadZipFile, KeyError, ValueError, TypeError, AttributeError, EOFError) as e:

@@ -1,6 +1,7 @@
 """§2–§4: planning chips for images: positive chips over the valid GT (through the batched
 ``greedy_chip_cover`` op), every chip's GT cropped into chip pixels with valid/invalid flags and
 the chip's valid range (§3), and a pool of negative chips from proposals (§4)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,24 +24,33 @@ def _cover(problems, config: ChipConfig, stride: int, seed):
     group = np.concatenate([np.full(len(p[1]), k, dtype=np.int64) for k, p in enumerate(problems)])
     canvas = np.array([p[0] for p in problems], dtype=np.float64)
     chips, chip_group, box_chip = greedy_chip_cover(
-        torch.from_numpy(boxes), torch.from_numpy(group), torch.from_numpy(canvas),
-        chip_size=config.chip_size, stride=stride, seed=seed)
-    chips, chip_group, box_chip = chips.double().numpy(), chip_group.numpy(), box_chip.numpy()
-    first = np.searchsorted(chip_group, np.arange(len(problems)))
-    last = np.searchsorted(chip_group, np.arange(len(problems)), side="right")
+        torch.from_numpy(boxes),
+        torch.from_numpy(group),
+        torch.from_numpy(canvas),
+        chip_size=config.chip_size,
+        stride=stride,
+        seed=seed,
+    )
+    chips_np, groups_np, box_chip_np = chips.double().numpy(), chip_group.numpy(), box_chip.numpy()
+    first = np.searchsorted(groups_np, np.arange(len(problems)))
+    last = np.searchsorted(groups_np, np.arange(len(problems)), side="right")
     out, start = [], 0
     for k, p in enumerate(problems):
         n = len(p[1])
-        bc = box_chip[start:start + n]
-        out.append((chips[first[k]:last[k]], np.where(bc >= 0, bc - first[k], -1)))
+        bc = box_chip_np[start : start + n]
+        out.append((chips_np[first[k] : last[k]], np.where(bc >= 0, bc - first[k], -1)))
         start += n
     return out
 
 
 def _inside(boxes, chips):
     """[N, C]: box entirely inside chip (both in the same coordinates)."""
-    return ((chips[None, :, 0] <= boxes[:, None, 0]) & (chips[None, :, 1] <= boxes[:, None, 1])
-            & (boxes[:, None, 2] <= chips[None, :, 2]) & (boxes[:, None, 3] <= chips[None, :, 3]))
+    return (
+        (chips[None, :, 0] <= boxes[:, None, 0])
+        & (chips[None, :, 1] <= boxes[:, None, 1])
+        & (boxes[:, None, 2] <= chips[None, :, 2])
+        & (boxes[:, None, 3] <= chips[None, :, 3])
+    )
 
 
 def _intersection(boxes, chips):
@@ -102,8 +112,22 @@ def plan_images(images: list, config: ChipConfig, stride: int | None = None, see
             if enough.any():
                 neg[key] = chips[enough]
 
-    cols = {k: [] for k in ("chip_image", "chip_scale_index", "chip_scale", "chip_canvas", "chip_kind",
-                            "chip_valid_range", "gt_count", "gt_boxes", "gt_labels", "gt_valid", "gt_index")}
+    cols: dict[str, list] = {
+        k: []
+        for k in (
+            "chip_image",
+            "chip_scale_index",
+            "chip_scale",
+            "chip_canvas",
+            "chip_kind",
+            "chip_valid_range",
+            "gt_count",
+            "gt_boxes",
+            "gt_labels",
+            "gt_valid",
+            "gt_index",
+        )
+    }
     for ii, im in enumerate(images):
         info = per_image[ii]
         for si, s in enumerate(info["scales"]):
@@ -120,14 +144,16 @@ def plan_images(images: list, config: ChipConfig, stride: int | None = None, see
             # positive chips come first in `chips`.
             owner = np.full(len(gt), -1)
             if len(pos_chips) and valid.any():
-                owner[valid] = np.argmax(inter_all[valid][:, :len(pos_chips)], axis=1)
+                owner[valid] = np.argmax(inter_all[valid][:, : len(pos_chips)], axis=1)
             lo, hi = config.valid_ranges[si]
             for c, chip in enumerate(chips):
                 hit = np.flatnonzero(inter_all[:, c] > 0)
                 crop = np.empty((len(hit), 4))
                 crop[:, 0::2] = np.clip(gt[hit][:, 0::2], chip[0], chip[2]) - chip[0]
                 crop[:, 1::2] = np.clip(gt[hit][:, 1::2], chip[1], chip[3]) - chip[1]
-                keep = ((crop[:, 2] - crop[:, 0]) >= config.min_box_size) & ((crop[:, 3] - crop[:, 1]) >= config.min_box_size)
+                keep = ((crop[:, 2] - crop[:, 0]) >= config.min_box_size) & (
+                    (crop[:, 3] - crop[:, 1]) >= config.min_box_size
+                )
                 hit, crop = hit[keep], crop[keep]
                 kind = POSITIVE if c < len(pos_chips) else NEGATIVE
                 cols["chip_image"].append(ii)
@@ -159,10 +185,16 @@ def plan_images(images: list, config: ChipConfig, stride: int | None = None, see
     return out
 
 
-
-def plan_dataset(images: list, proposals: dict | None = None, config: ChipConfig | None = None, *,
-                 stride: int | None = None, seed: int | None = None, batch_size: int = 1000,
-                 progress: bool = True) -> ChipDB:
+def plan_dataset(
+    images: list,
+    proposals: dict | None = None,
+    config: ChipConfig | None = None,
+    *,
+    stride: int | None = None,
+    seed: int | None = None,
+    batch_size: int = 1000,
+    progress: bool = True,
+) -> ChipDB:
     """Plans a whole dataset, ``batch_size`` images per op call, with a progress bar."""
     from tqdm import tqdm
 
@@ -175,7 +207,7 @@ def plan_dataset(images: list, proposals: dict | None = None, config: ChipConfig
     parts, offset = [], 0
     bar = tqdm(total=len(images), unit="img", desc="planning chips", disable=not progress, mininterval=0.5)
     for start in range(0, len(images), batch_size):
-        batch = images[start:start + batch_size]
+        batch = images[start : start + batch_size]
         part = plan_images(batch, config, stride=d, seed=seed)
         part["chip_image"] = part["chip_image"] + offset
         parts.append(part)
@@ -192,7 +224,8 @@ def plan_dataset(images: list, proposals: dict | None = None, config: ChipConfig
         gt_offsets.append(p["gt_offsets"][1:] + base)
         base += p["gt_offsets"][-1]
     return ChipDB(
-        config=config, stride=d,
+        config=config,
+        stride=d,
         image_ids=np.array([im.image_id for im in images], dtype=np.int64),
         image_sizes=np.array([[im.width, im.height] for im in images], dtype=np.int64).reshape(-1, 2),
         file_names=np.array([im.file_name for im in images], dtype=str),

@@ -1,4 +1,5 @@
 """The planner's input: one record per image."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -17,8 +18,8 @@ class ImageRecord:
     height: int
     boxes: np.ndarray  # [G, 4] float64
     labels: np.ndarray  # [G] int64
-    crowd: np.ndarray = None  # [G] bool
-    proposals: np.ndarray = None  # [P, 4] float64 or None
+    crowd: np.ndarray | None = None  # [G] bool
+    proposals: np.ndarray | None = None  # [P, 4] float64 or None
     file_name: str = ""
 
     def __post_init__(self):

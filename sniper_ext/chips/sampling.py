@@ -1,4 +1,5 @@
 """Each epoch's chips: all positives, ``n`` negatives per image from its pool, flips; seeded."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,9 @@ from .config import NEGATIVE, POSITIVE, ChipConfig
 __all__ = ["sample_epoch"]
 
 
-def sample_epoch(chip_kind: np.ndarray, chip_image: np.ndarray, config: ChipConfig, epoch: int,
-                 seed: int = 0) -> np.ndarray:
+def sample_epoch(
+    chip_kind: np.ndarray, chip_image: np.ndarray, config: ChipConfig, epoch: int, seed: int = 0
+) -> np.ndarray:
     """The chips of one epoch as rows (chip index, flip): every positive chip, plus
     ``config.negatives_per_image`` negatives per image drawn uniformly from its pool (all of a
     smaller pool); flips per ``config.flip``. Seeded by (seed, epoch); the order is shuffled.

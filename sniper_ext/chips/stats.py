@@ -1,5 +1,6 @@
 """What a chip plan costs: chips per image and per scale, pixels against single-scale training
 and against the full image pyramid; and their short text summary."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -51,16 +52,18 @@ def chip_stats(db) -> dict:
 
 def format_stats(s: dict) -> str:
     per_scale = ", ".join(f"{v:.2f}" for v in s["positive_chips_per_image_per_scale"])
-    return "\n".join([
-        f"images                          {s['images']}",
-        f"positive chips                  {s['positive_chips']} ({s['positive_chips_per_image']:.2f} per image; "
-        f"per scale, finest first: {per_scale})",
-        f"negative chip pool              {s['negative_pool']} ({s['negative_pool_per_image']:.2f} per image)",
-        f"chips per epoch                 {s['chips_per_epoch']} ({s['chips_per_image_per_epoch']:.2f} per image, "
-        "before flipping)",
-        f"pixels vs single-scale 800x1333 {s['pixels_vs_single_scale_800x1333']:.2f}x",
-        f"pixels vs full 3-scale pyramid  {s['pixels_vs_full_pyramid']:.2f}x "
-        f"(the pyramid is {s['pyramid_vs_single_scale']:.2f}x single-scale)",
-        f"valid GT assigned to chips      {s['valid_gt_assignments']} "
-        f"({s['uncoverable_valid_gt']} valid GT could not be covered)",
-    ])
+    return "\n".join(
+        [
+            f"images                          {s['images']}",
+            f"positive chips                  {s['positive_chips']} ({s['positive_chips_per_image']:.2f} per image; "
+            f"per scale, finest first: {per_scale})",
+            f"negative chip pool              {s['negative_pool']} ({s['negative_pool_per_image']:.2f} per image)",
+            f"chips per epoch                 {s['chips_per_epoch']} ({s['chips_per_image_per_epoch']:.2f} per image, "
+            "before flipping)",
+            f"pixels vs single-scale 800x1333 {s['pixels_vs_single_scale_800x1333']:.2f}x",
+            f"pixels vs full 3-scale pyramid  {s['pixels_vs_full_pyramid']:.2f}x "
+            f"(the pyramid is {s['pyramid_vs_single_scale']:.2f}x single-scale)",
+            f"valid GT assigned to chips      {s['valid_gt_assignments']} "
+            f"({s['uncoverable_valid_gt']} valid GT could not be covered)",
+        ]
+    )

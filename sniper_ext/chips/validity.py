@@ -1,4 +1,5 @@
 """§1: the training scales of an image and which GT are valid at each."""
+
 from __future__ import annotations
 
 import math
@@ -20,8 +21,14 @@ def canvas_size(width: float, height: float, scale: float) -> tuple:
     return math.floor(width * scale + 0.5), math.floor(height * scale + 0.5)
 
 
-def valid_at_scale(boxes: np.ndarray, scale_index: int, scale: float, config: ChipConfig,
-                   stride: int | None = None, crowd: np.ndarray | None = None) -> np.ndarray:
+def valid_at_scale(
+    boxes: np.ndarray,
+    scale_index: int,
+    scale: float,
+    config: ChipConfig,
+    stride: int | None = None,
+    crowd: np.ndarray | None = None,
+) -> np.ndarray:
     """§1: size sqrt(w·h) (original pixels) in the scale's range; no side under ``min_valid_side``;
     at every scale but the coarsest, max(w, h)·s <= K − d. Crowd boxes are never valid."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)

@@ -1,4 +1,5 @@
 """Argument checks shared by the op wrappers: every error names the argument."""
+
 from __future__ import annotations
 
 import math
@@ -103,8 +104,16 @@ def _to_float(op: str, name: str, value) -> float:
         raise TypeError(f"{op}: `{name}` must be a number, got {type(value).__name__}") from None
 
 
-def check_number(op: str, name: str, value, *, positive: bool = False, minimum: float | None = None,
-                 maximum: float | None = None, allow_inf: bool = False) -> float:
+def check_number(
+    op: str,
+    name: str,
+    value,
+    *,
+    positive: bool = False,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    allow_inf: bool = False,
+) -> float:
     """A real number (bools are rejected): finite (or +-inf with ``allow_inf``), > 0 with ``positive``,
     within [minimum, maximum] when given."""
     if isinstance(value, bool):
@@ -115,8 +124,10 @@ def check_number(op: str, name: str, value, *, positive: bool = False, minimum: 
     if positive and not v > 0:
         raise ValueError(f"{op}: `{name}` must be > 0, got {value}")
     if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
-        raise ValueError(f"{op}: `{name}` must lie in [{minimum if minimum is not None else '-inf'}, "
-                         f"{maximum if maximum is not None else 'inf'}], got {value}")
+        raise ValueError(
+            f"{op}: `{name}` must lie in [{minimum if minimum is not None else '-inf'}, "
+            f"{maximum if maximum is not None else 'inf'}], got {value}"
+        )
     return v
 
 
@@ -140,7 +151,8 @@ def check_numbers(op: str, name: str, values, *, length: int | None = None, posi
     if isinstance(values, torch.Tensor):
         if values.dim() != 1 or values.device.type == "meta":
             raise ValueError(
-                f"{op}: `{name}` must be a sequence of numbers, got a tensor of shape {tuple(values.shape)}")
+                f"{op}: `{name}` must be a sequence of numbers, got a tensor of shape {tuple(values.shape)}"
+            )
         values = values.tolist()
     if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or not hasattr(values, "__iter__"):
         raise TypeError(f"{op}: `{name}` must be a sequence of numbers, got {type(values).__name__}")
@@ -158,8 +170,10 @@ def check_numel(op: str, what: str, shape) -> None:
     for s in shape:
         n *= int(s)
     if n > MAX_ELEMENTS:
-        raise ValueError(f"{op}: {what} would have {n} elements (shape {list(shape)}), "
-                         f"more than the {MAX_ELEMENTS} (2**40) an op may allocate")
+        raise ValueError(
+            f"{op}: {what} would have {n} elements (shape {list(shape)}), "
+            f"more than the {MAX_ELEMENTS} (2**40) an op may allocate"
+        )
 
 
 def check_devices(op: str, **tensors) -> None:
@@ -172,4 +186,5 @@ def check_devices(op: str, **tensors) -> None:
             first = (name, t)
         elif t.device != first[1].device:
             raise ValueError(
-                f"{op}: `{name}` is on {t.device} but `{first[0]}` is on {first[1].device}; they must match")
+                f"{op}: `{name}` is on {t.device} but `{first[0]}` is on {first[1].device}; they must match"
+            )

@@ -1,5 +1,6 @@
 """RPN anchors (method §5): generation, batched labelling with invalid-GT invalidation,
 sampling, and box coding."""
+
 from __future__ import annotations
 
 import math
@@ -43,8 +44,16 @@ def _check_device_arg(op: str, device):
         raise ValueError(f"{op}: `device` {device!r} is not a device ({e})") from None
 
 
-def make_anchors(feature_hw, stride: int = 16, base_size: float = 16, ratios=(0.5, 1, 2),
-                 scales=(2, 4, 7, 10, 13, 16, 24), *, dtype=torch.float32, device=None) -> torch.Tensor:
+def make_anchors(
+    feature_hw,
+    stride: int = 16,
+    base_size: float = 16,
+    ratios=(0.5, 1, 2),
+    scales=(2, 4, 7, 10, 13, 16, 24),
+    *,
+    dtype=torch.float32,
+    device=None,
+) -> torch.Tensor:
     """Anchors of a feature map, ``[H*W*A, 4]`` xyxy, A = len(ratios) * len(scales).
 
     Cell (y, x) is centred at ((x + 0.5)·stride, (y + 0.5)·stride); for ratio r (= h/w) and scale s
@@ -59,24 +68,29 @@ def make_anchors(feature_hw, stride: int = 16, base_size: float = 16, ratios=(0.
     if isinstance(feature_hw, (str, bytes)) or not hasattr(feature_hw, "__len__") or len(feature_hw) != 2:
         raise TypeError(f"{op}: `feature_hw` must be a pair of ints (H, W), got {feature_hw!r}")
     h, w = (check_int(op, f"feature_hw[{i}]", v, minimum=0) for i, v in enumerate(feature_hw))
-    stride = check_number(op, "stride", stride, positive=True)
-    base_size = check_number(op, "base_size", base_size, positive=True)
+    stride_px = check_number(op, "stride", stride, positive=True)
+    base_px = check_number(op, "base_size", base_size, positive=True)
     r = torch.tensor(check_numbers(op, "ratios", ratios), dtype=torch.float64)[:, None]
     s = torch.tensor(check_numbers(op, "scales", scales), dtype=torch.float64)[None, :]
     dtype = _check_dtype_arg(op, dtype)
     device = _check_device_arg(op, device)
     check_numel(op, "the anchors", (h, w, r.numel() * s.numel(), 4))
-    aw = (base_size * s / r.sqrt()).reshape(-1)
-    ah = (base_size * s * r.sqrt()).reshape(-1)
+    aw = (base_px * s / r.sqrt()).reshape(-1)
+    ah = (base_px * s * r.sqrt()).reshape(-1)
     # The farthest coordinate any anchor reaches, checked against the dtype before anything is built.
-    reach = max(h, w) * stride + max(float(aw.max()), float(ah.max())) / 2
+    reach = max(h, w) * stride_px + max(float(aw.max()), float(ah.max())) / 2
     if not reach <= torch.finfo(dtype).max:
-        raise ValueError(f"{op}: anchors would reach coordinate {reach:.4g}, beyond the range of {dtype} "
-                         f"({torch.finfo(dtype).max:.4g}); check stride, base_size, ratios and scales")
+        raise ValueError(
+            f"{op}: anchors would reach coordinate {reach:.4g}, beyond the range of {dtype} "
+            f"({torch.finfo(dtype).max:.4g}); check stride, base_size, ratios and scales"
+        )
     shape = torch.stack([-aw / 2, -ah / 2, aw / 2, ah / 2], dim=1)  # [A, 4] around (0, 0)
     try:
-        cy, cx = torch.meshgrid((torch.arange(h, dtype=torch.float64) + 0.5) * stride,
-                                (torch.arange(w, dtype=torch.float64) + 0.5) * stride, indexing="ij")
+        cy, cx = torch.meshgrid(
+            (torch.arange(h, dtype=torch.float64) + 0.5) * stride_px,
+            (torch.arange(w, dtype=torch.float64) + 0.5) * stride_px,
+            indexing="ij",
+        )
         centres = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)
         return (centres + shape[None]).reshape(-1, 4).to(dtype=dtype, device=device)
     except (RuntimeError, AssertionError) as e:  # out of memory; a CUDA device without CUDA ...
@@ -109,9 +123,17 @@ def _check_label_anchors_args(op, anchors, gt_boxes, gt_state, canvas_wh):
     check_numel(op, "the labels", (b, anchors.shape[0]))
 
 
-def label_anchors(anchors: torch.Tensor, gt_boxes: torch.Tensor, gt_state: torch.Tensor, canvas_wh: torch.Tensor,
-                  *, pos_iou: float = 0.5, neg_iou: float = 0.4, invalid_iou: float = 0.3,
-                  allowed_border: float = 32) -> tuple[torch.Tensor, torch.Tensor]:
+def label_anchors(
+    anchors: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    gt_state: torch.Tensor,
+    canvas_wh: torch.Tensor,
+    *,
+    pos_iou: float = 0.5,
+    neg_iou: float = 0.4,
+    invalid_iou: float = 0.3,
+    allowed_border: float = 32,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels the anchors of B chips at once (method §5).
 
     Args:
@@ -143,8 +165,10 @@ def label_anchors(anchors: torch.Tensor, gt_boxes: torch.Tensor, gt_state: torch
         bad = (gt_state < -1) | (gt_state > 1)
         if gt_state.numel() and bool(bad.any()):
             c, j = (int(v) for v in bad.nonzero()[0])
-            raise ValueError(f"{op}: `gt_state` values must be 1, 0 or -1 (valid, invalid, padding), "
-                             f"got {int(gt_state[c, j])} at [{c}, {j}]")
+            raise ValueError(
+                f"{op}: `gt_state` values must be 1, 0 or -1 (valid, invalid, padding), "
+                f"got {int(gt_state[c, j])} at [{c}, {j}]"
+            )
         if canvas_wh.numel() and not bool((torch.isfinite(canvas_wh) & (canvas_wh > 0)).all()):
             raise ValueError(f"{op}: `canvas_wh` must be finite and positive")
     return torch.ops.sniper.label_anchors(anchors, gt_boxes, gt_state, canvas_wh, pos, neg, inv, border)
@@ -157,8 +181,9 @@ def _label_anchors_fake(anchors, gt_boxes, gt_state, canvas_wh, pos_iou, neg_iou
     return anchors.new_empty(shape, dtype=torch.int8), anchors.new_empty(shape, dtype=torch.int64)
 
 
-def sample_anchors(labels: torch.Tensor, num: int = 256, positive_fraction: float = 0.5,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_anchors(
+    labels: torch.Tensor, num: int = 256, positive_fraction: float = 0.5, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """Keeps at most ``num`` labelled anchors per chip, at most ``num·positive_fraction`` of them
     positive (fewer positives leave room for more negatives), chosen uniformly at random; the
     others become -1. ``labels``: ``[B, A]`` signed integers in {-1, 0, 1} (e.g. the int8 labels of
@@ -168,8 +193,9 @@ def sample_anchors(labels: torch.Tensor, num: int = 256, positive_fraction: floa
     if labels.dim() != 2:
         raise ValueError(f"{op}: `labels` must have shape [B, A], got {tuple(labels.shape)}")
     if labels.dtype not in SIGNED_INT_DTYPES:
-        raise TypeError(f"{op}: `labels` must be a signed integer tensor (-1 ignore, 0 negative, 1 positive), "
-                        f"got {labels.dtype}")
+        raise TypeError(
+            f"{op}: `labels` must be a signed integer tensor (-1 ignore, 0 negative, 1 positive), got {labels.dtype}"
+        )
     num = check_int(op, "num", num, minimum=0)
     positive_fraction = check_number(op, "positive_fraction", positive_fraction, minimum=0, maximum=1)
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -215,8 +241,9 @@ def _check_coder_args(op, ref, other, other_name, weights):
     try:
         torch.broadcast_shapes(ref.shape, other.shape)
     except RuntimeError:
-        raise ValueError(f"{op}: the shapes of `ref` {tuple(ref.shape)} and `{other_name}` {tuple(other.shape)} "
-                         "do not broadcast") from None
+        raise ValueError(
+            f"{op}: the shapes of `ref` {tuple(ref.shape)} and `{other_name}` {tuple(other.shape)} do not broadcast"
+        ) from None
     return check_numbers(op, "weights", weights, length=4)
 
 
@@ -228,16 +255,19 @@ def _check_sized_boxes(op, name, boxes):
     bad = ~torch.isfinite(flat).all(dim=1) | ~(flat[:, 2] > flat[:, 0]) | ~(flat[:, 3] > flat[:, 1])
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"{op}: `{name}` box {i} = {flat[i].tolist()} must be finite with x2 > x1 and y2 > y1 "
-                         "(positive width and height)")
+        raise ValueError(
+            f"{op}: `{name}` box {i} = {flat[i].tolist()} must be finite with x2 > x1 and y2 > y1 "
+            "(positive width and height)"
+        )
 
 
 def _encode(ref, target, weights):
     rx, ry, rw, rh = _centre_size(ref)
     tx, ty, tw, th = _centre_size(target)
     wx, wy, ww, wh = weights
-    return torch.stack([wx * (tx - rx) / rw, wy * (ty - ry) / rh,
-                        ww * torch.log(tw / rw), wh * torch.log(th / rh)], dim=-1)
+    return torch.stack(
+        [wx * (tx - rx) / rw, wy * (ty - ry) / rh, ww * torch.log(tw / rw), wh * torch.log(th / rh)], dim=-1
+    )
 
 
 def encode_boxes(ref: torch.Tensor, target: torch.Tensor, weights=(1.0, 1.0, 1.0, 1.0)) -> torch.Tensor:
@@ -272,7 +302,8 @@ def _check_clip(op, clip_wh, out_shape, device):
     if isinstance(clip_wh, torch.Tensor):
         if clip_wh.dim() == 0 or clip_wh.shape[-1] != 2:
             raise ValueError(
-                f"{op}: `clip_wh` must be (W, H) or a tensor of shape [..., 2], got {tuple(clip_wh.shape)}")
+                f"{op}: `clip_wh` must be (W, H) or a tensor of shape [..., 2], got {tuple(clip_wh.shape)}"
+            )
         if clip_wh.dtype == torch.bool or clip_wh.dtype.is_complex:
             raise TypeError(f"{op}: `clip_wh` must be a real tensor, got {clip_wh.dtype}")
         check_same_device(op, "ref", torch.empty(0, device=device), "clip_wh", clip_wh)
@@ -281,8 +312,9 @@ def _check_clip(op, clip_wh, out_shape, device):
         except RuntimeError:
             ok = False
         if not ok:
-            raise ValueError(f"{op}: `clip_wh` of shape {tuple(clip_wh.shape)} does not broadcast to the boxes "
-                             f"{tuple(out_shape)}")
+            raise ValueError(
+                f"{op}: `clip_wh` of shape {tuple(clip_wh.shape)} does not broadcast to the boxes {tuple(out_shape)}"
+            )
         if _values_known(clip_wh) and clip_wh.numel() and not bool((torch.isfinite(clip_wh) & (clip_wh >= 0)).all()):
             raise ValueError(f"{op}: `clip_wh` must be finite and >= 0")
         return clip_wh

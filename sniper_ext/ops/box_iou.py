@@ -1,4 +1,5 @@
 """Box utilities over torch.ops.sniper: pairwise IoU with autograd."""
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,10 @@ def _check_iou_range(op, name, boxes):
     bad = ~(area <= limit)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"{op}: `{name}`[{i}] = {boxes[i].tolist()} is too large: its area must be at most "
-                         f"{limit:.3g} (half the largest {acc}) for the IoU to be exact")
+        raise ValueError(
+            f"{op}: `{name}`[{i}] = {boxes[i].tolist()} is too large: its area must be at most "
+            f"{limit:.3g} (half the largest {acc}) for the IoU to be exact"
+        )
 
 
 def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:

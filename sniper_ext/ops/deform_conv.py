@@ -5,6 +5,7 @@ with the weight goes through ``torch.matmul``, so the weight and bias gradients,
 matmul (bf16 included) and autocast come from PyTorch. The batch is processed in chunks that keep
 each column buffer under ``MAX_COLUMN_ELEMENTS``, so there is no batch-size or 2^31-element limit.
 """
+
 from __future__ import annotations
 
 import torch
@@ -53,9 +54,17 @@ def _check_geometry(op, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og)
         raise ValueError(f"{op}: `input` must have shape [N, C, H, W], got {tuple(input.shape)}")
     if input.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{op}: `input` must be a floating tensor, got {input.dtype}")
-    for name, v, lo in (("kernel_h", kh, 1), ("kernel_w", kw, 1), ("stride_h", sh, 1), ("stride_w", sw, 1),
-                        ("pad_h", ph, 0), ("pad_w", pw, 0), ("dilation_h", dh, 1), ("dilation_w", dw, 1),
-                        ("offset_groups", og, 1)):
+    for name, v, lo in (
+        ("kernel_h", kh, 1),
+        ("kernel_w", kw, 1),
+        ("stride_h", sh, 1),
+        ("stride_w", sw, 1),
+        ("pad_h", ph, 0),
+        ("pad_w", pw, 0),
+        ("dilation_h", dh, 1),
+        ("dilation_w", dw, 1),
+        ("offset_groups", og, 1),
+    ):
         if not lo <= v < MAX_GEOMETRY:
             raise ValueError(f"{op}: `{name}` must be in [{lo}, 2**31), got {v}")
     n, c, h, w = input.shape
@@ -68,7 +77,8 @@ def _check_geometry(op, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og)
     check_numel(op, "the columns", (max(n, 1), max(c, 2 * og), kh * kw, oh * ow))
     if tuple(offset.shape) != (n, 2 * og * kh * kw, oh, ow):
         raise ValueError(
-            f"{op}: `offset` must have shape [{n}, {2 * og * kh * kw}, {oh}, {ow}], got {tuple(offset.shape)}")
+            f"{op}: `offset` must have shape [{n}, {2 * og * kh * kw}, {oh}, {ow}], got {tuple(offset.shape)}"
+        )
     if offset.dtype != input.dtype:
         raise TypeError(f"{op}: `offset` must have the dtype of `input`")
     if mask is not None:
@@ -121,8 +131,9 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     check_numel(op, "the sampled columns of one sample", (c, kh, kw, oh, ow))
     check_numel(op, "the output", (n, oc, oh, ow))
     if offset.dim() != 4 or offset.shape[0] != n or offset.shape[2:] != (oh, ow) or offset.shape[1] % (2 * kh * kw):
-        raise ValueError(f"{op}: `offset` must have shape [{n}, 2*offset_groups*{kh}*{kw}, {oh}, {ow}], "
-                         f"got {tuple(offset.shape)}")
+        raise ValueError(
+            f"{op}: `offset` must have shape [{n}, 2*offset_groups*{kh}*{kw}, {oh}, {ow}], got {tuple(offset.shape)}"
+        )
     og = offset.shape[1] // (2 * kh * kw)
     if og == 0 or c % og:
         raise ValueError(f"{op}: offset groups ({og}) must divide the input channels ({c})")
@@ -157,8 +168,9 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     outs = []
     for s in range(0, max(n, 1), chunk):  # an empty batch still runs once (shapes, autograd)
         e = min(n, s + chunk)
-        cols = torch.ops.sniper.deform_im2col(input[s:e], offset[s:e], None if mask is None else mask[s:e],
-                                              kh, kw, sh, sw, ph, pw, dh, dw, og)
+        cols = torch.ops.sniper.deform_im2col(
+            input[s:e], offset[s:e], None if mask is None else mask[s:e], kh, kw, sh, sw, ph, pw, dh, dw, og
+        )
         out = torch.matmul(w_mat, cols.reshape(e - s, groups, cg * kh * kw, L))  # [n, g, oc/g, L]
         outs.append(out.reshape(e - s, oc, oh, ow))
     out = torch.cat(outs) if len(outs) != 1 else outs[0]
@@ -181,8 +193,9 @@ def _col2im_fake(grad_columns, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, 
     check_devices(op, input=input, grad_columns=grad_columns)
     n, c = input.shape[:2]
     if tuple(grad_columns.shape) != (n, c * kh * kw, oh * ow):
-        raise ValueError(f"{op}: `grad_columns` must have shape [{n}, {c * kh * kw}, {oh * ow}], "
-                         f"got {tuple(grad_columns.shape)}")
+        raise ValueError(
+            f"{op}: `grad_columns` must have shape [{n}, {c * kh * kw}, {oh * ow}], got {tuple(grad_columns.shape)}"
+        )
     gm = mask.new_empty(mask.shape) if mask is not None else input.new_empty((0,))
     return input.new_empty(input.shape), offset.new_empty(offset.shape), gm
 
@@ -196,8 +209,9 @@ def _im2col_setup(ctx, inputs, output):
 
 def _im2col_backward(ctx, grad_cols):
     input, offset, mask = ctx.saved_tensors
-    gi, go, gm = torch.ops.sniper.deform_col2im(grad_cols.contiguous(), input, offset, mask, *ctx.params,
-                                                torch.are_deterministic_algorithms_enabled())
+    gi, go, gm = torch.ops.sniper.deform_col2im(
+        grad_cols.contiguous(), input, offset, mask, *ctx.params, torch.are_deterministic_algorithms_enabled()
+    )
     return (gi, go, gm if ctx.has_mask else None) + (None,) * len(ctx.params)
 
 

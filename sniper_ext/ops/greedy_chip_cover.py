@@ -1,9 +1,10 @@
 """Greedy chip covering (SNIPER §2) over torch.ops.sniper.greedy_chip_cover."""
+
 from __future__ import annotations
 
 import torch
 
-from ._checks import _compiling, check_boxes, check_box_values, check_same_device, check_tensor
+from ._checks import _compiling, check_box_values, check_boxes, check_same_device, check_tensor
 
 __all__ = ["greedy_chip_cover"]
 
@@ -60,8 +61,9 @@ def greedy_chip_cover(
         g = canvas_wh.shape[0]
         lo, hi = torch.aminmax(box_group)
         if int(lo) < 0 or int(hi) >= g:
-            raise ValueError(f"{op}: `box_group` values must lie in [0, {g}) (rows of canvas_wh), "
-                             f"got [{int(lo)}, {int(hi)}]")
+            raise ValueError(
+                f"{op}: `box_group` values must lie in [0, {g}) (rows of canvas_wh), got [{int(lo)}, {int(hi)}]"
+            )
     if not _compiling() and canvas_wh.numel() > 0:
         c = canvas_wh.double()
         if not bool((torch.isfinite(c) & (c > 0)).all()):

@@ -1,4 +1,5 @@
 """NMS, batched NMS and Soft-NMS over torch.ops.sniper (CPU and CUDA kernels)."""
+
 from __future__ import annotations
 
 import torch

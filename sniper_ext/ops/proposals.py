@@ -1,6 +1,7 @@
 """Proposal filtering and R-CNN target assignment, batched over chips (method §6).
 
 Built from torch operations and the batched NMS kernel, so CPU and CUDA give the same results."""
+
 from __future__ import annotations
 
 import torch
@@ -38,8 +39,10 @@ def _check_integer(op, name, t):
 def _check_ranges(op, valid_range, b):
     check_tensor(op, "valid_range", valid_range)
     if tuple(valid_range.shape) != (b, 2):
-        raise ValueError(f"{op}: `valid_range` must have shape [{b}, 2] (lo, hi in chip pixels; hi may be inf), "
-                         f"got {tuple(valid_range.shape)}")
+        raise ValueError(
+            f"{op}: `valid_range` must have shape [{b}, 2] (lo, hi in chip pixels; hi may be inf), "
+            f"got {tuple(valid_range.shape)}"
+        )
     _check_real(op, "valid_range", valid_range)
 
 
@@ -51,8 +54,9 @@ def _check_range_values(op, valid_range):
     bad = ~torch.isfinite(lo) | (lo < 0) | torch.isnan(hi) | (hi < lo)
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0])
-        raise ValueError(f"{op}: `valid_range`[{i}] = {valid_range[i].tolist()} must have 0 <= lo <= hi, "
-                         "lo finite (hi may be inf)")
+        raise ValueError(
+            f"{op}: `valid_range`[{i}] = {valid_range[i].tolist()} must have 0 <= lo <= hi, lo finite (hi may be inf)"
+        )
 
 
 def _check_finite_values(op, name, t):
@@ -64,9 +68,19 @@ def _check_top_n(op, name, v):
     return check_int(op, name, v, minimum=0)
 
 
-def filter_proposals(anchors, objectness, deltas, canvas_wh, valid_range, *, min_size: float = 3,
-                     nms_iou: float = 0.7, post_nms_top_n: int = 300, pre_nms_top_n: int | None = None,
-                     weights=(1.0, 1.0, 1.0, 1.0)):
+def filter_proposals(
+    anchors,
+    objectness,
+    deltas,
+    canvas_wh,
+    valid_range,
+    *,
+    min_size: float = 3,
+    nms_iou: float = 0.7,
+    post_nms_top_n: int = 300,
+    pre_nms_top_n: int | None = None,
+    weights=(1.0, 1.0, 1.0, 1.0),
+):
     """RPN proposals of B chips in one call.
 
     Per chip: decode every anchor with its deltas, clip to the chip, keep boxes with both sides
@@ -98,7 +112,12 @@ def filter_proposals(anchors, objectness, deltas, canvas_wh, valid_range, *, min
     _check_float(op, "objectness", objectness)
     _check_float(op, "deltas", deltas)
     _check_real(op, "canvas_wh", canvas_wh)
-    for name, t in (("objectness", objectness), ("deltas", deltas), ("canvas_wh", canvas_wh), ("valid_range", valid_range)):
+    for name, t in (
+        ("objectness", objectness),
+        ("deltas", deltas),
+        ("canvas_wh", canvas_wh),
+        ("valid_range", valid_range),
+    ):
         check_same_device(op, "anchors", anchors, name, t)
     thr = check_threshold(op, "nms_iou", nms_iou)
     min_size = check_threshold(op, "min_size", min_size)
@@ -140,8 +159,17 @@ def filter_proposals(anchors, objectness, deltas, canvas_wh, valid_range, *, min
     return boxes[kept], scores[kept], chip[kept]
 
 
-def proposal_targets(proposals, proposal_chip, gt_boxes, gt_labels, gt_state, valid_range, *,
-                     fg_iou: float = 0.5, weights=(10.0, 10.0, 5.0, 5.0)):
+def proposal_targets(
+    proposals,
+    proposal_chip,
+    gt_boxes,
+    gt_labels,
+    gt_state,
+    valid_range,
+    *,
+    fg_iou: float = 0.5,
+    weights=(10.0, 10.0, 5.0, 5.0),
+):
     """R-CNN RoIs and targets for B chips (method §6).
 
     RoIs are the proposals plus each chip's GT (valid or invalid) whose area lies in
@@ -160,8 +188,13 @@ def proposal_targets(proposals, proposal_chip, gt_boxes, gt_labels, gt_state, va
         then its added GT.
     """
     op = "proposal_targets"
-    for name, t in (("proposals", proposals), ("proposal_chip", proposal_chip), ("gt_boxes", gt_boxes),
-                    ("gt_labels", gt_labels), ("gt_state", gt_state)):
+    for name, t in (
+        ("proposals", proposals),
+        ("proposal_chip", proposal_chip),
+        ("gt_boxes", gt_boxes),
+        ("gt_labels", gt_labels),
+        ("gt_state", gt_state),
+    ):
         check_tensor(op, name, t)
     if proposals.dim() != 2 or proposals.shape[1] != 4:
         raise ValueError(f"{op}: `proposals` must have shape [P, 4], got {tuple(proposals.shape)}")
@@ -180,8 +213,13 @@ def proposal_targets(proposals, proposal_chip, gt_boxes, gt_labels, gt_state, va
     _check_integer(op, "gt_labels", gt_labels)
     if gt_state.dtype != torch.int8:
         raise TypeError(f"{op}: `gt_state` must be int8 (1 valid, 0 invalid, -1 padding), got {gt_state.dtype}")
-    for name, t in (("proposal_chip", proposal_chip), ("gt_boxes", gt_boxes), ("gt_labels", gt_labels),
-                    ("gt_state", gt_state), ("valid_range", valid_range)):
+    for name, t in (
+        ("proposal_chip", proposal_chip),
+        ("gt_boxes", gt_boxes),
+        ("gt_labels", gt_labels),
+        ("gt_state", gt_state),
+        ("valid_range", valid_range),
+    ):
         check_same_device(op, "proposals", proposals, name, t)
     fg = check_threshold(op, "fg_iou", fg_iou)
     weights = check_numbers(op, "weights", weights, length=4)

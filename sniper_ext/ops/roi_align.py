@@ -1,4 +1,5 @@
 """RoIAlign (torchvision's semantics) and deformable RoI pooling (Deformable ConvNets v1)."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,11 @@ MAX_BINS = 1 << 24  # output bins per RoI (each holds at least one sample: see M
 def _size(op, output_size):
     if isinstance(output_size, int) and not isinstance(output_size, bool):
         output_size = (output_size, output_size)
-    if not (isinstance(output_size, (tuple, list)) and len(output_size) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in output_size)):
+    if not (
+        isinstance(output_size, (tuple, list))
+        and len(output_size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in output_size)
+    ):
         raise ValueError(f"{op}: `output_size` must be a positive int or (h, w), got {output_size!r}")
     if output_size[0] * output_size[1] > MAX_BINS:
         raise ValueError(f"{op}: `output_size` {tuple(output_size)} has more than {MAX_BINS} (2**24) bins per RoI")
@@ -38,12 +42,16 @@ def _rois(op, input, boxes):
                 raise ValueError(f"{op}: `boxes[{i}]` must have shape [L, 4], got {tuple(b.shape)}")
         if len(boxes) != input.shape[0]:
             raise ValueError(f"{op}: a list of boxes needs one tensor per image ({input.shape[0]}), got {len(boxes)}")
-        idx = torch.cat([torch.full((len(b), 1), i, dtype=input.dtype, device=input.device) for i, b in enumerate(boxes)])
+        idx = torch.cat(
+            [torch.full((len(b), 1), i, dtype=input.dtype, device=input.device) for i, b in enumerate(boxes)]
+        )
         boxes = torch.cat([idx, torch.cat(list(boxes)).to(input.dtype)], dim=1) if len(idx) else input.new_zeros((0, 5))
     check_tensor(op, "boxes", boxes)
     if boxes.dim() != 2 or boxes.shape[1] != 5:
-        raise ValueError(f"{op}: `boxes` must be Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of Tensor[L, 4], "
-                         f"got shape {tuple(boxes.shape)}")
+        raise ValueError(
+            f"{op}: `boxes` must be Tensor[K, 5] (batch index, x1, y1, x2, y2) or a list of Tensor[L, 4], "
+            f"got shape {tuple(boxes.shape)}"
+        )
     if boxes.device != input.device:
         raise ValueError(f"{op}: `boxes` is on {boxes.device} but `input` is on {input.device}")
     boxes = boxes.to(input.dtype)
@@ -64,8 +72,10 @@ def _scalars(op, spatial_scale, sampling_ratio, ph, pw, gamma=0.0):
     except TypeError:
         raise TypeError(f"{op}: `sampling_ratio` must be an int, got {type(sampling_ratio).__name__}") from None
     if ph * pw * sampling * sampling > MAX_SAMPLES_PER_ROI:
-        raise ValueError(f"{op}: `sampling_ratio` = {sampling} gives {ph}*{pw}*{sampling}*{sampling} bilinear samples "
-                         f"per RoI; at most {MAX_SAMPLES_PER_ROI} are supported")
+        raise ValueError(
+            f"{op}: `sampling_ratio` = {sampling} gives {ph}*{pw}*{sampling}*{sampling} bilinear samples "
+            f"per RoI; at most {MAX_SAMPLES_PER_ROI} are supported"
+        )
     try:
         gamma = float(gamma)
     except (TypeError, ValueError):
@@ -83,8 +93,9 @@ def _check_input(op, input):
         raise TypeError(f"{op}: `input` must be a floating tensor, got {input.dtype}")
 
 
-def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1,
-              aligned: bool = False) -> torch.Tensor:
+def roi_align(
+    input, boxes, output_size, spatial_scale: float = 1.0, sampling_ratio: int = -1, aligned: bool = False
+) -> torch.Tensor:
     """RoIAlign as ``torchvision.ops.roi_align``: ``[K, C, h, w]`` averages of bilinear samples
     (``sampling_ratio`` per bin side, or adaptive ceil(roi/bin) when <= 0); ``aligned=True``
     shifts boxes by -0.5 pixel. Differentiable w.r.t. ``input``."""
@@ -96,8 +107,9 @@ def roi_align(input, boxes, output_size, spatial_scale: float = 1.0, sampling_ra
     return torch.ops.sniper.roi_align(input, rois, scale, ph, pw, sampling, bool(aligned))
 
 
-def deform_roi_pool(input, rois, offset, output_size, spatial_scale: float = 1.0, sampling_ratio: int = 0,
-                    gamma: float = 0.1) -> torch.Tensor:
+def deform_roi_pool(
+    input, rois, offset, output_size, spatial_scale: float = 1.0, sampling_ratio: int = 0, gamma: float = 0.1
+) -> torch.Tensor:
     """Deformable RoI pooling (v1): RoIAlign-style bins (aligned), each bin (i, j) shifted by
     ``gamma * (roi_w * offset[k, 0, i, j], roi_h * offset[k, 1, i, j])``. ``offset`` is
     ``[K, 2, h, w]`` or None (plain pooling). Differentiable w.r.t. ``input`` and ``offset``."""
@@ -109,7 +121,9 @@ def deform_roi_pool(input, rois, offset, output_size, spatial_scale: float = 1.0
     if offset is not None:
         check_tensor(op, "offset", offset)
         if tuple(offset.shape) != (rois.shape[0], 2, ph, pw):
-            raise ValueError(f"{op}: `offset` must have shape [{rois.shape[0]}, 2, {ph}, {pw}], got {tuple(offset.shape)}")
+            raise ValueError(
+                f"{op}: `offset` must have shape [{rois.shape[0]}, 2, {ph}, {pw}], got {tuple(offset.shape)}"
+            )
         offset = offset.to(input.dtype)
     return torch.ops.sniper.deform_roi_pool(input, rois, offset, scale, ph, pw, sampling, gamma)
 
@@ -158,8 +172,10 @@ def _deform_roi_pool_backward_fake(grad, input, rois, offset, scale, ph, pw, sam
 def _alert_nondeterministic(op, grad):
     """Like PyTorch's own atomics-based backward kernels under use_deterministic_algorithms."""
     if grad.is_cuda and torch.are_deterministic_algorithms_enabled():
-        msg = (f"{op} backward on CUDA accumulates with atomics and is not deterministic; "
-               "run it on the CPU or call torch.use_deterministic_algorithms(True, warn_only=True)")
+        msg = (
+            f"{op} backward on CUDA accumulates with atomics and is not deterministic; "
+            "run it on the CPU or call torch.use_deterministic_algorithms(True, warn_only=True)"
+        )
         if torch.is_deterministic_algorithms_warn_only_enabled():
             import warnings
 
