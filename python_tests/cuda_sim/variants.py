@@ -38,7 +38,7 @@ VARIANTS: dict[str, tuple[Patch, ...]] = {
     ),
     # RoIAlign's input gradient with a plain += instead of atomicAdd.
     "roi_pool_plain_add": (
-        Patch("roi_pool_kernel.cu", r"atomicAdd\(plane \+ t\.idx\[q\], gv \* t\.w\[q\]\)",
+        Patch("roi_align_kernel.cu", r"atomicAdd\(plane \+ t\.idx\[q\], gv \* t\.w\[q\]\)",
               "plane[t.idx[q]] += gv * t.w[q]"),
     ),
 }
