@@ -1,7 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEVICES, requires_cuda, tol
+from common_utils import DEVICES, requires_cuda, tol
 
 import reference as ref
 from sniper_ext import nn as snn

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import requires_cuda
+from common_utils import requires_cuda
 
 import reference as ref
 from sniper_ext import nn as snn
