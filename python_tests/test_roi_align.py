@@ -98,6 +98,10 @@ class TestDeformRoIPool(OpTester):
         yield Sample((x, rois, None, (3, 2), 0.5, 2, 0.1), name="offset=None")
         yield Sample((x, rois, off, (3, 2), 0.5, 2, 1.0), name="gamma=1")
 
+    def backward_inputs(self, device):
+        keep = ("sampling=0", "sampling=2", "offset=None")
+        return [s for s in self.sample_inputs(device, torch.float64) if s.name in keep]
+
     def opcheck_calls(self, device, dtype):
         x, rois, off = _sample_tensors(5, device, dtype)
         g = torch.randn(6, 3, 3, 2, dtype=dtype, device=device)
