@@ -2,7 +2,7 @@
 plain-PyTorch implementation of the same rules."""
 import pytest
 import torch
-from conftest import HAS_CUDA, QUICK, cuda_sync
+from bench_utils import HAS_CUDA, QUICK, cuda_sync
 
 from sniper_ext import ops
 from sniper_ext.baselines import label_anchors_torch

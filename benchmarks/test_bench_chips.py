@@ -3,7 +3,7 @@ dataset with COCO-like statistics (~7 GT and ~300 proposals per image, the three
 import numpy as np
 import pytest
 import torch
-from conftest import HAS_CUDA, QUICK, cuda_sync
+from bench_utils import HAS_CUDA, QUICK, cuda_sync
 
 from sniper_ext import ops
 from sniper_ext.baselines import greedy_chip_cover_numpy

@@ -5,7 +5,7 @@ same shape (the practical floor)."""
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import HAS_CUDA, QUICK, cuda_sync
+from bench_utils import HAS_CUDA, QUICK, cuda_sync
 
 from sniper_ext import ops
 from sniper_ext.baselines import deform_conv2d_torch, roi_pool_torch

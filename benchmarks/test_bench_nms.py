@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 from sniper_ext.baselines import batched_soft_nms_numpy, box_iou_torch, nms_numpy, soft_nms_numpy
-from conftest import HAS_CUDA, QUICK, cuda_sync, synthetic_detections
+from bench_utils import HAS_CUDA, QUICK, cuda_sync, synthetic_detections
 
 from sniper_ext import ops
 

@@ -2,7 +2,7 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICES, random_boxes, requires_cuda
+from common_utils import DEVICES, random_boxes, requires_cuda
 
 import reference as ref
 from sniper_ext import ops

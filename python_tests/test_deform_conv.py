@@ -1,7 +1,8 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEVICES, requires_cuda, tol
+from common_utils import DEVICES, requires_cuda, tol
+from op_tester import OpTester, Sample
 
 import reference as ref
 from sniper_ext import nn as snn
@@ -30,15 +31,64 @@ def _ref(a):
                                           a["padding"], a["dilation"], t(a["mask"])), dtype=torch.float64)
 
 
-@pytest.mark.parametrize("mask", [True, False])
-@pytest.mark.parametrize("geometry", [
-    dict(),
-    dict(kh=1, kw=3, stride=(1, 2), pad=(0, 1), dil=(1, 1), og=1, groups=1),
-    dict(c=6, oc=3, groups=3, og=3, kh=2, kw=2, stride=(1, 1), pad=(2, 1), dil=(2, 1)),
-])
-def test_matches_definition(mask, geometry):
-    a = _case(mask=mask, **geometry)
-    torch.testing.assert_close(ops.deform_conv2d(**a), _ref(a), rtol=1e-12, atol=1e-12)
+GEOMETRIES = {
+    "default": dict(),
+    "1x3": dict(kh=1, kw=3, stride=(1, 2), pad=(0, 1), dil=(1, 1), og=1, groups=1),
+    "groups3": dict(c=6, oc=3, groups=3, og=3, kh=2, kw=2, stride=(1, 1), pad=(2, 1), dil=(2, 1)),
+}
+_ARGS = ("input", "offset", "weight", "bias", "stride", "padding", "dilation", "mask")
+
+
+class TestDeformConv2d(OpTester):
+    grad_args = (0, 1, 2, 3, 7)  # input, offset, weight, bias, mask
+    tolerances = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-4, 1e-4), torch.float16: (2e-2, 2e-2),
+                  torch.bfloat16: (8e-2, 8e-2)}
+    cuda_tolerances = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
+
+    def fn(self, *args):
+        return ops.deform_conv2d(*args)
+
+    def expected_fn(self, *args):
+        return _ref(dict(zip(_ARGS, args)))
+
+    def forward_tol(self, dtype, want):
+        rtol, atol = self.tolerances[dtype]
+        return rtol, atol * want.abs().max().item() if dtype != torch.float64 else atol  # atol scales with |out|
+
+    def cuda_tol(self, dtype):
+        t = self.cuda_tolerances[dtype]
+        return (t, t * 10), (t * 10, t * 100)
+
+    def loss(self, out):
+        return out.float().square().sum()
+
+    def sample_inputs(self, device, dtype):
+        for name, geometry in GEOMETRIES.items():
+            for mask in (True, False):
+                a = _case(mask=mask, **geometry)
+                yield Sample(tuple(a[k] for k in _ARGS), name=f"{name}, mask={mask}").to(device, dtype)
+        a = _case(**GEOMETRIES["1x3"])
+        yield Sample(tuple(None if k == "bias" else a[k] for k in _ARGS), name="1x3, bias=None").to(device, dtype)
+
+    def compile_inputs(self):
+        keep = ("default, mask=True", "1x3, bias=None")
+        return [s for s in self.sample_inputs("cpu", torch.float32) if s.name in keep]
+
+    def backward_inputs(self, device):
+        small = dict(n=1, c=4, h=5, w=5, oc=2, kh=2, kw=2, stride=(1, 1), pad=(1, 0), dil=(1, 1), og=2)
+        for mask in (True, False):
+            a = _case(mask=mask, **small)
+            yield Sample(tuple(a[k] for k in _ARGS), name=f"small, mask={mask}").to(device)
+
+    def opcheck_calls(self, device, dtype):
+        a = _case(n=1, c=4, h=5, w=5, oc=2, kh=2, kw=2, stride=(1, 1), pad=(1, 0), dil=(1, 1), og=2, dtype=dtype)
+        x, off, m = (a[k].to(device) for k in ("input", "offset", "mask"))
+        params = (2, 2, 1, 1, 1, 0, 1, 1, 2)
+        sn = torch.ops.sniper
+        cols = sn.deform_im2col(x, off, m, *params)
+        return [(sn.deform_im2col.default, (x, off, m) + params),
+                (sn.deform_im2col.default, (x, off, None) + params),
+                (sn.deform_col2im.default, (torch.randn_like(cols), x, off, m) + params + (False,))]
 
 
 def test_zero_offset_is_a_convolution():
@@ -51,29 +101,6 @@ def test_zero_batch():
     a = _case(n=0)
     out = ops.deform_conv2d(**a)
     assert out.shape[0] == 0 and out.shape[1] == 6
-
-
-def test_gradcheck_every_input():
-    a = _case(n=1, c=4, h=5, w=5, oc=2, kh=2, kw=2, stride=(1, 1), pad=(1, 0), dil=(1, 1), og=2)
-    names = ["input", "offset", "weight", "bias", "mask"]
-    leaves = [a[k].clone().requires_grad_() for k in names]
-
-    def f(x, o, w, b, m):
-        return ops.deform_conv2d(x, o, w, b, a["stride"], a["padding"], a["dilation"], m)
-
-    assert torch.autograd.gradcheck(f, leaves)
-
-
-@pytest.mark.parametrize("dtype, tol", [(torch.float16, 2e-2), (torch.bfloat16, 8e-2), (torch.float32, 1e-4)])
-def test_low_precision_against_float64(dtype, tol):
-    a = _case(dtype=dtype)
-    want = ops.deform_conv2d(**{k: (v.double() if isinstance(v, torch.Tensor) else v) for k, v in a.items()})
-    got = ops.deform_conv2d(**a)
-    assert got.dtype == dtype
-    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * want.abs().max().item())
-    leaves = {k: a[k].clone().requires_grad_() for k in ("input", "offset", "weight", "mask")}
-    ops.deform_conv2d(**{**a, **leaves}).float().square().sum().backward()
-    assert all(v.grad.dtype == dtype and torch.isfinite(v.grad.float()).all() for v in leaves.values())
 
 
 def test_autocast_bfloat16():
@@ -111,20 +138,6 @@ def test_deterministic_backward():
     finally:
         torch.use_deterministic_algorithms(False)
     assert torch.equal(grads[0], grads[1])
-
-
-def test_opcheck_and_compile():
-    a = _case(n=1, c=4, h=5, w=5, oc=2, kh=2, kw=2, stride=(1, 1), pad=(1, 0), dil=(1, 1), og=2, dtype=torch.float32)
-    params = (2, 2, 1, 1, 1, 0, 1, 1, 2)
-    torch.library.opcheck(torch.ops.sniper.deform_im2col.default, (a["input"], a["offset"], a["mask"]) + params)
-    torch.library.opcheck(torch.ops.sniper.deform_im2col.default, (a["input"], a["offset"], None) + params)
-    cols = torch.ops.sniper.deform_im2col(a["input"], a["offset"], a["mask"], *params)
-    torch.library.opcheck(torch.ops.sniper.deform_col2im.default,
-                          (torch.randn_like(cols), a["input"], a["offset"], a["mask"]) + params + (False,))
-    torch._dynamo.reset()
-    f = torch.compile(lambda x, o, w, m: ops.deform_conv2d(x, o, w, None, 1, (1, 0), 1, m), fullgraph=True)
-    torch.testing.assert_close(f(a["input"], a["offset"], a["weight"], a["mask"]),
-                               ops.deform_conv2d(a["input"], a["offset"], a["weight"], None, 1, (1, 0), 1, a["mask"]))
 
 
 def test_bad_input():

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ALL_DTYPES, DEVICES, requires_cuda
+from common_utils import ALL_DTYPES, DEVICES, requires_cuda
 
 import reference as ref
 from sniper_ext import ops

@@ -1,11 +1,12 @@
 import pytest
 import torch
-from conftest import ALL_DTYPES, DEVICES, MMCV_BOXES, MMCV_SCORES, random_boxes, requires_cuda
+from common_utils import ALL_DTYPES, DEVICES, MMCV_BOXES, MMCV_SCORES, random_boxes, requires_cuda
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import reference as ref
 from sniper_ext import ops
+from sniper_ext.baselines import box_iou_torch
 
 
 def _scores(n, seed=0, dtype=torch.float64):
@@ -66,23 +67,15 @@ def _check_nms_invariants(boxes, scores, idxs, keep, thr):
     assert kept.sum() == len(keep)
     assert torch.all(scores[keep][:-1] >= scores[keep][1:])
 
-    def iou(a, b):
-        lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-        rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-        wh = (rb - lt).clamp(min=0)
-        inter = wh[..., 0] * wh[..., 1]
-        area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-        return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
     for gid in torch.unique(idxs).tolist():
         m = idxs == gid
         kb, ks = boxes[m & kept], scores[m & kept]
-        o = iou(kb, kb)
+        o = box_iou_torch(kb, kb)
         o.fill_diagonal_(0)
         assert o.max() <= thr if len(kb) > 1 else True
         db, ds = boxes[m & ~kept], scores[m & ~kept]
         if len(db):
-            ok = (iou(db, kb) > thr) & (ks[None, :] >= ds[:, None])
+            ok = (box_iou_torch(db, kb) > thr) & (ks[None, :] >= ds[:, None])
             assert ok.any(dim=1).all()
 
 

@@ -1,6 +1,7 @@
 import pytest
 import torch
-from conftest import requires_cuda
+from common_utils import requires_cuda
+from op_tester import OpTester, Sample
 
 import reference as ref
 from sniper_ext import nn as snn
@@ -42,31 +43,78 @@ def _random(seed, dtype=torch.float64):
     return x.to(dtype), rois.to(dtype), off.to(dtype)
 
 
-@pytest.mark.parametrize("aligned", [False, True])
-@pytest.mark.parametrize("sampling", [0, 2])
-def test_roi_align_matches_definition(aligned, sampling):
-    x, rois, _ = _random(0)
-    got = ops.roi_align(x, rois, (3, 2), 0.5, sampling, aligned)
-    want = ref.roi_pool(x.tolist(), rois.tolist(), 3, 2, 0.5, sampling, aligned)
-    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=1e-12)
+LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-@pytest.mark.parametrize("sampling", [0, 3])
-def test_deform_roi_pool_matches_definition(sampling):
-    x, rois, off = _random(1)
-    got = ops.deform_roi_pool(x, rois, off, (3, 2), 0.5, sampling, gamma=0.1)
-    want = ref.roi_pool(x.tolist(), rois.tolist(), 3, 2, 0.5, sampling, True, off.tolist(), 0.1)
-    torch.testing.assert_close(got, torch.tensor(want, dtype=torch.float64), rtol=1e-12, atol=1e-12)
-    plain = ops.deform_roi_pool(x, rois, None, (3, 2), 0.5, sampling)
-    torch.testing.assert_close(plain, ops.roi_align(x, rois, (3, 2), 0.5, sampling, aligned=True))
+def _sample_tensors(seed, device, dtype):
+    x, rois, off = _random(seed)
+    if dtype in LOW_PRECISION:
+        rois = rois.round()  # RoI corners exact in the dtype: the comparison is about the sampling
+    return x.to(device, dtype), rois.to(device, dtype), off.to(device, dtype)
 
 
-def test_gradcheck():
-    x, rois, off = _random(2)
-    xs, os_ = x.clone().requires_grad_(), off.clone().requires_grad_()
-    assert torch.autograd.gradcheck(lambda a: ops.roi_align(a, rois, (3, 2), 0.5, 2, False), (xs,))
-    assert torch.autograd.gradcheck(lambda a: ops.roi_align(a, rois, (3, 2), 0.5, 0, True), (xs,))
-    assert torch.autograd.gradcheck(lambda a, o: ops.deform_roi_pool(a, rois, o, (3, 2), 0.5, 2, 0.1), (xs, os_))
+class TestRoIAlign(OpTester):
+    def fn(self, x, rois, output_size, spatial_scale, sampling_ratio, aligned):
+        return ops.roi_align(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
+
+    def expected_fn(self, x, rois, output_size, spatial_scale, sampling_ratio, aligned):
+        return torch.tensor(ref.roi_pool(x.tolist(), rois.tolist(), *output_size, spatial_scale, sampling_ratio,
+                                         aligned), dtype=torch.float64)
+
+    def sample_inputs(self, device, dtype):
+        x, rois, _ = _sample_tensors(0, device, dtype)
+        for aligned in (False, True):
+            for sampling in (0, 2):
+                yield Sample((x, rois, (3, 2), 0.5, sampling, aligned), name=f"aligned={aligned}, sampling={sampling}")
+
+    def opcheck_calls(self, device, dtype):
+        x, rois, _ = _sample_tensors(5, device, dtype)
+        g = torch.randn(6, 3, 3, 2, dtype=dtype, device=device)
+        sn = torch.ops.sniper
+        return [(sn.roi_align.default, (x, rois, 0.5, 3, 2, 2, True)),
+                (sn.roi_align.default, (x, rois, 0.5, 3, 2, 0, False)),
+                (sn.roi_align_backward.default, (g, rois, 0.5, 3, 2, 2, 3, 9, 11, 2, True))]
+
+
+class TestDeformRoIPool(OpTester):
+    grad_args = (0, 2)
+    cuda_grad_tol_factor = 10
+
+    def fn(self, x, rois, offset, output_size, spatial_scale, sampling_ratio, gamma):
+        return ops.deform_roi_pool(x, rois, offset, output_size, spatial_scale, sampling_ratio, gamma=gamma)
+
+    def expected_fn(self, x, rois, offset, output_size, spatial_scale, sampling_ratio, gamma):
+        off = None if offset is None else offset.tolist()
+        return torch.tensor(ref.roi_pool(x.tolist(), rois.tolist(), *output_size, spatial_scale, sampling_ratio, True,
+                                         off, gamma), dtype=torch.float64)
+
+    def loss(self, out):
+        return out.float().square().sum()
+
+    def sample_inputs(self, device, dtype):
+        x, rois, off = _sample_tensors(1, device, dtype)
+        for sampling in (0, 2, 3):
+            yield Sample((x, rois, off, (3, 2), 0.5, sampling, 0.1), name=f"sampling={sampling}")
+        yield Sample((x, rois, None, (3, 2), 0.5, 2, 0.1), name="offset=None")
+        yield Sample((x, rois, off, (3, 2), 0.5, 2, 1.0), name="gamma=1")
+
+    def backward_inputs(self, device):
+        keep = ("sampling=0", "sampling=2", "offset=None")
+        return [s for s in self.sample_inputs(device, torch.float64) if s.name in keep]
+
+    def opcheck_calls(self, device, dtype):
+        x, rois, off = _sample_tensors(5, device, dtype)
+        g = torch.randn(6, 3, 3, 2, dtype=dtype, device=device)
+        sn = torch.ops.sniper
+        return [(sn.deform_roi_pool.default, (x, rois, off, 0.5, 3, 2, 2, 0.1)),
+                (sn.deform_roi_pool.default, (x, rois, None, 0.5, 3, 2, 0, 0.1)),
+                (sn.deform_roi_pool_backward.default, (g, x, rois, off, 0.5, 3, 2, 2, 0.1))]
+
+    def test_without_offset_is_aligned_roi_align(self):
+        x, rois, _ = _random(1)
+        for sampling in (0, 3):
+            plain = ops.deform_roi_pool(x, rois, None, (3, 2), 0.5, sampling)
+            torch.testing.assert_close(plain, ops.roi_align(x, rois, (3, 2), 0.5, sampling, aligned=True))
 
 
 def test_list_of_boxes_and_empty():
@@ -76,27 +124,6 @@ def test_list_of_boxes_and_empty():
     torch.testing.assert_close(ops.roi_align(x, per_image, 2, 0.5), ops.roi_align(x, rois[order], 2, 0.5))
     assert ops.roi_align(x, rois[:0], 2).shape == (0, 3, 2, 2)
     assert ops.deform_roi_pool(x, rois[:0], None, 2).shape == (0, 3, 2, 2)
-
-
-@pytest.mark.parametrize("dtype, tol", [(torch.float32, 1e-5), (torch.float16, 1e-2), (torch.bfloat16, 5e-2)])
-def test_dtypes(dtype, tol):
-    x, rois, off = _random(4)
-    x, rois = x.to(dtype), rois.round().to(dtype)
-    got = ops.deform_roi_pool(x, rois, off.to(dtype), (3, 2), 0.5, 2)
-    want = ops.deform_roi_pool(x.double(), rois.double(), off.to(dtype).double(), (3, 2), 0.5, 2)
-    assert got.dtype == dtype
-    torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol * 4)
-
-
-def test_opcheck():
-    x, rois, off = _random(5, torch.float32)
-    sn = torch.ops.sniper
-    torch.library.opcheck(sn.roi_align.default, (x, rois, 0.5, 3, 2, 2, True))
-    torch.library.opcheck(sn.deform_roi_pool.default, (x, rois, off, 0.5, 3, 2, 2, 0.1))
-    torch.library.opcheck(sn.deform_roi_pool.default, (x, rois, None, 0.5, 3, 2, 0, 0.1))
-    g = torch.randn(6, 3, 3, 2)
-    torch.library.opcheck(sn.roi_align_backward.default, (g, rois, 0.5, 3, 2, 2, 3, 9, 11, 2, True))
-    torch.library.opcheck(sn.deform_roi_pool_backward.default, (g, x, rois, off, 0.5, 3, 2, 2, 0.1))
 
 
 def test_bad_input():
@@ -121,28 +148,6 @@ def test_deform_roi_pool_module():
     out.square().sum().backward()
     assert m.offset_fc[-1].weight.grad.abs().sum() > 0  # the offsets learn
     torch.testing.assert_close(snn.RoIAlign((3, 2), 0.5, 2)(x, rois), ops.roi_align(x, rois, (3, 2), 0.5, 2))
-
-
-@requires_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
-def test_cuda_matches_cpu(dtype):
-    x, rois, off = _random(8, dtype)
-    tol = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}[dtype]
-    for aligned in (False, True):
-        xc, xg = x.clone().requires_grad_(), x.cuda().requires_grad_()
-        a = ops.roi_align(xc, rois, (3, 2), 0.5, 2, aligned)
-        b = ops.roi_align(xg, rois.cuda(), (3, 2), 0.5, 2, aligned)
-        torch.testing.assert_close(b.cpu(), a, rtol=tol, atol=tol)
-        a.float().sum().backward()
-        b.float().sum().backward()
-        torch.testing.assert_close(xg.grad.cpu(), xc.grad, rtol=tol, atol=tol)
-    oc, og_ = off.clone().requires_grad_(), off.cuda().requires_grad_()
-    a = ops.deform_roi_pool(x, rois, oc, (3, 2), 0.5, 2)
-    b = ops.deform_roi_pool(x.cuda(), rois.cuda(), og_, (3, 2), 0.5, 2)
-    torch.testing.assert_close(b.cpu(), a, rtol=tol, atol=tol)
-    a.float().square().sum().backward()
-    b.float().square().sum().backward()
-    torch.testing.assert_close(og_.grad.cpu(), oc.grad, rtol=tol * 10, atol=tol * 10)
 
 
 @pytest.mark.parametrize("aligned", [False, True])

@@ -4,7 +4,7 @@ from decimal import Decimal, localcontext
 import numpy as np
 import pytest
 import torch
-from conftest import (
+from common_utils import (
     ALL_DTYPES,
     DEVICES,
     MMCV_BOXES,

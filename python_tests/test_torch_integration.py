@@ -4,7 +4,7 @@ import sys
 
 import pytest
 import torch
-from conftest import DEVICES, random_boxes
+from common_utils import DEVICES, random_boxes
 
 from sniper_ext import info, ops
 

@@ -7,11 +7,25 @@ import numpy as np
 import torch
 
 
+def box_iou_pairwise(a, b, area_a=None, area_b=None):
+    """IoU of every box of `a` [..., N, 4] with every box of `b` [..., M, 4] (xyxy) -> [..., N, M], by
+    broadcasting; NumPy arrays or torch tensors (the leading dimensions broadcast). The areas can be
+    passed in when a greedy loop already has them. A pair with union 0 gives 0/0 = NaN, as the classic
+    code does; callers that can meet empty boxes mask it (see label_anchors_torch)."""
+    xp = torch if isinstance(a, torch.Tensor) else np
+    if area_a is None:
+        area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    if area_b is None:
+        area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    lt = xp.maximum(a[..., :, None, :2], b[..., None, :, :2])
+    rb = xp.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
+    wh = (rb - lt).clip(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    return inter / (area_a[..., :, None] + area_b[..., None, :] - inter)
+
+
 def _iou_one_to_many(box, boxes, area, areas):
-    w = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
-    h = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
-    inter = w * h
-    return inter / (area + areas - inter)
+    return box_iou_pairwise(box[None], boxes, np.asarray(area)[None], areas)[0]
 
 
 def soft_nms_numpy(boxes, scores, method="gaussian", sigma=0.5, iou_threshold=0.3, score_threshold=1e-3):
@@ -72,13 +86,8 @@ def nms_numpy(boxes, scores, iou_threshold):
 
 
 def box_iou_torch(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    lt = torch.maximum(a[:, None, :2], b[None, :, :2])
-    rb = torch.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
-    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    return inter / (area_a[:, None] + area_b[None, :] - inter)
+    """Plain PyTorch broadcasting IoU [N, M] (the benchmarks' baseline for ops.box_iou)."""
+    return box_iou_pairwise(a, b)
 
 
 def chip_candidates_numpy(width, height, chip_size=512, stride=32):
@@ -121,16 +130,7 @@ def greedy_chip_cover_numpy(boxes, width, height, chip_size=512, stride=32):
 def label_anchors_torch(anchors, gt_boxes, gt_state, canvas_wh, pos_iou=0.5, neg_iou=0.4, invalid_iou=0.3,
                         allowed_border=32.0):
     """Vectorised plain-PyTorch anchor labelling (method §5) over all chips: a [B, A, G] IoU tensor."""
-    a = anchors[None, :, None, :]
-    g = gt_boxes[:, None, :, :]
-    lt = torch.maximum(a[..., :2], g[..., :2])
-    rb = torch.minimum(a[..., 2:], g[..., 2:])
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])
-    area_g = (gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1])
-    union = area_a[None, :, None] + area_g[:, None, :] - inter
-    iou = torch.where(union > 0, inter / union, torch.zeros_like(inter))  # [B, A, G]
+    iou = box_iou_pairwise(anchors, gt_boxes).nan_to_num(nan=0.0)  # [B, A, G]; union 0 -> 0
     valid = (gt_state == 1)[:, None, :]
     invalid = (gt_state == 0)[:, None, :]
     w, h = canvas_wh[:, 0:1], canvas_wh[:, 1:2]

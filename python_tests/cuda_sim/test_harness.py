@@ -8,7 +8,7 @@ import struct
 import pytest
 import test_greedy_chip_cover as chip_cover_tests
 import torch
-from conftest import random_boxes
+from common_utils import random_boxes
 
 from . import build
 from .conftest import ORDERS, assert_bitwise, harness

@@ -10,7 +10,7 @@ import test_greedy_chip_cover as chip_cover_tests
 import test_deform_conv as deform_conv_tests
 import test_roi_align as roi_pool_tests
 import torch
-from conftest import ALL_DTYPES, random_boxes
+from common_utils import ALL_DTYPES, random_boxes
 
 from .conftest import Unchanged, assert_bitwise, rotate
 

@@ -14,7 +14,7 @@ import test_greedy_chip_cover as chip_cover_tests
 import test_deform_conv as deform_conv_tests
 import test_roi_align as roi_pool_tests
 import torch
-from conftest import random_boxes
+from common_utils import random_boxes
 
 from .conftest import ORDERS, assert_bitwise, harness
 from .sim import SanitizerError, Sim, SimError
