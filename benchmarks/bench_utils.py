@@ -1,6 +1,7 @@
 """Shared benchmark helpers (``from bench_utils import ...``); the pytest hooks stay in conftest.py.
 
 SNIPER_BENCH_QUICK=1 shrinks the workloads (for CI smoke runs)."""
+
 from __future__ import annotations
 
 import os

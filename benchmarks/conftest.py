@@ -2,6 +2,7 @@
 extra_info["impl"]; at the end we print, per workload, how many times faster
 `sniper` (or `sniper-cuda`) is than each baseline, by median time.
 Shared helpers live in bench_utils.py."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import os
 from collections import defaultdict
 
 import torch
-
 from bench_utils import HAS_CUDA
 
 
@@ -33,8 +33,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 # Ours against every baseline; our CUDA variants also against our CPU kernel.
                 if base.startswith("sniper") and not (base == "sniper" and ours != "sniper"):
                     continue
-                rows.append({"workload": group, "ours": ours, "baseline": base,
-                             "ours_ms": impls[ours] * 1e3, "baseline_ms": t * 1e3, "speedup": t / impls[ours]})
+                rows.append(
+                    {
+                        "workload": group,
+                        "ours": ours,
+                        "baseline": base,
+                        "ours_ms": impls[ours] * 1e3,
+                        "baseline_ms": t * 1e3,
+                        "speedup": t / impls[ours],
+                    }
+                )
     if not rows:
         return
     tr = terminalreporter
@@ -42,13 +50,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for r in rows:
         rate = rates.get((r["workload"], r["ours"]))
         r["groups_per_second"] = rate
-        tr.write_line(f"{r['workload']:<40} {r['ours']:>12} vs {r['baseline']:<16} "
-                      f"{r['ours_ms']:10.3f} ms vs {r['baseline_ms']:10.3f} ms   {r['speedup']:8.1f}x"
-                      + (f"   ({rate:,.0f} groups/s)" if rate else ""))
+        tr.write_line(
+            f"{r['workload']:<40} {r['ours']:>12} vs {r['baseline']:<16} "
+            f"{r['ours_ms']:10.3f} ms vs {r['baseline_ms']:10.3f} ms   {r['speedup']:8.1f}x"
+            + (f"   ({rate:,.0f} groups/s)" if rate else "")
+        )
     out = os.environ.get("SNIPER_BENCH_RATIOS")
     if out:
         tmp = out + ".tmp"
         with open(tmp, "w") as f:
-            json.dump({"device": torch.cuda.get_device_name() if HAS_CUDA else "cpu",
-                       "torch": torch.__version__, "rows": rows}, f, indent=1)
+            json.dump(
+                {
+                    "device": torch.cuda.get_device_name() if HAS_CUDA else "cpu",
+                    "torch": torch.__version__,
+                    "rows": rows,
+                },
+                f,
+                indent=1,
+            )
         os.replace(tmp, out)

@@ -1,5 +1,6 @@
 """label_anchors at SNIPER's size (21,504 anchors per 512 chip, 50 GT) beside a vectorised
 plain-PyTorch implementation of the same rules."""
+
 import pytest
 import torch
 from bench_utils import HAS_CUDA, QUICK, cuda_sync

@@ -1,5 +1,6 @@
 """greedy_chip_cover beside a NumPy implementation of the same greedy algorithm, on a synthetic
 dataset with COCO-like statistics (~7 GT and ~300 proposals per image, the three training scales)."""
+
 import numpy as np
 import pytest
 import torch
@@ -21,8 +22,11 @@ def coco_like_problems(images, proposals, seed=0):
     for _ in range(images):
         w, h = (640, 480) if rng.random() < 0.6 else (480, 640) if rng.random() < 0.5 else (640, 427)
         n = max(1, int(rng.poisson(7)))
-        area = np.where(rng.random(n) < 0.41, rng.uniform(16, 32**2, n),
-                        np.where(rng.random(n) < 0.58, rng.uniform(32**2, 96**2, n), rng.uniform(96**2, w * h * 0.6, n)))
+        area = np.where(
+            rng.random(n) < 0.41,
+            rng.uniform(16, 32**2, n),
+            np.where(rng.random(n) < 0.58, rng.uniform(32**2, 96**2, n), rng.uniform(96**2, w * h * 0.6, n)),
+        )
         ar = np.exp(rng.uniform(-1, 1, n))
         bw, bh = np.minimum(np.sqrt(area * ar), w - 1), np.minimum(np.sqrt(area / ar), h - 1)
         x, y = rng.uniform(0, w - bw), rng.uniform(0, h - bh)

@@ -2,6 +2,7 @@
 (grid_sample + matmul; vectorised gathers) on the CPU, torchvision's roi_align on the CPU when
 importable, and on a GPU beside torchvision's deform_conv2d / roi_align and a plain conv2d of the
 same shape (the practical floor)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -33,8 +34,11 @@ def conv_inputs(shape, device, dtype, seed=0):
 def _impls():
     impls = [("sniper", "cpu", torch.float32), ("torch", "cpu", torch.float32)]
     if HAS_CUDA:
-        impls += [("sniper-cuda", "cuda", torch.float32), ("sniper-cuda-bf16", "cuda", torch.bfloat16),
-                  ("conv2d-cuda", "cuda", torch.float32)]
+        impls += [
+            ("sniper-cuda", "cuda", torch.float32),
+            ("sniper-cuda-bf16", "cuda", torch.bfloat16),
+            ("conv2d-cuda", "cuda", torch.float32),
+        ]
         if torchvision is not None:
             impls.append(("torchvision-cuda", "cuda", torch.float32))
     return impls
@@ -88,8 +92,12 @@ def roi_inputs(device, seed=0):
     return feat.to(device).requires_grad_(), rois.to(device), off.to(device).requires_grad_()
 
 
-ROI_IMPLS = ["sniper", "torch"] + (["torchvision"] if torchvision is not None else []) + (
-    ["sniper-cuda"] if HAS_CUDA else []) + (["torchvision-cuda"] if HAS_CUDA and torchvision is not None else [])
+ROI_IMPLS = (
+    ["sniper", "torch"]
+    + (["torchvision"] if torchvision is not None else [])
+    + (["sniper-cuda"] if HAS_CUDA else [])
+    + (["torchvision-cuda"] if HAS_CUDA and torchvision is not None else [])
+)
 
 
 @pytest.mark.parametrize("pass_", ["forward", "forward+backward"])
@@ -103,12 +111,16 @@ def test_roi_pooling(benchmark, op, impl, pass_):
     benchmark.group = f"{op} {ROIS} RoIs 7x7 on [4, {ROI_CHANNELS}, 64, 64] {pass_}"
     benchmark.extra_info["impl"] = impl
     if op == "roi_align":
-        fns = {"sniper": lambda: ops.roi_align(feat, rois, 7, 1 / 16, 2, True),
-               "torch": lambda: roi_pool_torch(feat, rois, 7, 7, 1 / 16, 2, True),
-               "torchvision": lambda: torchvision.ops.roi_align(feat, rois, 7, 1 / 16, 2, True)}
+        fns = {
+            "sniper": lambda: ops.roi_align(feat, rois, 7, 1 / 16, 2, True),
+            "torch": lambda: roi_pool_torch(feat, rois, 7, 7, 1 / 16, 2, True),
+            "torchvision": lambda: torchvision.ops.roi_align(feat, rois, 7, 1 / 16, 2, True),
+        }
     else:
-        fns = {"sniper": lambda: ops.deform_roi_pool(feat, rois, off, 7, 1 / 16, 2, 0.1),
-               "torch": lambda: roi_pool_torch(feat, rois, 7, 7, 1 / 16, 2, True, off, 0.1)}
+        fns = {
+            "sniper": lambda: ops.deform_roi_pool(feat, rois, off, 7, 1 / 16, 2, 0.1),
+            "torch": lambda: roi_pool_torch(feat, rois, 7, 7, 1 / 16, 2, True, off, 0.1),
+        }
     fn = fns[impl.replace("-cuda", "")]
 
     def run():

@@ -1,12 +1,13 @@
 """Benchmarks of box_iou, NMS and Soft-NMS beside NumPy / plain-PyTorch
 baselines (and torchvision plus our CPU kernel when a GPU is present)."""
+
 import numpy as np
 import pytest
 import torch
-from sniper_ext.baselines import batched_soft_nms_numpy, box_iou_torch, nms_numpy, soft_nms_numpy
 from bench_utils import HAS_CUDA, QUICK, cuda_sync, synthetic_detections
 
 from sniper_ext import ops
+from sniper_ext.baselines import batched_soft_nms_numpy, box_iou_torch, nms_numpy, soft_nms_numpy
 
 try:
     import torchvision
@@ -35,6 +36,7 @@ def _cuda(fn):
         out = fn()
         cuda_sync()
         return out
+
     return run
 
 
@@ -154,20 +156,31 @@ def _proposals(chips, per_chip, seed, canvas):
     n = chips * per_chip
     c = torch.rand(n, 2, generator=g) * canvas
     wh = torch.pow(2.0, 3 + 5 * torch.rand(n, 2, generator=g))
-    return torch.cat([c - wh / 2, c + wh / 2], dim=1), torch.rand(n, generator=g), torch.arange(chips).repeat_interleave(per_chip)
+    return (
+        torch.cat([c - wh / 2, c + wh / 2], dim=1),
+        torch.rand(n, generator=g),
+        torch.arange(chips).repeat_interleave(per_chip),
+    )
 
 
 def _run_nms_impl(benchmark, group, impl, boxes, scores, idxs, rounds=5):
     if impl == "sniper":
-        fn = (lambda: ops.nms(boxes, scores, 0.7)) if idxs is None else (lambda: ops.batched_nms(boxes, scores, idxs, 0.7))
+        fn = (
+            (lambda: ops.nms(boxes, scores, 0.7))
+            if idxs is None
+            else (lambda: ops.batched_nms(boxes, scores, idxs, 0.7))
+        )
         return _run(benchmark, group, impl, fn, rounds=rounds)
     bc, sc = boxes.cuda(), scores.cuda()
     ic = None if idxs is None else idxs.cuda()
     if impl == "sniper-cuda":
         fn = (lambda: ops.nms(bc, sc, 0.7)) if ic is None else (lambda: ops.batched_nms(bc, sc, ic, 0.7))
     else:
-        fn = (lambda: torchvision.ops.nms(bc, sc, 0.7)) if ic is None else (
-            lambda: torchvision.ops.batched_nms(bc, sc, ic, 0.7))
+        fn = (
+            (lambda: torchvision.ops.nms(bc, sc, 0.7))
+            if ic is None
+            else (lambda: torchvision.ops.batched_nms(bc, sc, ic, 0.7))
+        )
     keep = _run(benchmark, group, impl, _cuda(fn), rounds=rounds)
     if impl == "sniper-cuda":  # exact: the CPU kernel's result
         want = ops.nms(boxes, scores, 0.7) if idxs is None else ops.batched_nms(boxes, scores, idxs, 0.7)

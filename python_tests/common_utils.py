@@ -1,6 +1,7 @@
 """Helpers and constants shared by the tests (``import common_utils``); pytest fixtures and hooks stay in
 conftest.py. pytest's default import mode puts python_tests/ on sys.path (the first directory upward
 without an __init__.py), so this imports the same way from python_tests/*.py and python_tests/cuda_sim/*.py."""
+
 import pytest
 import torch
 

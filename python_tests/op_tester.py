@@ -16,6 +16,7 @@ forward-vs-reference for every dtype and device, gradcheck in float64, gradients
 opcheck, torch.compile(fullgraph=True) with backward, and CUDA-vs-CPU (forward and backward; skipped
 without a GPU). Specific regression tests stay plain functions next to the class.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,8 +49,12 @@ class OpTester:
     dtypes = ALL_DTYPES
     grad_args: tuple = (0,)
     # (rtol, atol) of forward against the float64 reference, per dtype.
-    tolerances = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 4e-5), torch.float16: (1e-2, 4e-2),
-                  torch.bfloat16: (5e-2, 2e-1)}
+    tolerances = {
+        torch.float64: (1e-12, 1e-12),
+        torch.float32: (1e-5, 4e-5),
+        torch.float16: (1e-2, 4e-2),
+        torch.bfloat16: (5e-2, 2e-1),
+    }
     # CUDA against CPU, forward and gradients (atomics reorder the sums).
     cuda_tolerances = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
     cuda_grad_tol_factor = 1  # gradients against CPU: cuda_tolerances times this
@@ -72,8 +77,7 @@ class OpTester:
         return [next(iter(self.sample_inputs("cpu", torch.float32)))]
 
     def _leaves(self, args):
-        args = [a.clone().requires_grad_() if i in self.grad_args and a is not None else a
-                for i, a in enumerate(args)]
+        args = [a.clone().requires_grad_() if i in self.grad_args and a is not None else a for i, a in enumerate(args)]
         return args, [args[i] for i in self.grad_args if args[i] is not None]
 
     def loss(self, out):
@@ -103,8 +107,9 @@ class OpTester:
             d = s.to("cpu", torch.float64)  # the values the op saw, exactly
             want = self.expected_fn(*d.args, **d.kwargs)
             rtol, atol = self.forward_tol(dtype, want)
-            torch.testing.assert_close(got.cpu().double(), want, rtol=rtol, atol=atol,
-                                       msg=lambda m, n=s.name: f"{n}: {m}")
+            torch.testing.assert_close(
+                got.cpu().double(), want, rtol=rtol, atol=atol, msg=lambda m, n=s.name: f"{n}: {m}"
+            )
 
     @pytest.mark.parametrize("device", DEVICES)
     def test_backward(self, device):

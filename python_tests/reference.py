@@ -1,5 +1,6 @@
 """Plain-Python references, written from the definitions with loops over
 Python floats (float64), independent of the kernels' code."""
+
 from __future__ import annotations
 
 import math
@@ -41,14 +42,13 @@ def nms(boxes, scores, iou_threshold, groups=None):
             if i in removed:
                 continue
             kept.append((i, scores[i]))
-            for j in order[pos + 1:]:
+            for j in order[pos + 1 :]:
                 if j not in removed and iou(boxes[i], boxes[j]) > iou_threshold:
                     removed.add(j)
     return [i for i, _ in _output_order(kept)]
 
 
-def soft_nms(boxes, scores, groups=None, method="gaussian", sigma=0.5, iou_threshold=0.3,
-             score_threshold=1e-3):
+def soft_nms(boxes, scores, groups=None, method="gaussian", sigma=0.5, iou_threshold=0.3, score_threshold=1e-3):
     """Classic sequential Soft-NMS. Returns (indices, decayed scores) in output order."""
     kept = []
     for members in _groups(len(boxes), groups).values():
@@ -94,8 +94,9 @@ def greedy_chip_cover(boxes, W, H, K=512, d=32, order=None):
     """One group. Returns (chips in selection order, chip index per box or -1)."""
     cands = chip_candidates(W, H, K, d)
     order = list(range(len(cands))) if order is None else order
-    clipped = [(min(max(x1, 0), W), min(max(y1, 0), H), min(max(x2, 0), W), min(max(y2, 0), H))
-               for x1, y1, x2, y2 in boxes]
+    clipped = [
+        (min(max(x1, 0), W), min(max(y1, 0), H), min(max(x2, 0), W), min(max(y2, 0), H)) for x1, y1, x2, y2 in boxes
+    ]
 
     def inside(c, b):
         return c[0] <= b[0] and c[1] <= b[1] and b[2] <= c[2] and b[3] <= c[3]
@@ -142,7 +143,10 @@ def label_anchors(anchors, gts, states, W, H, pos_iou=0.5, neg_iou=0.4, invalid_
     return labels, matched
 
 
-def decode(anchor, delta, weights=(1, 1, 1, 1), clip_max=math.log(1000 / 16)):
+CLIP_MAX = math.log(1000 / 16)  # largest log(dw), log(dh) decoded (detectron2's default clamp)
+
+
+def decode(anchor, delta, weights=(1, 1, 1, 1), clip_max=CLIP_MAX):
     w, h = anchor[2] - anchor[0], anchor[3] - anchor[1]
     cx, cy = anchor[0] + 0.5 * w, anchor[1] + 0.5 * h
     dx, dy = delta[0] / weights[0], delta[1] / weights[1]
@@ -170,8 +174,9 @@ def filter_proposals(anchors, objectness, deltas, canvas, valid_range, min_size=
     return out
 
 
-def proposal_targets(proposals, proposal_chip, gt_boxes, gt_labels, gt_state, valid_range, fg_iou=0.5,
-                     weights=(10, 10, 5, 5)):
+def proposal_targets(
+    proposals, proposal_chip, gt_boxes, gt_labels, gt_state, valid_range, fg_iou=0.5, weights=(10, 10, 5, 5)
+):
     """Returns [(roi, chip, label, target)] by chip: its proposals, then its added GT."""
     out = []
     for c in range(len(gt_boxes)):
@@ -192,9 +197,12 @@ def proposal_targets(proposals, proposal_chip, gt_boxes, gt_labels, gt_state, va
                 g = gt_boxes[c][arg]
                 rw, rh = r[2] - r[0], r[3] - r[1]
                 gw, gh = g[2] - g[0], g[3] - g[1]
-                t = [weights[0] * ((g[0] + gw / 2) - (r[0] + rw / 2)) / rw,
-                     weights[1] * ((g[1] + gh / 2) - (r[1] + rh / 2)) / rh,
-                     weights[2] * math.log(gw / rw), weights[3] * math.log(gh / rh)]
+                t = [
+                    weights[0] * ((g[0] + gw / 2) - (r[0] + rw / 2)) / rw,
+                    weights[1] * ((g[1] + gh / 2) - (r[1] + rh / 2)) / rh,
+                    weights[2] * math.log(gw / rw),
+                    weights[3] * math.log(gh / rh),
+                ]
                 out.append((r, c, gt_labels[c][arg], t))
             else:
                 out.append((r, c, 0, [0.0, 0.0, 0.0, 0.0]))
@@ -223,8 +231,7 @@ def deform_sample_weights(H, W, y, x):
     """{(row, col): weight} of the deformable-conv sample at (y, x), written as the tent kernel of
     bilinear interpolation, sum over pixels of max(0, 1 - |y - row|) * max(0, 1 - |x - col|): the
     continuous interpolant with zeros outside the image (0 at and beyond -1 / H, W)."""
-    return {(r, c): _tent(y - r) * _tent(x - c) for r in range(H) for c in range(W)
-            if _tent(y - r) * _tent(x - c) != 0}
+    return {(r, c): _tent(y - r) * _tent(x - c) for r in range(H) for c in range(W) if _tent(y - r) * _tent(x - c) != 0}
 
 
 def deform_sample_grad(plane, y, x):
@@ -293,8 +300,12 @@ def _bilinear_roi(plane, y, x):
     else:
         x1 = x0 + 1
     ly, lx = y - y0, x - x0
-    return ((1 - ly) * (1 - lx) * plane[y0][x0] + (1 - ly) * lx * plane[y0][x1]
-            + ly * (1 - lx) * plane[y1][x0] + ly * lx * plane[y1][x1])
+    return (
+        (1 - ly) * (1 - lx) * plane[y0][x0]
+        + (1 - ly) * lx * plane[y0][x1]
+        + ly * (1 - lx) * plane[y1][x0]
+        + ly * lx * plane[y1][x1]
+    )
 
 
 def roi_pool(x, rois, ph, pw, scale, sampling, aligned, offset=None, gamma=0.1):

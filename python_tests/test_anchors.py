@@ -1,10 +1,10 @@
 import math
 
 import pytest
+import reference as ref
 import torch
 from common_utils import DEVICES, random_boxes, requires_cuda
 
-import reference as ref
 from sniper_ext import ops
 
 
@@ -23,8 +23,9 @@ def test_make_anchors_layout():
 
 def _case(device="cpu", dtype=torch.float64):
     f = lambda x: torch.tensor(x, dtype=dtype, device=device)  # noqa: E731
-    anchors = f([[0, 0, 32, 32], [16, 0, 48, 32], [200, 200, 232, 232], [-40, 0, 0, 32],
-                 [100, 100, 140, 140], [60, 60, 70, 70]])
+    anchors = f(
+        [[0, 0, 32, 32], [16, 0, 48, 32], [200, 200, 232, 232], [-40, 0, 0, 32], [100, 100, 140, 140], [60, 60, 70, 70]]
+    )
     return anchors, f
 
 
@@ -32,11 +33,13 @@ def _case(device="cpu", dtype=torch.float64):
 def test_rules_by_hand(device):
     anchors, f = _case(device)
     canvas = f([[256, 256], [256, 256], [256, 256]]).float()
-    gt = f([
-        [[0, 0, 32, 32], [100, 100, 136, 136], [0, 0, 0, 0]],     # exact match; an invalid GT near anchor 4
-        [[58, 58, 80, 80], [0, 0, 0, 0], [0, 0, 0, 0]],          # only a weak match (best-anchor rule)
-        [[200, 200, 230, 230], [0, 0, 0, 0], [0, 0, 0, 0]],      # only invalid GT
-    ])
+    gt = f(
+        [
+            [[0, 0, 32, 32], [100, 100, 136, 136], [0, 0, 0, 0]],  # exact match; an invalid GT near anchor 4
+            [[58, 58, 80, 80], [0, 0, 0, 0], [0, 0, 0, 0]],  # only a weak match (best-anchor rule)
+            [[200, 200, 230, 230], [0, 0, 0, 0], [0, 0, 0, 0]],  # only invalid GT
+        ]
+    )
     state = torch.tensor([[1, 0, -1], [1, -1, -1], [0, -1, -1]], dtype=torch.int8, device=device)
     labels, matched = ops.label_anchors(anchors, gt, state, canvas)
     # Chip 0: anchor 0 is the GT (1); anchor 1 IoU 1/3 -> 0; anchor 3 reaches 40 px beyond -> -1;
@@ -82,8 +85,9 @@ def test_matches_reference(device, kind):
     kw = dict(pos_iou=0.5, neg_iou=0.3, invalid_iou=0.3, allowed_border=8)
     labels, matched = ops.label_anchors(anchors.to(device), gt.to(device), state.to(device), canvas.to(device), **kw)
     for c in range(len(gt)):
-        rl, rm = ref.label_anchors(anchors.tolist(), gt[c].tolist(), state[c].tolist(), *canvas[c].tolist(),
-                                   0.5, 0.3, 0.3, 8)
+        rl, rm = ref.label_anchors(
+            anchors.tolist(), gt[c].tolist(), state[c].tolist(), *canvas[c].tolist(), 0.5, 0.3, 0.3, 8
+        )
         assert labels[c].cpu().tolist() == rl, f"chip {c}"
         assert matched[c].cpu().tolist() == rm, f"chip {c}"
 
@@ -103,13 +107,17 @@ def test_low_precision_dtypes(dtype):
 @pytest.mark.parametrize("device", DEVICES)
 def test_empty_and_padding_only(device):
     anchors = ops.make_anchors((4, 4), device=device, dtype=torch.float64)
-    labels, matched = ops.label_anchors(anchors, torch.zeros(0, 3, 4, dtype=torch.float64, device=device),
-                                        torch.zeros(0, 3, dtype=torch.int8, device=device),
-                                        torch.zeros(0, 2, device=device))
+    labels, matched = ops.label_anchors(
+        anchors,
+        torch.zeros(0, 3, 4, dtype=torch.float64, device=device),
+        torch.zeros(0, 3, dtype=torch.int8, device=device),
+        torch.zeros(0, 2, device=device),
+    )
     assert labels.shape == (0, len(anchors))
     gt = torch.zeros(2, 0, 4, dtype=torch.float64, device=device)
-    labels, matched = ops.label_anchors(anchors, gt, torch.zeros(2, 0, dtype=torch.int8, device=device),
-                                        torch.full((2, 2), 64.0, device=device))
+    labels, matched = ops.label_anchors(
+        anchors, gt, torch.zeros(2, 0, dtype=torch.int8, device=device), torch.full((2, 2), 64.0, device=device)
+    )
     considered = (anchors[:, 0] >= -32) & (anchors[:, 1] >= -32) & (anchors[:, 2] <= 96) & (anchors[:, 3] <= 96)
     assert torch.equal(labels[0], torch.where(considered, 0, -1).to(torch.int8))
     assert (matched == -1).all()
@@ -164,8 +172,10 @@ def test_bad_input():
 def test_opcheck(device):
     anchors = ops.make_anchors((4, 4), scales=(1, 2), device=device)
     gt, state, canvas = _random_chips(4, anchors, chips=3, size=64.0)
-    torch.library.opcheck(torch.ops.sniper.label_anchors.default,
-                          (anchors, gt.float().to(device), state.to(device), canvas.to(device), 0.5, 0.4, 0.3, 32.0))
+    torch.library.opcheck(
+        torch.ops.sniper.label_anchors.default,
+        (anchors, gt.float().to(device), state.to(device), canvas.to(device), 0.5, 0.4, 0.3, 32.0),
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -180,11 +190,13 @@ def test_raw_op_other_state_values(device):
     state = torch.where(odd, others[torch.randint(0, 5, state.shape, generator=gen)], state)
     state[2, :3] = torch.tensor([1, 2, 2], dtype=torch.int8)  # a valid GT among odd ones
     state[3] = torch.where(state[3] == 1, 3, state[3])  # odd values but no valid GT
-    labels, matched = torch.ops.sniper.label_anchors(anchors.to(device), gt.to(device), state.to(device),
-                                                     canvas.to(device), 0.5, 0.3, 0.3, 8.0)
+    labels, matched = torch.ops.sniper.label_anchors(
+        anchors.to(device), gt.to(device), state.to(device), canvas.to(device), 0.5, 0.3, 0.3, 8.0
+    )
     for c in range(len(gt)):
-        rl, rm = ref.label_anchors(anchors.tolist(), gt[c].tolist(), state[c].tolist(), *canvas[c].tolist(),
-                                   0.5, 0.3, 0.3, 8)
+        rl, rm = ref.label_anchors(
+            anchors.tolist(), gt[c].tolist(), state[c].tolist(), *canvas[c].tolist(), 0.5, 0.3, 0.3, 8
+        )
         assert labels[c].cpu().tolist() == rl, f"chip {c}"
         assert matched[c].cpu().tolist() == rm, f"chip {c}"
     # Same as with those values replaced by -1.
@@ -221,6 +233,7 @@ def test_cuda_matches_cpu(dtype):
 
 # -- sampling -----------------------------------------------------------------------------------
 
+
 def test_sample_anchors():
     gen = torch.Generator().manual_seed(0)
     labels = torch.randint(-1, 2, (4, 3000), generator=gen, dtype=torch.int8)
@@ -242,12 +255,14 @@ def test_sample_anchors():
 
 # -- box coding ---------------------------------------------------------------------------------
 
+
 def test_encode_decode():
     ref_box = torch.tensor([[0.0, 0.0, 10.0, 20.0]], dtype=torch.float64)
     tgt = torch.tensor([[5.0, 10.0, 25.0, 30.0]], dtype=torch.float64)
     d = ops.encode_boxes(ref_box, tgt, (10, 10, 5, 5))
-    torch.testing.assert_close(d, torch.tensor([[10 * 10 / 10, 10 * 10 / 20, 5 * math.log(2), 5 * math.log(1)]],
-                                               dtype=torch.float64))
+    torch.testing.assert_close(
+        d, torch.tensor([[10 * 10 / 10, 10 * 10 / 20, 5 * math.log(2), 5 * math.log(1)]], dtype=torch.float64)
+    )
     torch.testing.assert_close(ops.decode_boxes(ref_box, d, (10, 10, 5, 5)), tgt)
     gen = torch.Generator().manual_seed(0)
     a, b = random_boxes(50, generator=gen), random_boxes(50, generator=gen)
@@ -258,7 +273,8 @@ def test_encode_decode():
     clipped = ops.decode_boxes(ref_box, torch.tensor([[0.0, 0.0, 50.0, 0.0]], dtype=torch.float64), clip_wh=(100, 15))
     assert clipped.tolist() == [[0.0, 0.0, 100.0, 15.0]]
     assert ref.decode([0, 0, 10, 20], [0.1, -0.2, 0.3, 0.1]) == pytest.approx(
-        ops.decode_boxes(ref_box, torch.tensor([[0.1, -0.2, 0.3, 0.1]], dtype=torch.float64))[0].tolist())
+        ops.decode_boxes(ref_box, torch.tensor([[0.1, -0.2, 0.3, 0.1]], dtype=torch.float64))[0].tolist()
+    )
 
 
 # -- hostile arguments (found by python_tests/test_fuzz.py) ----------------------------------------
@@ -266,25 +282,28 @@ def test_encode_decode():
 NAN, INF = float("nan"), float("inf")
 
 
-@pytest.mark.parametrize("kwargs, err, match", [
-    (dict(ratios=(NAN,)), ValueError, r"make_anchors: `ratios\[0\]` must be a finite number"),
-    (dict(ratios=(1, 0)), ValueError, r"make_anchors: `ratios\[1\]` must be > 0"),
-    (dict(scales=(-1,)), ValueError, r"`scales\[0\]` must be > 0"),
-    (dict(scales=()), ValueError, "`scales` must have at least one number"),
-    (dict(ratios="12"), TypeError, "`ratios` must be a sequence of numbers"),
-    (dict(base_size=0), ValueError, "`base_size` must be > 0"),
-    (dict(stride=INF), ValueError, "`stride` must be a finite number"),
-    (dict(stride=-16), ValueError, "`stride` must be > 0"),
-    (dict(stride="16"), TypeError, "`stride` must be a number"),
-    (dict(feature_hw=(2.5, 3)), TypeError, r"`feature_hw\[0\]` must be an int"),
-    (dict(feature_hw=(-1, 3)), ValueError, r"`feature_hw\[0\]` must be an int in \[0, inf\]"),
-    (dict(feature_hw=3), TypeError, "`feature_hw` must be a pair of ints"),
-    (dict(feature_hw=(2**30, 2**30)), ValueError, "the anchors would have .* elements"),
-    (dict(ratios=(1e-300,)), ValueError, "beyond the range of torch.float32"),
-    (dict(scales=(1e4,), dtype=torch.float16), ValueError, "beyond the range of torch.float16"),
-    (dict(dtype=torch.int64), TypeError, "`dtype` must be a floating torch.dtype"),
-    (dict(device="bogus"), ValueError, "`device` 'bogus' is not a device"),
-])
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        (dict(ratios=(NAN,)), ValueError, r"make_anchors: `ratios\[0\]` must be a finite number"),
+        (dict(ratios=(1, 0)), ValueError, r"make_anchors: `ratios\[1\]` must be > 0"),
+        (dict(scales=(-1,)), ValueError, r"`scales\[0\]` must be > 0"),
+        (dict(scales=()), ValueError, "`scales` must have at least one number"),
+        (dict(ratios="12"), TypeError, "`ratios` must be a sequence of numbers"),
+        (dict(base_size=0), ValueError, "`base_size` must be > 0"),
+        (dict(stride=INF), ValueError, "`stride` must be a finite number"),
+        (dict(stride=-16), ValueError, "`stride` must be > 0"),
+        (dict(stride="16"), TypeError, "`stride` must be a number"),
+        (dict(feature_hw=(2.5, 3)), TypeError, r"`feature_hw\[0\]` must be an int"),
+        (dict(feature_hw=(-1, 3)), ValueError, r"`feature_hw\[0\]` must be an int in \[0, inf\]"),
+        (dict(feature_hw=3), TypeError, "`feature_hw` must be a pair of ints"),
+        (dict(feature_hw=(2**30, 2**30)), ValueError, "the anchors would have .* elements"),
+        (dict(ratios=(1e-300,)), ValueError, "beyond the range of torch.float32"),
+        (dict(scales=(1e4,), dtype=torch.float16), ValueError, "beyond the range of torch.float16"),
+        (dict(dtype=torch.int64), TypeError, "`dtype` must be a floating torch.dtype"),
+        (dict(device="bogus"), ValueError, "`device` 'bogus' is not a device"),
+    ],
+)
 def test_make_anchors_bad_arguments(kwargs, err, match):
     kwargs = {"feature_hw": (2, 2), **kwargs}
     with pytest.raises(err, match=match):
@@ -296,22 +315,27 @@ def test_make_anchors_extreme_but_valid():
     assert a.shape == (0, 4)
     a = ops.make_anchors((1, 1), ratios=(1e-3,), scales=(1,), dtype=torch.float64)
     assert torch.isfinite(a).all()
-    assert torch.equal(ops.make_anchors((2, 2), stride=16.0, ratios=torch.tensor([1.0])),
-                       ops.make_anchors((2, 2), stride=16, ratios=(1,)))
+    assert torch.equal(
+        ops.make_anchors((2, 2), stride=16.0, ratios=torch.tensor([1.0])),
+        ops.make_anchors((2, 2), stride=16, ratios=(1,)),
+    )
 
 
-@pytest.mark.parametrize("labels, kwargs, err, match", [
-    (torch.tensor([[255, 1, 0]], dtype=torch.uint8), {}, TypeError, "`labels` must be a signed integer tensor"),
-    (torch.tensor([[True, False]]), {}, TypeError, "`labels` must be a signed integer tensor .*got torch.bool"),
-    (torch.tensor([[1.0, 0.0]]), {}, TypeError, "`labels` must be a signed integer tensor .*float32"),
-    (torch.tensor([[3, 0]], dtype=torch.int8), {}, ValueError, "`labels` values must be -1, 0 or 1"),
-    (torch.tensor([[1, 0]]), {"num": 1.5}, TypeError, "`num` must be an int, got float"),
-    (torch.tensor([[1, 0]]), {"num": NAN}, TypeError, "`num` must be an int"),
-    (torch.tensor([[1, 0]]), {"num": -1}, ValueError, r"`num` must be an int in \[0, inf\]"),
-    (torch.tensor([[1, 0]]), {"positive_fraction": 1.5}, ValueError, r"`positive_fraction` must lie in \[0, 1\]"),
-    (torch.tensor([[1, 0]]), {"positive_fraction": NAN}, ValueError, "`positive_fraction` must be a finite number"),
-    (torch.tensor([[1, 0]]), {"generator": 3}, TypeError, "`generator` must be a torch.Generator"),
-])
+@pytest.mark.parametrize(
+    "labels, kwargs, err, match",
+    [
+        (torch.tensor([[255, 1, 0]], dtype=torch.uint8), {}, TypeError, "`labels` must be a signed integer tensor"),
+        (torch.tensor([[True, False]]), {}, TypeError, "`labels` must be a signed integer tensor .*got torch.bool"),
+        (torch.tensor([[1.0, 0.0]]), {}, TypeError, "`labels` must be a signed integer tensor .*float32"),
+        (torch.tensor([[3, 0]], dtype=torch.int8), {}, ValueError, "`labels` values must be -1, 0 or 1"),
+        (torch.tensor([[1, 0]]), {"num": 1.5}, TypeError, "`num` must be an int, got float"),
+        (torch.tensor([[1, 0]]), {"num": NAN}, TypeError, "`num` must be an int"),
+        (torch.tensor([[1, 0]]), {"num": -1}, ValueError, r"`num` must be an int in \[0, inf\]"),
+        (torch.tensor([[1, 0]]), {"positive_fraction": 1.5}, ValueError, r"`positive_fraction` must lie in \[0, 1\]"),
+        (torch.tensor([[1, 0]]), {"positive_fraction": NAN}, ValueError, "`positive_fraction` must be a finite number"),
+        (torch.tensor([[1, 0]]), {"generator": 3}, TypeError, "`generator` must be a torch.Generator"),
+    ],
+)
 def test_sample_anchors_bad_arguments(labels, kwargs, err, match):
     with pytest.raises(err, match="sample_anchors: " + match):
         ops.sample_anchors(labels, **kwargs)
@@ -323,27 +347,72 @@ def test_sample_anchors_huge_num_keeps_everything():
         assert torch.equal(ops.sample_anchors(labels, num, positive_fraction=1.0), labels)
 
 
-@pytest.mark.parametrize("fn, args, kwargs, err, match", [
-    ("encode_boxes", ([[0.0, 0, 0, 10]], [[0.0, 0, 5, 5]]), {}, ValueError,
-     r"encode_boxes: `ref` box 0 = .* must be finite with x2 > x1 and y2 > y1"),
-    ("encode_boxes", ([[10.0, 0, 0, 10]], [[0.0, 0, 5, 5]]), {}, ValueError, "`ref` box 0"),
-    ("encode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 5, 0]]), {}, ValueError, "`target` box 0"),
-    ("encode_boxes", ([[0.0, 0, 10]], [[0.0, 0, 5, 5]]), {}, ValueError, r"`ref` must have shape \[..., 4\]"),
-    ("encode_boxes", ([[0.0, 0, 10, 10]] * 3, [[0.0, 0, 5, 5]] * 2), {}, ValueError, "do not broadcast"),
-    ("encode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 5, 5]]), {"weights": (1, 1, 1)}, ValueError,
-     "`weights` must have 4 numbers"),
-    ("encode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 5, 5]]), {"weights": (1, 1, 0, 1)}, ValueError,
-     r"`weights\[2\]` must be > 0"),
-    ("decode_boxes", ([[0.0, 0, 0, 10]], [[0.0, 0, 0, 0]]), {}, ValueError, "decode_boxes: `ref` box 0"),
-    ("decode_boxes", ([[0.0, 0, 10, 10]], [[0.0, NAN, 0, 0]]), {}, ValueError, "decode_boxes: `deltas` must be finite"),
-    ("decode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 0, 0]]), {"clip_wh": (NAN, 5)}, ValueError,
-     r"decode_boxes: `clip_wh\[0\]` must be a finite number"),
-    ("decode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 0, 0]]), {"clip_wh": (-1, 5)}, ValueError, "`clip_wh` must be >= 0"),
-    ("decode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 0, 0]]), {"clip_wh": torch.tensor([[1.0, NAN]])}, ValueError,
-     "`clip_wh` must be finite and >= 0"),
-    ("decode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 0, 0]]), {"clip_wh": torch.ones(3, 2)}, ValueError,
-     "does not broadcast"),
-])
+@pytest.mark.parametrize(
+    "fn, args, kwargs, err, match",
+    [
+        (
+            "encode_boxes",
+            ([[0.0, 0, 0, 10]], [[0.0, 0, 5, 5]]),
+            {},
+            ValueError,
+            r"encode_boxes: `ref` box 0 = .* must be finite with x2 > x1 and y2 > y1",
+        ),
+        ("encode_boxes", ([[10.0, 0, 0, 10]], [[0.0, 0, 5, 5]]), {}, ValueError, "`ref` box 0"),
+        ("encode_boxes", ([[0.0, 0, 10, 10]], [[0.0, 0, 5, 0]]), {}, ValueError, "`target` box 0"),
+        ("encode_boxes", ([[0.0, 0, 10]], [[0.0, 0, 5, 5]]), {}, ValueError, r"`ref` must have shape \[..., 4\]"),
+        ("encode_boxes", ([[0.0, 0, 10, 10]] * 3, [[0.0, 0, 5, 5]] * 2), {}, ValueError, "do not broadcast"),
+        (
+            "encode_boxes",
+            ([[0.0, 0, 10, 10]], [[0.0, 0, 5, 5]]),
+            {"weights": (1, 1, 1)},
+            ValueError,
+            "`weights` must have 4 numbers",
+        ),
+        (
+            "encode_boxes",
+            ([[0.0, 0, 10, 10]], [[0.0, 0, 5, 5]]),
+            {"weights": (1, 1, 0, 1)},
+            ValueError,
+            r"`weights\[2\]` must be > 0",
+        ),
+        ("decode_boxes", ([[0.0, 0, 0, 10]], [[0.0, 0, 0, 0]]), {}, ValueError, "decode_boxes: `ref` box 0"),
+        (
+            "decode_boxes",
+            ([[0.0, 0, 10, 10]], [[0.0, NAN, 0, 0]]),
+            {},
+            ValueError,
+            "decode_boxes: `deltas` must be finite",
+        ),
+        (
+            "decode_boxes",
+            ([[0.0, 0, 10, 10]], [[0.0, 0, 0, 0]]),
+            {"clip_wh": (NAN, 5)},
+            ValueError,
+            r"decode_boxes: `clip_wh\[0\]` must be a finite number",
+        ),
+        (
+            "decode_boxes",
+            ([[0.0, 0, 10, 10]], [[0.0, 0, 0, 0]]),
+            {"clip_wh": (-1, 5)},
+            ValueError,
+            "`clip_wh` must be >= 0",
+        ),
+        (
+            "decode_boxes",
+            ([[0.0, 0, 10, 10]], [[0.0, 0, 0, 0]]),
+            {"clip_wh": torch.tensor([[1.0, NAN]])},
+            ValueError,
+            "`clip_wh` must be finite and >= 0",
+        ),
+        (
+            "decode_boxes",
+            ([[0.0, 0, 10, 10]], [[0.0, 0, 0, 0]]),
+            {"clip_wh": torch.ones(3, 2)},
+            ValueError,
+            "does not broadcast",
+        ),
+    ],
+)
 def test_box_coding_bad_arguments(fn, args, kwargs, err, match):
     with pytest.raises(err, match=match):
         getattr(ops, fn)(*(torch.tensor(a, dtype=torch.float64) for a in args), **kwargs)
@@ -367,7 +436,15 @@ def test_label_anchors_bad_values_and_raw_limits():
         torch.ops.sniper.label_anchors(a, gt, None, cv, 0.5, 0.4, 0.3, 32.0)
     big = 1 << 21  # 2**21 chips x 2**21 anchors: refused before anything is allocated
     with pytest.raises(RuntimeError, match=r"label_anchors: the labels would have 4\.39805e\+12 elements"):
-        torch.ops.sniper.label_anchors(a[:1].expand(big, 4), gt[:, :0].expand(big, 0, 4), st[:, :0].expand(big, 0),
-                                       cv.expand(big, 2), 0.5, 0.4, 0.3, 32.0)
+        torch.ops.sniper.label_anchors(
+            a[:1].expand(big, 4),
+            gt[:, :0].expand(big, 0, 4),
+            st[:, :0].expand(big, 0),
+            cv.expand(big, 2),
+            0.5,
+            0.4,
+            0.3,
+            32.0,
+        )
     with pytest.raises(ValueError, match="label_anchors: `gt_state` is on meta but `anchors` is on cpu"):
         torch.ops.sniper.label_anchors(a, gt, st.to("meta"), cv, 0.5, 0.4, 0.3, 32.0)  # the fake kernel

@@ -1,8 +1,8 @@
 import pytest
+import reference as ref
 import torch
 from common_utils import ALL_DTYPES, DEVICES, random_boxes, requires_cuda, tol
 
-import reference as ref
 from sniper_ext import ops
 from sniper_ext.baselines import box_iou_torch
 
@@ -117,8 +117,11 @@ def test_gradient_of_large_boxes():
 
 def test_raw_op_refuses_huge_outputs():
     b = torch.tensor([[0.0, 0, 1, 1]]).expand(1 << 21, 4)
-    with pytest.raises(RuntimeError, match=r"box_iou: the IoU matrix would have .* elements \(\[2097152, 2097152\]\), "
-                                           r"more than the 2\^40"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"box_iou: the IoU matrix would have .* elements \(\[2097152, 2097152\]\), "
+        r"more than the 2\^40",
+    ):
         torch.ops.sniper.box_iou(b, b)
     with pytest.raises(RuntimeError, match="box_iou: `boxes2` must be a tensor, got None"):
         torch.ops.sniper.box_iou(b, None)

@@ -1,4 +1,5 @@
 """The chip planner (method §1–§4), the chip database and the `sniper chips` command."""
+
 import json
 import math
 import os
@@ -35,14 +36,17 @@ def test_scales_and_canvas():
 
 
 def test_validity_rules():
-    boxes = np.array([
-        [0, 0, 50, 50],     # size 50: finest only (coarsest needs >= 120, middle >= 32 -> middle too)
-        [0, 0, 100, 100],   # size 100: middle (100*1.667 <= 480) and not finest (>= 80)
-        [0, 0, 300, 10],    # size 54.8 but 300*3 > 480: not finest; middle: 300*1.667 > 480: no
-        [0, 0, 1.5, 40],    # narrower than 2 px: never
-        [0, 0, 400, 400],   # size 400: coarsest only
-        [0, 0, 20, 20],     # size 20: finest only
-    ], dtype=float)
+    boxes = np.array(
+        [
+            [0, 0, 50, 50],  # size 50: finest only (coarsest needs >= 120, middle >= 32 -> middle too)
+            [0, 0, 100, 100],  # size 100: middle (100*1.667 <= 480) and not finest (>= 80)
+            [0, 0, 300, 10],  # size 54.8 but 300*3 > 480: not finest; middle: 300*1.667 > 480: no
+            [0, 0, 1.5, 40],  # narrower than 2 px: never
+            [0, 0, 400, 400],  # size 400: coarsest only
+            [0, 0, 20, 20],  # size 20: finest only
+        ],
+        dtype=float,
+    )
     valid = [valid_at_scale(boxes, i, s, CFG) for i, s in enumerate(image_scales(640, 480, CFG))]
     assert valid[0].tolist() == [True, False, False, False, False, True]
     assert valid[1].tolist() == [True, True, False, False, False, False]
@@ -52,8 +56,10 @@ def test_validity_rules():
 
 
 def _record():
-    boxes = np.array([[10, 10, 40, 40], [300, 200, 330, 230], [100, 100, 200, 200], [0, 0, 600, 450],
-                      [590, 10, 640, 60]], dtype=float)
+    boxes = np.array(
+        [[10, 10, 40, 40], [300, 200, 330, 230], [100, 100, 200, 200], [0, 0, 600, 450], [590, 10, 640, 60]],
+        dtype=float,
+    )
     return ImageRecord(image_id=7, width=640, height=480, boxes=boxes, labels=np.arange(1, 6))
 
 
@@ -70,7 +76,9 @@ def test_positive_chips_cover_valid_gt_and_assign_each_once():
         cw, ch = canvas_size(640, 480, s)
         for g in np.flatnonzero(valid):
             b = rec.boxes[g] * s
-            inside = [c for c in chips if (db.chip_canvas[c][:2] <= b[:2]).all() and (b[2:] <= db.chip_canvas[c][2:]).all()]
+            inside = [
+                c for c in chips if (db.chip_canvas[c][:2] <= b[:2]).all() and (b[2:] <= db.chip_canvas[c][2:]).all()
+            ]
             assert inside, f"valid GT {g} at scale {si} not covered"
             # Valid in exactly one chip: the one it overlaps most, first on ties.
             owners = [c for c in chips if g in db.chip_gt(c)["index"][db.chip_gt(c)["valid"]]]
@@ -90,8 +98,14 @@ def test_gt_cropping_into_chip_pixels():
         assert np.allclose(db.chip_valid_range[c], [lo * s, hi * s])
         for box, idx in zip(gt["boxes"], gt["index"]):
             want = rec.boxes[idx] * s
-            want = np.array([np.clip(want[0], chip[0], chip[2]), np.clip(want[1], chip[1], chip[3]),
-                             np.clip(want[2], chip[0], chip[2]), np.clip(want[3], chip[1], chip[3])])
+            want = np.array(
+                [
+                    np.clip(want[0], chip[0], chip[2]),
+                    np.clip(want[1], chip[1], chip[3]),
+                    np.clip(want[2], chip[0], chip[2]),
+                    np.clip(want[3], chip[1], chip[3]),
+                ]
+            )
             want -= [chip[0], chip[1], chip[0], chip[1]]
             assert np.allclose(box, want)
             assert box[2] - box[0] >= CFG.min_box_size and box[3] - box[1] >= CFG.min_box_size
@@ -246,8 +260,21 @@ def test_cli_chips(tmp_path, capsys):
     prop = tmp_path / "props.json"
     prop.write_text(json.dumps({str(k): v.tolist() for k, v in props.items()}))
     out = tmp_path / "db.npz"
-    rc = cli.main(["chips", str(ann), "--proposals", str(prop), "--out", str(out), "--viz", str(tmp_path / "viz"),
-                   "--num-viz", "2", "--quiet"])
+    rc = cli.main(
+        [
+            "chips",
+            str(ann),
+            "--proposals",
+            str(prop),
+            "--out",
+            str(out),
+            "--viz",
+            str(tmp_path / "viz"),
+            "--num-viz",
+            "2",
+            "--quiet",
+        ]
+    )
     assert rc == 0
     text = capsys.readouterr().out
     assert "pixels vs single-scale 800x1333" in text and "negative chip pool" in text
@@ -275,9 +302,17 @@ def _coco_reference(coco):
     out = []
     for img_id in sorted(c.getImgIds()):
         anns = c.imgToAnns.get(img_id, [])
-        out.append((img_id, c.imgs[img_id]["width"], c.imgs[img_id]["height"], c.imgs[img_id].get("file_name", ""),
-                    [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
-                    [a["category_id"] for a in anns], [bool(a.get("iscrowd", 0)) for a in anns]))
+        out.append(
+            (
+                img_id,
+                c.imgs[img_id]["width"],
+                c.imgs[img_id]["height"],
+                c.imgs[img_id].get("file_name", ""),
+                [[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]] for a in anns],
+                [a["category_id"] for a in anns],
+                [bool(a.get("iscrowd", 0)) for a in anns],
+            )
+        )
     return out
 
 
@@ -300,10 +335,14 @@ def test_load_coco_matches_pycocotools(tmp_path):
 
 
 def _small_coco(*extra_anns, **top):
-    coco = {"images": [{"id": 17, "width": 640, "height": 480, "file_name": "a.jpg"},
-                       {"id": 18, "width": 100, "height": 50, "file_name": "b.jpg"}],
-            "annotations": [{"id": 1, "image_id": 17, "bbox": [10, 10, 50, 40], "category_id": 1}, *extra_anns],
-            "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    coco = {
+        "images": [
+            {"id": 17, "width": 640, "height": 480, "file_name": "a.jpg"},
+            {"id": 18, "width": 100, "height": 50, "file_name": "b.jpg"},
+        ],
+        "annotations": [{"id": 1, "image_id": 17, "bbox": [10, 10, 50, 40], "category_id": 1}, *extra_anns],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}],
+    }
     coco.update(top)
     return coco
 
@@ -319,10 +358,19 @@ BAD_ANNOTATIONS = [
     (_ann([10, float("nan"), 3, 5]), "image 17, annotation 4: box is not finite", "non-finite", None),
     (_ann([10, 10, float("inf"), 5]), "box is not finite", "non-finite", None),
     (_ann([10, 10, 0, 5]), "image 17, annotation 4: box has zero width", "zero-size", None),
-    (_ann([700, 10, 30, 5]), "image 17, annotation 4: box lies entirely outside its 640x480 image", "entirely outside", None),
+    (
+        _ann([700, 10, 30, 5]),
+        "image 17, annotation 4: box lies entirely outside its 640x480 image",
+        "entirely outside",
+        None,
+    ),
     (_ann([-40, 10, 40, 5]), "entirely outside", "entirely outside", None),  # touches the left edge only
-    (_ann([630, 470, 30, 20]), "image 17, annotation 4: box extends outside its 640x480 image", "partly outside",
-     [[630, 470, 640, 480]]),
+    (
+        _ann([630, 470, 30, 20]),
+        "image 17, annotation 4: box extends outside its 640x480 image",
+        "partly outside",
+        [[630, 470, 640, 480]],
+    ),
     (_ann([-2.5, 10, 30, 5]), "box extends outside", "partly outside", [[0, 10, 27.5, 15]]),
     (_ann([10, 10, 3, 5], image_id=99), "annotation 4: unknown image id 99", "unknown image", None),
     (_ann([10, 10, 3, 5], category_id=7), "image 17, annotation 4: unknown category id 7", "unknown category", None),
@@ -332,8 +380,12 @@ BAD_ANNOTATIONS = [
     (_ann([1, 2, 3, 4], image_id="17"), "annotation 4: image_id must be an integer", "malformed", None),
     (_ann([1, 2, 3, 4], category_id=None), "category_id must be an integer", "malformed", None),
     (_ann([1, 2, 3, 4], iscrowd=2), "iscrowd must be 0 or 1", "malformed", None),
-    ({"image_id": 17, "bbox": [1, 2, -3, 4], "category_id": 1}, "image 17, annotations[1]: box has negative width",
-     "negative", None),
+    (
+        {"image_id": 17, "bbox": [1, 2, -3, 4], "category_id": 1},
+        "image 17, annotations[1]: box has negative width",
+        "negative",
+        None,
+    ),
     ([1, 2, 3], "annotations[1]: is a list, not an object", "malformed", None),
 ]
 
@@ -356,36 +408,61 @@ def test_load_coco_bad_annotations(tmp_path, ann, message, kind, repaired):
 
 def test_load_coco_counts_by_kind_across_files():
     issues = DataIssues(skip=True)
-    coco = _small_coco(_ann([10, 10, -3, 5], ann_id=4), _ann([10, 10, -3, 5], ann_id=5), _ann([630, 10, 30, 5], ann_id=6),
-                       _ann([1, 1, 5, 5], image_id=3, ann_id=7))
+    coco = _small_coco(
+        _ann([10, 10, -3, 5], ann_id=4),
+        _ann([10, 10, -3, 5], ann_id=5),
+        _ann([630, 10, 30, 5], ann_id=6),
+        _ann([1, 1, 5, 5], image_id=3, ann_id=7),
+    )
     load_coco(coco, issues=issues)
     load_coco(coco, issues=issues)
     counts = {k.split(":")[0]: n for k, n in issues.counts.items()}
-    assert counts == {"annotation with a negative width or height": 4, "annotation with a box partly outside its image": 2,
-                      "annotation of an unknown image": 2}
+    assert counts == {
+        "annotation with a negative width or height": 4,
+        "annotation with a box partly outside its image": 2,
+        "annotation of an unknown image": 2,
+    }
     lines = issues.summary()
-    assert lines[0].startswith("4 x annotation with a negative width or height: skipped (first: <annotations>: "
-                               "image 17, annotation 4)")
+    assert lines[0].startswith(
+        "4 x annotation with a negative width or height: skipped (first: <annotations>: image 17, annotation 4)"
+    )
 
 
-@pytest.mark.parametrize("coco,message", [
-    ([], "not a COCO annotations file: the top level is a list"),
-    ({"foo": 1}, 'not a COCO annotations file: no "images" or "annotations" (top-level keys: "foo")'),
-    ({"images": []}, 'no "annotations"'),
-    ({"images": [], "annotations": []}, 'no images (the "images" list is empty)'),
-    ({"images": {}, "annotations": []}, '"images" is an object, not a list'),
-    (_small_coco(annotations={}), '"annotations" is an object, not a list'),
-    ({"images": [{"id": 3, "width": 0, "height": 5}], "annotations": []}, "image 3: width must be a positive integer, got 0"),
-    ({"images": [{"id": 3, "width": 10}], "annotations": []}, "image 3: height must be a positive integer, got null"),
-    ({"images": [{"id": 3, "width": 10.5, "height": 5}], "annotations": []}, "width must be a positive integer"),
-    ({"images": [{"id": 3, "width": float("nan"), "height": 5}], "annotations": []}, "width must be a positive"),
-    ({"images": [{"id": "a", "width": 1, "height": 1}], "annotations": []}, 'images[0]: image id must be an integer, got "a"'),
-    ({"images": [{"id": 3, "width": 1, "height": 1}, {"id": 3, "width": 1, "height": 1}], "annotations": []},
-     "image 3: duplicate image id (images[0] and images[1])"),
-    ({"images": [{"id": 3, "width": 1, "height": 1, "file_name": 5}], "annotations": []}, "file_name must be a string"),
-    ({"images": ["x"], "annotations": []}, "images[0]: is a string, not an object"),
-    (_small_coco(categories=[{"name": "x"}]), "categories[0]: a category must be an object with an integer id"),
-])
+@pytest.mark.parametrize(
+    "coco,message",
+    [
+        ([], "not a COCO annotations file: the top level is a list"),
+        ({"foo": 1}, 'not a COCO annotations file: no "images" or "annotations" (top-level keys: "foo")'),
+        ({"images": []}, 'no "annotations"'),
+        ({"images": [], "annotations": []}, 'no images (the "images" list is empty)'),
+        ({"images": {}, "annotations": []}, '"images" is an object, not a list'),
+        (_small_coco(annotations={}), '"annotations" is an object, not a list'),
+        (
+            {"images": [{"id": 3, "width": 0, "height": 5}], "annotations": []},
+            "image 3: width must be a positive integer, got 0",
+        ),
+        (
+            {"images": [{"id": 3, "width": 10}], "annotations": []},
+            "image 3: height must be a positive integer, got null",
+        ),
+        ({"images": [{"id": 3, "width": 10.5, "height": 5}], "annotations": []}, "width must be a positive integer"),
+        ({"images": [{"id": 3, "width": float("nan"), "height": 5}], "annotations": []}, "width must be a positive"),
+        (
+            {"images": [{"id": "a", "width": 1, "height": 1}], "annotations": []},
+            'images[0]: image id must be an integer, got "a"',
+        ),
+        (
+            {"images": [{"id": 3, "width": 1, "height": 1}, {"id": 3, "width": 1, "height": 1}], "annotations": []},
+            "image 3: duplicate image id (images[0] and images[1])",
+        ),
+        (
+            {"images": [{"id": 3, "width": 1, "height": 1, "file_name": 5}], "annotations": []},
+            "file_name must be a string",
+        ),
+        ({"images": ["x"], "annotations": []}, "images[0]: is a string, not an object"),
+        (_small_coco(categories=[{"name": "x"}]), "categories[0]: a category must be an object with an integer id"),
+    ],
+)
 def test_load_coco_fatal_problems(coco, message):
     for issues in (None, DataIssues(skip=True)):  # never skippable
         with pytest.raises(DataError) as e:
@@ -431,20 +508,43 @@ def _records_17_18():
     return load_coco(_small_coco())
 
 
-@pytest.mark.parametrize("props,message,kind,kept", [
-    ({"17": [[10, 10, 5, 20]]}, "image 17, proposal 0: box has negative width (x1=10.0, x2=5.0)", "negative", []),
-    ({"17": [[10, 10, 20, float("nan")]]}, "image 17, proposal 0: box is not finite", "non-finite", []),
-    ({"17": [[10, 10, 10, 20]]}, "image 17, proposal 0: box has zero width", "zero-size", []),
-    ({"17": [[650, 10, 660, 20]]}, "image 17, proposal 0: box lies entirely outside its 640x480 image", "entirely", []),
-    ({"17": [[630, 10, 660, 20, 0.9]]}, "image 17, proposal 0: box extends outside", "partly", [[630, 10, 640, 20]]),
-    ({"99": [[1, 1, 5, 5]]}, "image 99: unknown image id 99", "unknown image", []),
-    ({"17": [[1, 1, 5]]}, "image 17, proposal 0: a proposal must be [x1, y1, x2, y2(, score)]", "malformed", []),
-    ([{"image_id": 99, "bbox": [1, 1, 5, 5], "score": 1}], "results[0]: unknown image id 99", "unknown image", []),
-    ([{"image_id": 17, "bbox": [1, 1, -5, 5]}], "image 17, results[0]: box has negative width (w=-5.0)", "negative", []),
-    ([{"image_id": 17, "bbox": [630, 1, 20, 5]}], "image 17, results[0]: box extends outside", "partly", [[630, 1, 640, 6]]),
-    ([{"image_id": "17", "bbox": [1, 1, 5, 5]}], "results[0]: image_id must be an integer", "malformed", []),
-    ([{"image_id": 17}], "image 17, results[0]: bbox must be", "malformed", []),
-])
+@pytest.mark.parametrize(
+    "props,message,kind,kept",
+    [
+        ({"17": [[10, 10, 5, 20]]}, "image 17, proposal 0: box has negative width (x1=10.0, x2=5.0)", "negative", []),
+        ({"17": [[10, 10, 20, float("nan")]]}, "image 17, proposal 0: box is not finite", "non-finite", []),
+        ({"17": [[10, 10, 10, 20]]}, "image 17, proposal 0: box has zero width", "zero-size", []),
+        (
+            {"17": [[650, 10, 660, 20]]},
+            "image 17, proposal 0: box lies entirely outside its 640x480 image",
+            "entirely",
+            [],
+        ),
+        (
+            {"17": [[630, 10, 660, 20, 0.9]]},
+            "image 17, proposal 0: box extends outside",
+            "partly",
+            [[630, 10, 640, 20]],
+        ),
+        ({"99": [[1, 1, 5, 5]]}, "image 99: unknown image id 99", "unknown image", []),
+        ({"17": [[1, 1, 5]]}, "image 17, proposal 0: a proposal must be [x1, y1, x2, y2(, score)]", "malformed", []),
+        ([{"image_id": 99, "bbox": [1, 1, 5, 5], "score": 1}], "results[0]: unknown image id 99", "unknown image", []),
+        (
+            [{"image_id": 17, "bbox": [1, 1, -5, 5]}],
+            "image 17, results[0]: box has negative width (w=-5.0)",
+            "negative",
+            [],
+        ),
+        (
+            [{"image_id": 17, "bbox": [630, 1, 20, 5]}],
+            "image 17, results[0]: box extends outside",
+            "partly",
+            [[630, 1, 640, 6]],
+        ),
+        ([{"image_id": "17", "bbox": [1, 1, 5, 5]}], "results[0]: image_id must be an integer", "malformed", []),
+        ([{"image_id": 17}], "image 17, results[0]: bbox must be", "malformed", []),
+    ],
+)
 def test_load_proposals_bad_entries(props, message, kind, kept):
     recs = _records_17_18()
     with pytest.raises(DataError) as e:
@@ -458,9 +558,11 @@ def test_load_proposals_bad_entries(props, message, kind, kept):
 
 
 def test_load_proposals_fatal_and_unchecked_bounds(tmp_path):
-    for props, message in [(5, "not a proposals file: the top level is a number"),
-                           ({"abc": []}, 'key "abc" is not an image id'),
-                           ({"17": 5}, "image 17: proposals must be a list")]:
+    for props, message in [
+        (5, "not a proposals file: the top level is a number"),
+        ({"abc": []}, 'key "abc" is not an image id'),
+        ({"17": 5}, "image 17: proposals must be a list"),
+    ]:
         with pytest.raises(DataError) as e:
             load_proposals(props, issues=DataIssues(skip=True), name="p.json")
         assert str(e.value).startswith(f"p.json: {message}") and e.value.kind is None, str(e.value)
@@ -566,8 +668,10 @@ def test_checks_match_a_plain_python_reference(seed):
     rng = np.random.default_rng(seed)
     sizes = {1: (640, 480), 2: (100, 50), 3: (37, 1000)}
     entries = _random_entries(rng, 400, sizes)
-    coco = {"images": [{"id": i, "width": w, "height": h} for i, (w, h) in sizes.items()],
-            "annotations": [{"id": k, "image_id": iid, "bbox": b, "category_id": 1} for k, (iid, b) in enumerate(entries)]}
+    coco = {
+        "images": [{"id": i, "width": w, "height": h} for i, (w, h) in sizes.items()],
+        "annotations": [{"id": k, "image_id": iid, "bbox": b, "category_id": 1} for k, (iid, b) in enumerate(entries)],
+    }
     # Reference: the kept (clipped) boxes per image and the counts by kind, in file order.
     want, counts, first = {i: [] for i in sizes}, {}, None
     for k, (iid, (x, y, w, h)) in enumerate(entries):
@@ -583,8 +687,11 @@ def test_checks_match_a_plain_python_reference(seed):
         assert np.allclose(r.boxes, np.array(want[r.image_id]).reshape(-1, 4), rtol=0, atol=1e-12)
     got = {}
     for kind, n in issues.counts.items():
-        word = next(w for w in ("non-finite", "negative", "zero-size", "entirely outside", "partly outside",
-                                "unknown image") if w in kind)
+        word = next(
+            w
+            for w in ("non-finite", "negative", "zero-size", "entirely outside", "partly outside", "unknown image")
+            if w in kind
+        )
         got[word] = n
     assert got == counts
     with pytest.raises(DataError) as e:

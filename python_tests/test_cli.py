@@ -1,5 +1,6 @@
 """The `sniper` command line: bad input and unusable paths give one line on stderr naming the file
 and the entry, a non-zero exit, no output file and no planning; the rest keeps working."""
+
 import io
 import json
 import os
@@ -18,11 +19,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _coco(*extra_anns):
-    return {"images": [{"id": 17, "width": 640, "height": 480, "file_name": "a.png"},
-                       {"id": 18, "width": 320, "height": 240, "file_name": "b.png"}],
-            "annotations": [{"id": 1, "image_id": 17, "bbox": [10, 10, 50, 40], "category_id": 1},
-                            {"id": 2, "image_id": 18, "bbox": [100, 50, 120, 90], "category_id": 1}, *extra_anns],
-            "categories": [{"id": 1, "name": "thing"}]}
+    return {
+        "images": [
+            {"id": 17, "width": 640, "height": 480, "file_name": "a.png"},
+            {"id": 18, "width": 320, "height": 240, "file_name": "b.png"},
+        ],
+        "annotations": [
+            {"id": 1, "image_id": 17, "bbox": [10, 10, 50, 40], "category_id": 1},
+            {"id": 2, "image_id": 18, "bbox": [100, 50, 120, 90], "category_id": 1},
+            *extra_anns,
+        ],
+        "categories": [{"id": 1, "name": "thing"}],
+    }
 
 
 def _ann(bbox, image_id=17, ann_id=4):
@@ -64,13 +72,19 @@ def _files(folder):
 # -- inputs that are not (valid) JSON or not COCO ------------------------------------------------
 
 
-@pytest.mark.parametrize("text,fragments", [
-    ('{"images": [\n', ["bad.json: line 2, column 1: not valid JSON"]),
-    ("[]", ["bad.json: not a COCO annotations file: the top level is a list"]),
-    ('{"foo": 1}', ['bad.json: not a COCO annotations file: no "images" or "annotations"']),
-    ('{"images": [], "annotations": []}', ['bad.json: no images (the "images" list is empty)']),
-    ('{"images": [{"id": 17, "width": 640}], "annotations": []}', ["bad.json: image 17: height must be a positive integer"]),
-])
+@pytest.mark.parametrize(
+    "text,fragments",
+    [
+        ('{"images": [\n', ["bad.json: line 2, column 1: not valid JSON"]),
+        ("[]", ["bad.json: not a COCO annotations file: the top level is a list"]),
+        ('{"foo": 1}', ['bad.json: not a COCO annotations file: no "images" or "annotations"']),
+        ('{"images": [], "annotations": []}', ['bad.json: no images (the "images" list is empty)']),
+        (
+            '{"images": [{"id": 17, "width": 640}], "annotations": []}',
+            ["bad.json: image 17: height must be a positive integer"],
+        ),
+    ],
+)
 def test_bad_annotation_files(work, capsys, text, fragments):
     (work / "bad.json").write_text(text)
     line = _run_error(capsys, ["chips", "bad.json", "--out", "o/db.npz", "--quiet"], *fragments)
@@ -88,14 +102,20 @@ def test_annotations_path_is_a_directory_or_missing(work, capsys):
 # -- bad entries: named by file, image and annotation id; skippable only with --skip-bad -----------
 
 
-@pytest.mark.parametrize("ann,fragments", [
-    (_ann([10, 10, -3, 5]), ["ann.json: image 17, annotation 4: box has negative width (w=-3.0)"]),
-    (_ann([10, float("nan"), 3, 5]), ["ann.json: image 17, annotation 4: box is not finite (bbox=[10, NaN, 3, 5])"]),
-    (_ann([700, 10, 30, 5]), ["ann.json: image 17, annotation 4: box lies entirely outside its 640x480 image"]),
-    (_ann([630, 10, 30, 5]), ["ann.json: image 17, annotation 4: box extends outside its 640x480 image"]),
-    (_ann([10, 10, 0, 5]), ["ann.json: image 17, annotation 4: box has zero width"]),
-    (_ann([10, 10, 3, 5], image_id=99), ["ann.json: annotation 4: unknown image id 99"]),
-])
+@pytest.mark.parametrize(
+    "ann,fragments",
+    [
+        (_ann([10, 10, -3, 5]), ["ann.json: image 17, annotation 4: box has negative width (w=-3.0)"]),
+        (
+            _ann([10, float("nan"), 3, 5]),
+            ["ann.json: image 17, annotation 4: box is not finite (bbox=[10, NaN, 3, 5])"],
+        ),
+        (_ann([700, 10, 30, 5]), ["ann.json: image 17, annotation 4: box lies entirely outside its 640x480 image"]),
+        (_ann([630, 10, 30, 5]), ["ann.json: image 17, annotation 4: box extends outside its 640x480 image"]),
+        (_ann([10, 10, 0, 5]), ["ann.json: image 17, annotation 4: box has zero width"]),
+        (_ann([10, 10, 3, 5], image_id=99), ["ann.json: annotation 4: unknown image id 99"]),
+    ],
+)
 def test_bad_annotations(work, capsys, ann, fragments):
     (work / "ann.json").write_text(json.dumps(_coco(ann)))
     line = _run_error(capsys, ["chips", "ann.json", "--out", "o/db.npz", "--quiet"], *fragments)
@@ -103,13 +123,22 @@ def test_bad_annotations(work, capsys, ann, fragments):
     assert _files(work) == ["ann.json"]
 
 
-@pytest.mark.parametrize("props,fragments", [
-    ("[{", ["p.json: line 1, column 3: not valid JSON"]),
-    ('"boxes"', ["p.json: not a proposals file: the top level is a string"]),
-    (json.dumps({"99": [[1, 1, 5, 5]]}), ["p.json: image 99: unknown image id 99"]),
-    (json.dumps({"17": [[10, 10, 5, 20]]}), ["p.json: image 17, proposal 0: box has negative width (x1=10.0, x2=5.0)"]),
-    (json.dumps([{"image_id": 18, "bbox": [10, 10, 5, 900]}]), ["p.json: image 18, results[0]: box extends outside its 320x240"]),
-])
+@pytest.mark.parametrize(
+    "props,fragments",
+    [
+        ("[{", ["p.json: line 1, column 3: not valid JSON"]),
+        ('"boxes"', ["p.json: not a proposals file: the top level is a string"]),
+        (json.dumps({"99": [[1, 1, 5, 5]]}), ["p.json: image 99: unknown image id 99"]),
+        (
+            json.dumps({"17": [[10, 10, 5, 20]]}),
+            ["p.json: image 17, proposal 0: box has negative width (x1=10.0, x2=5.0)"],
+        ),
+        (
+            json.dumps([{"image_id": 18, "bbox": [10, 10, 5, 900]}]),
+            ["p.json: image 18, results[0]: box extends outside its 320x240"],
+        ),
+    ],
+)
 def test_bad_proposals(work, capsys, props, fragments):
     (work / "p.json").write_text(props)
     _run_error(capsys, ["chips", "ann.json", "--proposals", "p.json", "--out", "o/db.npz"], *fragments)
@@ -121,22 +150,40 @@ def test_missing_proposals_file(work, capsys, monkeypatch):
         raise AssertionError("annotations read before the proposals file was found missing")
 
     monkeypatch.setattr(sniper_ext.chips, "load_coco", no_reading)
-    _run_error(capsys, ["chips", "ann.json", "--proposals", "none.json", "--out", "o/db.npz"],
-               "none.json: No such file or directory")
+    _run_error(
+        capsys,
+        ["chips", "ann.json", "--proposals", "none.json", "--out", "o/db.npz"],
+        "none.json: No such file or directory",
+    )
     (work / "d").mkdir()
     _run_error(capsys, ["chips", "ann.json", "--proposals", "d", "--out", "o/db.npz"], "d: Is a directory")
     assert _files(work) == ["ann.json"]
 
 
 def test_skip_bad_counts_by_kind(tmp_path, capsys):
-    coco = _coco(_ann([630, 10, 30, 5], ann_id=4), _ann([-5, 400, 20, 200], ann_id=5),  # clipped twice
-                 _ann([10, 10, -3, 5], ann_id=6), _ann([10, 10, 0, 5], ann_id=7),
-                 _ann([10, 10, 3, 5], image_id=99, ann_id=8), _ann([1000, 10, 3, 5], image_id=18, ann_id=9))
+    coco = _coco(
+        _ann([630, 10, 30, 5], ann_id=4),
+        _ann([-5, 400, 20, 200], ann_id=5),  # clipped twice
+        _ann([10, 10, -3, 5], ann_id=6),
+        _ann([10, 10, 0, 5], ann_id=7),
+        _ann([10, 10, 3, 5], image_id=99, ann_id=8),
+        _ann([1000, 10, 3, 5], image_id=18, ann_id=9),
+    )
     (tmp_path / "ann.json").write_text(json.dumps(coco))
     (tmp_path / "p.json").write_text(json.dumps({"17": [[1, 1, 30, 30], [5, 5, 5, 9]], "99": [[1, 1, 5, 5]]}))
     out = tmp_path / "db.npz"
-    rc = cli.main(["chips", str(tmp_path / "ann.json"), "--proposals", str(tmp_path / "p.json"), "--out", str(out),
-                   "--skip-bad", "--quiet"])
+    rc = cli.main(
+        [
+            "chips",
+            str(tmp_path / "ann.json"),
+            "--proposals",
+            str(tmp_path / "p.json"),
+            "--out",
+            str(out),
+            "--skip-bad",
+            "--quiet",
+        ]
+    )
     stdout, err = capsys.readouterr()
     assert rc == 0, err
     lines = err.splitlines()
@@ -154,8 +201,12 @@ def test_skip_bad_counts_by_kind(tmp_path, capsys):
     assert "(first: " + str(tmp_path / "ann.json") + ": image 17, annotation 4)" in err
     db = ChipDB.load(out)
     # Planned: the two good boxes and the two clipped ones (image 17: annotations 1, 4, 5; image 18: 2).
-    valid = {(int(db.chip_image[c]), int(i)) for c in range(len(db))
-             for i, v in zip(db.chip_gt(c)["index"], db.chip_gt(c)["valid"]) if v}
+    valid = {
+        (int(db.chip_image[c]), int(i))
+        for c in range(len(db))
+        for i, v in zip(db.chip_gt(c)["index"], db.chip_gt(c)["valid"])
+        if v
+    }
     assert valid == {(0, 0), (0, 1), (0, 2), (1, 0)}
     assert "valid GT assigned to chips" in stdout
     # Nothing to skip: said so.
@@ -166,16 +217,19 @@ def test_skip_bad_counts_by_kind(tmp_path, capsys):
 # -- options ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("argv,fragment", [
-    (["--stride", "0"], "argument --stride: must be a positive integer, got 0"),
-    (["--chip-size", "0"], "argument --chip-size: must be a positive integer, got 0"),
-    (["--negatives-per-image", "-1"], "argument --negatives-per-image: must be a non-negative integer, got -1"),
-    (["--stride", "512"], "argument --stride: must be smaller than --chip-size (512 >= 512)"),
-    (["--stride", "x"], "argument --stride: must be an integer, got 'x'"),
-    (["--limit", "-2"], "argument --limit: must be a non-negative integer"),
-    (["--order-seed", "-1"], "argument --order-seed: must be a non-negative integer"),
-    (["--bogus"], "unrecognized arguments: --bogus"),
-])
+@pytest.mark.parametrize(
+    "argv,fragment",
+    [
+        (["--stride", "0"], "argument --stride: must be a positive integer, got 0"),
+        (["--chip-size", "0"], "argument --chip-size: must be a positive integer, got 0"),
+        (["--negatives-per-image", "-1"], "argument --negatives-per-image: must be a non-negative integer, got -1"),
+        (["--stride", "512"], "argument --stride: must be smaller than --chip-size (512 >= 512)"),
+        (["--stride", "x"], "argument --stride: must be an integer, got 'x'"),
+        (["--limit", "-2"], "argument --limit: must be a non-negative integer"),
+        (["--order-seed", "-1"], "argument --order-seed: must be a non-negative integer"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
 def test_bad_options(work, capsys, argv, fragment):
     line = _run_error(capsys, ["chips", "ann.json", "--out", "o/db.npz", *argv], fragment, code=2)
     assert line.endswith("(see 'sniper chips --help')")
@@ -186,8 +240,12 @@ def test_bad_options(work, capsys, argv, fragment):
 
 
 def test_out_under_a_file_or_a_directory(work, capsys):
-    _run_error(capsys, ["chips", "ann.json", "--out", "ann.json/db.npz"], "--out ann.json/db.npz: ",
-               f"{work / 'ann.json'} is not a directory")
+    _run_error(
+        capsys,
+        ["chips", "ann.json", "--out", "ann.json/db.npz"],
+        "--out ann.json/db.npz: ",
+        f"{work / 'ann.json'} is not a directory",
+    )
     (work / "d").mkdir()
     _run_error(capsys, ["chips", "ann.json", "--out", "d"], "--out d: is a directory")
     _run_error(capsys, ["chips", "ann.json", "--viz", "ann.json"], "--viz ann.json: exists and is not a directory")
@@ -201,8 +259,12 @@ def test_out_in_a_read_only_folder(work, capsys):
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        _run_error(capsys, ["chips", "ann.json", "--out", "ro/sub/db.npz"], "--out ro/sub/db.npz: cannot write in",
-                   "Permission denied")
+        _run_error(
+            capsys,
+            ["chips", "ann.json", "--out", "ro/sub/db.npz"],
+            "--out ro/sub/db.npz: cannot write in",
+            "Permission denied",
+        )
         _run_error(capsys, ["chips", "ann.json", "--viz", "ro/viz"], "--viz ro/viz: cannot write in")
     finally:
         ro.chmod(0o755)
@@ -222,8 +284,11 @@ def test_out_where_nothing_can_be_written(work, capsys, monkeypatch):
 
     (work / "locked").mkdir()
     monkeypatch.setattr(tempfile, "mkstemp", refuse)
-    _run_error(capsys, ["chips", "ann.json", "--out", "locked/db.npz"],
-               f"--out locked/db.npz: cannot write in {work / 'locked'} (Permission denied)")
+    _run_error(
+        capsys,
+        ["chips", "ann.json", "--out", "locked/db.npz"],
+        f"--out locked/db.npz: cannot write in {work / 'locked'} (Permission denied)",
+    )
     _run_error(capsys, ["demo", "--out", "locked/pictures"], "--out locked/pictures: cannot write in")
     assert _files(work) == ["ann.json"]
 
@@ -240,15 +305,20 @@ def test_out_where_even_root_cannot_write(work, capsys):
         pytest.skip("/sys is writable here")
     except OSError:
         pass
-    _run_error(capsys, ["chips", "ann.json", "--out", "/sys/sniper/db.npz"], "--out /sys/sniper/db.npz: cannot write in /sys")
+    _run_error(
+        capsys, ["chips", "ann.json", "--out", "/sys/sniper/db.npz"], "--out /sys/sniper/db.npz: cannot write in /sys"
+    )
 
 
 def test_images_folder_missing(work, capsys):
     _run_error(capsys, ["chips", "ann.json", "--images", "pics", "--viz", "v"], "--images pics: no such directory")
     _run_error(capsys, ["chips", "ann.json", "--images", "ann.json"], "--images ann.json: is not a directory")
     (work / "pics").mkdir()
-    _run_error(capsys, ["chips", "ann.json", "--images", "pics", "--viz", "v"],
-               "--images pics: no image file 'a.png' for image 17 (drawn by --viz)")
+    _run_error(
+        capsys,
+        ["chips", "ann.json", "--images", "pics", "--viz", "v"],
+        "--images pics: no image file 'a.png' for image 17 (drawn by --viz)",
+    )
     assert _files(work) == ["ann.json"]
 
 
@@ -259,15 +329,37 @@ def test_draws_on_the_real_images(tmp_path, capsys):
     Image.new("RGB", (640, 480), (0, 0, 0)).save(tmp_path / "pics" / "a.png")
     Image.new("RGB", (320, 240), (0, 0, 0)).save(tmp_path / "pics" / "b.png")
     (tmp_path / "ann.json").write_text(json.dumps(_coco()))
-    rc = cli.main(["chips", str(tmp_path / "ann.json"), "--images", str(tmp_path / "pics"), "--viz",
-                   str(tmp_path / "viz"), "--out", str(tmp_path / "db.npz"), "--quiet"])
+    rc = cli.main(
+        [
+            "chips",
+            str(tmp_path / "ann.json"),
+            "--images",
+            str(tmp_path / "pics"),
+            "--viz",
+            str(tmp_path / "viz"),
+            "--out",
+            str(tmp_path / "db.npz"),
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     with Image.open(tmp_path / "viz" / "chips_17.png") as im:
         dark = np.asarray(im.convert("L")) < 50
     assert dark.mean() > 0.3  # drawn over the black image, not a white canvas
     (tmp_path / "pics" / "b.png").write_text("not a png")
-    rc = cli.main(["chips", str(tmp_path / "ann.json"), "--images", str(tmp_path / "pics"), "--viz",
-                   str(tmp_path / "viz"), "--out", str(tmp_path / "db.npz"), "--quiet"])
+    rc = cli.main(
+        [
+            "chips",
+            str(tmp_path / "ann.json"),
+            "--images",
+            str(tmp_path / "pics"),
+            "--viz",
+            str(tmp_path / "viz"),
+            "--out",
+            str(tmp_path / "db.npz"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err.splitlines()
     assert rc == 1 and len(err) == 1 and "b.png: cannot read image 18" in err[0]
 
@@ -278,8 +370,20 @@ def test_draws_on_the_real_images(tmp_path, capsys):
 def test_written_files_follow_the_umask(tmp_path, capsys):
     old = os.umask(0o027)
     try:
-        rc = cli.main(["chips", "--synthetic-images", "4", "--quiet", "--out", str(tmp_path / "db.npz"),
-                       "--viz", str(tmp_path / "viz"), "--num-viz", "1"])
+        rc = cli.main(
+            [
+                "chips",
+                "--synthetic-images",
+                "4",
+                "--quiet",
+                "--out",
+                str(tmp_path / "db.npz"),
+                "--viz",
+                str(tmp_path / "viz"),
+                "--num-viz",
+                "1",
+            ]
+        )
     finally:
         os.umask(old)
     assert rc == 0
@@ -304,8 +408,14 @@ def test_help_shows_every_default(capsys):
         assert "exit status: 0 done; 1 bad input data" in out
     cli.main(["chips", "--help"])
     out = capsys.readouterr().out
-    for fragment in ("(default: 512)", "(default: 32)", "(default: 2)", "(default: sniper_out/chips.npz)",
-                     "(default: off", "(default: the embedded synthetic dataset)"):
+    for fragment in (
+        "(default: 512)",
+        "(default: 32)",
+        "(default: 2)",
+        "(default: sniper_out/chips.npz)",
+        "(default: off",
+        "(default: the embedded synthetic dataset)",
+    ):
         assert fragment in " ".join(out.split()), fragment
 
 
@@ -356,8 +466,18 @@ def test_internal_errors_keep_their_traceback(work, monkeypatch):
 
 
 def test_ci_commands_still_work(tmp_path, capsys):
-    rc = cli.main(["chips", "--synthetic-images", "30", "--quiet", "--out", str(tmp_path / "db.npz"),
-                   "--viz", str(tmp_path / "viz")])
+    rc = cli.main(
+        [
+            "chips",
+            "--synthetic-images",
+            "30",
+            "--quiet",
+            "--out",
+            str(tmp_path / "db.npz"),
+            "--viz",
+            str(tmp_path / "viz"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and len(os.listdir(tmp_path / "viz")) == 4 and len(ChipDB.load(tmp_path / "db.npz")) > 0
     assert "pixels vs single-scale 800x1333" in out
@@ -369,10 +489,23 @@ def test_same_plan_from_a_file_as_from_the_synthetic_set(tmp_path, capsys):
     coco, props = synthetic_coco(12, seed=6)
     (tmp_path / "ann.json").write_text(json.dumps(coco))
     (tmp_path / "p.json").write_text(json.dumps({str(k): v.tolist() for k, v in props.items()}))
-    assert cli.main(["chips", str(tmp_path / "ann.json"), "--proposals", str(tmp_path / "p.json"),
-                     "--out", str(tmp_path / "a.npz"), "--quiet"]) == 0
-    assert cli.main(["chips", "--synthetic-images", "12", "--seed", "6", "--out", str(tmp_path / "b.npz"),
-                     "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "chips",
+                str(tmp_path / "ann.json"),
+                "--proposals",
+                str(tmp_path / "p.json"),
+                "--out",
+                str(tmp_path / "a.npz"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(["chips", "--synthetic-images", "12", "--seed", "6", "--out", str(tmp_path / "b.npz"), "--quiet"]) == 0
+    )
     a, b = ChipDB.load(tmp_path / "a.npz"), ChipDB.load(tmp_path / "b.npz")
     for k in ChipDB._ARRAYS:
         assert np.array_equal(getattr(a, k), getattr(b, k)), k
@@ -382,9 +515,25 @@ def test_entry_point_in_a_subprocess(tmp_path):
     """The real process: exit code, one stderr line, no traceback."""
     (tmp_path / "bad.json").write_text("{")
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    r = subprocess.run([sys.executable, "-m", "sniper_ext.cli", "chips", str(tmp_path / "bad.json"), "--out",
-                        str(tmp_path / "db.npz")], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sniper_ext.cli",
+            "chips",
+            str(tmp_path / "bad.json"),
+            "--out",
+            str(tmp_path / "db.npz"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert r.returncode == 1 and r.stdout == ""
-    assert r.stderr == f"sniper chips: error: {tmp_path / 'bad.json'}: line 1, column 2: not valid JSON " \
-                       "(Expecting property name enclosed in double quotes)\n"
+    assert (
+        r.stderr == f"sniper chips: error: {tmp_path / 'bad.json'}: line 1, column 2: not valid JSON "
+        "(Expecting property name enclosed in double quotes)\n"
+    )
     assert os.listdir(tmp_path) == ["bad.json"]

@@ -1,17 +1,33 @@
 import pytest
+import reference as ref
 import torch
 import torch.nn.functional as F
 from common_utils import DEVICES, requires_cuda, tol
 from op_tester import OpTester, Sample
 
-import reference as ref
 from sniper_ext import nn as snn
 from sniper_ext import ops
 from sniper_ext.ops import deform_conv as dc_module
 
 
-def _case(seed=0, n=2, c=4, h=7, w=6, oc=6, groups=2, kh=3, kw=2, stride=(2, 1), pad=(1, 0), dil=(1, 2), og=2,
-          dtype=torch.float64, mask=True, scale=2.0):
+def _case(
+    seed=0,
+    n=2,
+    c=4,
+    h=7,
+    w=6,
+    oc=6,
+    groups=2,
+    kh=3,
+    kw=2,
+    stride=(2, 1),
+    pad=(1, 0),
+    dil=(1, 2),
+    og=2,
+    dtype=torch.float64,
+    mask=True,
+    scale=2.0,
+):
     g = torch.Generator().manual_seed(seed)
     oh = (h + 2 * pad[0] - (dil[0] * (kh - 1) + 1)) // stride[0] + 1
     ow = (w + 2 * pad[1] - (dil[1] * (kw - 1) + 1)) // stride[1] + 1
@@ -21,14 +37,26 @@ def _case(seed=0, n=2, c=4, h=7, w=6, oc=6, groups=2, kh=3, kw=2, stride=(2, 1),
     b = torch.randn(oc, generator=g, dtype=torch.float64)
     m = torch.rand(n, og * kh * kw, oh, ow, generator=g, dtype=torch.float64) if mask else None
     to = lambda t: None if t is None else t.to(dtype)  # noqa: E731
-    return dict(input=to(x), offset=to(off), weight=to(wt), bias=to(b), stride=stride, padding=pad, dilation=dil,
-                mask=to(m))
+    return dict(
+        input=to(x), offset=to(off), weight=to(wt), bias=to(b), stride=stride, padding=pad, dilation=dil, mask=to(m)
+    )
 
 
 def _ref(a):
     t = lambda v: None if v is None else v.tolist()  # noqa: E731
-    return torch.tensor(ref.deform_conv2d(t(a["input"]), t(a["offset"]), t(a["weight"]), t(a["bias"]), a["stride"],
-                                          a["padding"], a["dilation"], t(a["mask"])), dtype=torch.float64)
+    return torch.tensor(
+        ref.deform_conv2d(
+            t(a["input"]),
+            t(a["offset"]),
+            t(a["weight"]),
+            t(a["bias"]),
+            a["stride"],
+            a["padding"],
+            a["dilation"],
+            t(a["mask"]),
+        ),
+        dtype=torch.float64,
+    )
 
 
 GEOMETRIES = {
@@ -41,8 +69,12 @@ _ARGS = ("input", "offset", "weight", "bias", "stride", "padding", "dilation", "
 
 class TestDeformConv2d(OpTester):
     grad_args = (0, 1, 2, 3, 7)  # input, offset, weight, bias, mask
-    tolerances = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-4, 1e-4), torch.float16: (2e-2, 2e-2),
-                  torch.bfloat16: (8e-2, 8e-2)}
+    tolerances = {
+        torch.float64: (1e-12, 1e-12),
+        torch.float32: (1e-4, 1e-4),
+        torch.float16: (2e-2, 2e-2),
+        torch.bfloat16: (8e-2, 8e-2),
+    }
     cuda_tolerances = {torch.float64: 1e-10, torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
     def fn(self, *args):
@@ -86,9 +118,11 @@ class TestDeformConv2d(OpTester):
         params = (2, 2, 1, 1, 1, 0, 1, 1, 2)
         sn = torch.ops.sniper
         cols = sn.deform_im2col(x, off, m, *params)
-        return [(sn.deform_im2col.default, (x, off, m) + params),
-                (sn.deform_im2col.default, (x, off, None) + params),
-                (sn.deform_col2im.default, (torch.randn_like(cols), x, off, m) + params + (False,))]
+        return [
+            (sn.deform_im2col.default, (x, off, m) + params),
+            (sn.deform_im2col.default, (x, off, None) + params),
+            (sn.deform_col2im.default, (torch.randn_like(cols), x, off, m) + params + (False,)),
+        ]
 
 
 def test_zero_offset_is_a_convolution():
@@ -198,24 +232,72 @@ def test_matches_plain_pytorch_baseline():
 
 # -- the image border: samples exactly at -1, 0, H-1, H (W likewise) ------------------------------
 
+
 def test_offset_gradient_at_border_matches_torchvision():
     # Zero offsets, padding 1: the top-row taps of output (0, 0) sample y = -1 exactly, where the
     # value is 0 but, from the right, rises towards row 0. Values from torchvision 0.25's
     # deform_conv2d (d out[0, 0, 0, 0] / d offset[0, :, 0, 0]); by hand, channel 2 (y of tap
     # (0, 1), at (-1, 0)) is w[0, 1] * x[0, 0] = 0.4279 * -2.3104.
-    x = torch.tensor([-2.3104, -0.3733, -1.0608, 0.9995, -0.884, -1.2755, -0.6232, -0.8664, -1.2956, 0.7335,
-                      -1.3219, 1.3148, -1.4875, -0.7136, 0.52, -0.9529, -0.0917, 1.0469, 0.1543, -0.7499,
-                      -0.7234, 0.0864, -1.7464, 1.041, 0.6539], dtype=torch.float64).reshape(1, 1, 5, 5)
-    w = torch.tensor([1.6059, 0.4279, -0.6776, 1.0422, -1.9513, 0.4186, 3.3214, 0.8764, 1.2345],
-                     dtype=torch.float64).reshape(1, 1, 3, 3)
-    torchvision_grad = [0.0, 0.0, -0.98862016, 0.0, 0.25294808, 0.0, 0.0, -2.40789888, -2.01940037, -3.77986323,
-                        -0.10460814, -0.2877875, 0.0, -4.2364457, -0.04066496, 0.57167572, 2.392461, -0.3002304]
+    x = torch.tensor(
+        [
+            -2.3104,
+            -0.3733,
+            -1.0608,
+            0.9995,
+            -0.884,
+            -1.2755,
+            -0.6232,
+            -0.8664,
+            -1.2956,
+            0.7335,
+            -1.3219,
+            1.3148,
+            -1.4875,
+            -0.7136,
+            0.52,
+            -0.9529,
+            -0.0917,
+            1.0469,
+            0.1543,
+            -0.7499,
+            -0.7234,
+            0.0864,
+            -1.7464,
+            1.041,
+            0.6539,
+        ],
+        dtype=torch.float64,
+    ).reshape(1, 1, 5, 5)
+    w = torch.tensor(
+        [1.6059, 0.4279, -0.6776, 1.0422, -1.9513, 0.4186, 3.3214, 0.8764, 1.2345], dtype=torch.float64
+    ).reshape(1, 1, 3, 3)
+    torchvision_grad = [
+        0.0,
+        0.0,
+        -0.98862016,
+        0.0,
+        0.25294808,
+        0.0,
+        0.0,
+        -2.40789888,
+        -2.01940037,
+        -3.77986323,
+        -0.10460814,
+        -0.2877875,
+        0.0,
+        -4.2364457,
+        -0.04066496,
+        0.57167572,
+        2.392461,
+        -0.3002304,
+    ]
     offset = torch.zeros(1, 18, 5, 5, dtype=torch.float64, requires_grad=True)
     out = ops.deform_conv2d(x, offset, w, padding=1)
     assert out[0, 0, 0, 0].item() == pytest.approx(2.46483154, abs=1e-12)
     out[0, 0, 0, 0].backward()
-    torch.testing.assert_close(offset.grad[0, :, 0, 0], torch.tensor(torchvision_grad, dtype=torch.float64),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        offset.grad[0, :, 0, 0], torch.tensor(torchvision_grad, dtype=torch.float64), rtol=0, atol=1e-12
+    )
     assert offset.grad[0, :, 1:, :].abs().sum() == 0 and offset.grad[0, :, 0, 1:].abs().sum() == 0
 
 
@@ -266,8 +348,9 @@ def test_sampling_at_border_matches_reference(dtype):
         assert gm[0, 0, oy, ox].double().item() == pytest.approx(g * v, abs=t * 10), (y, x)
         assert go[0, 0, oy, ox].double().item() == pytest.approx(g * m * dy, abs=t * 20), ("d/dy", y, x)
         assert go[0, 1, oy, ox].double().item() == pytest.approx(g * m * dx, abs=t * 20), ("d/dx", y, x)
-    torch.testing.assert_close(gi[0, 0].double(), torch.tensor(want_gi, dtype=torch.float64), rtol=0,
-                               atol=tol(dtype) * 50)
+    torch.testing.assert_close(
+        gi[0, 0].double(), torch.tensor(want_gi, dtype=torch.float64), rtol=0, atol=tol(dtype) * 50
+    )
 
 
 def test_offset_gradient_at_border_is_one_sided_from_the_right():
@@ -380,6 +463,7 @@ def test_empty_plane(device, hw):
 
 # -- raw-op argument checks and empty work, the same on every device ------------------------------
 
+
 def _col2im_args(device, c=4):
     """deform_col2im arguments: a 2x2 kernel, padding (1, 0), 2 offset groups on a 5x5 input."""
     gen = torch.Generator().manual_seed(0)
@@ -413,8 +497,9 @@ def test_col2im_checks_grad_columns(device):
     big = torch.zeros(1, 0, 1 << 16, 1 << 16, device=device)
     off_big = torch.zeros(1, device=device).expand(1, 2, 1 << 16, 1 << 16)
     with pytest.raises(RuntimeError, match=r"deform_col2im: an input plane must have < 2\^31 pixels"):
-        torch.ops.sniper.deform_col2im(torch.zeros(1, 0, 1 << 32, device=device), big, off_big, None,
-                                       1, 1, 1, 1, 0, 0, 1, 1, 1, False)
+        torch.ops.sniper.deform_col2im(
+            torch.zeros(1, 0, 1 << 32, device=device), big, off_big, None, 1, 1, 1, 1, 0, 0, 1, 1, 1, False
+        )
 
 
 @requires_cuda
@@ -430,8 +515,11 @@ def test_matches_torchvision(offsets):
     offsets that put samples between pixels, on pixels, and exactly on the border."""
     tv = pytest.importorskip("torchvision.ops")
     gen = torch.Generator().manual_seed({"continuous": 0, "integer": 1, "border": 2}[offsets])
-    for geometry in (dict(), dict(kh=3, kw=3, stride=(1, 1), pad=(2, 2), dil=(2, 2), og=1),
-                     dict(h=4, w=3, kh=3, kw=3, stride=(1, 1), pad=(1, 1), dil=(1, 1), og=4, c=4, groups=1)):
+    for geometry in (
+        dict(),
+        dict(kh=3, kw=3, stride=(1, 1), pad=(2, 2), dil=(2, 2), og=1),
+        dict(h=4, w=3, kh=3, kw=3, stride=(1, 1), pad=(1, 1), dil=(1, 1), og=4, c=4, groups=1),
+    ):
         for mask in (True, False):
             a = _case(mask=mask, **geometry)
             n, _, oh, ow = a["offset"].shape
@@ -454,8 +542,16 @@ def test_matches_torchvision(offsets):
             results = []
             for f in (tv.deform_conv2d, ops.deform_conv2d):
                 leaves = {k: a[k].clone().requires_grad_() for k in names}
-                out = f(leaves["input"], leaves["offset"], leaves["weight"], leaves["bias"], a["stride"],
-                        a["padding"], a["dilation"], leaves.get("mask"))
+                out = f(
+                    leaves["input"],
+                    leaves["offset"],
+                    leaves["weight"],
+                    leaves["bias"],
+                    a["stride"],
+                    a["padding"],
+                    a["dilation"],
+                    leaves.get("mask"),
+                )
                 gout = torch.randn(out.shape, generator=gen, dtype=out.dtype) if gout is None else gout
                 out.backward(gout)
                 results.append([out.detach()] + [leaves[k].grad for k in names])
@@ -465,18 +561,22 @@ def test_matches_torchvision(offsets):
 
 # -- hostile arguments (found by python_tests/test_fuzz.py) ----------------------------------------
 
-@pytest.mark.parametrize("kwargs, err, match", [
-    (dict(groups=0), ValueError, r"DeformConv2d: `groups` must be an int in \[1, inf\], got 0"),
-    (dict(kernel_size=0), ValueError, r"DeformConv2d: `kernel_size` must be in \[1, 2\*\*31\)"),
-    (dict(kernel_size="3"), TypeError, "DeformConv2d: `kernel_size` must be an int or a pair of ints"),
-    (dict(out_channels=0), ValueError, "DeformConv2d: `out_channels` must be an int"),
-    (dict(in_channels=4.0), TypeError, "DeformConv2d: `in_channels` must be an int, got float"),
-    (dict(groups=3), ValueError, r"DeformConv2d: `groups` \(3\) must divide"),
-    (dict(offset_groups=3), ValueError, r"DeformConv2d: `offset_groups` \(3\) must divide `in_channels`"),
-    (dict(padding=-1), ValueError, "DeformConv2d: `padding` must be in"),
-    (dict(stride=(1, 0)), ValueError, "DeformConv2d: `stride` must be in"),
-    (dict(dilation=(1, 2, 3)), TypeError, "DeformConv2d: `dilation` must be an int or a pair"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        (dict(groups=0), ValueError, r"DeformConv2d: `groups` must be an int in \[1, inf\], got 0"),
+        (dict(kernel_size=0), ValueError, r"DeformConv2d: `kernel_size` must be in \[1, 2\*\*31\)"),
+        (dict(kernel_size="3"), TypeError, "DeformConv2d: `kernel_size` must be an int or a pair of ints"),
+        (dict(out_channels=0), ValueError, "DeformConv2d: `out_channels` must be an int"),
+        (dict(in_channels=4.0), TypeError, "DeformConv2d: `in_channels` must be an int, got float"),
+        (dict(groups=3), ValueError, r"DeformConv2d: `groups` \(3\) must divide"),
+        (dict(offset_groups=3), ValueError, r"DeformConv2d: `offset_groups` \(3\) must divide `in_channels`"),
+        (dict(padding=-1), ValueError, "DeformConv2d: `padding` must be in"),
+        (dict(stride=(1, 0)), ValueError, "DeformConv2d: `stride` must be in"),
+        (dict(dilation=(1, 2, 3)), TypeError, "DeformConv2d: `dilation` must be an int or a pair"),
+    ],
+)
 def test_deform_conv_module_bad_arguments(kwargs, err, match):
     args = {"in_channels": 4, "out_channels": 4, "kernel_size": 3, **kwargs}
     with pytest.raises(err, match=match):

@@ -51,11 +51,11 @@ import re
 
 import pytest
 import torch
+from fuzz import runner
+from fuzz.cases import TARGETS, make_case
 
 import sniper_ext.nn
 import sniper_ext.ops
-from fuzz import runner
-from fuzz.cases import TARGETS, make_case
 
 #: The RoI pooling ops (roi_align, deform_roi_pool, their backward ops and modules) are being fixed
 #: separately: while True their fuzz failures are reported but xfail. Flip to False when the fixes land.

@@ -2,10 +2,10 @@ import math
 
 import numpy as np
 import pytest
+import reference as ref
 import torch
 from common_utils import ALL_DTYPES, DEVICES, requires_cuda
 
-import reference as ref
 from sniper_ext import ops
 from sniper_ext.baselines import greedy_chip_cover_numpy
 
@@ -41,8 +41,9 @@ def _reference(boxes, gid, canvas, K=512, d=32):
 
 def test_hand_example():
     boxes = torch.tensor([[10.0, 10, 50, 50], [600, 600, 700, 700], [0, 0, 1000, 20], [900, 10, 950, 40]])
-    chips, chip_group, box_chip = ops.greedy_chip_cover(boxes, torch.zeros(4, dtype=torch.long),
-                                                        torch.tensor([[1000.0, 800.0]]))
+    chips, chip_group, box_chip = ops.greedy_chip_cover(
+        boxes, torch.zeros(4, dtype=torch.long), torch.tensor([[1000.0, 800.0]])
+    )
     # x starts 0..480 by 32 then 488; y starts 0..256 by 32 then 288.
     assert chips.tolist() == [[0, 0, 512, 512], [448, 0, 960, 512], [192, 192, 704, 704]]
     assert chip_group.tolist() == [0, 0, 0]
@@ -82,7 +83,9 @@ def test_canvas_smaller_than_chip():
 
 
 def test_empty_inputs():
-    chips, cg, bc = ops.greedy_chip_cover(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.tensor([[640.0, 480.0]]))
+    chips, cg, bc = ops.greedy_chip_cover(
+        torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.tensor([[640.0, 480.0]])
+    )
     assert chips.shape == (0, 4) and cg.shape == (0,) and bc.shape == (0,)
     chips, cg, bc = ops.greedy_chip_cover(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, 2))
     assert chips.shape == (0, 4)
@@ -158,15 +161,45 @@ def test_10k_boxes_in_one_image():
 @pytest.mark.parametrize(
     "args, kwargs, err, match",
     [
-        ((torch.zeros(2, 4), torch.tensor([0, 1]), torch.ones(1, 2) * 600), {}, ValueError, r"`box_group` values must lie in \[0, 1\)"),
+        (
+            (torch.zeros(2, 4), torch.tensor([0, 1]), torch.ones(1, 2) * 600),
+            {},
+            ValueError,
+            r"`box_group` values must lie in \[0, 1\)",
+        ),
         ((torch.zeros(2, 4), torch.tensor([0, -1]), torch.ones(1, 2) * 600), {}, ValueError, "`box_group` values"),
-        ((torch.zeros(1, 4), torch.tensor([0]), torch.tensor([[600.0, -5.0]])), {}, ValueError, "`canvas_wh` must be finite and positive"),
-        ((torch.zeros(1, 4), torch.tensor([0]), torch.ones(1, 3)), {}, ValueError, r"`canvas_wh` must have shape \[G, 2\]"),
-        ((torch.zeros(1, 4), torch.tensor([0.0]), torch.ones(1, 2)), {}, TypeError, "`box_group` must be int64 or int32"),
-        ((torch.zeros(1, 4), torch.tensor([0]), torch.ones(1, 2)), {"chip_size": 0}, ValueError, "`chip_size` must be a positive int"),
+        (
+            (torch.zeros(1, 4), torch.tensor([0]), torch.tensor([[600.0, -5.0]])),
+            {},
+            ValueError,
+            "`canvas_wh` must be finite and positive",
+        ),
+        (
+            (torch.zeros(1, 4), torch.tensor([0]), torch.ones(1, 3)),
+            {},
+            ValueError,
+            r"`canvas_wh` must have shape \[G, 2\]",
+        ),
+        (
+            (torch.zeros(1, 4), torch.tensor([0.0]), torch.ones(1, 2)),
+            {},
+            TypeError,
+            "`box_group` must be int64 or int32",
+        ),
+        (
+            (torch.zeros(1, 4), torch.tensor([0]), torch.ones(1, 2)),
+            {"chip_size": 0},
+            ValueError,
+            "`chip_size` must be a positive int",
+        ),
         ((torch.zeros(1, 4), torch.tensor([0]), torch.ones(1, 2)), {"stride": 2.5}, ValueError, "`stride`"),
         ((torch.zeros(1, 4), torch.tensor([0]), torch.ones(1, 2)), {"seed": -1}, ValueError, "`seed`"),
-        ((torch.tensor([[0.0, 0, float("nan"), 1]]), torch.tensor([0]), torch.ones(1, 2)), {}, ValueError, r"`boxes`\[0\]"),
+        (
+            (torch.tensor([[0.0, 0, float("nan"), 1]]), torch.tensor([0]), torch.ones(1, 2)),
+            {},
+            ValueError,
+            r"`boxes`\[0\]",
+        ),
         ((torch.tensor([[5.0, 0, 1, 1]]), torch.tensor([0]), torch.ones(1, 2)), {}, ValueError, "x1 <= x2"),
     ],
 )
@@ -181,7 +214,9 @@ def test_raw_op_checks_values():
     with pytest.raises(RuntimeError, match=r"`canvas_wh`\[0\] must be finite and positive"):
         torch.ops.sniper.greedy_chip_cover(torch.zeros(1, 4), torch.tensor([0]), torch.zeros(1, 2), 512, 32, None)
     with pytest.raises(RuntimeError, match=r"`boxes`\[0\] = .* must be finite"):
-        torch.ops.sniper.greedy_chip_cover(torch.tensor([[1.0, 0, 0, 1]]), torch.tensor([0]), torch.ones(1, 2), 512, 32, None)
+        torch.ops.sniper.greedy_chip_cover(
+            torch.tensor([[1.0, 0, 0, 1]]), torch.tensor([0]), torch.ones(1, 2), 512, 32, None
+        )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -205,8 +240,11 @@ def test_cuda_matches_cpu(seed):
 
 def test_huge_canvas_is_refused_up_front():
     args = (torch.tensor([[0.0, 0, 10, 10]]), torch.tensor([0]))
-    with pytest.raises(RuntimeError, match=r"greedy_chip_cover: `canvas_wh`\[0\] = \(1e\+09, 1e\+09\) has .* "
-                                           r"candidate chips for chip_size 512 and stride 32, more than the 2\^24"):
+    with pytest.raises(
+        RuntimeError,
+        match=r"greedy_chip_cover: `canvas_wh`\[0\] = \(1e\+09, 1e\+09\) has .* "
+        r"candidate chips for chip_size 512 and stride 32, more than the 2\^24",
+    ):
         torch.ops.sniper.greedy_chip_cover(*args, torch.tensor([[1e9, 1e9]]), 512, 32, None)
     with pytest.raises(RuntimeError, match="more than the 2\\^24"):  # through the wrapper, and with stride 1
         ops.greedy_chip_cover(*args, torch.tensor([[1e5, 1e5]]), chip_size=1, stride=1)

@@ -75,8 +75,7 @@ def test_no_gpu_only_warns(fresh_state, monkeypatch):
 def test_require_cuda_fails_without_cuda_kernels():
     if _loader.library_paths()["cuda"] is not None:
         pytest.skip("the CUDA kernels are loaded here")
-    out = subprocess.run([sys.executable, "-m", "sniper_ext.info", "--require-cuda"], capture_output=True,
-                         text=True)
+    out = subprocess.run([sys.executable, "-m", "sniper_ext.info", "--require-cuda"], capture_output=True, text=True)
     assert out.returncode == 1 and "CUDA kernels required" in out.stderr
 
 

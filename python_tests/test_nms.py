@@ -1,10 +1,10 @@
 import pytest
+import reference as ref
 import torch
 from common_utils import ALL_DTYPES, DEVICES, MMCV_BOXES, MMCV_SCORES, random_boxes, requires_cuda
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference as ref
 from sniper_ext import ops
 from sniper_ext.baselines import box_iou_torch
 
@@ -163,7 +163,11 @@ def _proposal_like(chips, per_chip, generator, canvas=512.0):
     c = torch.rand(n, 2, generator=generator, dtype=torch.float64) * canvas
     wh = torch.pow(2.0, 3 + 5 * torch.rand(n, 2, generator=generator, dtype=torch.float64))
     boxes = torch.cat([c - wh / 2, c + wh / 2], dim=1)
-    return boxes, torch.rand(n, generator=generator, dtype=torch.float64), torch.arange(chips).repeat_interleave(per_chip)
+    return (
+        boxes,
+        torch.rand(n, generator=generator, dtype=torch.float64),
+        torch.arange(chips).repeat_interleave(per_chip),
+    )
 
 
 @requires_cuda
@@ -182,8 +186,10 @@ def test_cuda_bitmask_paths_match_cpu(dtype, monkeypatch):
             idxs = torch.randint(0, 5, (n,), generator=g)
             for thr in (0.0, 0.5):
                 assert torch.equal(ops.nms(boxes.cuda(), scores.cuda(), thr).cpu(), ops.nms(boxes, scores, thr))
-                assert torch.equal(ops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), thr).cpu(),
-                                   ops.batched_nms(boxes, scores, idxs, thr))
+                assert torch.equal(
+                    ops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), thr).cpu(),
+                    ops.batched_nms(boxes, scores, idxs, thr),
+                )
 
 
 @requires_cuda
@@ -194,8 +200,10 @@ def test_cuda_large_groups_default_tuning():
     g = torch.Generator().manual_seed(22)
     boxes, scores, idxs = _proposal_like(4, 18_000, g)
     for thr in (0.5, 0.7):
-        assert torch.equal(ops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), thr).cpu(),
-                           ops.batched_nms(boxes, scores, idxs, thr))
+        assert torch.equal(
+            ops.batched_nms(boxes.cuda(), scores.cuda(), idxs.cuda(), thr).cpu(),
+            ops.batched_nms(boxes, scores, idxs, thr),
+        )
     boxes, scores, _ = _proposal_like(1, 60_000, g, canvas=2000.0)
     assert torch.equal(ops.nms(boxes.cuda(), scores.cuda(), 0.5).cpu(), ops.nms(boxes, scores, 0.5))
 

@@ -1,10 +1,10 @@
 import math
 
 import pytest
+import reference as ref
 import torch
 from common_utils import DEVICES, random_boxes
 
-import reference as ref
 from sniper_ext import ops
 
 
@@ -23,10 +23,12 @@ def _rpn_outputs(seed, chips=3, fh=6):
 @pytest.mark.parametrize("top_n", [300, 5])
 def test_filter_proposals_matches_reference(device, top_n):
     anchors, obj, deltas, canvas, vr = _rpn_outputs(0)
-    boxes, scores, chip = ops.filter_proposals(*(t.to(device) for t in (anchors, obj, deltas, canvas, vr)),
-                                               post_nms_top_n=top_n)
-    want = ref.filter_proposals(anchors.tolist(), obj.tolist(), deltas.tolist(), canvas.tolist(), vr.tolist(),
-                                top_n=top_n)
+    boxes, scores, chip = ops.filter_proposals(
+        *(t.to(device) for t in (anchors, obj, deltas, canvas, vr)), post_nms_top_n=top_n
+    )
+    want = ref.filter_proposals(
+        anchors.tolist(), obj.tolist(), deltas.tolist(), canvas.tolist(), vr.tolist(), top_n=top_n
+    )
     assert chip.cpu().tolist() == [c for _, _, c in want]
     torch.testing.assert_close(scores.cpu(), torch.tensor([s for _, s, _ in want], dtype=torch.float64))
     torch.testing.assert_close(boxes.cpu(), torch.tensor([b for b, _, _ in want], dtype=torch.float64).reshape(-1, 4))
@@ -57,7 +59,9 @@ def _targets_case(seed):
     state[2] = -1  # a chip with no GT at all
     props, chip = [], []
     for c in range(b):
-        jitter = gt[c][torch.randint(0, g, (8,), generator=gen)] + torch.randn(8, 4, generator=gen, dtype=torch.float64) * 4
+        jitter = (
+            gt[c][torch.randint(0, g, (8,), generator=gen)] + torch.randn(8, 4, generator=gen, dtype=torch.float64) * 4
+        )
         jitter[:, 2:] = torch.maximum(jitter[:, 2:], jitter[:, :2] + 1)
         props.append(torch.cat([jitter, random_boxes(5, generator=gen, canvas=100)]))
         chip.append(torch.full((13,), c))
@@ -70,8 +74,9 @@ def _targets_case(seed):
 def test_proposal_targets_matches_reference(device, seed):
     props, chip, gt, labels, state, vr = _targets_case(seed)
     rois, roi_chip, lab, tgt = ops.proposal_targets(*(t.to(device) for t in (props, chip, gt, labels, state, vr)))
-    want = ref.proposal_targets(props.tolist(), chip.tolist(), gt.tolist(), labels.tolist(), state.tolist(),
-                                vr.tolist())
+    want = ref.proposal_targets(
+        props.tolist(), chip.tolist(), gt.tolist(), labels.tolist(), state.tolist(), vr.tolist()
+    )
     assert roi_chip.cpu().tolist() == [c for _, c, _, _ in want]
     assert lab.cpu().tolist() == [lb for _, _, lb, _ in want]
     torch.testing.assert_close(rois.cpu(), torch.tensor([r for r, _, _, _ in want], dtype=torch.float64))
@@ -84,8 +89,9 @@ def test_proposal_targets_rules():
     labels = torch.tensor([[3, 7]])
     state = torch.tensor([[0, 1]], dtype=torch.int8)  # an invalid GT still labels RoIs
     props = torch.tensor([[0.0, 0, 10, 11], [50, 50, 70, 70], [200, 200, 210, 210]], requires_grad=True)
-    rois, roi_chip, lab, tgt = ops.proposal_targets(props, torch.zeros(3, dtype=torch.long), gt, labels, state,
-                                                    torch.tensor([[0.0, 20.0]]))
+    rois, roi_chip, lab, tgt = ops.proposal_targets(
+        props, torch.zeros(3, dtype=torch.long), gt, labels, state, torch.tensor([[0.0, 20.0]])
+    )
     # GT 0 (size 10) is in range [0, 20) and is added; GT 1 (size 40) is not.
     assert rois.tolist() == [[0, 0, 10, 11], [50, 50, 70, 70], [200, 200, 210, 210], [0, 0, 10, 10]]
     assert lab.tolist() == [3, 0, 0, 3]  # IoU 0.25 with GT 1 is background
@@ -117,8 +123,12 @@ def test_bad_values_and_arguments():
         ops.filter_proposals(anchors.index_fill(0, torch.tensor([0]), 0.0), obj, deltas, canvas, vr)
     with pytest.raises(ValueError, match="filter_proposals: `canvas_wh` must be finite and positive"):
         ops.filter_proposals(anchors, obj, deltas, -canvas, vr)
-    with pytest.raises(ValueError, match=r"filter_proposals: `valid_range`\[1\] = \[50.0, 10.0\] must have 0 <= lo <= hi"):
-        ops.filter_proposals(anchors, obj, deltas, canvas, torch.tensor([[0.0, 40], [50, 10], [0, 1]], dtype=torch.float64))
+    with pytest.raises(
+        ValueError, match=r"filter_proposals: `valid_range`\[1\] = \[50.0, 10.0\] must have 0 <= lo <= hi"
+    ):
+        ops.filter_proposals(
+            anchors, obj, deltas, canvas, torch.tensor([[0.0, 40], [50, 10], [0, 1]], dtype=torch.float64)
+        )
     with pytest.raises(TypeError, match="filter_proposals: `pre_nms_top_n` must be an int, got bool"):
         ops.filter_proposals(anchors, obj, deltas, canvas, vr, pre_nms_top_n=True)
     with pytest.raises(ValueError, match="filter_proposals: `weights` must have 4 numbers"):
@@ -126,8 +136,10 @@ def test_bad_values_and_arguments():
     with pytest.raises(ValueError, match=r"filter_proposals: `anchors` must have shape \[A, 4\], got \(\)"):
         ops.filter_proposals(anchors[0, 0], obj, deltas, canvas, vr)
     # A huge post_nms_top_n keeps everything, as a large one does.
-    for a, b in zip(ops.filter_proposals(anchors, obj, deltas, canvas, vr, post_nms_top_n=2**64),
-                    ops.filter_proposals(anchors, obj, deltas, canvas, vr, post_nms_top_n=10**6)):
+    for a, b in zip(
+        ops.filter_proposals(anchors, obj, deltas, canvas, vr, post_nms_top_n=2**64),
+        ops.filter_proposals(anchors, obj, deltas, canvas, vr, post_nms_top_n=10**6),
+    ):
         assert torch.equal(a, b)
 
 
@@ -148,6 +160,12 @@ def test_proposal_targets_degenerate_gt_is_never_encoded():
     props = torch.tensor([[0.0, 0, 10, 10]], dtype=torch.float64)
     gt = torch.tensor([[[5.0, 5, 5, 5], [0, 0, 10, 11]]], dtype=torch.float64)
     state = torch.tensor([[1, 1]], dtype=torch.int8)
-    rois, _, lab, tgt = ops.proposal_targets(props, torch.tensor([0]), gt, torch.tensor([[2, 3]]), state,
-                                             torch.tensor([[0.0, math.inf]], dtype=torch.float64))
+    rois, _, lab, tgt = ops.proposal_targets(
+        props,
+        torch.tensor([0]),
+        gt,
+        torch.tensor([[2, 3]]),
+        state,
+        torch.tensor([[0.0, math.inf]], dtype=torch.float64),
+    )
     assert len(rois) == 3 and lab.tolist() == [3, 0, 3] and torch.isfinite(tgt).all()

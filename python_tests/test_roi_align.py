@@ -1,9 +1,9 @@
 import pytest
+import reference as ref
 import torch
 from common_utils import requires_cuda
 from op_tester import OpTester, Sample
 
-import reference as ref
 from sniper_ext import nn as snn
 from sniper_ext import ops
 
@@ -58,8 +58,10 @@ class TestRoIAlign(OpTester):
         return ops.roi_align(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
 
     def expected_fn(self, x, rois, output_size, spatial_scale, sampling_ratio, aligned):
-        return torch.tensor(ref.roi_pool(x.tolist(), rois.tolist(), *output_size, spatial_scale, sampling_ratio,
-                                         aligned), dtype=torch.float64)
+        return torch.tensor(
+            ref.roi_pool(x.tolist(), rois.tolist(), *output_size, spatial_scale, sampling_ratio, aligned),
+            dtype=torch.float64,
+        )
 
     def sample_inputs(self, device, dtype):
         x, rois, _ = _sample_tensors(0, device, dtype)
@@ -71,9 +73,11 @@ class TestRoIAlign(OpTester):
         x, rois, _ = _sample_tensors(5, device, dtype)
         g = torch.randn(6, 3, 3, 2, dtype=dtype, device=device)
         sn = torch.ops.sniper
-        return [(sn.roi_align.default, (x, rois, 0.5, 3, 2, 2, True)),
-                (sn.roi_align.default, (x, rois, 0.5, 3, 2, 0, False)),
-                (sn.roi_align_backward.default, (g, rois, 0.5, 3, 2, 2, 3, 9, 11, 2, True))]
+        return [
+            (sn.roi_align.default, (x, rois, 0.5, 3, 2, 2, True)),
+            (sn.roi_align.default, (x, rois, 0.5, 3, 2, 0, False)),
+            (sn.roi_align_backward.default, (g, rois, 0.5, 3, 2, 2, 3, 9, 11, 2, True)),
+        ]
 
 
 class TestDeformRoIPool(OpTester):
@@ -85,8 +89,10 @@ class TestDeformRoIPool(OpTester):
 
     def expected_fn(self, x, rois, offset, output_size, spatial_scale, sampling_ratio, gamma):
         off = None if offset is None else offset.tolist()
-        return torch.tensor(ref.roi_pool(x.tolist(), rois.tolist(), *output_size, spatial_scale, sampling_ratio, True,
-                                         off, gamma), dtype=torch.float64)
+        return torch.tensor(
+            ref.roi_pool(x.tolist(), rois.tolist(), *output_size, spatial_scale, sampling_ratio, True, off, gamma),
+            dtype=torch.float64,
+        )
 
     def loss(self, out):
         return out.float().square().sum()
@@ -106,9 +112,11 @@ class TestDeformRoIPool(OpTester):
         x, rois, off = _sample_tensors(5, device, dtype)
         g = torch.randn(6, 3, 3, 2, dtype=dtype, device=device)
         sn = torch.ops.sniper
-        return [(sn.deform_roi_pool.default, (x, rois, off, 0.5, 3, 2, 2, 0.1)),
-                (sn.deform_roi_pool.default, (x, rois, None, 0.5, 3, 2, 0, 0.1)),
-                (sn.deform_roi_pool_backward.default, (g, x, rois, off, 0.5, 3, 2, 2, 0.1))]
+        return [
+            (sn.deform_roi_pool.default, (x, rois, off, 0.5, 3, 2, 2, 0.1)),
+            (sn.deform_roi_pool.default, (x, rois, None, 0.5, 3, 2, 0, 0.1)),
+            (sn.deform_roi_pool_backward.default, (g, x, rois, off, 0.5, 3, 2, 2, 0.1)),
+        ]
 
     def test_without_offset_is_aligned_roi_align(self):
         x, rois, _ = _random(1)
@@ -155,8 +163,12 @@ def test_matches_plain_pytorch_baseline(aligned):
     from sniper_ext.baselines import roi_pool_torch
 
     x, rois, off = _random(9)
-    torch.testing.assert_close(roi_pool_torch(x, rois, 3, 2, 0.5, 2, aligned), ops.roi_align(x, rois, (3, 2), 0.5, 2, aligned))
-    torch.testing.assert_close(roi_pool_torch(x, rois, 3, 2, 0.5, 2, True, off), ops.deform_roi_pool(x, rois, off, (3, 2), 0.5, 2))
+    torch.testing.assert_close(
+        roi_pool_torch(x, rois, 3, 2, 0.5, 2, aligned), ops.roi_align(x, rois, (3, 2), 0.5, 2, aligned)
+    )
+    torch.testing.assert_close(
+        roi_pool_torch(x, rois, 3, 2, 0.5, 2, True, off), ops.deform_roi_pool(x, rois, off, (3, 2), 0.5, 2)
+    )
 
 
 @requires_cuda
@@ -188,6 +200,7 @@ def test_cpu_backward_is_deterministic():
 
 # ---- Robustness: the raw ops skip the Python checks, so the C++ checks and kernels must be safe alone. ----
 
+
 def _isolated(code, timeout=120):
     """Runs `code` in a fresh interpreter (a crash or a hang fails the test, not pytest); returns stdout."""
     import os
@@ -201,8 +214,14 @@ def _isolated(code, timeout=120):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([here] + [p for p in sys.path if p]))
     prelude = "import torch\nimport sniper_ext\nfrom sniper_ext import ops, nn as snn\nsn = torch.ops.sniper\n"
     try:
-        r = subprocess.run([sys.executable, "-c", prelude + textwrap.dedent(code)], capture_output=True, text=True,
-                           timeout=timeout, env=env, check=False)
+        r = subprocess.run(
+            [sys.executable, "-c", prelude + textwrap.dedent(code)],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"timed out after {timeout} s")
     assert r.returncode == 0, f"exit status {r.returncode}\n{r.stdout}\n{r.stderr}"
@@ -354,8 +373,11 @@ def test_backward_checks_input():
 def test_deform_roi_pool_module_checks_channels():
     x, rois, _ = _random(15, torch.float32)
     m = snn.DeformRoIPool(4, output_size=2, spatial_scale=0.5, fc_channels=8)
-    with pytest.raises(ValueError, match=r"DeformRoIPool: `input` has 3 channels but the module was built with "
-                                         r"in_channels=4"):
+    with pytest.raises(
+        ValueError,
+        match=r"DeformRoIPool: `input` has 3 channels but the module was built with "
+        r"in_channels=4",
+    ):
         m(x, rois)
 
 
@@ -401,7 +423,7 @@ def test_cuda_checks_match_cpu():
     for dev in ("cpu", "cuda"):
         with pytest.raises(RuntimeError, match=r"`rois`\[0, 0\] = \d+ is not a batch index in \[0, 2\)") as e:
             sn.roi_align(x.to(dev), bad.to(dev), 1.0, 2, 2, 0, False)
-        msgs.append(str(e.value)[str(e.value).index("roi_align: "):].splitlines()[0])  # past "func, file:line, "
+        msgs.append(str(e.value)[str(e.value).index("roi_align: ") :].splitlines()[0])  # past "func, file:line, "
         g = torch.ones(6, 3, 2, 2, device=dev)
         with pytest.raises(RuntimeError, match=r"deform_roi_pool_backward: `rois`\[0, 0\] = \d+ is not a batch"):
             sn.deform_roi_pool_backward(g, x.to(dev), bad.to(dev), None, 1.0, 2, 2, 0, 0.1)
@@ -411,9 +433,13 @@ def test_cuda_checks_match_cpu():
     xe = torch.randn(1, 3, 0, 4, device="cuda")
     r = torch.tensor([[0.0, 1, 1, 3, 2]], device="cuda")
     assert not sn.roi_align(xe, r, 1.0, 2, 2, 2, False).any()
-    assert sn.roi_align_backward(torch.ones(1, 3, 2, 2, device="cuda"), r, 1.0, 2, 2, 1, 3, 0, 4, 2, False).shape == xe.shape
-    gi, go = sn.deform_roi_pool_backward(torch.ones(1, 3, 2, 2, device="cuda"), xe, r, torch.ones(1, 2, 2, 2, device="cuda"),
-                                         1.0, 2, 2, 0, 0.1)
+    assert (
+        sn.roi_align_backward(torch.ones(1, 3, 2, 2, device="cuda"), r, 1.0, 2, 2, 1, 3, 0, 4, 2, False).shape
+        == xe.shape
+    )
+    gi, go = sn.deform_roi_pool_backward(
+        torch.ones(1, 3, 2, 2, device="cuda"), xe, r, torch.ones(1, 2, 2, 2, device="cuda"), 1.0, 2, 2, 0, 0.1
+    )
     assert gi.shape == xe.shape and not go.any()
 
 
@@ -446,8 +472,10 @@ def test_compile_fullgraph():
     torch._dynamo.reset()
 
     def f(x, rois, off):
-        return (ops.roi_align(x, rois, (3, 2), 0.5, -1, False).sum()
-                + ops.deform_roi_pool(x, rois, off, (3, 2), 0.5, 2, 0.1).square().sum())
+        return (
+            ops.roi_align(x, rois, (3, 2), 0.5, -1, False).sum()
+            + ops.deform_roi_pool(x, rois, off, (3, 2), 0.5, 2, 0.1).square().sum()
+        )
 
     xs, xc = x.clone().requires_grad_(), x.clone().requires_grad_()
     os_, oc = off.clone().requires_grad_(), off.clone().requires_grad_()
@@ -460,30 +488,36 @@ def test_compile_fullgraph():
     torch.testing.assert_close(oc.grad, os_.grad)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(in_channels=0), "DeformRoIPool: `in_channels` must be an int in"),
-    (dict(in_channels="4"), "DeformRoIPool: `in_channels` must be an int"),
-    (dict(fc_channels=-4), "DeformRoIPool: `fc_channels` must be an int in"),
-    (dict(output_size=None), "DeformRoIPool: `output_size` must be a positive int or"),
-    (dict(output_size=()), "DeformRoIPool: `output_size` must be a positive int or"),
-    (dict(output_size=1.5), "DeformRoIPool: `output_size` must be a positive int or"),
-    (dict(output_size=(2**30, 2**30)), "DeformRoIPool: `output_size` .* bins per RoI"),
-    (dict(output_size=(4096, 4096), fc_channels=2**20), "DeformRoIPool: the offset FC would have"),
-    (dict(gamma=float("nan")), "DeformRoIPool: `gamma` must be a finite number"),
-    (dict(sampling_ratio=-1), "DeformRoIPool: `sampling_ratio` must be an int in"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(in_channels=0), "DeformRoIPool: `in_channels` must be an int in"),
+        (dict(in_channels="4"), "DeformRoIPool: `in_channels` must be an int"),
+        (dict(fc_channels=-4), "DeformRoIPool: `fc_channels` must be an int in"),
+        (dict(output_size=None), "DeformRoIPool: `output_size` must be a positive int or"),
+        (dict(output_size=()), "DeformRoIPool: `output_size` must be a positive int or"),
+        (dict(output_size=1.5), "DeformRoIPool: `output_size` must be a positive int or"),
+        (dict(output_size=(2**30, 2**30)), "DeformRoIPool: `output_size` .* bins per RoI"),
+        (dict(output_size=(4096, 4096), fc_channels=2**20), "DeformRoIPool: the offset FC would have"),
+        (dict(gamma=float("nan")), "DeformRoIPool: `gamma` must be a finite number"),
+        (dict(sampling_ratio=-1), "DeformRoIPool: `sampling_ratio` must be an int in"),
+    ],
+)
 def test_deform_roi_pool_module_checks_its_arguments(kwargs, match):
     args = dict(in_channels=3, output_size=2, fc_channels=4) | kwargs
     with pytest.raises((ValueError, TypeError), match=match):
         snn.DeformRoIPool(**args)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(output_size=0), "RoIAlign: `output_size` must be a positive int or"),
-    (dict(output_size=2, spatial_scale=float("inf")), "RoIAlign: `spatial_scale` must be a finite number"),
-    (dict(output_size=2, sampling_ratio=-2), "RoIAlign: `sampling_ratio` must be an int in"),
-    (dict(output_size=2, aligned=None), "RoIAlign: `aligned` must be a bool"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(output_size=0), "RoIAlign: `output_size` must be a positive int or"),
+        (dict(output_size=2, spatial_scale=float("inf")), "RoIAlign: `spatial_scale` must be a finite number"),
+        (dict(output_size=2, sampling_ratio=-2), "RoIAlign: `sampling_ratio` must be an int in"),
+        (dict(output_size=2, aligned=None), "RoIAlign: `aligned` must be a bool"),
+    ],
+)
 def test_roi_align_module_checks_its_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):
         snn.RoIAlign(**kwargs)

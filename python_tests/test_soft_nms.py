@@ -3,6 +3,7 @@ from decimal import Decimal, localcontext
 
 import numpy as np
 import pytest
+import reference as ref
 import torch
 from common_utils import (
     ALL_DTYPES,
@@ -17,7 +18,6 @@ from common_utils import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import reference as ref
 from sniper_ext import ops
 
 METHODS = ["linear", "gaussian", "hard"]
@@ -33,15 +33,18 @@ def test_mmcv_fixture(method, device, dtype):
     want_keep, want_scores = MMCV_EXPECTED[method]
     assert keep.tolist() == want_keep
     assert scores.dtype == dtype
-    torch.testing.assert_close(scores.cpu().double(), torch.tensor(want_scores, dtype=torch.float64),
-                               rtol=max(tol(dtype), 1e-6), atol=max(tol(dtype), 1e-7))
+    torch.testing.assert_close(
+        scores.cpu().double(),
+        torch.tensor(want_scores, dtype=torch.float64),
+        rtol=max(tol(dtype), 1e-6),
+        atol=max(tol(dtype), 1e-7),
+    )
 
 
 def _check(got, want, atol=1e-12):
     keep, scores = got
     assert keep.cpu().tolist() == want[0]
-    torch.testing.assert_close(scores.cpu().double(), torch.tensor(want[1], dtype=torch.float64),
-                               rtol=0, atol=atol)
+    torch.testing.assert_close(scores.cpu().double(), torch.tensor(want[1], dtype=torch.float64), rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -53,10 +56,14 @@ def test_matches_reference(method, device):
     idxs = torch.randint(0, 5, (250,), generator=g)
     for sigma, iou, sthr in [(0.5, 0.3, 1e-3), (0.1, 0.6, 0.05), (2.0, 0.0, 0.0)]:
         kw = dict(method=method, sigma=sigma, iou_threshold=iou, score_threshold=sthr)
-        _check(ops.soft_nms(boxes.to(device), scores.to(device), **kw),
-               ref.soft_nms(boxes.tolist(), scores.tolist(), None, **kw))
-        _check(ops.soft_nms(boxes.to(device), scores.to(device), idxs.to(device), **kw),
-               ref.soft_nms(boxes.tolist(), scores.tolist(), idxs.tolist(), **kw))
+        _check(
+            ops.soft_nms(boxes.to(device), scores.to(device), **kw),
+            ref.soft_nms(boxes.tolist(), scores.tolist(), None, **kw),
+        )
+        _check(
+            ops.soft_nms(boxes.to(device), scores.to(device), idxs.to(device), **kw),
+            ref.soft_nms(boxes.tolist(), scores.tolist(), idxs.tolist(), **kw),
+        )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -195,8 +202,9 @@ def _gaussian_weights(dtype, sigma, n, seed, device="cpu"):
     boxes[1::2, 2], boxes[1::2, 3] = w, 1.0
     scores = torch.tensor([2.0, 1.0], dtype=dtype).repeat(n)
     groups = torch.arange(n).repeat_interleave(2)
-    keep, out = ops.soft_nms(boxes.to(device), scores.to(device), groups.to(device), method="gaussian",
-                             sigma=sigma, score_threshold=0.0)
+    keep, out = ops.soft_nms(
+        boxes.to(device), scores.to(device), groups.to(device), method="gaussian", sigma=sigma, score_threshold=0.0
+    )
     keep, out = keep.cpu(), out.cpu()
     assert len(keep) == 2 * n
     weight = torch.empty(n, dtype=dtype)
@@ -283,8 +291,7 @@ def test_cuda_large_groups_match_cpu(dtype, method, monkeypatch):
         idxs = torch.randint(0, ng, (n,), generator=g)
         for ids in (None, idxs):
             k_cpu, s_cpu = ops.soft_nms(boxes, scores, ids, method=method)
-            k_gpu, s_gpu = ops.soft_nms(boxes.cuda(), scores.cuda(), None if ids is None else ids.cuda(),
-                                        method=method)
+            k_gpu, s_gpu = ops.soft_nms(boxes.cuda(), scores.cuda(), None if ids is None else ids.cuda(), method=method)
             assert torch.equal(k_gpu.cpu(), k_cpu), (n, ng, large)
             assert torch.equal(s_gpu.cpu(), s_cpu), (n, ng, large)
 

@@ -1,4 +1,5 @@
 """opcheck on every op, torch.compile(fullgraph=True), and the info report."""
+
 import subprocess
 import sys
 
@@ -94,8 +95,18 @@ def test_info_report():
     text = info.report()
     assert "built against torch" in text and "running on torch" in text
     names = info.op_names()  # from the dispatcher, not a hand-kept list
-    assert {"box_iou", "nms", "batched_nms", "soft_nms", "greedy_chip_cover", "label_anchors",
-            "deform_im2col", "deform_col2im", "roi_align", "deform_roi_pool"} <= set(names)
+    assert {
+        "box_iou",
+        "nms",
+        "batched_nms",
+        "soft_nms",
+        "greedy_chip_cover",
+        "label_anchors",
+        "deform_im2col",
+        "deform_col2im",
+        "roi_align",
+        "deform_roi_pool",
+    } <= set(names)
     for name in names:
         assert f"sniper::{name}" in text
         assert {"CPU", "Fake"} <= set(info.op_backends(name)), name

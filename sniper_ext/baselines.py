@@ -1,6 +1,7 @@
 """Baselines that the benchmarks and `sniper demo` run beside our kernels: the classic NumPy greedy
 algorithms (one vectorised pass per selection, as in the original Soft-NMS
 code) and plain PyTorch broadcasting for IoU."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,12 +63,12 @@ def batched_soft_nms_numpy(boxes, scores, idxs, **kw):
     boxes, scores, idxs = np.asarray(boxes), np.asarray(scores), np.asarray(idxs)
     order = np.argsort(idxs, kind="stable")
     bounds = np.flatnonzero(np.diff(idxs[order])) + 1
-    keep, kept = [], []
+    keep_parts, kept_parts = [], []
     for members in np.split(order, bounds):
         k, s = soft_nms_numpy(boxes[members], scores[members], **kw)
-        keep.append(members[k])
-        kept.append(s)
-    keep, kept = np.concatenate(keep), np.concatenate(kept)
+        keep_parts.append(members[k])
+        kept_parts.append(s)
+    keep, kept = np.concatenate(keep_parts), np.concatenate(kept_parts)
     o = np.argsort(-kept, kind="stable")
     return keep[o], kept[o]
 
@@ -112,11 +113,15 @@ def greedy_chip_cover_numpy(boxes, width, height, chip_size=512, stride=32):
     b[:, 0::2] = np.clip(b[:, 0::2], 0, width)
     b[:, 1::2] = np.clip(b[:, 1::2], 0, height)
     cands = chip_candidates_numpy(width, height, chip_size, stride)
-    cover = ((cands[:, None, 0] <= b[None, :, 0]) & (cands[:, None, 1] <= b[None, :, 1])
-             & (b[None, :, 2] <= cands[:, None, 2]) & (b[None, :, 3] <= cands[:, None, 3]))
+    cover = (
+        (cands[:, None, 0] <= b[None, :, 0])
+        & (cands[:, None, 1] <= b[None, :, 1])
+        & (b[None, :, 2] <= cands[:, None, 2])
+        & (b[None, :, 3] <= cands[:, None, 3])
+    )
     uncovered = cover.any(axis=0)
     box_chip = np.full(len(b), -1, dtype=np.int64)
-    chips = []
+    chips: list = []
     while uncovered.any():
         counts = cover[:, uncovered].sum(axis=1)
         best = int(np.argmax(counts))
@@ -127,15 +132,20 @@ def greedy_chip_cover_numpy(boxes, width, height, chip_size=512, stride=32):
     return np.array(chips).reshape(-1, 4), box_chip
 
 
-def label_anchors_torch(anchors, gt_boxes, gt_state, canvas_wh, pos_iou=0.5, neg_iou=0.4, invalid_iou=0.3,
-                        allowed_border=32.0):
+def label_anchors_torch(
+    anchors, gt_boxes, gt_state, canvas_wh, pos_iou=0.5, neg_iou=0.4, invalid_iou=0.3, allowed_border=32.0
+):
     """Vectorised plain-PyTorch anchor labelling (method §5) over all chips: a [B, A, G] IoU tensor."""
     iou = box_iou_pairwise(anchors, gt_boxes).nan_to_num(nan=0.0)  # [B, A, G]; union 0 -> 0
     valid = (gt_state == 1)[:, None, :]
     invalid = (gt_state == 0)[:, None, :]
     w, h = canvas_wh[:, 0:1], canvas_wh[:, 1:2]
-    considered = ((anchors[None, :, 0] >= -allowed_border) & (anchors[None, :, 1] >= -allowed_border)
-                  & (anchors[None, :, 2] <= w + allowed_border) & (anchors[None, :, 3] <= h + allowed_border))
+    considered = (
+        (anchors[None, :, 0] >= -allowed_border)
+        & (anchors[None, :, 1] >= -allowed_border)
+        & (anchors[None, :, 2] <= w + allowed_border)
+        & (anchors[None, :, 3] <= h + allowed_border)
+    )
     iou_valid = torch.where(valid, iou, torch.full_like(iou, -1))
     max_iou, arg = iou_valid.max(dim=2)
     max_iou = max_iou.clamp(min=0)
@@ -167,7 +177,7 @@ def deform_conv2d_torch(input, offset, weight, bias=None, stride=1, padding=0, d
     xs = (torch.arange(ow, device=input.device) * sw - pw).to(input.dtype)
     cols = []
     for g in range(og):
-        x_g = input[:, g * (c // og):(g + 1) * (c // og)]
+        x_g = input[:, g * (c // og) : (g + 1) * (c // og)]
         taps = []
         for k in range(K):
             ki, kj = divmod(k, kw)
@@ -179,8 +189,8 @@ def deform_conv2d_torch(input, offset, weight, bias=None, stride=1, padding=0, d
                 v = v * mask[:, g * K + k][:, None]
             taps.append(v)
         cols.append(torch.stack(taps, dim=2))  # [n, c/og, K, oh, ow]
-    cols = torch.cat(cols, dim=1).reshape(n, groups, cg * K, oh * ow)
-    out = torch.matmul(weight.reshape(groups, oc // groups, cg * K), cols).reshape(n, oc, oh, ow)
+    columns = torch.cat(cols, dim=1).reshape(n, groups, cg * K, oh * ow)
+    out = torch.matmul(weight.reshape(groups, oc // groups, cg * K), columns).reshape(n, oc, oh, ow)
     return out if bias is None else out + bias.reshape(1, -1, 1, 1)
 
 
@@ -219,7 +229,11 @@ def roi_pool_torch(input, rois, pooled_h, pooled_w, spatial_scale, sampling_rati
     def at(yy, xx):
         return feat[b, yy.long(), xx.long()]  # [K, ph, pw, g, g, c]
 
-    v = (((1 - ly) * (1 - lx))[..., None] * at(y0, x0) + ((1 - ly) * lx)[..., None] * at(y0, x1i)
-         + (ly * (1 - lx))[..., None] * at(y1i, x0) + (ly * lx)[..., None] * at(y1i, x1i))
+    v = (
+        ((1 - ly) * (1 - lx))[..., None] * at(y0, x0)
+        + ((1 - ly) * lx)[..., None] * at(y0, x1i)
+        + (ly * (1 - lx))[..., None] * at(y1i, x0)
+        + (ly * lx)[..., None] * at(y1i, x1i)
+    )
     v = torch.where(outside[..., None], torch.zeros_like(v), v)
     return v.mean(dim=(3, 4)).permute(0, 3, 1, 2)

@@ -41,8 +41,13 @@ SELFTEST_DIR = os.path.join(HERE, "kernels")
 COMMON_FLAGS = ["-std=c++20", "-fPIC", "-ffp-contract=off", "-fno-fast-math", "-pthread", "-w"]
 MODE_FLAGS = {
     "fiber": ["-O2"],
-    "asan": ["-O1", "-g", "-fno-omit-frame-pointer", "-fsanitize=address,undefined,float-cast-overflow",
-             "-fno-sanitize-recover=all"],
+    "asan": [
+        "-O1",
+        "-g",
+        "-fno-omit-frame-pointer",
+        "-fsanitize=address,undefined,float-cast-overflow",
+        "-fno-sanitize-recover=all",
+    ],
     "tsan": ["-O1", "-g", "-fsanitize=thread", "-DSIM_THREADS=1"],
 }
 MODES = tuple(MODE_FLAGS)
@@ -57,6 +62,7 @@ class BuildError(RuntimeError):
 
 
 # -- the <<< >>> rewrite ---------------------------------------------------------------------
+
 
 def _mask_comments_and_strings(text: str) -> str:
     """The text with comments and string/char literals blanked (same length,
@@ -169,11 +175,13 @@ def rewrite_launches(text: str, display_path: str) -> tuple[str, int]:
             raise BuildError(f"{display_path}:{line}: cannot rewrite the kernel launch: {e}") from None
         kernel = out[start:pos].rstrip()
         name = " ".join(kernel.split()).replace("\\", "\\\\").replace('"', '\\"')
-        cfg = out[pos + 3:cfg_end]
-        args = out[j + 1:args_end - 1]
-        between = out[cfg_end + 3:j]  # whitespace between >>> and (, newlines kept
-        repl = (f'::sim::launch(::sim::Site{{"{name}", __FILE__, __LINE__}}, ::sim::cfg({cfg}),{between or " "}'
-                f"[](auto&&... sim_a) {{ {kernel}(sim_a...); }}" + (f", {args})" if args.strip() else ")"))
+        cfg = out[pos + 3 : cfg_end]
+        args = out[j + 1 : args_end - 1]
+        between = out[cfg_end + 3 : j]  # whitespace between >>> and (, newlines kept
+        repl = (
+            f'::sim::launch(::sim::Site{{"{name}", __FILE__, __LINE__}}, ::sim::cfg({cfg}),{between or " "}'
+            f"[](auto&&... sim_a) {{ {kernel}(sim_a...); }}" + (f", {args})" if args.strip() else ")")
+        )
         out = out[:start] + repl + out[args_end:]
         count += 1
     if "<<<" in _mask_comments_and_strings(out):
@@ -182,6 +190,7 @@ def rewrite_launches(text: str, display_path: str) -> tuple[str, int]:
 
 
 # -- toolchain ---------------------------------------------------------------------------------
+
 
 def _cxx() -> str:
     cxx = os.environ.get("SNIPER_SIM_CXX", "g++")
@@ -256,12 +265,13 @@ def _locked(root: str):
 
 # -- variants: patched copies of the real kernels (deliberate bugs) ---------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class Patch:
-    file: str           # a file name in csrc/ops/cuda
-    pattern: str        # regex
+    file: str  # a file name in csrc/ops/cuda
+    pattern: str  # regex
     replacement: str
-    count: int = 1      # how many matches the pattern must have
+    count: int = 1  # how many matches the pattern must have
 
 
 def apply_patches(name: str, files: dict[str, str], patches: tuple[Patch, ...]) -> dict[str, str]:
@@ -271,21 +281,24 @@ def apply_patches(name: str, files: dict[str, str], patches: tuple[Patch, ...]) 
             raise BuildError(f"variant {name}: no {p.file} in csrc/ops/cuda")
         new, n = re.subn(p.pattern, p.replacement, files[p.file])
         if n != p.count:
-            raise BuildError(f"variant {name}: pattern {p.pattern!r} matched {n} times in {p.file}, expected "
-                             f"{p.count}; update the variant in python_tests/cuda_sim to the current kernel")
+            raise BuildError(
+                f"variant {name}: pattern {p.pattern!r} matched {n} times in {p.file}, expected "
+                f"{p.count}; update the variant in python_tests/cuda_sim to the current kernel"
+            )
         files[p.file] = new
     return files
 
 
 # -- the build ---------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass
 class Built:
     mode: str
     lib: str
     driver: str | None
-    seconds: float        # spent compiling/linking in this call (0 when cached)
-    compiled: int         # objects compiled in this call
+    seconds: float  # spent compiling/linking in this call (0 when cached)
+    compiled: int  # objects compiled in this call
 
 
 def _kernel_sources() -> dict[str, str]:
@@ -320,8 +333,9 @@ def _compile(cxx: str, src: str, obj: str, flags: list[str], log: str) -> None:
     os.replace(tmp, obj)
 
 
-def build(mode: str = "fiber", variant: str | None = None, patches: tuple[Patch, ...] = (),
-          verbose: bool = False) -> Built:
+def build(
+    mode: str = "fiber", variant: str | None = None, patches: tuple[Patch, ...] = (), verbose: bool = False
+) -> Built:
     """Builds (or finds cached) the harness library for `mode`; with `variant`,
     a library whose kernels carry `patches` (the other objects are shared)."""
     if mode not in MODE_FLAGS:
@@ -342,13 +356,15 @@ def build(mode: str = "fiber", variant: str | None = None, patches: tuple[Patch,
     # headers), then the harness's own test kernels.
     rewritten, launches = {}, {}
     for fname, text in files.items():
-        rewritten[fname], launches[fname] = rewrite_launches(text, os.path.relpath(os.path.join(KERNEL_DIR, fname),
-                                                                                    REPO))
+        rewritten[fname], launches[fname] = rewrite_launches(
+            text, os.path.relpath(os.path.join(KERNEL_DIR, fname), REPO)
+        )
     aux_headers = _sha(*[k.encode() + v.encode() for k, v in sorted(rewritten.items()) if not k.endswith(".cu")])
     selftests = {}
     for path in sorted(glob.glob(os.path.join(SELFTEST_DIR, "*.cu"))):
-        selftests["selftest_" + os.path.basename(path)] = rewrite_launches(_read(path).decode(),
-                                                                           os.path.relpath(path, REPO))[0]
+        selftests["selftest_" + os.path.basename(path)] = rewrite_launches(
+            _read(path).decode(), os.path.relpath(path, REPO)
+        )[0]
 
     with _locked(root):
         src_dir = os.path.join(root, f"src-{_sha(base, aux_headers, *sorted(rewritten.items()))}")

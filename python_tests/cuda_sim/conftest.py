@@ -53,9 +53,10 @@ def rotate(values, ids=None):
     names = [o for o, _ in ORDERS]
     params = []
     for k, v in enumerate(values):
-        for order in (names if FULL else [names[(k + k // 3) % 3]]):
-            params.append(pytest.param(order, *(v if isinstance(v, tuple) else (v,)),
-                                       id=f"{order}-{ids(v) if ids else v}"))
+        for order in names if FULL else [names[(k + k // 3) % 3]]:
+            params.append(
+                pytest.param(order, *(v if isinstance(v, tuple) else (v,)), id=f"{order}-{ids(v) if ids else v}")
+            )
     return params
 
 
@@ -70,8 +71,10 @@ def assert_bitwise(got: torch.Tensor, want: torch.Tensor, what: str = ""):
         as_int = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[got.element_size()]
         diff = got.contiguous().view(as_int) != want.contiguous().view(as_int)
         idx = diff.nonzero()[:5].tolist()
-        raise AssertionError(f"{what}: {int(diff.sum())} of {got.numel()} elements differ, first at {idx}: "
-                             f"{[got[tuple(i)].item() for i in idx]} vs {[want[tuple(i)].item() for i in idx]}")
+        raise AssertionError(
+            f"{what}: {int(diff.sum())} of {got.numel()} elements differ, first at {idx}: "
+            f"{[got[tuple(i)].item() for i in idx]} vs {[want[tuple(i)].item() for i in idx]}"
+        )
 
 
 class Unchanged:

@@ -30,9 +30,8 @@ try:
     from . import build as _build
     from .variants import VARIANTS
 except ImportError:  # imported as a top-level module
-    from variants import VARIANTS  # type: ignore[no-redef]
-
     import build as _build  # type: ignore[no-redef]
+    from variants import VARIANTS  # type: ignore[no-redef]
 
 ORDERS = {"forward": 0, "reverse": 1, "random": 2}
 REDUCE_ORDERS = {"cub": 0, "sequential": 1, "random": 2}
@@ -89,9 +88,16 @@ class Sim:
     order, seed, poison byte; `variant` names a library built with patched
     kernels (variants.py)."""
 
-    def __init__(self, mode: str = "fiber", order: str | None = None, seed: int | None = None,
-                 reduce: str | None = None, poison: int | str | None = None, variant: str | None = None,
-                 timeout: float = 600.0):
+    def __init__(
+        self,
+        mode: str = "fiber",
+        order: str | None = None,
+        seed: int | None = None,
+        reduce: str | None = None,
+        poison: int | str | None = None,
+        variant: str | None = None,
+        timeout: float = 600.0,
+    ):
         self.mode = mode
         self.order = order or os.environ.get("SNIPER_SIM_ORDER", "forward")
         self.seed = int(seed if seed is not None else os.environ.get("SNIPER_SIM_SEED", "0"))
@@ -152,8 +158,13 @@ class Sim:
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
         env.setdefault("TSAN_OPTIONS", "halt_on_error=1:second_deadlock_stack=1")
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115 (lives as long as the driver)
-        self._proc = subprocess.Popen([self.built.driver, self.built.lib], stdin=subprocess.PIPE,
-                                      stdout=subprocess.PIPE, stderr=self._stderr, env=env)
+        self._proc = subprocess.Popen(
+            [self.built.driver, self.built.lib],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+        )
         return self._proc
 
     def _stderr_text(self, start=0) -> str:
@@ -169,27 +180,40 @@ class Sim:
             if not ready:
                 proc.kill()
                 proc.wait()
-                raise SanitizerError(f"cuda_sim ({self.mode}): no answer within {self.timeout:.0f} s (deadlock?)\n"
-                                     f"{self._stderr_text()[-20000:]}")
+                raise SanitizerError(
+                    f"cuda_sim ({self.mode}): no answer within {self.timeout:.0f} s (deadlock?)\n"
+                    f"{self._stderr_text()[-20000:]}"
+                )
             chunk = os.read(fd, n - len(out))
             if not chunk:
                 proc.wait()
-                raise SanitizerError(f"cuda_sim ({self.mode}): the driver died (exit status {proc.returncode})\n"
-                                     f"{self._stderr_text()[-20000:]}")
+                raise SanitizerError(
+                    f"cuda_sim ({self.mode}): the driver died (exit status {proc.returncode})\n"
+                    f"{self._stderr_text()[-20000:]}"
+                )
             out += chunk
         return out
 
     def _call_driver(self, name, bufs, ints, dbls, seed):
-        req = [b"SIMQ", struct.pack("<iQii", ORDERS[self.order], seed, REDUCE_ORDERS[self.reduce], self.poison),
-               struct.pack("<I", len(name)), name.encode(), struct.pack("<I", len(bufs))]
+        req = [
+            b"SIMQ",
+            struct.pack("<iQii", ORDERS[self.order], seed, REDUCE_ORDERS[self.reduce], self.poison),
+            struct.pack("<I", len(name)),
+            name.encode(),
+            struct.pack("<I", len(bufs)),
+        ]
         for b in bufs:
             if b is None:
                 req.append(struct.pack("<q", -1))
             else:
                 data = b.view(-1).view(torch.uint8).numpy().tobytes() if b.numel() else b""
                 req += [struct.pack("<q", len(data)), data]
-        req += [struct.pack("<I", len(ints)), struct.pack(f"<{len(ints)}q", *[int(v) for v in ints]),
-                struct.pack("<I", len(dbls)), struct.pack(f"<{len(dbls)}d", *[float(v) for v in dbls])]
+        req += [
+            struct.pack("<I", len(ints)),
+            struct.pack(f"<{len(ints)}q", *[int(v) for v in ints]),
+            struct.pack("<I", len(dbls)),
+            struct.pack(f"<{len(dbls)}d", *[float(v) for v in dbls]),
+        ]
         body = b"".join(req)
         proc = self._driver()
         err_start = self._stderr.seek(0, os.SEEK_END)
@@ -200,7 +224,7 @@ class Sim:
             proc.wait()
             raise SanitizerError(f"cuda_sim.{name} ({self.mode}): the driver died\n{self._stderr_text()}") from None
         deadline = time.monotonic() + self.timeout
-        size, = struct.unpack("<Q", self._read(proc, 8, deadline))
+        (size,) = struct.unpack("<Q", self._read(proc, 8, deadline))
         data = self._read(proc, size, deadline)
         if self._stderr.seek(0, os.SEEK_END) != err_start:  # a report that did not stop the process
             raise SanitizerError(f"cuda_sim.{name} ({self.mode}): the driver reported\n{self._stderr_text(err_start)}")
@@ -208,18 +232,18 @@ class Sim:
 
         def take(n):
             nonlocal pos
-            out = data[pos:pos + n]
+            out = data[pos : pos + n]
             pos += n
             return out
 
         if take(4) != b"SIMR":
             raise SanitizerError(f"cuda_sim.{name}: bad driver response")
-        status, = struct.unpack("<i", take(4))
+        (status,) = struct.unpack("<i", take(4))
         err = take(struct.unpack("<I", take(4))[0]).decode()
         ret = list(struct.unpack("<4q", take(32)))
-        count, = struct.unpack("<I", take(4))
+        (count,) = struct.unpack("<I", take(4))
         for b in bufs[:count]:
-            size, = struct.unpack("<q", take(8))
+            (size,) = struct.unpack("<q", take(8))
             if size >= 0:
                 chunk = take(size)
                 if b is not None and size:
@@ -241,8 +265,9 @@ class Sim:
             proc.kill()
             proc.wait()
         if proc.returncode != 0:
-            raise SanitizerError(f"cuda_sim ({self.mode}): the driver exited with {proc.returncode}\n"
-                                 f"{self._stderr_text()[-20000:]}")
+            raise SanitizerError(
+                f"cuda_sim ({self.mode}): the driver exited with {proc.returncode}\n{self._stderr_text()[-20000:]}"
+            )
 
     def __enter__(self):
         return self
@@ -292,8 +317,12 @@ class Sim:
             return keep, kept
         b, s = boxes.contiguous(), scores.contiguous()
         ids = None if idxs is None else idxs.to(torch.int64).contiguous()
-        count = self.call("soft_nms", [b, s, ids, keep, kept], [n, method, _dt(b)] + list(self.tuning),
-                          [sigma, iou_threshold, score_threshold])[0]
+        count = self.call(
+            "soft_nms",
+            [b, s, ids, keep, kept],
+            [n, method, _dt(b)] + list(self.tuning),
+            [sigma, iou_threshold, score_threshold],
+        )[0]
         return keep[:count].clone(), kept[:count].clone()
 
     def greedy_chip_cover(self, boxes, box_group, canvas_wh, chip_size, stride, seed=None):
@@ -302,23 +331,35 @@ class Sim:
         g = box_group.to(torch.int64).contiguous()
         canvas = canvas_wh.to(torch.float64).contiguous()
         chip_dtype = torch.float64 if b.dtype == torch.float64 else torch.float32
-        chips, chip_group, box_chip = (self.empty((n, 4), chip_dtype), self.empty((n,), torch.int64),
-                                       self.empty((n,), torch.int64))
+        chips, chip_group, box_chip = (
+            self.empty((n, 4), chip_dtype),
+            self.empty((n,), torch.int64),
+            self.empty((n,), torch.int64),
+        )
         if n == 0:
             return chips, chip_group, box_chip
-        count = self.call("greedy_chip_cover", [b, g, canvas, chips, chip_group, box_chip],
-                          [n, canvas.shape[0], chip_size, stride, -1 if seed is None else seed, _dt(b),
-                           DTYPES[chip_dtype]])[0]
+        count = self.call(
+            "greedy_chip_cover",
+            [b, g, canvas, chips, chip_group, box_chip],
+            [n, canvas.shape[0], chip_size, stride, -1 if seed is None else seed, _dt(b), DTYPES[chip_dtype]],
+        )[0]
         return chips[:count].clone(), chip_group[:count].clone(), box_chip
 
-    def label_anchors(self, anchors, gt_boxes, gt_state, canvas_wh, pos_iou=0.7, neg_iou=0.3, invalid_iou=0.3,
-                      allowed_border=0.0):
+    def label_anchors(
+        self, anchors, gt_boxes, gt_state, canvas_wh, pos_iou=0.7, neg_iou=0.3, invalid_iou=0.3, allowed_border=0.0
+    ):
         chips, g, a = gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0]
         labels, matched = self.empty((chips, a), torch.int8), self.empty((chips, a), torch.int64)
         if chips == 0 or a == 0:
             return labels, matched
-        bufs = [anchors.contiguous(), gt_boxes.contiguous(), gt_state.contiguous(),
-                canvas_wh.to(torch.float64).contiguous(), labels, matched]
+        bufs = [
+            anchors.contiguous(),
+            gt_boxes.contiguous(),
+            gt_state.contiguous(),
+            canvas_wh.to(torch.float64).contiguous(),
+            labels,
+            matched,
+        ]
         self.call("label_anchors", bufs, [chips, a, g, _dt(anchors)], [pos_iou, neg_iou, invalid_iou, allowed_border])
         return labels, matched
 
@@ -343,9 +384,15 @@ class Sim:
         grad_input = self.empty(tuple(input.shape), dt)
         grad_offset = self.empty((n, 2 * og * kh * kw, g[12], g[13]), dt)
         grad_mask = self.empty((n, og * kh * kw, g[12], g[13]) if mask is not None else (0,), dt)
-        bufs = [grad_columns.to(dt).contiguous(), input.contiguous(), offset.contiguous(),
-                None if mask is None else mask.contiguous(), grad_input, grad_offset,
-                grad_mask if mask is not None else None]
+        bufs = [
+            grad_columns.to(dt).contiguous(),
+            input.contiguous(),
+            offset.contiguous(),
+            None if mask is None else mask.contiguous(),
+            grad_input,
+            grad_offset,
+            grad_mask if mask is not None else None,
+        ]
         self.call("deform_col2im", bufs, g + [n, int(bool(deterministic)), _dt(input)])
         return grad_input, grad_offset, grad_mask
 
@@ -354,20 +401,24 @@ class Sim:
         k = rois.shape[0]
         out = self.empty((k, c, ph, pw), input.dtype)
         bufs = [input.contiguous(), rois.contiguous(), None if offset is None else offset.contiguous(), out]
-        self.call("roi_pool_forward", bufs, [n, c, h, w, k, ph, pw, sampling, int(aligned), _dt(input)],
-                  [scale, gamma])
+        self.call("roi_pool_forward", bufs, [n, c, h, w, k, ph, pw, sampling, int(aligned), _dt(input)], [scale, gamma])
         return out
 
     def _roi_backward(self, grad, rois, input, offset, n, c, h, w, scale, ph, pw, sampling, aligned, gamma):
         k = rois.shape[0]
         grad_input = torch.zeros((n, c, h, w), dtype=grad.dtype)  # new_zeros in roi_pool_cuda.cpp
-        grad_offset = torch.zeros((k, 2, ph, pw), dtype=grad.dtype) if offset is not None else \
-            self.empty((0,), grad.dtype)
-        bufs = [grad.contiguous(), None if input is None else input.contiguous(), rois.contiguous(),
-                None if offset is None else offset.contiguous(), grad_input,
-                grad_offset if offset is not None else None]
-        self.call("roi_pool_backward", bufs, [n, c, h, w, k, ph, pw, sampling, int(aligned), _dt(grad)],
-                  [scale, gamma])
+        grad_offset = (
+            torch.zeros((k, 2, ph, pw), dtype=grad.dtype) if offset is not None else self.empty((0,), grad.dtype)
+        )
+        bufs = [
+            grad.contiguous(),
+            None if input is None else input.contiguous(),
+            rois.contiguous(),
+            None if offset is None else offset.contiguous(),
+            grad_input,
+            grad_offset if offset is not None else None,
+        ]
+        self.call("roi_pool_backward", bufs, [n, c, h, w, k, ph, pw, sampling, int(aligned), _dt(grad)], [scale, gamma])
         return grad_input, grad_offset
 
     def roi_align(self, input, rois, scale, ph, pw, sampling, aligned):

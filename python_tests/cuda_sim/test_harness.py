@@ -24,25 +24,32 @@ def sims(**kw):
 
 # -- the <<< >>> rewrite -------------------------------------------------------------------------
 
+
 def test_rewrite_keeps_lines_and_handles_templates_comments_and_shifts():
-    src = ('// a comment with k<<<1, 2>>>(x) in it\n'
-           'void f() {\n'
-           '  const char* s = "not <<< a launch";\n'
-           '  ns::kern<T, A><<<blocks_for(n, 256, 1 << 20), dim3(8, 8),\n'
-           '                  0, static_cast<cudaStream_t>(stream)>>>(a, b,\n'
-           '      c);  /* <<<x>>>() */\n'
-           '  other<<<1, 32>>>();\n'
-           '}\n')
+    src = (
+        "// a comment with k<<<1, 2>>>(x) in it\n"
+        "void f() {\n"
+        '  const char* s = "not <<< a launch";\n'
+        "  ns::kern<T, A><<<blocks_for(n, 256, 1 << 20), dim3(8, 8),\n"
+        "                  0, static_cast<cudaStream_t>(stream)>>>(a, b,\n"
+        "      c);  /* <<<x>>>() */\n"
+        "  other<<<1, 32>>>();\n"
+        "}\n"
+    )
     out, n = build.rewrite_launches(src, "x.cu")
     assert n == 2
     lines = out.split("\n")
     assert lines[0] == '#line 1 "x.cu"' and len(lines) == len(src.split("\n")) + 1
-    assert lines[4].startswith('  ::sim::launch(::sim::Site{"ns::kern<T, A>", __FILE__, __LINE__}, '
-                               '::sim::cfg(blocks_for(n, 256, 1 << 20), dim3(8, 8),')
+    assert lines[4].startswith(
+        '  ::sim::launch(::sim::Site{"ns::kern<T, A>", __FILE__, __LINE__}, '
+        "::sim::cfg(blocks_for(n, 256, 1 << 20), dim3(8, 8),"
+    )
     assert "[](auto&&... sim_a) { ns::kern<T, A>(sim_a...); }, a, b," in lines[5]
     assert lines[6] == "      c);  /* <<<x>>>() */"
-    assert lines[7] == ('  ::sim::launch(::sim::Site{"other", __FILE__, __LINE__}, ::sim::cfg(1, 32), '
-                        '[](auto&&... sim_a) { other(sim_a...); });')
+    assert lines[7] == (
+        '  ::sim::launch(::sim::Site{"other", __FILE__, __LINE__}, ::sim::cfg(1, 32), '
+        "[](auto&&... sim_a) { other(sim_a...); });"
+    )
     assert "not <<< a launch" in out and "k<<<1, 2>>>(x)" in out  # comments and strings untouched
 
 
@@ -67,6 +74,7 @@ def test_variant_patch_that_no_longer_matches_fails_loudly():
 
 # -- host CUB ------------------------------------------------------------------------------------
 
+
 def _twiddle(v, fmt, bits):
     u = struct.unpack(bits, struct.pack(fmt, v))[0]
     width = 8 * struct.calcsize(bits)
@@ -85,7 +93,7 @@ def test_radix_sort_order_and_stability(key, descending):
     s = Sim()
     nan = float("nan")
     if key == "int64":
-        keys = torch.tensor([5, -3, 0, 7, -3, 5, -(2 ** 62), 2 ** 62, 0] * 3, dtype=torch.int64)
+        keys = torch.tensor([5, -3, 0, 7, -3, 5, -(2**62), 2**62, 0] * 3, dtype=torch.int64)
         fmt, bits = "<q", "<Q"
     else:
         dt = getattr(torch, key)
@@ -96,8 +104,11 @@ def test_radix_sort_order_and_stability(key, descending):
     n = keys.numel()
     vals_in = torch.arange(n, dtype=torch.int64)
     keys_out, vals_out = s.empty((n,), keys.dtype), s.empty((n,), torch.int64)
-    s.call("selftest_sort_pairs", [keys, keys_out, vals_in, vals_out],
-           [n, {"float32": 0, "float64": 1, "int64": 2}[key], int(descending), 0, 8 * keys.element_size()])
+    s.call(
+        "selftest_sort_pairs",
+        [keys, keys_out, vals_in, vals_out],
+        [n, {"float32": 0, "float64": 1, "int64": 2}[key], int(descending), 0, 8 * keys.element_size()],
+    )
     tw = [_twiddle(v, fmt, bits) for v in keys.tolist()]
     # Independent reference: Python's sort is stable; descending = stable on the negated key.
     want = sorted(range(n), key=lambda i: -tw[i] if descending else tw[i])
@@ -131,18 +142,25 @@ def test_select_and_scan():
 
 # -- deliberately broken kernels -----------------------------------------------------------------
 
+
 def test_barrier_reached_by_part_of_the_block_is_reported():
     for s in sims():
-        with pytest.raises(SimError, match=r"barrier_partial_kernel launched at .*selftest\.cu:\d+, block \(0,0,0\): "
-                                           r"thread \(\d+,0,0\) exited while thread \(\d+,0,0\) waits at "
-                                           r"__syncthreads\(\) at .*selftest\.cu:\d+"):
+        with pytest.raises(
+            SimError,
+            match=r"barrier_partial_kernel launched at .*selftest\.cu:\d+, block \(0,0,0\): "
+            r"thread \(\d+,0,0\) exited while thread \(\d+,0,0\) waits at "
+            r"__syncthreads\(\) at .*selftest\.cu:\d+",
+        ):
             s.call("selftest_barrier_partial", [s.empty((256,), torch.int32)], [])
 
 
 def test_threads_at_different_barriers_are_reported():
     for s in sims():
-        with pytest.raises(SimError, match=r"threads wait at different barriers: thread \(\d+,0,0\) at "
-                                           r".*selftest\.cu:(\d+), thread \(\d+,0,0\) at .*selftest\.cu:(?!\1)\d+"):
+        with pytest.raises(
+            SimError,
+            match=r"threads wait at different barriers: thread \(\d+,0,0\) at "
+            r".*selftest\.cu:(\d+), thread \(\d+,0,0\) at .*selftest\.cu:(?!\1)\d+",
+        ):
             s.call("selftest_barrier_mismatch", [s.empty((256,), torch.int32)], [])
 
 
@@ -224,6 +242,7 @@ def test_launch_configuration_is_checked():
 
 # -- patched copies of the project's kernels -------------------------------------------------------
 
+
 def _soft_nms_case():
     g = torch.Generator().manual_seed(12)
     boxes = random_boxes(600, generator=g, dtype=torch.float32)
@@ -248,7 +267,9 @@ def test_nms_walk_without_its_barrier_is_caught():
     g = torch.Generator().manual_seed(11)
     boxes, scores = random_boxes(1000, generator=g), torch.rand(1000, generator=g, dtype=torch.float64)
     want = ops.nms(boxes, scores, 0.5)
-    failed = {s.order: not torch.equal(s.nms(boxes, scores, 0.5), want) for s in sims(variant="nms_walk_missing_barrier")}
+    failed = {
+        s.order: not torch.equal(s.nms(boxes, scores, 0.5), want) for s in sims(variant="nms_walk_missing_barrier")
+    }
     assert failed["reverse"] and failed["random"], failed
 
 

@@ -6,8 +6,8 @@ thread orders; the costlier ones run each dtype/method/seed in one order, the
 orders taking turns (SNIPER_SIM_FULL=1: all of them in every order)."""
 
 import pytest
-import test_greedy_chip_cover as chip_cover_tests
 import test_deform_conv as deform_conv_tests
+import test_greedy_chip_cover as chip_cover_tests
 import test_roi_align as roi_pool_tests
 import torch
 from common_utils import ALL_DTYPES, random_boxes
@@ -39,27 +39,36 @@ def test_nms(sim, dtype):
         idxs = torch.randint(0, 17, (n,), generator=g)
         with Unchanged(boxes, scores, idxs):
             assert_bitwise(sim.nms(boxes, scores, 0.5), ops.nms(boxes, scores, 0.5), f"nms n={n}")
-            assert_bitwise(sim.batched_nms(boxes, scores, idxs, 0.5), ops.batched_nms(boxes, scores, idxs, 0.5),
-                           f"batched_nms n={n}")
+            assert_bitwise(
+                sim.batched_nms(boxes, scores, idxs, 0.5),
+                ops.batched_nms(boxes, scores, idxs, 0.5),
+                f"batched_nms n={n}",
+            )
     empty = torch.zeros(0, 4, dtype=dtype)
     assert sim.nms(empty, torch.zeros(0, dtype=dtype), 0.5).shape == (0,)
 
 
 def test_nms_ties_and_signed_zero_scores(sim):
     # Equal scores (ties to the lower index), -0.0 beside +0.0, identical boxes.
-    boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [20, 20, 30, 30],
-                          [50, 50, 51, 51]], dtype=torch.float32).repeat(40, 1)
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [20, 20, 30, 30], [50, 50, 51, 51]],
+        dtype=torch.float32,
+    ).repeat(40, 1)
     boxes += torch.arange(240).repeat_interleave(4).view(240, 4) % 3 * 0.25
     scores = torch.tensor([0.5, 0.5, -0.0, 0.0, 0.5, -0.0]).repeat(40)
     idxs = torch.arange(240) % 3
     for thr in (0.0, 0.5, 1.0):
         assert_bitwise(sim.nms(boxes, scores, thr), ops.nms(boxes, scores, thr), f"nms thr={thr}")
-        assert_bitwise(sim.batched_nms(boxes, scores, idxs, thr), ops.batched_nms(boxes, scores, idxs, thr),
-                       f"batched_nms thr={thr}")
+        assert_bitwise(
+            sim.batched_nms(boxes, scores, idxs, thr),
+            ops.batched_nms(boxes, scores, idxs, thr),
+            f"batched_nms thr={thr}",
+        )
 
 
-@pytest.mark.parametrize("sim, dtype, method", rotate([(d, m) for d in ALL_DTYPES for m in SOFT_NMS_METHODS], _name),
-                         indirect=["sim"])
+@pytest.mark.parametrize(
+    "sim, dtype, method", rotate([(d, m) for d in ALL_DTYPES for m in SOFT_NMS_METHODS], _name), indirect=["sim"]
+)
 def test_soft_nms(sim, dtype, method):
     g = torch.Generator().manual_seed(12)
     m = SOFT_NMS_METHODS[method]
@@ -98,8 +107,11 @@ def test_nms_large_group_paths(sim, dtype):
         scores, idxs = torch.rand(n, generator=g).to(dtype), torch.randint(0, 3, (n,), generator=g)
         sim.tuning = tuning
         assert_bitwise(sim.nms(boxes, scores, 0.5), ops.nms(boxes, scores, 0.5), f"nms n={n} {tuning}")
-        assert_bitwise(sim.batched_nms(boxes, scores, idxs, 0.5), ops.batched_nms(boxes, scores, idxs, 0.5),
-                       f"batched_nms n={n} {tuning}")
+        assert_bitwise(
+            sim.batched_nms(boxes, scores, idxs, 0.5),
+            ops.batched_nms(boxes, scores, idxs, 0.5),
+            f"batched_nms n={n} {tuning}",
+        )
 
 
 @pytest.mark.parametrize("sim, method", rotate(list(SOFT_NMS_METHODS), _name), indirect=["sim"])
@@ -199,8 +211,9 @@ def test_roi_pool(sim, dtype):
         grad = torch.ones_like(want)  # of out.sum()
         with Unchanged(grad, rois):
             gi = sim.roi_align_backward(grad, rois, 0.5, 3, 2, n, c, h, w, 2, aligned)
-        torch.testing.assert_close(gi, ops.roi_align_backward(grad, rois, 0.5, 3, 2, n, c, h, w, 2, aligned),
-                                   rtol=tol, atol=tol)
+        torch.testing.assert_close(
+            gi, ops.roi_align_backward(grad, rois, 0.5, 3, 2, n, c, h, w, 2, aligned), rtol=tol, atol=tol
+        )
     with Unchanged(x, rois, off):
         out = sim.deform_roi_pool(x, rois, off, 0.5, 3, 2, 2, 0.1)
     want = ops.deform_roi_pool(x, rois, off, 0.5, 3, 2, 2, 0.1)

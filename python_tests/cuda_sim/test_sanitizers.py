@@ -10,8 +10,8 @@
 Each Sim runs its calls in a driver process built with the sanitizer."""
 
 import pytest
-import test_greedy_chip_cover as chip_cover_tests
 import test_deform_conv as deform_conv_tests
+import test_greedy_chip_cover as chip_cover_tests
 import test_roi_align as roi_pool_tests
 import torch
 from common_utils import random_boxes
@@ -24,6 +24,7 @@ ops = torch.ops.sniper
 
 
 # -- the launchers against the CPU ops ---------------------------------------------------------
+
 
 def check_box_iou(s, n, m, dtypes):
     for dt in dtypes:
@@ -38,8 +39,9 @@ def check_nms(s, sizes, groups):
         boxes, scores = random_boxes(n, generator=g), torch.rand(n, generator=g, dtype=torch.float64)
         idxs = torch.randint(0, groups, (n,), generator=g)
         assert_bitwise(s.nms(boxes, scores, 0.5), ops.nms(boxes, scores, 0.5), f"nms n={n}")
-        assert_bitwise(s.batched_nms(boxes, scores, idxs, 0.5), ops.batched_nms(boxes, scores, idxs, 0.5),
-                       f"batched_nms n={n}")
+        assert_bitwise(
+            s.batched_nms(boxes, scores, idxs, 0.5), ops.batched_nms(boxes, scores, idxs, 0.5), f"batched_nms n={n}"
+        )
 
 
 def check_soft_nms(s, n, groups, methods=(0, 1, 2)):
@@ -57,8 +59,10 @@ def check_soft_nms(s, n, groups, methods=(0, 1, 2)):
 def check_chip_cover(s, groups, per_group):
     boxes, gid, canvas = chip_cover_tests._random_problem(200, groups=groups, per_group=per_group)
     for seed in (None, 3):
-        for a, b in zip(s.greedy_chip_cover(boxes, gid, canvas, 512, 32, seed),
-                        ops.greedy_chip_cover(boxes, gid, canvas, 512, 32, seed)):
+        for a, b in zip(
+            s.greedy_chip_cover(boxes, gid, canvas, 512, 32, seed),
+            ops.greedy_chip_cover(boxes, gid, canvas, 512, 32, seed),
+        ):
             assert_bitwise(a, b, "greedy_chip_cover")
 
 
@@ -91,8 +95,9 @@ def check_deform(s, dtypes, **case):
             torch.testing.assert_close(cols, ops.deform_im2col(x, off, msk, *p), rtol=tol, atol=tol)
             gc = torch.randn(cols.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64).to(dt)
             for det in (False, True):
-                for got, want in zip(s.deform_col2im(gc, x, off, msk, *p, det), ops.deform_col2im(gc, x, off, msk,
-                                                                                                   *p, det)):
+                for got, want in zip(
+                    s.deform_col2im(gc, x, off, msk, *p, det), ops.deform_col2im(gc, x, off, msk, *p, det)
+                ):
                     torch.testing.assert_close(got, want, rtol=tol * 10, atol=tol * 100)
 
 
@@ -105,9 +110,12 @@ def check_roi_pool(s, dtypes):
             out = s.roi_align(x, rois, 0.5, 3, 2, 2, aligned)
             torch.testing.assert_close(out, ops.roi_align(x, rois, 0.5, 3, 2, 2, aligned), rtol=tol, atol=tol)
             grad = torch.ones_like(out)
-            torch.testing.assert_close(s.roi_align_backward(grad, rois, 0.5, 3, 2, n, c, h, w, 0, aligned),
-                                       ops.roi_align_backward(grad, rois, 0.5, 3, 2, n, c, h, w, 0, aligned),
-                                       rtol=tol, atol=tol)
+            torch.testing.assert_close(
+                s.roi_align_backward(grad, rois, 0.5, 3, 2, n, c, h, w, 0, aligned),
+                ops.roi_align_backward(grad, rois, 0.5, 3, 2, n, c, h, w, 0, aligned),
+                rtol=tol,
+                atol=tol,
+            )
         out = s.deform_roi_pool(x, rois, off, 0.5, 3, 2, 2, 0.1)
         torch.testing.assert_close(out, ops.deform_roi_pool(x, rois, off, 0.5, 3, 2, 2, 0.1), rtol=tol, atol=tol)
         for o in (off, None):
@@ -118,6 +126,7 @@ def check_roi_pool(s, dtypes):
 
 
 # -- AddressSanitizer + UndefinedBehaviorSanitizer ------------------------------------------------
+
 
 @pytest.fixture(scope="module", params=[o for o, _ in ORDERS])
 def asan(request):
@@ -161,6 +170,7 @@ def test_asan_clean_after_a_barrier_error():
 
 # -- ThreadSanitizer (real threads) -------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tsan():
     harness("tsan")
@@ -179,16 +189,21 @@ def test_tsan_launchers(tsan):
     check_roi_pool(tsan, [torch.float32])
 
 
-@pytest.mark.parametrize("name, args, pattern", [
-    ("selftest_count", [1, 64, 0], r"(?s)data race.*count_kernel"),
-    ("selftest_neighbour", [1, 0], r"(?s)data race.*neighbour_kernel"),
-    ("selftest_two_sums", [0], r"(?s)data race.*BlockReduce"),
-])
+@pytest.mark.parametrize(
+    "name, args, pattern",
+    [
+        ("selftest_count", [1, 64, 0], r"(?s)data race.*count_kernel"),
+        ("selftest_neighbour", [1, 0], r"(?s)data race.*neighbour_kernel"),
+        ("selftest_two_sums", [0], r"(?s)data race.*BlockReduce"),
+    ],
+)
 def test_tsan_reports_races(name, args, pattern):
     harness("tsan")
-    bufs = {"selftest_count": [torch.zeros(1, dtype=torch.int32)],
-            "selftest_neighbour": [torch.randn(256), torch.zeros(256)],
-            "selftest_two_sums": [torch.arange(512, dtype=torch.int32), torch.zeros(2, dtype=torch.int32)]}[name]
+    bufs = {
+        "selftest_count": [torch.zeros(1, dtype=torch.int32)],
+        "selftest_neighbour": [torch.randn(256), torch.zeros(256)],
+        "selftest_two_sums": [torch.arange(512, dtype=torch.int32), torch.zeros(2, dtype=torch.int32)],
+    }[name]
     with Sim(mode="tsan") as s:
         fixed = list(args)
         fixed[-1] = 1  # the correct twin (atomic / with the barrier) is clean
@@ -210,8 +225,10 @@ def test_tsan_barrier_errors_are_reported_with_threads():
 def test_tsan_finds_plain_add_in_chip_cover():
     harness("tsan")
     boxes, gid, canvas = chip_cover_tests._random_problem(200, groups=2, per_group=(8, 12))
-    with (Sim(mode="tsan", variant="chip_cover_plain_add") as s,
-          pytest.raises(SanitizerError, match=r"(?s)data race.*cover_kernel")):
+    with (
+        Sim(mode="tsan", variant="chip_cover_plain_add") as s,
+        pytest.raises(SanitizerError, match=r"(?s)data race.*cover_kernel"),
+    ):
         s.greedy_chip_cover(boxes, gid, canvas, 512, 32, None)
 
 
@@ -220,6 +237,8 @@ def test_tsan_finds_plain_add_in_roi_align_backward():
     x, rois, _ = roi_pool_tests._random(8, torch.float32)
     n, c, h, w = x.shape
     grad = torch.ones(rois.shape[0], c, 3, 2)
-    with (Sim(mode="tsan", variant="roi_pool_plain_add") as s,
-          pytest.raises(SanitizerError, match=r"(?s)data race.*input_grad_kernel")):
+    with (
+        Sim(mode="tsan", variant="roi_pool_plain_add") as s,
+        pytest.raises(SanitizerError, match=r"(?s)data race.*input_grad_kernel"),
+    ):
         s.roi_align_backward(grad, rois, 0.5, 3, 2, n, c, h, w, 2, True)

@@ -16,8 +16,7 @@ VARIANTS: dict[str, tuple[Patch, ...]] = {
     # memory; without the barrier after it the other threads may read the
     # previous step's choice. Forward order hides it (thread 0 runs first).
     "soft_nms_missing_barrier": (
-        Patch("soft_nms_kernel.cu",
-              r"(if \(threadIdx\.x == 0\) chosen = best_local;\n)\s*__syncthreads\(\);\n", r"\1"),
+        Patch("soft_nms_kernel.cu", r"(if \(threadIdx\.x == 0\) chosen = best_local;\n)\s*__syncthreads\(\);\n", r"\1"),
     ),
     # nms_walk_kernel: likewise for the word of kept bits thread 0 computes.
     "nms_walk_missing_barrier": (
@@ -26,9 +25,11 @@ VARIANTS: dict[str, tuple[Patch, ...]] = {
     # cover_kernel's block reduction without the tie-breaks (equal counts go to
     # whichever operand comes first): the result depends on the reduction order.
     "chip_cover_broken_tiebreak": (
-        Patch("greedy_chip_cover_kernel.cu",
-              r"if \(a\.key != b\.key\) return a\.key < b\.key \? a : b;\n\s*return a\.cand < b\.cand \? a : b;",
-              "return a;"),
+        Patch(
+            "greedy_chip_cover_kernel.cu",
+            r"if \(a\.key != b\.key\) return a\.key < b\.key \? a : b;\n\s*return a\.cand < b\.cand \? a : b;",
+            "return a;",
+        ),
     ),
     # cover_kernel's candidate counts with a plain += instead of atomicAdd: no
     # order of fibers shows it (a fiber runs uninterrupted between barriers);
@@ -38,7 +39,10 @@ VARIANTS: dict[str, tuple[Patch, ...]] = {
     ),
     # RoIAlign's input gradient with a plain += instead of atomicAdd.
     "roi_pool_plain_add": (
-        Patch("roi_align_kernel.cu", r"atomicAdd\(plane \+ t\.idx\[q\], gv \* t\.w\[q\]\)",
-              "plane[t.idx[q]] += gv * t.w[q]"),
+        Patch(
+            "roi_align_kernel.cu",
+            r"atomicAdd\(plane \+ t\.idx\[q\], gv \* t\.w\[q\]\)",
+            "plane[t.idx[q]] += gv * t.w[q]",
+        ),
     ),
 }

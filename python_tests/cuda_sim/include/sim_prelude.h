@@ -127,7 +127,7 @@ inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 // ---- atomics (relaxed, like CUDA's; real atomics in the threaded build) -------
-#define SIM_ATOMIC_RMW(NAME, OP, T)                                                   \
+#define SIM_ATOMIC_RMW(NAME, OP, T) \
   inline T NAME(T* address, T val) { return ::sim::aref(address).OP(val, std::memory_order_relaxed); }
 SIM_ATOMIC_RMW(atomicAdd, fetch_add, int)
 SIM_ATOMIC_RMW(atomicAdd, fetch_add, unsigned int)
@@ -174,9 +174,13 @@ inline T sim_atomic_update(T* address, T val, Pick pick) {
   }
   return old;
 }
-#define SIM_ATOMIC_MINMAX(T)                                                                    \
-  inline T atomicMax(T* a, T v) { return sim_atomic_update(a, v, [](T x, T y) { return x < y ? y : x; }); } \
-  inline T atomicMin(T* a, T v) { return sim_atomic_update(a, v, [](T x, T y) { return y < x ? y : x; }); }
+#define SIM_ATOMIC_MINMAX(T)                                                \
+  inline T atomicMax(T* a, T v) {                                           \
+    return sim_atomic_update(a, v, [](T x, T y) { return x < y ? y : x; }); \
+  }                                                                         \
+  inline T atomicMin(T* a, T v) {                                           \
+    return sim_atomic_update(a, v, [](T x, T y) { return y < x ? y : x; }); \
+  }
 SIM_ATOMIC_MINMAX(int)
 SIM_ATOMIC_MINMAX(unsigned int)
 SIM_ATOMIC_MINMAX(long long)

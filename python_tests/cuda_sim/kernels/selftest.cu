@@ -164,8 +164,10 @@ SELFTEST(shared_uninit) {
 // p: in float[blocks * 256], out float[blocks * 256]; i: blocks, sync
 SELFTEST(neighbour) {
   (void)d, (void)ret;
-  return guarded([&] { neighbour_kernel<<<unsigned(i[0]), kThreads>>>(static_cast<const float*>(p[0]), static_cast<float*>(p[1]),
-                                                int(i[1])); });
+  return guarded([&] {
+    neighbour_kernel<<<unsigned(i[0]), kThreads>>>(static_cast<const float*>(p[0]), static_cast<float*>(p[1]),
+                                                   int(i[1]));
+  });
 }
 
 // p: counter int[1]; i: blocks, threads per block, atomic
@@ -177,13 +179,16 @@ SELFTEST(count) {
 // p: in float[n], out int[1]; i: n, full tie-break
 SELFTEST(argmax) {
   (void)d, (void)ret;
-  return guarded([&] { argmax_kernel<<<1, kThreads>>>(static_cast<const float*>(p[0]), int(i[0]), int(i[1]), static_cast<int*>(p[1])); });
+  return guarded([&] {
+    argmax_kernel<<<1, kThreads>>>(static_cast<const float*>(p[0]), int(i[0]), int(i[1]), static_cast<int*>(p[1]));
+  });
 }
 
 // p: in int[512], out int[2]; i: sync
 SELFTEST(two_sums) {
   (void)d, (void)ret;
-  return guarded([&] { two_sums_kernel<<<1, kThreads>>>(static_cast<const int*>(p[0]), int(i[0]), static_cast<int*>(p[1])); });
+  return guarded(
+      [&] { two_sums_kernel<<<1, kThreads>>>(static_cast<const int*>(p[0]), int(i[0]), static_cast<int*>(p[1])); });
 }
 
 // p: out int[n]; i: n
@@ -221,9 +226,12 @@ SELFTEST(sort_pairs) {
         cub::DeviceRadixSort::SortPairs(buf.data(), bytes, keys_in, ko, vi, vo, n, int(i[3]), int(i[4]));
       }
     };
-    if (i[1] == 0) run(static_cast<const float*>(p[0]));
-    else if (i[1] == 1) run(static_cast<const double*>(p[0]));
-    else run(static_cast<const int64_t*>(p[0]));
+    if (i[1] == 0)
+      run(static_cast<const float*>(p[0]));
+    else if (i[1] == 1)
+      run(static_cast<const double*>(p[0]));
+    else
+      run(static_cast<const int64_t*>(p[0]));
   });
 }
 
@@ -237,8 +245,8 @@ SELFTEST(select_scan) {
     cub::DeviceSelect::Flagged(nullptr, bytes, items, static_cast<const uint8_t*>(p[1]), static_cast<int64_t*>(p[2]),
                                static_cast<int*>(p[3]), n);
     std::string buf(bytes, '\0');
-    cub::DeviceSelect::Flagged(buf.data(), bytes, items, static_cast<const uint8_t*>(p[1]),
-                               static_cast<int64_t*>(p[2]), static_cast<int*>(p[3]), n);
+    cub::DeviceSelect::Flagged(buf.data(), bytes, items, static_cast<const uint8_t*>(p[1]), static_cast<int64_t*>(p[2]),
+                               static_cast<int*>(p[3]), n);
     bytes = 0;
     cub::DeviceScan::ExclusiveSum(nullptr, bytes, items, static_cast<int64_t*>(p[4]), n);
     std::string buf2(bytes, '\0');

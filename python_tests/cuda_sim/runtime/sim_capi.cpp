@@ -68,14 +68,12 @@ sniper::cuda::NmsTuning tuning(const int64_t* v) {
 }
 
 sniper::DeformGeometry geometry(const int64_t* i) {
-  return sniper::DeformGeometry{i[0], i[1], i[2],  i[3],  i[4],  i[5],  i[6],
-                                i[7], i[8], i[9], i[10], i[11], i[12], i[13]};
+  return sniper::DeformGeometry{i[0], i[1], i[2], i[3], i[4], i[5], i[6], i[7], i[8], i[9], i[10], i[11], i[12], i[13]};
 }
 
 }  // namespace
 
-#define SIM_OP(name) \
-  extern "C" int sim_op_##name(void* const* p, const int64_t* i, const double* d, int64_t* ret)
+#define SIM_OP(name) extern "C" int sim_op_##name(void* const* p, const int64_t* i, const double* d, int64_t* ret)
 
 extern "C" const char* sim_last_error() { return last_error.c_str(); }
 extern "C" void sim_set_last_error(const char* msg) { last_error = msg; }
@@ -103,8 +101,8 @@ SIM_OP(soft_nms) {
   return guarded([&] {
     HostAllocator alloc;
     ret[0] = sniper::cuda::soft_nms(p[0], p[1], static_cast<const int64_t*>(p[2]), i[0],
-                                    sniper::SoftNmsSpec{i[1], d[0], d[1], d[2]}, dt(i[2]),
-                                    static_cast<int64_t*>(p[3]), p[4], alloc, nullptr, tuning(i + 3));
+                                    sniper::SoftNmsSpec{i[1], d[0], d[1], d[2]}, dt(i[2]), static_cast<int64_t*>(p[3]),
+                                    p[4], alloc, nullptr, tuning(i + 3));
   });
 }
 
@@ -114,10 +112,9 @@ SIM_OP(greedy_chip_cover) {
   (void)d;
   return guarded([&] {
     HostAllocator alloc;
-    ret[0] = sniper::cuda::greedy_chip_cover(p[0], static_cast<const int64_t*>(p[1]),
-                                             static_cast<const double*>(p[2]), i[0], i[1], i[2], i[3], i[4],
-                                             dt(i[5]), p[3], dt(i[6]), static_cast<int64_t*>(p[4]),
-                                             static_cast<int64_t*>(p[5]), alloc, nullptr);
+    ret[0] = sniper::cuda::greedy_chip_cover(p[0], static_cast<const int64_t*>(p[1]), static_cast<const double*>(p[2]),
+                                             i[0], i[1], i[2], i[3], i[4], dt(i[5]), p[3], dt(i[6]),
+                                             static_cast<int64_t*>(p[4]), static_cast<int64_t*>(p[5]), alloc, nullptr);
   });
 }
 
@@ -127,8 +124,8 @@ SIM_OP(label_anchors) {
   (void)ret;
   return guarded([&] {
     HostAllocator alloc;
-    sniper::cuda::label_anchors(p[0], p[1], static_cast<const int8_t*>(p[2]), static_cast<const double*>(p[3]),
-                                i[0], i[1], i[2], d[0], d[1], d[2], d[3], dt(i[3]), static_cast<int8_t*>(p[4]),
+    sniper::cuda::label_anchors(p[0], p[1], static_cast<const int8_t*>(p[2]), static_cast<const double*>(p[3]), i[0],
+                                i[1], i[2], d[0], d[1], d[2], d[3], dt(i[3]), static_cast<int8_t*>(p[4]),
                                 static_cast<int64_t*>(p[5]), alloc, nullptr);
   });
 }
@@ -138,9 +135,7 @@ SIM_OP(label_anchors) {
 //    pad_h, pad_w, dil_h, dil_w, offset_groups, out_h, out_w), n, dtype
 SIM_OP(deform_im2col) {
   (void)d, (void)ret;
-  return guarded([&] {
-    sniper::cuda::deform_im2col(p[0], p[1], p[2], geometry(i), i[14], p[3], dt(i[15]), nullptr);
-  });
+  return guarded([&] { sniper::cuda::deform_im2col(p[0], p[1], p[2], geometry(i), i[14], p[3], dt(i[15]), nullptr); });
 }
 
 // p: grad_columns, input, offset, mask (nullable), grad_input, grad_offset, grad_mask (nullable);
@@ -149,8 +144,8 @@ SIM_OP(deform_col2im) {
   (void)d, (void)ret;
   return guarded([&] {
     HostAllocator alloc;
-    sniper::cuda::deform_col2im(p[0], p[1], p[2], p[3], geometry(i), i[14], i[15] != 0, p[4], p[5], p[6],
-                                dt(i[16]), alloc, nullptr);
+    sniper::cuda::deform_col2im(p[0], p[1], p[2], p[3], geometry(i), i[14], i[15] != 0, p[4], p[5], p[6], dt(i[16]),
+                                alloc, nullptr);
   });
 }
 
@@ -171,7 +166,7 @@ SIM_OP(roi_pool_backward) {
   return guarded([&] {
     HostAllocator alloc;
     const sniper::RoiPoolSpec spec{d[0], i[5], i[6], i[7], i[8] != 0, d[1]};
-    sniper::cuda::roi_pool_backward(p[0], p[1], p[2], p[3], i[0], i[1], i[2], i[3], i[4], spec, p[4], p[5],
-                                    dt(i[9]), alloc, nullptr);
+    sniper::cuda::roi_pool_backward(p[0], p[1], p[2], p[3], i[0], i[1], i[2], i[3], i[4], spec, p[4], p[5], dt(i[9]),
+                                    alloc, nullptr);
   });
 }

@@ -133,8 +133,7 @@ void check_config(const LaunchCfg& c, const Site& site) {
     fail("%s: block (%u,%u,%u) exceeds CUDA's limits (1024 threads, z <= 64)", where(site).c_str(), b.x, b.y, b.z);
   }
   if (g.x > 2147483647u || g.y > 65535u || g.z > 65535u) {
-    fail("%s: grid (%u,%u,%u) exceeds CUDA's limits (x < 2^31, y and z <= 65535)", where(site).c_str(), g.x, g.y,
-         g.z);
+    fail("%s: grid (%u,%u,%u) exceeds CUDA's limits (x < 2^31, y and z <= 65535)", where(site).c_str(), g.x, g.y, g.z);
   }
   if (1ull * g.x * g.y * g.z > (1ull << 28)) {
     fail("%s: grid (%u,%u,%u) has more blocks than the harness runs (2^28)", where(site).c_str(), g.x, g.y, g.z);
@@ -255,8 +254,8 @@ void fiber_main(void* arg);
 
 unsigned char* new_stack() {
   const size_t page = size_t(sysconf(_SC_PAGESIZE));
-  void* p = mmap(nullptr, kStackSize + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
-                 -1, 0);
+  void* p =
+      mmap(nullptr, kStackSize + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (p == MAP_FAILED) throw std::runtime_error("sim: cannot map a fiber stack");
   mprotect(p, page, PROT_NONE);  // guard page below the stack
   return static_cast<unsigned char*>(p) + page;
@@ -290,8 +289,8 @@ Fiber* acquire_fiber() {
   // makecontext passes ints; split the pointer.
   const uintptr_t a = reinterpret_cast<uintptr_t>(f);
   makecontext(&f->uc, reinterpret_cast<void (*)()>(+[](unsigned lo, unsigned hi) {
-                fiber_main(reinterpret_cast<void*>(uintptr_t(lo) | (uintptr_t(hi) << 32)));
-              }),
+    fiber_main(reinterpret_cast<void*>(uintptr_t(lo) | (uintptr_t(hi) << 32)));
+  }),
               2, unsigned(a & 0xffffffffu), unsigned(a >> 32));
 #else
   // Initial frame, popped by sim_switch: r15..r12, rbx, rbp, then the return
@@ -299,12 +298,12 @@ Fiber* acquire_fiber() {
   // pointer is 16-byte aligned, as a call site requires.
   uint64_t* top = reinterpret_cast<uint64_t*>(f->stack + kStackSize);
   uint64_t* frame = top - 9;
-  frame[0] = 0;                                          // r15
-  frame[1] = 0;                                          // r14
-  frame[2] = reinterpret_cast<uint64_t>(&fiber_main);    // r13
-  frame[3] = reinterpret_cast<uint64_t>(f);              // r12
-  frame[4] = 0;                                          // rbx
-  frame[5] = 0;                                          // rbp
+  frame[0] = 0;                                        // r15
+  frame[1] = 0;                                        // r14
+  frame[2] = reinterpret_cast<uint64_t>(&fiber_main);  // r13
+  frame[3] = reinterpret_cast<uint64_t>(f);            // r12
+  frame[4] = 0;                                        // rbx
+  frame[5] = 0;                                        // rbp
   frame[6] = reinterpret_cast<uint64_t>(&sim_fiber_start);
   frame[7] = 0;
   frame[8] = 0;
@@ -344,7 +343,7 @@ void yield_to_scheduler(Fiber& f, bool final) {
 #if SIM_ASAN
   __sanitizer_finish_switch_fiber(f.fake_stack, &sched.main_stack_bottom, &sched.main_stack_size);
 #endif
-  (void)final;
+  (void) final;
 }
 
 void fiber_main(void* arg) {
@@ -543,8 +542,8 @@ struct BlockBarrier {
         first_tid = ctx.tid;
       } else if (l != line || (f != file && std::strcmp(f, file) != 0)) {
         abort_locked(where(*site) + ", block " + tid_str(ctx.bid) + ": threads wait at different barriers: thread " +
-                     tid_str(first_tid) + " at " + file + ":" + std::to_string(line) + ", thread " +
-                     tid_str(ctx.tid) + " at " + f + ":" + std::to_string(l));
+                     tid_str(first_tid) + " at " + file + ":" + std::to_string(line) + ", thread " + tid_str(ctx.tid) +
+                     " at " + f + ":" + std::to_string(l));
         throw Abort{};
       }
       count += pred;
@@ -729,7 +728,8 @@ void syncthreads(const char* file, int line) { (void)syncthreads_count(0, file, 
 void run_grid(const LaunchCfg& c, const Site& site, BodyFn body, void* closure) {
   check_config(c, site);
 #if !SIM_THREADS
-  if (sched.running) fail("%s: launch from inside a kernel (dynamic parallelism) is not supported", where(site).c_str());
+  if (sched.running)
+    fail("%s: launch from inside a kernel (dynamic parallelism) is not supported", where(site).c_str());
   if (sched.dirty) abandon_fibers();
   sched.body = body;
   sched.closure = closure;

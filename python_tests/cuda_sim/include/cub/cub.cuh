@@ -147,8 +147,8 @@ class BlockReduce {
   template <typename Op>
   T ReduceImpl(const T& input, Op op, int num_valid, const char* file, int line) {
     if (int(::sim::block_threads()) != kThreads) {
-      ::sim::fail("cub::BlockReduce<_, %d> used in a block of %u threads (%s:%d)", kThreads,
-                  ::sim::block_threads(), file, line);
+      ::sim::fail("cub::BlockReduce<_, %d> used in a block of %u threads (%s:%d)", kThreads, ::sim::block_threads(),
+                  file, line);
     }
     const unsigned me = ::sim::linear_tid();
     T* items = reinterpret_cast<T*>(storage_.bytes);
@@ -195,20 +195,34 @@ struct FloatRadix {
     return (u & high) ? U(~u) : U(u ^ high);
   }
 };
-template <> struct RadixTraits<unsigned char> : UnsignedRadix<unsigned char> {};
-template <> struct RadixTraits<unsigned short> : UnsignedRadix<unsigned short> {};
-template <> struct RadixTraits<unsigned int> : UnsignedRadix<unsigned int> {};
-template <> struct RadixTraits<unsigned long> : UnsignedRadix<unsigned long> {};
-template <> struct RadixTraits<unsigned long long> : UnsignedRadix<unsigned long long> {};
-template <> struct RadixTraits<bool> : UnsignedRadix<unsigned char> {};
-template <> struct RadixTraits<signed char> : SignedRadix<signed char, unsigned char> {};
-template <> struct RadixTraits<char> : SignedRadix<char, unsigned char> {};
-template <> struct RadixTraits<short> : SignedRadix<short, unsigned short> {};
-template <> struct RadixTraits<int> : SignedRadix<int, unsigned int> {};
-template <> struct RadixTraits<long> : SignedRadix<long, unsigned long> {};
-template <> struct RadixTraits<long long> : SignedRadix<long long, unsigned long long> {};
-template <> struct RadixTraits<float> : FloatRadix<float, uint32_t> {};
-template <> struct RadixTraits<double> : FloatRadix<double, uint64_t> {};
+template <>
+struct RadixTraits<unsigned char> : UnsignedRadix<unsigned char> {};
+template <>
+struct RadixTraits<unsigned short> : UnsignedRadix<unsigned short> {};
+template <>
+struct RadixTraits<unsigned int> : UnsignedRadix<unsigned int> {};
+template <>
+struct RadixTraits<unsigned long> : UnsignedRadix<unsigned long> {};
+template <>
+struct RadixTraits<unsigned long long> : UnsignedRadix<unsigned long long> {};
+template <>
+struct RadixTraits<bool> : UnsignedRadix<unsigned char> {};
+template <>
+struct RadixTraits<signed char> : SignedRadix<signed char, unsigned char> {};
+template <>
+struct RadixTraits<char> : SignedRadix<char, unsigned char> {};
+template <>
+struct RadixTraits<short> : SignedRadix<short, unsigned short> {};
+template <>
+struct RadixTraits<int> : SignedRadix<int, unsigned int> {};
+template <>
+struct RadixTraits<long> : SignedRadix<long, unsigned long> {};
+template <>
+struct RadixTraits<long long> : SignedRadix<long long, unsigned long long> {};
+template <>
+struct RadixTraits<float> : FloatRadix<float, uint32_t> {};
+template <>
+struct RadixTraits<double> : FloatRadix<double, uint64_t> {};
 
 constexpr size_t kTempBytes = 256;  // what the first (size query) call asks for
 
@@ -221,8 +235,8 @@ inline bool size_query(void* d_temp_storage, size_t& temp_storage_bytes, cudaErr
     return true;
   }
   if (temp_storage_bytes < kTempBytes) {
-    ::sim::fail("cub: temp_storage_bytes (%zu) is smaller than the size query returned (%zu)",
-                temp_storage_bytes, kTempBytes);
+    ::sim::fail("cub: temp_storage_bytes (%zu) is smaller than the size query returned (%zu)", temp_storage_bytes,
+                kTempBytes);
   }
   ::sim::fill_poison(d_temp_storage, temp_storage_bytes);
   return false;
@@ -230,8 +244,7 @@ inline bool size_query(void* d_temp_storage, size_t& temp_storage_bytes, cudaErr
 
 template <typename K, typename V, typename N>
 cudaError_t sort_pairs(void* d_temp_storage, size_t& temp_storage_bytes, const K* keys_in, K* keys_out,
-                       const V* values_in, V* values_out, N num_items, int begin_bit, int end_bit,
-                       bool descending) {
+                       const V* values_in, V* values_out, N num_items, int begin_bit, int end_bit, bool descending) {
   cudaError_t err;
   if (size_query(d_temp_storage, temp_storage_bytes, &err)) return err;
   if (keys_in == keys_out || values_in == values_out) {
@@ -272,13 +285,12 @@ cudaError_t sort_pairs(void* d_temp_storage, size_t& temp_storage_bytes, const K
 
 struct DeviceRadixSort {
   template <typename K, typename V, typename N>
-  static cudaError_t SortPairs(void* d_temp_storage, size_t& temp_storage_bytes, const K* d_keys_in,
-                               K* d_keys_out, const V* d_values_in, V* d_values_out, N num_items,
-                               int begin_bit = 0, int end_bit = int(sizeof(K) * 8),
-                               cudaStream_t stream = nullptr) {
+  static cudaError_t SortPairs(void* d_temp_storage, size_t& temp_storage_bytes, const K* d_keys_in, K* d_keys_out,
+                               const V* d_values_in, V* d_values_out, N num_items, int begin_bit = 0,
+                               int end_bit = int(sizeof(K) * 8), cudaStream_t stream = nullptr) {
     (void)stream;
-    return sim_detail::sort_pairs(d_temp_storage, temp_storage_bytes, d_keys_in, d_keys_out, d_values_in,
-                                  d_values_out, num_items, begin_bit, end_bit, false);
+    return sim_detail::sort_pairs(d_temp_storage, temp_storage_bytes, d_keys_in, d_keys_out, d_values_in, d_values_out,
+                                  num_items, begin_bit, end_bit, false);
   }
   template <typename K, typename V, typename N>
   static cudaError_t SortPairsDescending(void* d_temp_storage, size_t& temp_storage_bytes, const K* d_keys_in,
@@ -286,15 +298,15 @@ struct DeviceRadixSort {
                                          int begin_bit = 0, int end_bit = int(sizeof(K) * 8),
                                          cudaStream_t stream = nullptr) {
     (void)stream;
-    return sim_detail::sort_pairs(d_temp_storage, temp_storage_bytes, d_keys_in, d_keys_out, d_values_in,
-                                  d_values_out, num_items, begin_bit, end_bit, true);
+    return sim_detail::sort_pairs(d_temp_storage, temp_storage_bytes, d_keys_in, d_keys_out, d_values_in, d_values_out,
+                                  num_items, begin_bit, end_bit, true);
   }
 };
 
 struct DeviceSelect {
   template <typename InIt, typename FlagIt, typename OutIt, typename CountIt, typename N>
-  static cudaError_t Flagged(void* d_temp_storage, size_t& temp_storage_bytes, InIt d_in, FlagIt d_flags,
-                             OutIt d_out, CountIt d_num_selected_out, N num_items, cudaStream_t stream = nullptr) {
+  static cudaError_t Flagged(void* d_temp_storage, size_t& temp_storage_bytes, InIt d_in, FlagIt d_flags, OutIt d_out,
+                             CountIt d_num_selected_out, N num_items, cudaStream_t stream = nullptr) {
     (void)stream;
     cudaError_t err;
     if (sim_detail::size_query(d_temp_storage, temp_storage_bytes, &err)) return err;
@@ -311,8 +323,8 @@ struct DeviceSelect {
 
 struct DeviceScan {
   template <typename InIt, typename OutIt, typename N>
-  static cudaError_t ExclusiveSum(void* d_temp_storage, size_t& temp_storage_bytes, InIt d_in, OutIt d_out,
-                                  N num_items, cudaStream_t stream = nullptr) {
+  static cudaError_t ExclusiveSum(void* d_temp_storage, size_t& temp_storage_bytes, InIt d_in, OutIt d_out, N num_items,
+                                  cudaStream_t stream = nullptr) {
     (void)stream;
     cudaError_t err;
     if (sim_detail::size_query(d_temp_storage, temp_storage_bytes, &err)) return err;
@@ -326,8 +338,8 @@ struct DeviceScan {
     return cudaSuccess;
   }
   template <typename InIt, typename OutIt, typename N>
-  static cudaError_t InclusiveSum(void* d_temp_storage, size_t& temp_storage_bytes, InIt d_in, OutIt d_out,
-                                  N num_items, cudaStream_t stream = nullptr) {
+  static cudaError_t InclusiveSum(void* d_temp_storage, size_t& temp_storage_bytes, InIt d_in, OutIt d_out, N num_items,
+                                  cudaStream_t stream = nullptr) {
     (void)stream;
     cudaError_t err;
     if (sim_detail::size_query(d_temp_storage, temp_storage_bytes, &err)) return err;
