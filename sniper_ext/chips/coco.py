@@ -156,10 +156,13 @@ def _checked_box(file, where, raw, x1, y1, x2, y2, size, issues, prefix, xywh):
     return (x1, y1, x2, y2)
 
 
-def _settle(file, issues, problems, boxes, sizes, flagged_at, where_of, raw_of, prefix, xywh, keep):
-    """Reports, in file order, the entries' structural ``problems`` [(file position, DataError)] and
-    the box problems of the screened rows (``flagged_at``: [(file position, row)]); rows that are
-    skipped get ``keep[row] = False``, repaired ones are rewritten in ``boxes``."""
+def _settle(file, issues, problems, boxes, sizes, positions, where_of, raw_of, prefix, xywh) -> np.ndarray:
+    """Screens ``boxes`` (row r sits at file position ``positions[r]``; None: r itself) and reports,
+    in file order, the entries' structural ``problems`` [(file position, DataError)] and the box
+    problems of the flagged rows. Returns the rows to keep; repaired boxes are rewritten in place."""
+    keep = np.ones(len(boxes), dtype=bool)
+    rows = np.flatnonzero(_screen(boxes, sizes)).tolist()
+    flagged_at = [(row if positions is None else positions[row], row) for row in rows]
     events = sorted([(k, -1, e) for k, e in problems] + [(k, row, None) for k, row in flagged_at], key=lambda e: e[0])
     for k, row, error in events:
         if error is not None:
@@ -179,6 +182,7 @@ def _settle(file, issues, problems, boxes, sizes, flagged_at, where_of, raw_of, 
             keep[row] = False
         else:
             boxes[row] = box
+    return keep
 
 
 def _images(file, data) -> dict:
@@ -305,20 +309,17 @@ def load_coco(annotations, *, issues: DataIssues | None = None, name: str = "<an
     boxes[:, 2:] += boxes[:, :2]  # xywh -> xyxy
     ranks = np.array(ranks, dtype=np.int64)
     sizes = image_wh[ranks]
-    keep = np.ones(len(boxes), dtype=bool)
-    flagged = [(pos[row], row) for row in np.flatnonzero(_screen(boxes, sizes)).tolist()]
-    _settle(
+    keep = _settle(
         file,
         issues,
         problems,
         boxes,
         sizes,
-        flagged,
+        pos,
         lambda k, row: f"image {ids[ranks[row]]}, {_annotation_label(k, anns[k])}",
         lambda k, row: anns[k]["bbox"],
         "annotation",
         True,
-        keep,
     )
 
     # Group by image (stable: file order within an image), images sorted by id.
@@ -438,20 +439,17 @@ def load_proposals(
         boxes = np.array(bboxes, dtype=np.float64).reshape(-1, 4)
         boxes[:, 2:] += boxes[:, :2]
         sizes = sizes_of(ids)
-        keep = np.ones(len(boxes), dtype=bool)
-        flagged = [(pos[row], row) for row in np.flatnonzero(_screen(boxes, sizes)).tolist()]
-        _settle(
+        keep = _settle(
             file,
             issues,
             problems,
             boxes,
             sizes,
-            flagged,
+            pos,
             lambda k, row: f"image {ids[row]}, results[{k}]",
             lambda k, row: obj[k]["bbox"],
             "proposal",
             True,
-            keep,
         )
         ids = np.array(ids, dtype=np.int64)[keep]
         boxes = boxes[keep]
@@ -514,20 +512,17 @@ def load_proposals(
                     )
             boxes = np.array(well_formed, dtype=np.float64).reshape(-1, 4)
         sizes = None if known is None else np.tile(np.array(known[iid], dtype=np.float64), (len(boxes), 1))
-        keep = np.ones(len(boxes), dtype=bool)
-        flagged = [(row if good is None else good[row], row) for row in np.flatnonzero(_screen(boxes, sizes)).tolist()]
-        _settle(
+        keep = _settle(
             file,
             issues,
             problems,
             boxes,
             sizes,
-            flagged,
+            good,
             lambda k, row, iid=iid: f"image {iid}, proposal {k}",
             lambda k, row, rows=rows: rows[k][:4],
             "proposal",
             False,
-            keep,
         )
         out[iid] = boxes[keep]
     return out
