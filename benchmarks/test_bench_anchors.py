@@ -5,7 +5,7 @@ import pytest
 import torch
 from bench_utils import HAS_CUDA, QUICK, cuda_sync
 
-from sniper_ext import ops
+from sniper_ext import modeling, ops
 from sniper_ext.baselines import label_anchors_torch
 
 
@@ -17,7 +17,7 @@ def sniper_batch(chips, gt_per_chip=50, seed=0):
     state = torch.randint(-1, 2, (chips, gt_per_chip), generator=g, dtype=torch.int8)
     canvas = torch.full((chips, 2), 512.0)
     canvas[::3, 1] = 384.0
-    return ops.make_anchors((32, 32)), gt, state, canvas
+    return modeling.make_anchors((32, 32)), gt, state, canvas
 
 
 CHIPS = [4] if QUICK else [16, 128]
@@ -53,7 +53,7 @@ def _filter_per_chip_loop(anchors, objectness, deltas, canvas, valid_range):
 
     out = []
     for c in range(len(objectness)):
-        boxes = ops.decode_boxes(anchors, deltas[c], clip_wh=canvas[c])
+        boxes = modeling.decode_boxes(anchors, deltas[c], clip_wh=canvas[c])
         w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
         lo, hi = valid_range[c]
         keep = (w >= 3) & (h >= 3) & (w * h >= lo * lo) & (w * h < hi * hi)
@@ -67,7 +67,7 @@ def _filter_per_chip_loop(anchors, objectness, deltas, canvas, valid_range):
 def test_filter_proposals(benchmark, impl):
     chips = 4 if QUICK else 16
     g = torch.Generator().manual_seed(1)
-    anchors = ops.make_anchors((32, 32))
+    anchors = modeling.make_anchors((32, 32))
     objectness = torch.rand(chips, len(anchors), generator=g)
     deltas = torch.randn(chips, len(anchors), 4, generator=g) * 0.2
     canvas = torch.full((chips, 2), 512.0)
@@ -82,7 +82,7 @@ def test_filter_proposals(benchmark, impl):
         args = tuple(t.cuda() for t in args)
 
     def run():
-        out = ops.filter_proposals(*args)
+        out = modeling.filter_proposals(*args)
         cuda_sync()
         return out
 

@@ -5,13 +5,13 @@ import reference as ref
 import torch
 from common_utils import DEVICES, random_boxes, requires_cuda
 
-from sniper_ext import ops
+from sniper_ext import modeling, ops
 
 
 def test_make_anchors_layout():
-    a = ops.make_anchors((32, 32))
+    a = modeling.make_anchors((32, 32))
     assert a.shape == (32 * 32 * 21, 4) and a.dtype == torch.float32
-    a = ops.make_anchors((2, 3), stride=16, base_size=16, ratios=(0.5, 1, 2), scales=(2, 4), dtype=torch.float64)
+    a = modeling.make_anchors((2, 3), stride=16, base_size=16, ratios=(0.5, 1, 2), scales=(2, 4), dtype=torch.float64)
     assert a.shape == (2 * 3 * 6, 4)
     # Cell (y=1, x=2), ratio 1 (second), scale 4: centre (40, 24), 64 x 64.
     k = (1 * 3 + 2) * 6 + 1 * 2 + 1
@@ -78,7 +78,7 @@ def _random_chips(seed, anchors, chips=5, g=12, size=128.0):
 @pytest.mark.parametrize("kind", ["grid", "irregular"])
 def test_matches_reference(device, kind):
     if kind == "grid":
-        anchors = ops.make_anchors((8, 8), stride=16, scales=(1, 2, 4), dtype=torch.float64)
+        anchors = modeling.make_anchors((8, 8), stride=16, scales=(1, 2, 4), dtype=torch.float64)
     else:  # every anchor its own shape: the kernel's no-index path
         anchors = random_boxes(700, generator=torch.Generator().manual_seed(1), canvas=140, max_size=80)
     gt, state, canvas = _random_chips(2, anchors)
@@ -94,7 +94,7 @@ def test_matches_reference(device, kind):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_low_precision_dtypes(dtype):
-    anchors = ops.make_anchors((8, 8), stride=16, scales=(1, 2, 4), dtype=torch.float64)
+    anchors = modeling.make_anchors((8, 8), stride=16, scales=(1, 2, 4), dtype=torch.float64)
     gt, state, canvas = _random_chips(3, anchors)
     gt = gt.round()
     got = ops.label_anchors(anchors.to(dtype), gt.to(dtype), state, canvas)
@@ -106,7 +106,7 @@ def test_low_precision_dtypes(dtype):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_empty_and_padding_only(device):
-    anchors = ops.make_anchors((4, 4), device=device, dtype=torch.float64)
+    anchors = modeling.make_anchors((4, 4), device=device, dtype=torch.float64)
     labels, matched = ops.label_anchors(
         anchors,
         torch.zeros(0, 3, 4, dtype=torch.float64, device=device),
@@ -125,7 +125,7 @@ def test_empty_and_padding_only(device):
 
 @pytest.mark.slow
 def test_sniper_size_runs():
-    anchors = ops.make_anchors((32, 32))
+    anchors = modeling.make_anchors((32, 32))
     gen = torch.Generator().manual_seed(0)
     gt = torch.stack([random_boxes(50, generator=gen, canvas=512, max_size=300).float() for _ in range(16)])
     state = torch.randint(-1, 2, (16, 50), generator=gen, dtype=torch.int8)
@@ -146,7 +146,7 @@ def test_sniper_size_runs():
 
 
 def test_bad_input():
-    a = ops.make_anchors((2, 2))
+    a = modeling.make_anchors((2, 2))
     gt, st, cv = torch.zeros(1, 2, 4), torch.ones(1, 2, dtype=torch.int8), torch.full((1, 2), 64.0)
     with pytest.raises(ValueError, match=r"`gt_state` must have shape \[1, 2\]"):
         ops.label_anchors(a, gt, st[:, :1], cv)
@@ -170,7 +170,7 @@ def test_bad_input():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
-    anchors = ops.make_anchors((4, 4), scales=(1, 2), device=device)
+    anchors = modeling.make_anchors((4, 4), scales=(1, 2), device=device)
     gt, state, canvas = _random_chips(4, anchors, chips=3, size=64.0)
     torch.library.opcheck(
         torch.ops.sniper.label_anchors.default,
@@ -182,7 +182,7 @@ def test_opcheck(device):
 def test_raw_op_other_state_values(device):
     """The raw op (no value check) on every device: a state other than 1 (valid) and 0 (invalid)
     means no GT, like the -1 padding, as in the reference."""
-    anchors = ops.make_anchors((6, 6), stride=16, scales=(1, 2, 4), dtype=torch.float64)
+    anchors = modeling.make_anchors((6, 6), stride=16, scales=(1, 2, 4), dtype=torch.float64)
     gt, state, canvas = _random_chips(5, anchors, chips=4, g=10, size=96.0)
     others = torch.tensor([2, 5, 127, -2, -128], dtype=torch.int8)
     gen = torch.Generator().manual_seed(6)
@@ -207,7 +207,7 @@ def test_raw_op_other_state_values(device):
 
 @requires_cuda
 def test_cuda_more_chips_than_a_grid_dimension():
-    anchors = ops.make_anchors((2, 2), scales=(1, 2), device="cuda")
+    anchors = modeling.make_anchors((2, 2), scales=(1, 2), device="cuda")
     chips = 70000  # > 65535 (grid.y)
     gen = torch.Generator().manual_seed(8)
     gt = torch.stack([random_boxes(3, generator=gen, canvas=32, max_size=24) for _ in range(chips)]).float()
@@ -221,7 +221,7 @@ def test_cuda_more_chips_than_a_grid_dimension():
 @requires_cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
 def test_cuda_matches_cpu(dtype):
-    anchors = ops.make_anchors((32, 32), dtype=dtype)
+    anchors = modeling.make_anchors((32, 32), dtype=dtype)
     gen = torch.Generator().manual_seed(7)
     gt = torch.stack([random_boxes(200, generator=gen, canvas=512, max_size=300) for _ in range(8)]).to(dtype)
     state = torch.randint(-1, 2, (8, 200), generator=gen, dtype=torch.int8)
@@ -240,17 +240,17 @@ def test_sample_anchors():
     labels[1] = torch.where(labels[1] == 1, 0, labels[1])  # no positives: all 256 negatives
     labels[2, :] = -1
     labels[2, :10] = 1  # few positives, no negatives
-    out = ops.sample_anchors(labels, 256, 0.5, generator=torch.Generator().manual_seed(1))
-    again = ops.sample_anchors(labels, 256, 0.5, generator=torch.Generator().manual_seed(1))
+    out = modeling.sample_anchors(labels, 256, 0.5, generator=torch.Generator().manual_seed(1))
+    again = modeling.sample_anchors(labels, 256, 0.5, generator=torch.Generator().manual_seed(1))
     assert torch.equal(out, again)
     assert ((out == 1) <= (labels == 1)).all() and ((out == 0) <= (labels == 0)).all()
     n_pos, n_neg = (out == 1).sum(1), (out == 0).sum(1)
     assert n_pos[0] == 128 and n_neg[0] == 128
     assert n_pos[1] == 0 and n_neg[1] == 256
     assert n_pos[2] == 10 and n_neg[2] == 0
-    other = ops.sample_anchors(labels, 256, 0.5, generator=torch.Generator().manual_seed(2))
+    other = modeling.sample_anchors(labels, 256, 0.5, generator=torch.Generator().manual_seed(2))
     assert not torch.equal(out, other)
-    assert (ops.sample_anchors(labels, 64, 0.25) == 1).sum(1).max() <= 16
+    assert (modeling.sample_anchors(labels, 64, 0.25) == 1).sum(1).max() <= 16
 
 
 # -- box coding ---------------------------------------------------------------------------------
@@ -259,21 +259,21 @@ def test_sample_anchors():
 def test_encode_decode():
     ref_box = torch.tensor([[0.0, 0.0, 10.0, 20.0]], dtype=torch.float64)
     tgt = torch.tensor([[5.0, 10.0, 25.0, 30.0]], dtype=torch.float64)
-    d = ops.encode_boxes(ref_box, tgt, (10, 10, 5, 5))
+    d = modeling.encode_boxes(ref_box, tgt, (10, 10, 5, 5))
     torch.testing.assert_close(
         d, torch.tensor([[10 * 10 / 10, 10 * 10 / 20, 5 * math.log(2), 5 * math.log(1)]], dtype=torch.float64)
     )
-    torch.testing.assert_close(ops.decode_boxes(ref_box, d, (10, 10, 5, 5)), tgt)
+    torch.testing.assert_close(modeling.decode_boxes(ref_box, d, (10, 10, 5, 5)), tgt)
     gen = torch.Generator().manual_seed(0)
     a, b = random_boxes(50, generator=gen), random_boxes(50, generator=gen)
-    torch.testing.assert_close(ops.decode_boxes(a, ops.encode_boxes(a, b)), b)
+    torch.testing.assert_close(modeling.decode_boxes(a, modeling.encode_boxes(a, b)), b)
     # dw is clamped at log(1000/16); clipping to the canvas.
-    huge = ops.decode_boxes(ref_box, torch.tensor([[0.0, 0.0, 50.0, 0.0]], dtype=torch.float64))
+    huge = modeling.decode_boxes(ref_box, torch.tensor([[0.0, 0.0, 50.0, 0.0]], dtype=torch.float64))
     assert math.isclose(huge[0, 2] - huge[0, 0], 10 * 1000 / 16)
-    clipped = ops.decode_boxes(ref_box, torch.tensor([[0.0, 0.0, 50.0, 0.0]], dtype=torch.float64), clip_wh=(100, 15))
+    clipped = modeling.decode_boxes(ref_box, torch.tensor([[0.0, 0.0, 50.0, 0.0]], dtype=torch.float64), clip_wh=(100, 15))
     assert clipped.tolist() == [[0.0, 0.0, 100.0, 15.0]]
     assert ref.decode([0, 0, 10, 20], [0.1, -0.2, 0.3, 0.1]) == pytest.approx(
-        ops.decode_boxes(ref_box, torch.tensor([[0.1, -0.2, 0.3, 0.1]], dtype=torch.float64))[0].tolist()
+        modeling.decode_boxes(ref_box, torch.tensor([[0.1, -0.2, 0.3, 0.1]], dtype=torch.float64))[0].tolist()
     )
 
 
@@ -307,17 +307,17 @@ NAN, INF = float("nan"), float("inf")
 def test_make_anchors_bad_arguments(kwargs, err, match):
     kwargs = {"feature_hw": (2, 2), **kwargs}
     with pytest.raises(err, match=match):
-        ops.make_anchors(kwargs.pop("feature_hw"), **kwargs)
+        modeling.make_anchors(kwargs.pop("feature_hw"), **kwargs)
 
 
 def test_make_anchors_extreme_but_valid():
-    a = ops.make_anchors((0, 5))
+    a = modeling.make_anchors((0, 5))
     assert a.shape == (0, 4)
-    a = ops.make_anchors((1, 1), ratios=(1e-3,), scales=(1,), dtype=torch.float64)
+    a = modeling.make_anchors((1, 1), ratios=(1e-3,), scales=(1,), dtype=torch.float64)
     assert torch.isfinite(a).all()
     assert torch.equal(
-        ops.make_anchors((2, 2), stride=16.0, ratios=torch.tensor([1.0])),
-        ops.make_anchors((2, 2), stride=16, ratios=(1,)),
+        modeling.make_anchors((2, 2), stride=16.0, ratios=torch.tensor([1.0])),
+        modeling.make_anchors((2, 2), stride=16, ratios=(1,)),
     )
 
 
@@ -338,13 +338,13 @@ def test_make_anchors_extreme_but_valid():
 )
 def test_sample_anchors_bad_arguments(labels, kwargs, err, match):
     with pytest.raises(err, match="sample_anchors: " + match):
-        ops.sample_anchors(labels, **kwargs)
+        modeling.sample_anchors(labels, **kwargs)
 
 
 def test_sample_anchors_huge_num_keeps_everything():
     labels = torch.tensor([[1, 0, -1, 1, 0]], dtype=torch.int8)
     for num in (5, 10**30):
-        assert torch.equal(ops.sample_anchors(labels, num, positive_fraction=1.0), labels)
+        assert torch.equal(modeling.sample_anchors(labels, num, positive_fraction=1.0), labels)
 
 
 @pytest.mark.parametrize(
@@ -415,18 +415,18 @@ def test_sample_anchors_huge_num_keeps_everything():
 )
 def test_box_coding_bad_arguments(fn, args, kwargs, err, match):
     with pytest.raises(err, match=match):
-        getattr(ops, fn)(*(torch.tensor(a, dtype=torch.float64) for a in args), **kwargs)
+        getattr(modeling, fn)(*(torch.tensor(a, dtype=torch.float64) for a in args), **kwargs)
 
 
 def test_box_coding_dtypes_must_match():
     with pytest.raises(TypeError, match="encode_boxes: `target` must have the dtype of `ref`"):
-        ops.encode_boxes(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([[0.0, 0, 1, 1]], dtype=torch.float64))
+        modeling.encode_boxes(torch.tensor([[0.0, 0, 1, 1]]), torch.tensor([[0.0, 0, 1, 1]], dtype=torch.float64))
     with pytest.raises(TypeError, match="decode_boxes: `ref` must be a floating tensor"):
-        ops.decode_boxes(torch.tensor([[0, 0, 1, 1]]), torch.zeros(1, 4))
+        modeling.decode_boxes(torch.tensor([[0, 0, 1, 1]]), torch.zeros(1, 4))
 
 
 def test_label_anchors_bad_values_and_raw_limits():
-    a = ops.make_anchors((2, 2))
+    a = modeling.make_anchors((2, 2))
     gt, st, cv = torch.zeros(1, 2, 4), torch.ones(1, 2, dtype=torch.int8), torch.full((1, 2), 64.0)
     with pytest.raises(ValueError, match="label_anchors: `canvas_wh` must be finite and positive"):
         ops.label_anchors(a, gt, st, torch.tensor([[NAN, 64.0]]))

@@ -105,9 +105,13 @@ def test_every_op_and_module_is_a_target():
     raw = {n.split("::", 1)[1] for n in torch._C._dispatch_get_all_op_names() if n.startswith("sniper::")}
     wrappers = {n for n in sniper_ext.ops.__all__ if callable(getattr(sniper_ext.ops, n))}
     modules = set(sniper_ext.nn.__all__)
+    from sniper_ext.modeling import anchors, box_coder, proposals
+
+    target_code = {n for m in (anchors, box_coder, proposals) for n in m.__all__ if callable(getattr(m, n))}
     assert {n.split(".", 1)[1] for n in TARGETS if n.startswith("raw.")} == raw
     assert {n.split(".", 1)[1] for n in TARGETS if n.startswith("ops.")} == wrappers
     assert {n.split(".", 1)[1] for n in TARGETS if n.startswith("nn.")} == modules
+    assert {n.split(".", 1)[1] for n in TARGETS if n.startswith("modeling.")} == target_code
 
 
 def test_cases_are_deterministic():

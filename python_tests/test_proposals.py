@@ -5,12 +5,12 @@ import reference as ref
 import torch
 from common_utils import DEVICES, random_boxes
 
-from sniper_ext import ops
+from sniper_ext import modeling, ops
 
 
 def _rpn_outputs(seed, chips=3, fh=6):
     gen = torch.Generator().manual_seed(seed)
-    anchors = ops.make_anchors((fh, fh), stride=16, scales=(1, 2, 4), dtype=torch.float64)
+    anchors = modeling.make_anchors((fh, fh), stride=16, scales=(1, 2, 4), dtype=torch.float64)
     a = len(anchors)
     objectness = torch.rand(chips, a, generator=gen, dtype=torch.float64)
     deltas = torch.randn(chips, a, 4, generator=gen, dtype=torch.float64) * 0.3
@@ -23,7 +23,7 @@ def _rpn_outputs(seed, chips=3, fh=6):
 @pytest.mark.parametrize("top_n", [300, 5])
 def test_filter_proposals_matches_reference(device, top_n):
     anchors, obj, deltas, canvas, vr = _rpn_outputs(0)
-    boxes, scores, chip = ops.filter_proposals(
+    boxes, scores, chip = modeling.filter_proposals(
         *(t.to(device) for t in (anchors, obj, deltas, canvas, vr)), post_nms_top_n=top_n
     )
     want = ref.filter_proposals(
@@ -39,14 +39,14 @@ def test_filter_proposals_rules():
     obj = torch.tensor([[0.9, 0.8, 0.7, 0.6]])
     deltas = torch.zeros(1, 4, 4)
     canvas = torch.tensor([[64.0, 64.0]])
-    boxes, scores, chip = ops.filter_proposals(anchors, obj, deltas, canvas, torch.tensor([[5.0, 50.0]]))
+    boxes, scores, chip = modeling.filter_proposals(anchors, obj, deltas, canvas, torch.tensor([[5.0, 50.0]]))
     # [20,20,22,22] is under 3 px; [0,0,100,100] is clipped to 64x64 (area 4096 >= 50^2): out of range.
     assert boxes.tolist() == [[0, 0, 10, 10], [50, 50, 60, 60]] and scores.tolist() == pytest.approx([0.9, 0.6])
     # Pre-NMS top-n keeps the best before NMS.
-    boxes, _, _ = ops.filter_proposals(anchors, obj, deltas, canvas, torch.tensor([[0.0, math.inf]]), pre_nms_top_n=1)
+    boxes, _, _ = modeling.filter_proposals(anchors, obj, deltas, canvas, torch.tensor([[0.0, math.inf]]), pre_nms_top_n=1)
     assert boxes.tolist() == [[0, 0, 10, 10]]
     # Empty batch.
-    out = ops.filter_proposals(anchors, obj[:0], deltas[:0], canvas[:0], torch.zeros(0, 2))
+    out = modeling.filter_proposals(anchors, obj[:0], deltas[:0], canvas[:0], torch.zeros(0, 2))
     assert all(len(t) == 0 for t in out)
 
 
@@ -73,7 +73,7 @@ def _targets_case(seed):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_proposal_targets_matches_reference(device, seed):
     props, chip, gt, labels, state, vr = _targets_case(seed)
-    rois, roi_chip, lab, tgt = ops.proposal_targets(*(t.to(device) for t in (props, chip, gt, labels, state, vr)))
+    rois, roi_chip, lab, tgt = modeling.proposal_targets(*(t.to(device) for t in (props, chip, gt, labels, state, vr)))
     want = ref.proposal_targets(
         props.tolist(), chip.tolist(), gt.tolist(), labels.tolist(), state.tolist(), vr.tolist()
     )
@@ -89,7 +89,7 @@ def test_proposal_targets_rules():
     labels = torch.tensor([[3, 7]])
     state = torch.tensor([[0, 1]], dtype=torch.int8)  # an invalid GT still labels RoIs
     props = torch.tensor([[0.0, 0, 10, 11], [50, 50, 70, 70], [200, 200, 210, 210]], requires_grad=True)
-    rois, roi_chip, lab, tgt = ops.proposal_targets(
+    rois, roi_chip, lab, tgt = modeling.proposal_targets(
         props, torch.zeros(3, dtype=torch.long), gt, labels, state, torch.tensor([[0.0, 20.0]])
     )
     # GT 0 (size 10) is in range [0, 20) and is added; GT 1 (size 40) is not.
@@ -102,57 +102,57 @@ def test_proposal_targets_rules():
 def test_bad_input():
     anchors, obj, deltas, canvas, vr = _rpn_outputs(0)
     with pytest.raises(ValueError, match=r"`deltas` must have shape"):
-        ops.filter_proposals(anchors, obj, deltas[:, :-1], canvas, vr)
+        modeling.filter_proposals(anchors, obj, deltas[:, :-1], canvas, vr)
     with pytest.raises(ValueError, match=r"`valid_range` must have shape \[3, 2\]"):
-        ops.filter_proposals(anchors, obj, deltas, canvas, vr[:2])
+        modeling.filter_proposals(anchors, obj, deltas, canvas, vr[:2])
     props, chip, gt, labels, state, vr = _targets_case(0)
     with pytest.raises(ValueError, match=r"`proposal_chip` values must lie in \[0, 3\)"):
-        ops.proposal_targets(props, chip + 5, gt, labels, state, vr)
+        modeling.proposal_targets(props, chip + 5, gt, labels, state, vr)
     with pytest.raises(ValueError, match=r"`gt_labels` must have shape"):
-        ops.proposal_targets(props, chip, gt, labels[:, :2], state, vr)
+        modeling.proposal_targets(props, chip, gt, labels[:, :2], state, vr)
 
 
 def test_bad_values_and_arguments():
     anchors, obj, deltas, canvas, vr = _rpn_outputs(0)
     nan = float("nan")
     with pytest.raises(ValueError, match="filter_proposals: `deltas` must be finite"):
-        ops.filter_proposals(anchors, obj, deltas.index_fill(1, torch.tensor([3]), nan), canvas, vr)
+        modeling.filter_proposals(anchors, obj, deltas.index_fill(1, torch.tensor([3]), nan), canvas, vr)
     with pytest.raises(ValueError, match="filter_proposals: `objectness` must be finite"):
-        ops.filter_proposals(anchors, obj.index_fill(1, torch.tensor([3]), nan), deltas, canvas, vr)
+        modeling.filter_proposals(anchors, obj.index_fill(1, torch.tensor([3]), nan), deltas, canvas, vr)
     with pytest.raises(ValueError, match="filter_proposals: `anchors` box 0"):
-        ops.filter_proposals(anchors.index_fill(0, torch.tensor([0]), 0.0), obj, deltas, canvas, vr)
+        modeling.filter_proposals(anchors.index_fill(0, torch.tensor([0]), 0.0), obj, deltas, canvas, vr)
     with pytest.raises(ValueError, match="filter_proposals: `canvas_wh` must be finite and positive"):
-        ops.filter_proposals(anchors, obj, deltas, -canvas, vr)
+        modeling.filter_proposals(anchors, obj, deltas, -canvas, vr)
     with pytest.raises(
         ValueError, match=r"filter_proposals: `valid_range`\[1\] = \[50.0, 10.0\] must have 0 <= lo <= hi"
     ):
-        ops.filter_proposals(
+        modeling.filter_proposals(
             anchors, obj, deltas, canvas, torch.tensor([[0.0, 40], [50, 10], [0, 1]], dtype=torch.float64)
         )
     with pytest.raises(TypeError, match="filter_proposals: `pre_nms_top_n` must be an int, got bool"):
-        ops.filter_proposals(anchors, obj, deltas, canvas, vr, pre_nms_top_n=True)
+        modeling.filter_proposals(anchors, obj, deltas, canvas, vr, pre_nms_top_n=True)
     with pytest.raises(ValueError, match="filter_proposals: `weights` must have 4 numbers"):
-        ops.filter_proposals(anchors, obj, deltas, canvas, vr, weights=(1.0,))
+        modeling.filter_proposals(anchors, obj, deltas, canvas, vr, weights=(1.0,))
     with pytest.raises(ValueError, match=r"filter_proposals: `anchors` must have shape \[A, 4\], got \(\)"):
-        ops.filter_proposals(anchors[0, 0], obj, deltas, canvas, vr)
+        modeling.filter_proposals(anchors[0, 0], obj, deltas, canvas, vr)
     # A huge post_nms_top_n keeps everything, as a large one does.
     for a, b in zip(
-        ops.filter_proposals(anchors, obj, deltas, canvas, vr, post_nms_top_n=2**64),
-        ops.filter_proposals(anchors, obj, deltas, canvas, vr, post_nms_top_n=10**6),
+        modeling.filter_proposals(anchors, obj, deltas, canvas, vr, post_nms_top_n=2**64),
+        modeling.filter_proposals(anchors, obj, deltas, canvas, vr, post_nms_top_n=10**6),
     ):
         assert torch.equal(a, b)
 
 
 def test_proposal_targets_ignores_padding_values():
     props, chip, gt, labels, state, vr = _targets_case(0)
-    want = ops.proposal_targets(props, chip, gt, labels, state, vr)
+    want = modeling.proposal_targets(props, chip, gt, labels, state, vr)
     gt = torch.where((state < 0)[..., None], float("nan"), gt)  # padding may hold anything
-    for a, b in zip(ops.proposal_targets(props, chip, gt, labels, state, vr), want):
+    for a, b in zip(modeling.proposal_targets(props, chip, gt, labels, state, vr), want):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match=r"proposal_targets: `gt_boxes \(valid and invalid GT\)`"):
-        ops.proposal_targets(props, chip, torch.where((state >= 0)[..., None], float("nan"), gt), labels, state, vr)
+        modeling.proposal_targets(props, chip, torch.where((state >= 0)[..., None], float("nan"), gt), labels, state, vr)
     with pytest.raises(TypeError, match="proposal_targets: `proposal_chip` must be an integer tensor"):
-        ops.proposal_targets(props, chip.double(), gt, labels, state, vr)
+        modeling.proposal_targets(props, chip.double(), gt, labels, state, vr)
 
 
 def test_proposal_targets_degenerate_gt_is_never_encoded():
@@ -160,7 +160,7 @@ def test_proposal_targets_degenerate_gt_is_never_encoded():
     props = torch.tensor([[0.0, 0, 10, 10]], dtype=torch.float64)
     gt = torch.tensor([[[5.0, 5, 5, 5], [0, 0, 10, 11]]], dtype=torch.float64)
     state = torch.tensor([[1, 1]], dtype=torch.int8)
-    rois, _, lab, tgt = ops.proposal_targets(
+    rois, _, lab, tgt = modeling.proposal_targets(
         props,
         torch.tensor([0]),
         gt,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from common_utils import DEVICES, random_boxes
 
-from sniper_ext import info, ops
+from sniper_ext import info, modeling, ops
 
 
 def _nms_args(device, dtype=torch.float32):
@@ -66,7 +66,7 @@ def test_compile_chip_cover():
 
 def test_compile_rpn_targets():
     torch._dynamo.reset()
-    anchors = ops.make_anchors((4, 4), scales=(1, 2))
+    anchors = modeling.make_anchors((4, 4), scales=(1, 2))
 
     def targets(gt, state, canvas):
         labels, matched = ops.label_anchors(anchors, gt, state, canvas)

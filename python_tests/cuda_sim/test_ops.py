@@ -151,9 +151,9 @@ def test_greedy_chip_cover_dtypes(sim, dtype):
 
 @pytest.mark.parametrize("sim, dtype", rotate(ALL_DTYPES, _name), indirect=["sim"])
 def test_label_anchors(sim, dtype):
-    from sniper_ext import ops as sops
+    from sniper_ext import modeling
 
-    anchors = sops.make_anchors((32, 32), dtype=dtype)
+    anchors = modeling.make_anchors((32, 32), dtype=dtype)
     gen = torch.Generator().manual_seed(7)
     gt = torch.stack([random_boxes(200, generator=gen, canvas=512, max_size=300) for _ in range(8)]).to(dtype)
     state = torch.randint(-1, 2, (8, 200), generator=gen, dtype=torch.int8)

@@ -67,10 +67,10 @@ def check_chip_cover(s, groups, per_group):
 
 
 def check_label_anchors(s, grid, chips, g, dtypes):
-    from sniper_ext import ops as sops
+    from sniper_ext import modeling
 
     for dt in dtypes:
-        anchors = sops.make_anchors(grid, dtype=dt)
+        anchors = modeling.make_anchors(grid, dtype=dt)
         gen = torch.Generator().manual_seed(7)
         gt = torch.stack([random_boxes(g, generator=gen, canvas=512, max_size=300) for _ in range(chips)]).to(dt)
         state = torch.randint(-1, 2, (chips, g), generator=gen, dtype=torch.int8)

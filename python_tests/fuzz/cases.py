@@ -26,7 +26,7 @@ import torch
 
 import sniper_ext
 from sniper_ext import nn as snn
-from sniper_ext import ops
+from sniper_ext import modeling, ops
 
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 OTHER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64)
@@ -407,7 +407,7 @@ def _small_anchors(ctx, dt):
         return ctx.boxes(ctx.n(60), dtype=dt, canvas=300, max_size=150) - 50
     h, w = ctx.rng.randint(0, 4) if ctx.rng.random() < 0.1 else ctx.rng.randint(1, 4), ctx.rng.randint(1, 4)
     scales = ctx.rng.sample([2, 4, 7, 10], ctx.rng.randint(1, 3))
-    return ops.make_anchors((h, w), stride=16, ratios=(0.5, 1, 2), scales=scales, dtype=dt, device=ctx.device)
+    return modeling.make_anchors((h, w), stride=16, ratios=(0.5, 1, 2), scales=scales, dtype=dt, device=ctx.device)
 
 
 def _label_args(ctx, raw):
@@ -467,7 +467,7 @@ def _anchors_extreme(ctx, case):
     return f"{which} = {case.arg(which).value} (anchors beyond the dtype's range)"
 
 
-@target("ops.make_anchors", post=_post_anchors, specials=(_anchors_huge, _anchors_extreme))
+@target("modeling.make_anchors", post=_post_anchors, specials=(_anchors_huge, _anchors_extreme))
 def _():
     def build(ctx):
         return [
@@ -490,7 +490,7 @@ def _():
             Arg("device", ctx.rng.choice([None, ctx.device]), "device", keyword=True),
         ]
 
-    return build, _wrapped(ops.make_anchors)
+    return build, _wrapped(modeling.make_anchors)
 
 
 def _post_sample(case, out):
@@ -520,7 +520,7 @@ def _sample_bad_labels(ctx, case):
     return f"labels as {kind}"
 
 
-@target("ops.sample_anchors", post=_post_sample, specials=(_sample_bad_labels,))
+@target("modeling.sample_anchors", post=_post_sample, specials=(_sample_bad_labels,))
 def _():
     def build(ctx):
         b, a = ctx.n(3), ctx.n(200)
@@ -532,7 +532,7 @@ def _():
             Arg("generator", gen, "generator"),
         ]
 
-    return build, _wrapped(ops.sample_anchors)
+    return build, _wrapped(modeling.sample_anchors)
 
 
 def _weights(ctx):
@@ -555,7 +555,7 @@ def _coder_degenerate(ctx, case):
     return f"ref[0] {kind}"
 
 
-@target("ops.encode_boxes", specials=(_coder_degenerate,))
+@target("modeling.encode_boxes", specials=(_coder_degenerate,))
 def _():
     def build(ctx):
         dt = ctx.rng.choice([torch.float32, torch.float64])
@@ -566,10 +566,10 @@ def _():
             Arg("weights", _weights(ctx), "seq"),
         ]
 
-    return build, _wrapped(ops.encode_boxes)
+    return build, _wrapped(modeling.encode_boxes)
 
 
-@target("ops.decode_boxes", specials=(_coder_degenerate,))
+@target("modeling.decode_boxes", specials=(_coder_degenerate,))
 def _():
     def build(ctx):
         dt = ctx.rng.choice([torch.float32, torch.float64])
@@ -589,7 +589,7 @@ def _():
             Arg("clip_wh", clip, "tensor" if isinstance(clip, torch.Tensor) else "seq", "wh"),
         ]
 
-    return build, _wrapped(ops.decode_boxes)
+    return build, _wrapped(modeling.decode_boxes)
 
 
 def _post_props(case, out):
@@ -600,7 +600,7 @@ def _post_props(case, out):
     return _index_range(chip, 0, max(b, 1), "chip")
 
 
-@target("ops.filter_proposals", post=_post_props)
+@target("modeling.filter_proposals", post=_post_props)
 def _():
     def build(ctx):
         dt = ctx.rng.choice([torch.float32, torch.float64])
@@ -624,7 +624,7 @@ def _():
             Arg("weights", _weights(ctx), "seq", keyword=True),
         ]
 
-    return build, _wrapped(ops.filter_proposals)
+    return build, _wrapped(modeling.filter_proposals)
 
 
 def _post_targets(case, out):
@@ -637,7 +637,7 @@ def _post_targets(case, out):
     return _index_range(roi_chip, 0, max(b, 1), "roi_chip")
 
 
-@target("ops.proposal_targets", post=_post_targets)
+@target("modeling.proposal_targets", post=_post_targets)
 def _():
     def build(ctx):
         dt = ctx.rng.choice([torch.float32, torch.float64])
@@ -656,7 +656,7 @@ def _():
             Arg("weights", _weights(ctx), "seq", keyword=True),
         ]
 
-    return build, _wrapped(ops.proposal_targets)
+    return build, _wrapped(modeling.proposal_targets)
 
 
 # -- deformable convolution -------------------------------------------------------------------------

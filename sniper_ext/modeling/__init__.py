@@ -1,5 +1,11 @@
-"""Detector building blocks over the ops and modules of sniper_ext (method §7): for now the
-ResNet backbone with torchvision's state-dict names, dilated deformable res5 and frozen stages."""
+"""The SNIPER detector (method §5–§7), kept apart from the compiled ops of :mod:`sniper_ext.ops`:
+the ResNet backbone (torchvision's state-dict names, dilated deformable res5, frozen stages), anchor
+generation and sampling, box coding, proposal filtering and R-CNN targets, the RPN and R-CNN heads
+and the detector that joins them."""
+
+from .anchors import make_anchors, sample_anchors
+from .box_coder import decode_boxes, encode_boxes
+from .proposals import filter_proposals, proposal_targets
 
 from .resnet import (
     BasicBlock,
@@ -15,6 +21,12 @@ from .resnet import (
 )
 
 __all__ = [
+    "make_anchors",
+    "sample_anchors",
+    "encode_boxes",
+    "decode_boxes",
+    "filter_proposals",
+    "proposal_targets",
     "BasicBlock",
     "Bottleneck",
     "FrozenBatchNorm2d",

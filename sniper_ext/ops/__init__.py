@@ -1,21 +1,15 @@
-"""Python API of the compiled ops (``torch.ops.sniper.*``), with argument checks."""
+"""Python API of the compiled ops (``torch.ops.sniper.*``), with argument checks. The training
+target code built on them (anchors, box coding, proposals) lives in :mod:`sniper_ext.modeling`."""
 
-from .anchors import decode_boxes, encode_boxes, label_anchors, make_anchors, sample_anchors
 from .box_iou import box_iou
 from .deform_conv import deform_conv2d
 from .greedy_chip_cover import greedy_chip_cover
+from .label_anchors import label_anchors
 from .nms import SOFT_NMS_METHODS, batched_nms, nms, soft_nms
-from .proposals import filter_proposals, proposal_targets
 from .roi_align import deform_roi_pool, roi_align
 
 __all__ = [
-    "make_anchors",
     "label_anchors",
-    "sample_anchors",
-    "encode_boxes",
-    "decode_boxes",
-    "filter_proposals",
-    "proposal_targets",
     "deform_conv2d",
     "roi_align",
     "deform_roi_pool",

@@ -40,6 +40,8 @@ def _rois(op, input, boxes):
             check_tensor(op, f"boxes[{i}]", b)
             if b.dim() != 2 or b.shape[1] != 4:
                 raise ValueError(f"{op}: `boxes[{i}]` must have shape [L, 4], got {tuple(b.shape)}")
+            if b.device != input.device:
+                raise ValueError(f"{op}: `boxes[{i}]` is on {b.device} but `input` is on {input.device}")
         if len(boxes) != input.shape[0]:
             raise ValueError(f"{op}: a list of boxes needs one tensor per image ({input.shape[0]}), got {len(boxes)}")
         idx = torch.cat(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import (
+from ..ops._checks import (
     FLOAT_DTYPES,
     _values_known,
     check_box_values,
@@ -16,7 +16,7 @@ from ._checks import (
     check_tensor,
     check_threshold,
 )
-from .anchors import _check_sized_boxes, _decode, _encode
+from .box_coder import _check_sized_boxes, _decode, _encode
 
 __all__ = ["filter_proposals", "proposal_targets"]
 

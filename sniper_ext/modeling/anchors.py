@@ -1,0 +1,129 @@
+"""RPN anchors (method §5): generation on a feature grid and per-chip sampling of the labelled
+anchors (the labels come from the compiled op :func:`sniper_ext.ops.label_anchors`)."""
+
+from __future__ import annotations
+
+import torch
+
+from ..ops._checks import (
+    SIGNED_INT_DTYPES,
+    _values_known,
+    check_int,
+    check_number,
+    check_numbers,
+    check_numel,
+    check_tensor,
+)
+
+__all__ = ["make_anchors", "sample_anchors"]
+
+
+def _check_dtype_arg(op: str, dtype) -> torch.dtype:
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{op}: `dtype` must be a floating torch.dtype, got {dtype!r}")
+    return dtype
+
+
+def _check_device_arg(op: str, device):
+    if device is None or isinstance(device, torch.device):
+        return device
+    if isinstance(device, bool) or not isinstance(device, (str, int)):
+        raise TypeError(f"{op}: `device` must be a torch.device, a string or an index, got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"{op}: `device` {device!r} is not a device ({e})") from None
+
+
+def make_anchors(
+    feature_hw,
+    stride: int = 16,
+    base_size: float = 16,
+    ratios=(0.5, 1, 2),
+    scales=(2, 4, 7, 10, 13, 16, 24),
+    *,
+    dtype=torch.float32,
+    device=None,
+) -> torch.Tensor:
+    """Anchors of a feature map, ``[H*W*A, 4]`` xyxy, A = len(ratios) * len(scales).
+
+    Cell (y, x) is centred at ((x + 0.5)·stride, (y + 0.5)·stride); for ratio r (= h/w) and scale s
+    the anchor has area (base_size·s)², width base_size·s/√r and height base_size·s·√r. Row k is
+    cell (y, x) = divmod(k // A, W), anchor a = k % A with ratios outer and scales inner. SNIPER's
+    default on a 512 chip: feature_hw=(32, 32) -> 32·32·21 = 21,504 anchors.
+
+    ``feature_hw`` are ints >= 0; ``stride``, ``base_size``, ``ratios`` and ``scales`` finite and > 0;
+    every anchor coordinate must be representable in ``dtype``.
+    """
+    op = "make_anchors"
+    if isinstance(feature_hw, (str, bytes)) or not hasattr(feature_hw, "__len__") or len(feature_hw) != 2:
+        raise TypeError(f"{op}: `feature_hw` must be a pair of ints (H, W), got {feature_hw!r}")
+    h, w = (check_int(op, f"feature_hw[{i}]", v, minimum=0) for i, v in enumerate(feature_hw))
+    stride_px = check_number(op, "stride", stride, positive=True)
+    base_px = check_number(op, "base_size", base_size, positive=True)
+    r = torch.tensor(check_numbers(op, "ratios", ratios), dtype=torch.float64)[:, None]
+    s = torch.tensor(check_numbers(op, "scales", scales), dtype=torch.float64)[None, :]
+    dtype = _check_dtype_arg(op, dtype)
+    device = _check_device_arg(op, device)
+    check_numel(op, "the anchors", (h, w, r.numel() * s.numel(), 4))
+    aw = (base_px * s / r.sqrt()).reshape(-1)
+    ah = (base_px * s * r.sqrt()).reshape(-1)
+    # The farthest coordinate any anchor reaches, checked against the dtype before anything is built.
+    reach = max(h, w) * stride_px + max(float(aw.max()), float(ah.max())) / 2
+    if not reach <= torch.finfo(dtype).max:
+        raise ValueError(
+            f"{op}: anchors would reach coordinate {reach:.4g}, beyond the range of {dtype} "
+            f"({torch.finfo(dtype).max:.4g}); check stride, base_size, ratios and scales"
+        )
+    shape = torch.stack([-aw / 2, -ah / 2, aw / 2, ah / 2], dim=1)  # [A, 4] around (0, 0)
+    try:
+        cy, cx = torch.meshgrid(
+            (torch.arange(h, dtype=torch.float64) + 0.5) * stride_px,
+            (torch.arange(w, dtype=torch.float64) + 0.5) * stride_px,
+            indexing="ij",
+        )
+        centres = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)
+        return (centres + shape[None]).reshape(-1, 4).to(dtype=dtype, device=device)
+    except (RuntimeError, AssertionError) as e:  # out of memory; a CUDA device without CUDA ...
+        raise RuntimeError(f"{op}: cannot create {h}x{w}x{shape.shape[0]} anchors on {device or 'cpu'}: {e}") from None
+
+
+def sample_anchors(
+    labels: torch.Tensor, num: int = 256, positive_fraction: float = 0.5, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Keeps at most ``num`` labelled anchors per chip, at most ``num·positive_fraction`` of them
+    positive (fewer positives leave room for more negatives), chosen uniformly at random; the
+    others become -1. ``labels``: ``[B, A]`` signed integers in {-1, 0, 1} (e.g. the int8 labels of
+    :func:`label_anchors`); ``num`` an int >= 0. Reproducible with ``generator``."""
+    op = "sample_anchors"
+    check_tensor(op, "labels", labels)
+    if labels.dim() != 2:
+        raise ValueError(f"{op}: `labels` must have shape [B, A], got {tuple(labels.shape)}")
+    if labels.dtype not in SIGNED_INT_DTYPES:
+        raise TypeError(
+            f"{op}: `labels` must be a signed integer tensor (-1 ignore, 0 negative, 1 positive), got {labels.dtype}"
+        )
+    num = check_int(op, "num", num, minimum=0)
+    positive_fraction = check_number(op, "positive_fraction", positive_fraction, minimum=0, maximum=1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{op}: `generator` must be a torch.Generator or None, got {type(generator).__name__}")
+    if _values_known(labels) and labels.numel() and not bool(((labels >= -1) & (labels <= 1)).all()):
+        raise ValueError(f"{op}: `labels` values must be -1, 0 or 1")
+    num = min(num, labels.shape[1])  # keeping more than all is keeping all
+    gen_device = generator.device if generator is not None else labels.device
+    r = torch.rand(labels.shape, generator=generator, device=gen_device).to(labels.device)
+
+    def rank(mask):  # rank of each masked entry in a random order of the masked entries
+        order = torch.where(mask, r, 2.0).argsort(dim=1)
+        ranks = torch.empty_like(order)
+        ranks.scatter_(1, order, torch.arange(labels.shape[1], device=labels.device).expand_as(order))
+        return ranks
+
+    pos, neg = labels == 1, labels == 0
+    keep_pos = pos & (rank(pos) < int(num * positive_fraction))
+    room = num - keep_pos.sum(dim=1, keepdim=True)
+    keep_neg = neg & (rank(neg) < room)
+    out = torch.full_like(labels, -1)
+    out[keep_pos] = 1
+    out[keep_neg] = 0
+    return out
