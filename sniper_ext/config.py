@@ -285,7 +285,9 @@ def _from_dict(cls, d: dict, where: str, base=None):
     kwargs = {}
     for f in dataclasses.fields(cls):
         default = getattr(base, f.name)
-        kwargs[f.name] = _decode(d[f.name], default, f"{where}.{f.name}" if where else f.name) if f.name in d else default
+        kwargs[f.name] = (
+            _decode(d[f.name], default, f"{where}.{f.name}" if where else f.name) if f.name in d else default
+        )
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
@@ -340,8 +342,6 @@ def apply_overrides(cfg: TrainConfig, items: list[str]) -> TrainConfig:
                 raise ConfigError(f"override {item!r}: {p!r} is not a section of the configuration")
             node = node[p]
         if parts[-1] not in node:
-            raise ConfigError(
-                f"override {item!r}: unknown key {parts[-1]!r}; known: {', '.join(sorted(node))}"
-            )
+            raise ConfigError(f"override {item!r}: unknown key {parts[-1]!r}; known: {', '.join(sorted(node))}")
         node[parts[-1]] = value
     return config_from_dict(d, base=cfg)

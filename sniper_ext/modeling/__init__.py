@@ -3,10 +3,10 @@ the ResNet backbone (torchvision's state-dict names, dilated deformable res5, fr
 generation and sampling, box coding, proposal filtering and R-CNN targets, the RPN and R-CNN heads
 and the detector that joins them."""
 
-from .anchors import make_anchors, sample_anchors
+from .anchors import keyed_uniform, make_anchors, sample_anchors
 from .box_coder import decode_boxes, encode_boxes
+from .detector import SniperRCNN, build_model
 from .proposals import filter_proposals, proposal_targets
-
 from .resnet import (
     BasicBlock,
     Bottleneck,
@@ -19,8 +19,17 @@ from .resnet import (
     resnet50,
     resnet101,
 )
+from .roi_heads import RCNNHead, rcnn_losses
+from .rpn import RPNHead, rpn_losses
 
 __all__ = [
+    "SniperRCNN",
+    "build_model",
+    "RPNHead",
+    "rpn_losses",
+    "RCNNHead",
+    "rcnn_losses",
+    "keyed_uniform",
     "make_anchors",
     "sample_anchors",
     "encode_boxes",

@@ -12,10 +12,11 @@ from ..ops._checks import (
     check_number,
     check_numbers,
     check_numel,
+    check_same_device,
     check_tensor,
 )
 
-__all__ = ["make_anchors", "sample_anchors"]
+__all__ = ["make_anchors", "sample_anchors"]  # keyed_uniform: exported by sniper_ext.modeling
 
 
 def _check_dtype_arg(op: str, dtype) -> torch.dtype:
@@ -88,8 +89,41 @@ def make_anchors(
         raise RuntimeError(f"{op}: cannot create {h}x{w}x{shape.shape[0]} anchors on {device or 'cpu'}: {e}") from None
 
 
+_MASK64 = (1 << 64) - 1
+
+
+def _signed(v: int) -> int:
+    v &= _MASK64
+    return v - (1 << 64) if v >= 1 << 63 else v
+
+
+def _lshr(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    return (x >> k) & ((1 << (64 - k)) - 1)
+
+
+def keyed_uniform(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """``[B, n]`` float32 numbers in [0, 1), a pure function of (key, column): SplitMix64 of
+    ``key * 2^32 + column`` in wrapping int64 arithmetic, top 24 bits. The same on every device and
+    for any batch split, so a chip's anchor sample depends only on its key (exact multi-process
+    equivalence, exact resume)."""
+    if not isinstance(keys, torch.Tensor) or keys.dim() != 1 or keys.dtype != torch.int64:
+        raise TypeError("keyed_uniform: `keys` must be an int64 tensor of shape [B]")
+    col = torch.arange(n, dtype=torch.int64, device=keys.device)
+    x = (keys[:, None] << 32) + col[None, :] + _signed(0x9E3779B97F4A7C15)
+    x = (x ^ _lshr(x, 30)) * _signed(0xBF58476D1CE4E5B9)
+    x = (x ^ _lshr(x, 27)) * _signed(0x94D049BB133111EB)
+    x = x ^ _lshr(x, 31)
+    return _lshr(x, 40).to(torch.float32) * (1.0 / (1 << 24))
+
+
 def sample_anchors(
-    labels: torch.Tensor, num: int = 256, positive_fraction: float = 0.5, generator: torch.Generator | None = None
+    labels: torch.Tensor,
+    num: int = 256,
+    positive_fraction: float = 0.5,
+    generator: torch.Generator | None = None,
+    *,
+    keys: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Keeps at most ``num`` labelled anchors per chip, at most ``num·positive_fraction`` of them
     positive (fewer positives leave room for more negatives), chosen uniformly at random; the
@@ -110,8 +144,19 @@ def sample_anchors(
     if _values_known(labels) and labels.numel() and not bool(((labels >= -1) & (labels <= 1)).all()):
         raise ValueError(f"{op}: `labels` values must be -1, 0 or 1")
     num = min(num, labels.shape[1])  # keeping more than all is keeping all
-    gen_device = generator.device if generator is not None else labels.device
-    r = torch.rand(labels.shape, generator=generator, device=gen_device).to(labels.device)
+    if keys is not None:
+        if generator is not None:
+            raise ValueError(f"{op}: give `generator` or `keys`, not both")
+        check_tensor(op, "keys", keys)
+        if keys.dtype != torch.int64 or tuple(keys.shape) != (labels.shape[0],):
+            raise ValueError(
+                f"{op}: `keys` must be int64 of shape [{labels.shape[0]}], got {keys.dtype} {tuple(keys.shape)}"
+            )
+        check_same_device(op, "labels", labels, "keys", keys)
+        r = keyed_uniform(keys, labels.shape[1])
+    else:
+        gen_device = generator.device if generator is not None else labels.device
+        r = torch.rand(labels.shape, generator=generator, device=gen_device).to(labels.device)
 
     def rank(mask):  # rank of each masked entry in a random order of the masked entries
         order = torch.where(mask, r, 2.0).argsort(dim=1)

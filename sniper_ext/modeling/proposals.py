@@ -251,18 +251,17 @@ def proposal_targets(
     labels = torch.zeros(len(rois), dtype=torch.int64, device=rois.device)
     targets = torch.zeros(len(rois), 4, dtype=dtype, device=rois.device)
     if len(rois) and g:
-        bounds = torch.searchsorted(roi_chip, torch.arange(b + 1, device=roi_chip.device)).tolist()
-        for c in range(b):
-            s, e = bounds[c], bounds[c + 1]
-            if s == e or not bool(present[c].any()):
-                continue
-            iou = torch.ops.sniper.box_iou(rois[s:e], gtb[c])  # checked above; no gradient wanted
-            iou = torch.where(present[c][None, :], iou, torch.full_like(iou, -1))
-            best, arg = iou.max(dim=1)
-            is_fg = best > fg
-            labels[s:e] = torch.where(is_fg, gt_labels[c].long()[arg], torch.zeros_like(arg))
-            # Only foreground RoIs are encoded: an IoU > 0 means both boxes have positive width and height.
-            fg_rows = is_fg.nonzero()[:, 0]
-            if len(fg_rows):
-                targets[s + fg_rows] = _encode(rois[s:e][fg_rows], gtb[c][arg[fg_rows]], weights)
+        # One IoU call for every RoI against every chip's GT, then each RoI reads its own chip's row:
+        # no per-chip loop (B * G columns; a few MB for a training batch).
+        r = len(rois)
+        iou = torch.ops.sniper.box_iou(rois, gtb.reshape(b * g, 4)).view(r, b, g)  # checked above
+        iou = iou.gather(1, roi_chip.view(r, 1, 1).expand(r, 1, g)).squeeze(1)  # [R, G]
+        iou = torch.where(present[roi_chip], iou, torch.full_like(iou, -1))
+        best, arg = iou.max(dim=1)  # first maximum: lowest GT index on ties
+        is_fg = best > fg
+        labels = torch.where(is_fg, gt_labels.long()[roi_chip, arg], labels)
+        # Only foreground RoIs are encoded: an IoU > 0 means both boxes have positive width and height.
+        fg_rows = is_fg.nonzero()[:, 0]
+        if len(fg_rows):
+            targets[fg_rows] = _encode(rois[fg_rows], gtb[roi_chip[fg_rows], arg[fg_rows]], weights)
     return rois, roi_chip, labels, targets

@@ -1,0 +1,39 @@
+"""Checkpoints written atomically (a temporary file, fsync, rename): a run killed at any moment
+leaves either the previous checkpoint or the new one, never half of one."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+
+import torch
+
+from .._atomic import atomic_write
+from ..errors import DataError
+
+__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = 1
+
+
+def save_checkpoint(path: str, state: dict) -> str:
+    """``torch.save`` of ``state`` (plus the format number) through a temporary file beside ``path``."""
+    state = dict(state, format=CHECKPOINT_FORMAT)
+    return atomic_write(path, lambda f: torch.save(state, f), prefix=".ckpt-", suffix=".pt.tmp")
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    """Reads a checkpoint of :func:`save_checkpoint`. A missing file raises FileNotFoundError;
+    a file that is not such a checkpoint (truncated, another format, not a torch file) raises
+    :class:`~sniper_ext.errors.DataError` naming it."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, AttributeError) as e:
+        raise DataError(path, None, f"not a readable sniper_ext checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
+        raise DataError(path, None, f"not a sniper_ext checkpoint (format {CHECKPOINT_FORMAT} with a model)")
+    return state
