@@ -4,6 +4,8 @@
                                 plan SNIPER chips for a COCO-format dataset (default: an
                                 embedded synthetic one), print statistics, draw pictures
     sniper info                 what was built and what runs here
+    sniper train --out DIR [--preset tiny] [--max-iter N] [--checkpoint-every K] [--resume]
+                                train a SNIPER detector (two-stage schedule, resumable)
     sniper demo [--out DIR]     Soft-NMS / NMS on synthetic detections: timings beside
                                 NumPy, the published fixture, and a picture
 
@@ -424,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--images", metavar="N", type=_positive_int, default=50, help="images in the batched load")
     d.add_argument("--seed", metavar="S", type=_nonnegative_int, default=0, help="seed of the pictured image")
     d.set_defaults(fn=_cmd_demo, parser=d)
+    from .engine.command import add_parser as add_train_parser  # sniper train
+
+    add_train_parser(sub)
     return p
 
 

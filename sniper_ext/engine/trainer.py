@@ -129,7 +129,7 @@ def train_stage(
             with torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16):
                 losses = ddp_model(batch, rpn_only=rpn_only)
         loss = losses["loss"]
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(
                 f"{stage} stage, iteration {it + 1}: the loss is {float(loss)} "
                 f"({', '.join(f'{k} {float(v):.4g}' for k, v in losses.items())}); lower solver.base_lr or "
@@ -152,7 +152,7 @@ def train_stage(
         n = int(batch["images"].shape[0]) * dist.world_size
         result.chips += n
         chips_window += n
-        values = {k: float(v) for k, v in losses.items() if k == "loss" or k.startswith(("rpn_", "rcnn_"))}
+        values = {k: float(v.detach()) for k, v in losses.items() if k == "loss" or k.startswith(("rpn_", "rcnn_"))}
         if dist.distributed:  # the logged losses are the mean over ranks
             t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
             torch.distributed.all_reduce(t)
