@@ -4,6 +4,8 @@
                                 plan SNIPER chips for a COCO-format dataset (default: an
                                 embedded synthetic one), print statistics, draw pictures
     sniper info                 what was built and what runs here
+    sniper eval --annotations GT.json --results R.json [--out M.json] [--per-class]
+                                COCO box AP/AR of a results file (pycocotools)
     sniper demo [--out DIR]     Soft-NMS / NMS on synthetic detections: timings beside
                                 NumPy, the published fixture, and a picture
 
@@ -424,6 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--images", metavar="N", type=_positive_int, default=50, help="images in the batched load")
     d.add_argument("--seed", metavar="S", type=_nonnegative_int, default=0, help="seed of the pictured image")
     d.set_defaults(fn=_cmd_demo, parser=d)
+    from .evaluation.command import add_parser as add_eval_parser  # sniper eval
+
+    add_eval_parser(sub)
     return p
 
 
@@ -472,5 +477,7 @@ def main(argv=None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the package's own module, whose exception classes the subcommands raise
+    from sniper_ext.cli import main as _main
+
+    sys.exit(_main())
