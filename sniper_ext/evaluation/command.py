@@ -38,17 +38,19 @@ def add_parser(subparsers):
         description=DESCRIPTION,
         epilog=EXAMPLE + "\n\n" + cli._EPILOG,
     )
-    p.add_argument("--annotations", metavar="GT.json", required=True, help="COCO-format ground truth")
+    p.add_argument(
+        "--annotations", metavar="GT.json", required=True, help="COCO-format ground truth (required, no default)"
+    )
     # Hook for the --checkpoint mode (issue 11): add `--checkpoint C` here, make --results and
     # --checkpoint a required mutually exclusive group, and produce the results in _results().
     p.add_argument(
         "--results",
         metavar="R.json",
         required=True,
-        help='COCO detection results: a JSON list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"}',
+        help='COCO detection results: a JSON list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"} (required, no default)',
     )
     p.add_argument("--out", metavar="M.json", help="write the numbers as JSON here (default: print only)")
-    p.add_argument("--per-class", action="store_true", help="also print (and write) AP per category")
+    p.add_argument("--per-class", action="store_true", help="also print (and write) AP per category (default: off)")
     p.set_defaults(fn=run, parser=p)
     return p
 
