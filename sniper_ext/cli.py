@@ -6,6 +6,8 @@
     sniper info                 what was built and what runs here
     sniper train --out DIR [--preset tiny] [--max-iter N] [--checkpoint-every K] [--resume]
                                 train a SNIPER detector (two-stage schedule, resumable)
+    sniper eval --annotations GT.json --results R.json [--out M.json] [--per-class]
+                                COCO box AP/AR of a results file (pycocotools)
     sniper demo [--out DIR]     Soft-NMS / NMS on synthetic detections: timings beside
                                 NumPy, the published fixture, and a picture
 
@@ -429,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .engine.command import add_parser as add_train_parser  # sniper train
 
     add_train_parser(sub)
+    from .evaluation.command import add_parser as add_eval_parser  # sniper eval
+
+    add_eval_parser(sub)
     return p
 
 
@@ -477,5 +482,7 @@ def main(argv=None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # run the package's own module, whose exception classes the subcommands raise
+    from sniper_ext.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,299 @@
+"""COCO box evaluation: pycocotools' ``COCOeval`` on checked inputs, silenced, as a dict of numbers.
+
+    metrics = evaluate_coco("instances_val2017.json", "results.json", per_class=True)
+    print(format_table(metrics))      # the standard 12-line table
+    write_metrics_json("metrics.json", metrics)
+
+The numbers are pycocotools' own (``COCOeval.stats``, same order and meaning); this module only
+checks the inputs first, so that a bad file gives one :class:`~sniper_ext.errors.DataError` naming
+the file and the entry (``R.json: results[3]: unknown image id 99``) instead of an assertion deep in
+pycocotools, and handles the cases pycocotools does not:
+
+* an empty results list is valid and scores 0 (``COCO.loadRes`` fails on it);
+* the caller's results are not modified (``loadRes`` adds keys to every entry);
+* ground-truth annotations without ``area``/``iscrowd``/``id`` get ``w*h``/0/a fresh id, as
+  many hand-made COCO files lack them (on real COCO files nothing changes);
+* pycocotools' progress prints are captured, not shown.
+
+Undefined numbers: pycocotools reports -1 for an average over nothing (``APs`` when no GT object
+is small, a category without GT). Here they are ``None`` (``null`` in JSON), never -1, so that
+they cannot be averaged by mistake; :func:`format_table` prints them as pycocotools does
+(``-1.000``), keeping the table identical to the familiar one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+
+import numpy as np
+
+from .._atomic import atomic_write
+from ..chips.coco import _is_int, _is_number, _json_type, _short, read_json
+from ..errors import DataError
+
+__all__ = [
+    "METRIC_KEYS",
+    "evaluate_coco",
+    "check_results",
+    "format_table",
+    "format_per_class",
+    "write_metrics_json",
+]
+
+#: The 12 numbers of ``COCOeval.summarize()`` for boxes, in its order.
+METRIC_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+# (title, type, IoU, area, maxDets) of each line of pycocotools' table.
+_LINES = (
+    ("Average Precision", "(AP)", "0.50:0.95", "all", 100),
+    ("Average Precision", "(AP)", "0.50", "all", 100),
+    ("Average Precision", "(AP)", "0.75", "all", 100),
+    ("Average Precision", "(AP)", "0.50:0.95", "small", 100),
+    ("Average Precision", "(AP)", "0.50:0.95", "medium", 100),
+    ("Average Precision", "(AP)", "0.50:0.95", "large", 100),
+    ("Average Recall", "(AR)", "0.50:0.95", "all", 1),
+    ("Average Recall", "(AR)", "0.50:0.95", "all", 10),
+    ("Average Recall", "(AR)", "0.50:0.95", "all", 100),
+    ("Average Recall", "(AR)", "0.50:0.95", "small", 100),
+    ("Average Recall", "(AR)", "0.50:0.95", "medium", 100),
+    ("Average Recall", "(AR)", "0.50:0.95", "large", 100),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks
+
+
+def _source(obj, default_name: str):
+    """(name for messages, parsed JSON) of a path or an already parsed object."""
+    if isinstance(obj, (str, os.PathLike)):
+        path = os.fspath(obj)
+        return path, read_json(path)  # DataError with line and column for bad JSON
+    return default_name, obj
+
+
+def _check_box(file, where, bbox, field="bbox") -> list:
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        raise DataError(file, where, f"{field} must be [x, y, width, height] numbers, got {_short(bbox)}")
+    box = [float(v) for v in bbox]
+    if not all(math.isfinite(v) for v in box):
+        raise DataError(file, where, f"{field} has a non-finite value: {_short(bbox)}")
+    if box[2] < 0 or box[3] < 0:
+        what = "width" if box[2] < 0 else "height"
+        raise DataError(file, where, f"{field} has negative {what}: {_short(bbox)}")
+    return box
+
+
+def _entry_id(file, where, obj, key, what):
+    v = obj.get(key)
+    if not _is_int(v):
+        raise DataError(file, where, f"{key} must be an integer, got {_short(v)}" + (f" ({what})" if what else ""))
+    return int(v)
+
+
+def _load_ground_truth(annotations) -> tuple[str, dict]:
+    """Checked copy of a COCO annotations file, completed for pycocotools."""
+    file, data = _source(annotations, "<annotations>")
+    if not isinstance(data, dict):
+        raise DataError(file, None, f"not a COCO annotations file: the top level is {_json_type(data)}, not an object")
+    for key in ("images", "annotations", "categories"):
+        if key not in data:
+            raise DataError(file, None, f'not a COCO annotations file: no "{key}" list')
+        if not isinstance(data[key], list):
+            raise DataError(file, None, f'not a COCO annotations file: "{key}" is {_json_type(data[key])}, not a list')
+
+    images, seen = [], set()
+    for i, im in enumerate(data["images"]):
+        where = f"images[{i}]"
+        if not isinstance(im, dict):
+            raise DataError(file, where, f"is {_json_type(im)}, not an object")
+        iid = _entry_id(file, where, im, "id", None)
+        if iid in seen:
+            raise DataError(file, where, f"duplicate image id {iid}")
+        seen.add(iid)
+        images.append(im)
+
+    categories, names = [], {}
+    for i, c in enumerate(data["categories"]):
+        where = f"categories[{i}]"
+        if not isinstance(c, dict):
+            raise DataError(file, where, f"is {_json_type(c)}, not an object")
+        cid = _entry_id(file, where, c, "id", None)
+        if cid in names:
+            raise DataError(file, where, f"duplicate category id {cid}")
+        name = c.get("name")
+        names[cid] = str(name) if isinstance(name, str) and name else f"category {cid}"
+        categories.append(c)
+
+    anns = []
+    for k, a in enumerate(data["annotations"]):
+        where = f"annotations[{k}]"
+        if not isinstance(a, dict):
+            raise DataError(file, where, f"is {_json_type(a)}, not an object")
+        iid = _entry_id(file, where, a, "image_id", None)
+        if iid not in seen:
+            raise DataError(file, where, f'unknown image id {iid} (not in "images")')
+        cid = _entry_id(file, where, a, "category_id", None)
+        if cid not in names:
+            raise DataError(file, where, f'unknown category id {cid} (not in "categories")')
+        box = _check_box(file, f"image {iid}, {where}", a.get("bbox"))
+        area = a.get("area", box[2] * box[3])
+        if not (_is_number(area) and math.isfinite(area) and area >= 0):
+            raise DataError(file, f"image {iid}, {where}", f"area must be a number >= 0, got {_short(area)}")
+        crowd = a.get("iscrowd", 0)
+        if crowd not in (0, 1):  # also True/False
+            raise DataError(file, f"image {iid}, {where}", f"iscrowd must be 0 or 1, got {_short(crowd)}")
+        # ids 1..N: COCOeval treats a matched GT id of 0 as "no match", and needs them unique
+        anns.append({**a, "id": k + 1, "bbox": box, "area": float(area), "iscrowd": int(crowd)})
+    gt = {"images": images, "annotations": anns, "categories": categories}
+    if "info" in data:
+        gt["info"] = data["info"]
+    return file, {"dataset": gt, "names": names}
+
+
+def check_results(results, image_ids, category_ids, *, name: str = "<results>") -> tuple[str, list]:
+    """Checked, normalised copies ``{image_id, category_id, bbox, score}`` of COCO detection
+    results (a path or a list). Raises DataError naming the file and ``results[k]`` for an entry
+    that is not an object, an unknown image or category id, a bbox that is not 4 finite numbers
+    with width, height >= 0, or a score that is not a finite number."""
+    file, data = _source(results, name)
+    if not isinstance(data, list):
+        hint = ' (an annotations file? results are a list of {"image_id", "category_id", "bbox", "score"})'
+        raise DataError(
+            file,
+            None,
+            f"not a COCO results file: the top level is {_json_type(data)}, not a list"
+            + (hint if isinstance(data, dict) else ""),
+        )
+    image_ids, category_ids = set(image_ids), set(category_ids)
+    out = []
+    for k, r in enumerate(data):
+        where = f"results[{k}]"
+        if not isinstance(r, dict):
+            raise DataError(file, where, f"is {_json_type(r)}, not an object")
+        iid = _entry_id(file, where, r, "image_id", None)
+        if iid not in image_ids:
+            raise DataError(file, where, f"unknown image id {iid} (not in the annotations' images)")
+        cid = _entry_id(file, where, r, "category_id", None)
+        if cid not in category_ids:
+            raise DataError(file, where, f"unknown category id {cid} (not in the annotations' categories)")
+        box = _check_box(file, where, r.get("bbox"))
+        score = r.get("score")
+        if not (_is_number(score) and math.isfinite(score)):
+            raise DataError(file, where, f"score must be a finite number, got {_short(score)}")
+        out.append({"image_id": iid, "category_id": cid, "bbox": box, "score": float(score)})
+    return file, out
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation
+
+
+def _coco(dataset: dict):
+    from pycocotools.coco import COCO
+
+    c = COCO()
+    c.dataset = dataset
+    with contextlib.redirect_stdout(io.StringIO()):
+        c.createIndex()
+    return c
+
+
+def _mean_defined(a) -> float | None:
+    a = np.asarray(a)
+    a = a[a > -1]
+    return float(np.mean(a)) if a.size else None
+
+
+def evaluate_coco(annotations, results, *, per_class: bool = False, iou_type: str = "bbox") -> dict:
+    """COCO box AP/AR of ``results`` (a results-JSON path or a list of ``{"image_id",
+    "category_id", "bbox": [x, y, w, h], "score"}``) against ``annotations`` (a COCO JSON path or
+    dict), over every image of the annotations.
+
+    Returns ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm",
+    "ARl"}`` (floats in [0, 1], or None where pycocotools says -1: nothing to average, such as
+    ``APs`` without small GT objects), ``num_images``, ``num_annotations``, ``num_detections``,
+    and with ``per_class`` a ``per_class`` dict {category name: AP or None} in category-id order
+    (a name shared by two categories gets `` (id N)`` appended).
+
+    Raises DataError (naming the file and the entry) for bad input, ValueError for an
+    unsupported ``iou_type`` (only ``"bbox"``: the detector has no masks)."""
+    if iou_type != "bbox":
+        raise ValueError(f"evaluate_coco: `iou_type` must be 'bbox', got {iou_type!r}")
+    from pycocotools.cocoeval import COCOeval
+
+    _, gt = _load_ground_truth(annotations)
+    dataset, names = gt["dataset"], gt["names"]
+    _, dets = check_results(results, (im["id"] for im in dataset["images"]), names.keys())
+
+    coco_gt = _coco(dataset)
+    # What COCO.loadRes does for boxes (area, id, iscrowd), without its failure on an empty list.
+    res = [{**d, "area": d["bbox"][2] * d["bbox"][3], "id": k + 1, "iscrowd": 0} for k, d in enumerate(dets)]
+    coco_dt = _coco({"images": dataset["images"], "categories": dataset["categories"], "annotations": res})
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(coco_gt, coco_dt, iou_type)
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    metrics: dict = {k: (float(v) if v > -1 else None) for k, v in zip(METRIC_KEYS, ev.stats.tolist())}
+    metrics["num_images"] = len(dataset["images"])
+    metrics["num_annotations"] = len(dataset["annotations"])
+    metrics["num_detections"] = len(dets)
+    if per_class:
+        precision = ev.eval["precision"]  # [IoU, recall, category, area, maxDets]
+        area = ev.params.areaRngLbl.index("all")
+        top = ev.params.maxDets.index(100)
+        counts: dict = {}
+        for n in names.values():
+            counts[n] = counts.get(n, 0) + 1
+        table = {}
+        for k, cid in enumerate(ev.params.catIds):  # sorted category ids
+            name = names[cid] if counts[names[cid]] == 1 else f"{names[cid]} (id {cid})"
+            table[name] = _mean_defined(precision[:, :, k, area, top])
+        metrics["per_class"] = table
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Reports
+
+
+def _num(v) -> float:
+    return -1.0 if v is None else float(v)
+
+
+def format_table(metrics: dict) -> str:
+    """The 12 lines pycocotools' ``summarize()`` prints (an undefined number as -1.000)."""
+    rows = []
+    for key, (title, kind, iou, area, dets) in zip(METRIC_KEYS, _LINES):
+        rows.append(
+            f" {title:<18} {kind} @[ IoU={iou:<9} | area={area:>6s} | maxDets={dets:>3d} ] = {_num(metrics.get(key)):0.3f}"
+        )
+    return "\n".join(rows)
+
+
+def format_per_class(metrics: dict, columns: int = 3) -> str:
+    """Per-category AP (IoU 0.50:0.95, all areas, 100 detections) as a table of ``columns``
+    (category, AP) pairs per row; "n/a" for a category without GT."""
+    table = metrics.get("per_class")
+    if not table:
+        return "per-class AP: not computed (evaluate with per_class=True)"
+    items = list(table.items())
+    width = max(8, *(len(n) for n, _ in items))
+    cell = lambda n, v: f"{n:<{width}} {'n/a' if v is None else f'{v:0.3f}':>6}"  # noqa: E731
+    head = " | ".join(cell("category", None).replace("   n/a", "    AP") for _ in range(min(columns, len(items))))
+    lines = ["per-class AP @[ IoU=0.50:0.95 | area=all | maxDets=100 ]", head, "-" * len(head)]
+    for i in range(0, len(items), columns):
+        lines.append(" | ".join(cell(n, v) for n, v in items[i : i + columns]))
+    return "\n".join(lines)
+
+
+def write_metrics_json(path, metrics: dict) -> str:
+    """Writes ``metrics`` as indented JSON (None as null), atomically."""
+    text = json.dumps(metrics, indent=2, allow_nan=False) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()), prefix=".metrics-", suffix=".json.tmp")

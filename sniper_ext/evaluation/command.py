@@ -1,0 +1,95 @@
+"""``sniper eval``: COCO box evaluation of a results file.
+
+    sniper eval --annotations GT.json --results R.json --out M.json [--per-class]
+
+Prints pycocotools' 12-line table (and a per-class AP table with ``--per-class``) and writes the
+numbers as JSON: ``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl`` (null where
+pycocotools says -1: nothing to average), ``num_images``, ``num_annotations``, ``num_detections``
+and, with ``--per-class``, ``per_class`` {category name: AP}. An empty results list is valid and
+scores 0. A bad file is one line on stderr naming the file and the entry, exit 1.
+
+Registered in :func:`sniper_ext.cli.build_parser` through :func:`add_parser`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from .. import cli
+
+__all__ = ["add_parser", "run"]
+
+DESCRIPTION = """Evaluates COCO detection results against COCO annotations with pycocotools'
+COCOeval (boxes): prints the standard 12-number table, writes the numbers as JSON.
+Both files are checked first: an entry with an unknown image or category id, a bbox
+that is not [x, y, width, height] with width, height >= 0, or a missing score is an
+error naming the file and the entry. An empty results list is valid and scores 0."""
+
+EXAMPLE = """example:
+  sniper eval --annotations instances_val2017.json --results results.json --out metrics.json --per-class"""
+
+
+def add_parser(subparsers):
+    """Adds the ``eval`` subcommand to the ``sniper`` subparsers."""
+    p = subparsers.add_parser(
+        "eval",
+        help="COCO box AP/AR of a detection results file",
+        formatter_class=cli._Formatter,
+        description=DESCRIPTION,
+        epilog=EXAMPLE + "\n\n" + cli._EPILOG,
+    )
+    p.add_argument(
+        "--annotations", metavar="GT.json", required=True, help="COCO-format ground truth (required, no default)"
+    )
+    # Hook for the --checkpoint mode (issue 11): add `--checkpoint C` here, make --results and
+    # --checkpoint a required mutually exclusive group, and produce the results in _results().
+    p.add_argument(
+        "--results",
+        metavar="R.json",
+        required=True,
+        help='COCO detection results: a JSON list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"} (required, no default)',
+    )
+    p.add_argument("--out", metavar="M.json", help="write the numbers as JSON here (default: print only)")
+    p.add_argument("--per-class", action="store_true", help="also print (and write) AP per category (default: off)")
+    p.set_defaults(fn=run, parser=p)
+    return p
+
+
+def _check_out(path: str) -> None:
+    if os.path.isdir(path):
+        raise cli.CommandError(
+            f"--out {path}: is a directory (give a file path, such as {os.path.join(path, 'metrics.json')})"
+        )
+    cli._check_output_file("--out", path)
+
+
+def _results(args):
+    """The detections to evaluate: the --results file. (The --checkpoint mode runs inference
+    here and returns the result list; the rest of :func:`run` stays as it is.)"""
+    return args.results
+
+
+def run(args) -> int:
+    from .coco_eval import evaluate_coco, format_per_class, format_table, write_metrics_json
+
+    # Paths first, before any long work: OSError names the path (one line, exit 1).
+    if args.out:
+        _check_out(args.out)
+    for path in (args.annotations, args.results):
+        if path is not None:
+            if os.path.isdir(path):
+                raise cli.CommandError(f"{path}: is a directory, not a JSON file")
+            open(path, "rb").close()
+
+    metrics = evaluate_coco(args.annotations, _results(args), per_class=args.per_class)
+    print(
+        f"{metrics['num_detections']} detections on {metrics['num_images']} images "
+        f"({metrics['num_annotations']} ground-truth objects)"
+    )
+    print(format_table(metrics))
+    if args.per_class:
+        print(format_per_class(metrics))
+    if args.out:
+        write_metrics_json(args.out, metrics)
+        print(f"wrote {args.out}")
+    return cli.EXIT_OK
