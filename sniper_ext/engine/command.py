@@ -43,7 +43,7 @@ def add_parser(subparsers):
         description=DESCRIPTION,
         epilog=EXAMPLE + "\n\n" + cli._EPILOG,
     )
-    p.add_argument("--out", metavar="DIR", required=True, help="run folder (required)")
+    p.add_argument("--out", metavar="DIR", required=True, help="run folder (required, no default)")
     p.add_argument("--preset", default="tiny", help="named configuration: tiny, r50, sniper_r101_coco")
     p.add_argument("--config", metavar="FILE", help="a config.json to start from instead of --preset (default: none)")
     p.add_argument(
@@ -87,7 +87,7 @@ def add_parser(subparsers):
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
     p.add_argument(
-        "--resume", action="store_true", help="continue from OUT/last.pt (from the start when there is none yet)"
+        "--resume", action="store_true", help="continue from OUT/last.pt (from the start when there is none yet; default: off)"
     )
     p.add_argument(
         "--skip-bad",
