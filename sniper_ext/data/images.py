@@ -9,6 +9,7 @@ that breaks later, at decode time, still raises a DataError naming it.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 
@@ -58,9 +59,11 @@ def open_image(path, image_id=None, size: tuple | None = None) -> Image.Image:
         with warnings.catch_warnings():
             # A decompression-bomb warning is not an error for a detector's large images.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
+            # Our own file object: PIL leaves it alone, and the loaded pixels outlive it.
+            with open(path, "rb") as f:
+                im = Image.open(io.BytesIO(f.read()))
                 im.load()
-                rgb = im.convert("RGB") if im.mode != "RGB" else im.copy()
+            rgb = im.convert("RGB") if im.mode != "RGB" else im
     except FileNotFoundError:
         raise DataError(path, _where(image_id), "image file is missing", MISSING) from None
     except IsADirectoryError:
