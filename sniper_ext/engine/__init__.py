@@ -5,4 +5,13 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .lr_schedule import lr_at, scaled_lr
 from .pipeline import TrainSummary, load_detector, stages_of, train
 
-__all__ = ["train", "TrainSummary", "load_detector", "stages_of", "load_checkpoint", "save_checkpoint", "lr_at", "scaled_lr"]
+__all__ = [
+    "train",
+    "TrainSummary",
+    "load_detector",
+    "stages_of",
+    "load_checkpoint",
+    "save_checkpoint",
+    "lr_at",
+    "scaled_lr",
+]

@@ -87,7 +87,9 @@ def add_parser(subparsers):
     )
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
     p.add_argument(
-        "--resume", action="store_true", help="continue from OUT/last.pt (from the start when there is none yet; default: off)"
+        "--resume",
+        action="store_true",
+        help="continue from OUT/last.pt (from the start when there is none yet; default: off)",
     )
     p.add_argument(
         "--skip-bad",
@@ -146,6 +148,8 @@ def run(args) -> int:
     summary = train(
         cfg, args.out, resume=args.resume, progress=not args.quiet, device=args.device, max_iter=cfg.solver.max_iter
     )
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return cli.EXIT_OK
     print(f"trained {cfg.name} ({cfg.mode}) in {summary.seconds:.0f} s:")
     for line in summary.lines():
         print("  " + line)
