@@ -289,7 +289,7 @@ def test_out_where_nothing_can_be_written(work, capsys, monkeypatch):
         ["chips", "ann.json", "--out", "locked/db.npz"],
         f"--out locked/db.npz: cannot write in {work / 'locked'} (Permission denied)",
     )
-    _run_error(capsys, ["demo", "--out", "locked/pictures"], "--out locked/pictures: cannot write in")
+    _run_error(capsys, ["nms-demo", "--out", "locked/pictures"], "--out locked/pictures: cannot write in")
     assert _files(work) == ["ann.json"]
 
 
@@ -395,7 +395,7 @@ def test_written_files_follow_the_umask(tmp_path, capsys):
 def test_help_shows_every_default(capsys):
     parser = cli.build_parser()
     subs = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert sorted(subs.choices) == ["chips", "demo", "eval", "info", "train"]
+    assert sorted(subs.choices) == ["chips", "demo", "eval", "info", "nms-demo", "train"]
     for name, sub in subs.choices.items():
         formatter = sub._get_formatter()
         for action in sub._actions:
@@ -423,7 +423,7 @@ def test_no_command_lists_the_commands(capsys):
     assert cli.main([]) == 0
     out, err = capsys.readouterr()
     assert err == ""
-    for name in ("chips", "info", "demo"):
+    for name in ("chips", "info", "demo", "nms-demo", "train", "eval"):
         assert f"    {name} " in out
     assert cli.main(["frob"]) == 2
     err = capsys.readouterr().err.splitlines()
@@ -481,7 +481,7 @@ def test_ci_commands_still_work(tmp_path, capsys):
     out = capsys.readouterr().out
     assert rc == 0 and len(os.listdir(tmp_path / "viz")) == 4 and len(ChipDB.load(tmp_path / "db.npz")) > 0
     assert "pixels vs single-scale 800x1333" in out
-    rc = cli.main(["demo", "--images", "5", "--out", str(tmp_path / "demo")])
+    rc = cli.main(["nms-demo", "--images", "5", "--out", str(tmp_path / "demo")])
     assert rc == 0 and os.listdir(tmp_path / "demo") == ["soft_nms_demo.png"]
 
 

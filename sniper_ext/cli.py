@@ -8,7 +8,11 @@
                                 train a SNIPER detector (two-stage schedule, resumable)
     sniper eval --annotations GT.json --results R.json [--out M.json] [--per-class]
                                 COCO box AP/AR of a results file (pycocotools)
-    sniper demo [--out DIR]     Soft-NMS / NMS on synthetic detections: timings beside
+    sniper demo [--out DIR] [--quick]
+                                SNIPER end to end on a CPU (chips, two-stage training,
+                                multi-scale inference, COCO evaluation) and the paper's
+                                claims in miniature: claims.json, a table, pictures
+    sniper nms-demo [--out DIR] Soft-NMS / NMS on synthetic detections: timings beside
                                 NumPy, the published fixture, and a picture
 
 `sniper` alone prints this command list (exit 0). Errors are one line on stderr, ``sniper CMD:
@@ -422,12 +426,15 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(fn=_cmd_info, parser=i)
 
     d = sub.add_parser(
-        "demo", help="NMS-family demo with timings and a picture", formatter_class=_Formatter, epilog=_EPILOG
+        "nms-demo", help="NMS-family demo with timings and a picture", formatter_class=_Formatter, epilog=_EPILOG
     )
-    d.add_argument("--out", metavar="DIR", default="sniper_out", help="folder for the picture")
+    d.add_argument("--out", metavar="DIR", default="sniper_out/nms", help="folder for the picture")
     d.add_argument("--images", metavar="N", type=_positive_int, default=50, help="images in the batched load")
     d.add_argument("--seed", metavar="S", type=_nonnegative_int, default=0, help="seed of the pictured image")
     d.set_defaults(fn=_cmd_demo, parser=d)
+    from .demo_command import add_parser as add_demo_parser  # sniper demo
+
+    add_demo_parser(sub)
     from .engine.command import add_parser as add_train_parser  # sniper train
 
     add_train_parser(sub)

@@ -167,7 +167,10 @@ def _tiny() -> TrainConfig:
         model=ModelConfig(
             depth=18,
             width=0.125,
-            norm="frozen",
+            # trained from scratch (no ImageNet weights on the demo's path): nothing frozen, and
+            # BatchNorm on batch statistics (frozen random norms would leave it without any)
+            norm="train",
+            freeze_at=0,
             num_classes=3,
             rpn_channels=64,
             anchor_base=8.0,
