@@ -218,8 +218,8 @@ def run_demo(
         db = ChipDB.load(os.path.join(run_dir, "chips.npz")) if cfg.mode == "two_stage" else None
         model, mcfg, _ = load_detector(os.path.join(run_dir, "last.pt"), device=dev)
         if db is None:
-            from .engine.pipeline import _positive_db
             from .engine.dataset import open_dataset
+            from .engine.pipeline import _positive_db
 
             ds = open_dataset(cfg.data, run_dir)
             db = _positive_db(cfg, ds, False)
