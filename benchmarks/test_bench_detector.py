@@ -10,8 +10,6 @@ is what counts."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 from bench_utils import HAS_CUDA, QUICK, cuda_sync
