@@ -112,7 +112,11 @@ def run(args) -> int:
     if args.checkpoint is None:
         used = [
             opt
-            for opt, v in (("--image-root", args.image_root), ("--single-scale", args.single_scale), ("--set", args.overrides))
+            for opt, v in (
+                ("--image-root", args.image_root),
+                ("--single-scale", args.single_scale),
+                ("--set", args.overrides),
+            )
             if v
         ]
         if used:

@@ -153,9 +153,7 @@ def image_records(path) -> tuple:
         names = sorted(
             n
             for n in os.listdir(path)
-            if not n.startswith(".")
-            and n.lower().endswith(IMAGE_EXTENSIONS)
-            and os.path.isfile(os.path.join(path, n))
+            if not n.startswith(".") and n.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(path, n))
         )
         if not names:
             raise DataError(path, None, f"no images in this folder (looked for {', '.join(IMAGE_EXTENSIONS)} files)")
@@ -278,9 +276,11 @@ def add_inference_options(p, *, single_scale: bool = True) -> None:
         default=[],
         dest="overrides",
         help="override an inference setting of the checkpoint, e.g. inference.batch_size=8 or "
-        "inference.resolutions=[[320,512]] inference.valid_ranges=[[0,\"inf\"]] (repeatable; default: none)",
+        'inference.resolutions=[[320,512]] inference.valid_ranges=[[0,"inf"]] (repeatable; default: none)',
     )
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (auto: the GPU if any)")
+    p.add_argument(
+        "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (auto: the GPU if any)"
+    )
     p.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp16", "fp32"),
@@ -297,7 +297,9 @@ def _infer_config(args, cfg):
     from ..config import ConfigError
 
     try:
-        return inference_config(cfg.inference, single_scale=getattr(args, "single_scale", False), overrides=args.overrides)
+        return inference_config(
+            cfg.inference, single_scale=getattr(args, "single_scale", False), overrides=args.overrides
+        )
     except ConfigError as e:
         raise cli.UsageError(str(e)) from None
 
@@ -310,7 +312,9 @@ def _check_overrides(args) -> None:
     try:
         for item in args.overrides:
             if not item.strip().startswith("inference."):
-                raise ConfigError(f"override {item!r}: only inference.* keys can be set here (e.g. inference.batch_size=8)")
+                raise ConfigError(
+                    f"override {item!r}: only inference.* keys can be set here (e.g. inference.batch_size=8)"
+                )
         apply_overrides(TrainConfig(), list(args.overrides))
     except ConfigError as e:
         raise cli.UsageError(str(e)) from None
@@ -410,15 +414,26 @@ def add_infer_parser(subparsers):
         epilog=_EXAMPLES_INFER + "\n\n" + cli._EPILOG,
     )
     p.add_argument(
-        "--checkpoint", metavar="C", required=True, help="checkpoint of sniper train, or its run folder (required, no default)"
+        "--checkpoint",
+        metavar="C",
+        required=True,
+        help="checkpoint of sniper train, or its run folder (required, no default)",
     )
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--annotations", metavar="GT.json", help="COCO-format file listing the images (default: none; this or --images)")
     src.add_argument(
-        "--images", metavar="IMAGE_OR_DIR", help="an image file or a folder of jpg/png images, ids 1..N in sorted order (default: none)"
+        "--annotations", metavar="GT.json", help="COCO-format file listing the images (default: none; this or --images)"
     )
-    p.add_argument("--image-root", metavar="DIR", help="folder of the --annotations images (default: the annotations' folder)")
-    p.add_argument("--out", metavar="R.json", required=True, help="COCO detection results to write (required, no default)")
+    src.add_argument(
+        "--images",
+        metavar="IMAGE_OR_DIR",
+        help="an image file or a folder of jpg/png images, ids 1..N in sorted order (default: none)",
+    )
+    p.add_argument(
+        "--image-root", metavar="DIR", help="folder of the --annotations images (default: the annotations' folder)"
+    )
+    p.add_argument(
+        "--out", metavar="R.json", required=True, help="COCO detection results to write (required, no default)"
+    )
     p.add_argument("--jsonl", metavar="R.jsonl", help="also write one JSON line per image (default: none)")
     add_inference_options(p)
     p.set_defaults(fn=run_infer, parser=p)
@@ -477,12 +492,21 @@ def add_detect_parser(subparsers):
         description=_DESCRIPTION_DETECT,
         epilog=_EXAMPLES_DETECT + "\n\n" + cli._EPILOG,
     )
-    p.add_argument("images", metavar="IMAGE_OR_DIR", help="an image file or a folder of jpg/png images (required, no default)")
     p.add_argument(
-        "--checkpoint", metavar="C", required=True, help="checkpoint of sniper train, or its run folder (required, no default)"
+        "images", metavar="IMAGE_OR_DIR", help="an image file or a folder of jpg/png images (required, no default)"
     )
-    p.add_argument("--out", metavar="DIR", required=True, help="folder for the pictures and detections.json (required, no default)")
-    p.add_argument("--score-threshold", metavar="S", type=_score, default=0.3, help="draw and list detections scoring at least S")
+    p.add_argument(
+        "--checkpoint",
+        metavar="C",
+        required=True,
+        help="checkpoint of sniper train, or its run folder (required, no default)",
+    )
+    p.add_argument(
+        "--out", metavar="DIR", required=True, help="folder for the pictures and detections.json (required, no default)"
+    )
+    p.add_argument(
+        "--score-threshold", metavar="S", type=_score, default=0.3, help="draw and list detections scoring at least S"
+    )
     add_inference_options(p)
     p.set_defaults(fn=run_detect, parser=p)
     return p
@@ -493,7 +517,9 @@ def _picture_names(records) -> list:
     stems = [os.path.splitext(r.file_name)[0] for r in records]
     dup = {s for s in stems if stems.count(s) > 1}
     return [
-        f"{s}_{os.path.splitext(r.file_name)[1].lstrip('.').lower()}_detections.png" if s in dup else f"{s}_detections.png"
+        f"{s}_{os.path.splitext(r.file_name)[1].lstrip('.').lower()}_detections.png"
+        if s in dup
+        else f"{s}_detections.png"
         for s, r in zip(stems, records)
     ]
 
