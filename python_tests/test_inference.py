@@ -244,8 +244,10 @@ def test_inference_config_overrides_and_single_scale():
 
 #: box sizes sqrt(w*h) in original pixels; squares, far apart (no Soft-NMS interaction)
 SIZES = (10.0, 15.0, 18.0, 20.0, 30.0, 35.0, 40.0, 60.0)
-#: 100x100 images; resolutions that scale them by 2, 1 and 0.5
-RESOLUTIONS = ((200, 400), (100, 200), (50, 100))
+#: 400x400 images; resolutions that scale them by 2, 1 and 0.5
+RESOLUTIONS = ((800, 1600), (400, 800), (200, 400))
+#: the squares side by side, 5 px apart, inside the image
+LEFT = np.cumsum((0.0,) + SIZES[:-1]) + 5 * np.arange(len(SIZES))
 RANGES = ((0.0, 20.0), (15.0, 40.0), (30.0, math.inf))
 
 
@@ -258,9 +260,9 @@ class FixedDetector(torch.nn.Module):
     def detect(self, images, image_wh, **kw):
         out = []
         for wh in image_wh.tolist():
-            s = wh[0] / 100.0
+            s = wh[0] / 400.0
             res = {2.0: 0, 1.0: 1, 0.5: 2}[s]
-            boxes = [[k * 100.0 / 8, 0.0, k * 100.0 / 8 + z, z] for k, z in enumerate(SIZES)] + [[0, 80, 10, 90]]
+            boxes = [[x, 0.0, x + z, z] for x, z in zip(LEFT.tolist(), SIZES)] + [[0, 380, 10, 390]]
             boxes = torch.tensor(boxes) * s
             scores = torch.zeros(len(boxes), 4)
             scores[:, 0] = 0.1
@@ -273,8 +275,8 @@ class FixedDetector(torch.nn.Module):
 @pytest.fixture
 def blank_images(tmp_path):
     for k in (1, 2):
-        Image.new("RGB", (100, 100), (120, 120, 120)).save(tmp_path / f"{k}.png")
-    return [ImageRecord(k, 100, 100, [], [], file_name=f"{k}.png") for k in (1, 2)], str(tmp_path)
+        Image.new("RGB", (400, 400), (120, 120, 120)).save(tmp_path / f"{k}.png")
+    return [ImageRecord(k, 400, 400, [], [], file_name=f"{k}.png") for k in (1, 2)], str(tmp_path)
 
 
 def _sizes_by_label(dets):
