@@ -50,7 +50,7 @@ def image_by_image(model, cfg, records, root):
         for res, (lo, hi) in zip(icfg.resolutions, icfg.valid_ranges):
             s = resolution_scale(r.width, r.height, res)
             w, h = max(1, round(r.width * s)), max(1, round(r.height * s))
-            x = torch.from_numpy(np.asarray(img.resize((w, h), Image.BILINEAR))).permute(2, 0, 1)
+            x = torch.from_numpy(np.array(img.resize((w, h), Image.BILINEAR))).permute(2, 0, 1)
             d = icfg.size_divisibility
             pad = mean.expand(3, -(-h // d) * d, -(-w // d) * d).clone()
             pad[:, :h, :w] = x
