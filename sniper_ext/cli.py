@@ -6,8 +6,12 @@
     sniper info                 what was built and what runs here
     sniper train --out DIR [--preset tiny] [--max-iter N] [--checkpoint-every K] [--resume]
                                 train a SNIPER detector (two-stage schedule, resumable)
-    sniper eval --annotations GT.json --results R.json [--out M.json] [--per-class]
-                                COCO box AP/AR of a results file (pycocotools)
+    sniper infer --checkpoint C (--annotations GT.json | --images IMAGE_OR_DIR) --out R.json
+                                multi-scale inference with a checkpoint: COCO results JSON
+    sniper detect IMAGE_OR_DIR --checkpoint C --out DIR
+                                pictures of a checkpoint's detections (PNG + JSON)
+    sniper eval --annotations GT.json (--results R.json | --checkpoint C) [--out M.json] [--per-class]
+                                COCO box AP/AR of a results file or of a checkpoint (pycocotools)
     sniper demo [--out DIR] [--quick]
                                 SNIPER end to end on a CPU (chips, two-stage training,
                                 multi-scale inference, COCO evaluation) and the paper's
@@ -441,6 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .evaluation.command import add_parser as add_eval_parser  # sniper eval
 
     add_eval_parser(sub)
+    from .inference.command import add_detect_parser, add_infer_parser  # sniper infer, sniper detect
+
+    add_infer_parser(sub)
+    add_detect_parser(sub)
     return p
 
 

@@ -32,7 +32,16 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         raise FileNotFoundError(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError, AttributeError) as e:
+    except (
+        RuntimeError,
+        pickle.UnpicklingError,
+        zipfile.BadZipFile,
+        EOFError,
+        ValueError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as e:  # IndexError, KeyError: the weights-only unpickler on some non-torch bytes
         raise DataError(path, None, f"not a readable sniper_ext checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
         raise DataError(path, None, f"not a sniper_ext checkpoint (format {CHECKPOINT_FORMAT} with a model)")

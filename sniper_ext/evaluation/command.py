@@ -1,6 +1,11 @@
 """``sniper eval``: COCO box evaluation of a results file.
 
     sniper eval --annotations GT.json --results R.json --out M.json [--per-class]
+    sniper eval --annotations GT.json --checkpoint C [--image-root DIR] --out M.json
+
+With ``--checkpoint`` it runs multi-scale inference first (the code of ``sniper infer``; under
+torchrun sharded over the processes, the first evaluates) and writes the results beside ``--out``
+as ``<out stem>_results.json``.
 
 Prints pycocotools' 12-line table (and a per-class AP table with ``--per-class``) and writes the
 numbers as JSON: ``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, ARl`` (null where
@@ -21,12 +26,16 @@ __all__ = ["add_parser", "run"]
 
 DESCRIPTION = """Evaluates COCO detection results against COCO annotations with pycocotools'
 COCOeval (boxes): prints the standard 12-number table, writes the numbers as JSON.
+With --checkpoint instead of --results it first runs multi-scale inference with a
+checkpoint of `sniper train` over the annotations' images (as `sniper infer`) and
+writes those results beside --out as <out stem>_results.json.
 Both files are checked first: an entry with an unknown image or category id, a bbox
 that is not [x, y, width, height] with width, height >= 0, or a missing score is an
 error naming the file and the entry. An empty results list is valid and scores 0."""
 
 EXAMPLE = """example:
-  sniper eval --annotations instances_val2017.json --results results.json --out metrics.json --per-class"""
+  sniper eval --annotations instances_val2017.json --results results.json --out metrics.json --per-class
+  sniper eval --annotations val.json --image-root val/ --checkpoint runs/tiny/last.pt --out metrics.json"""
 
 
 def add_parser(subparsers):
@@ -41,16 +50,26 @@ def add_parser(subparsers):
     p.add_argument(
         "--annotations", metavar="GT.json", required=True, help="COCO-format ground truth (required, no default)"
     )
-    # Hook for the --checkpoint mode (issue 11): add `--checkpoint C` here, make --results and
-    # --checkpoint a required mutually exclusive group, and produce the results in _results().
-    p.add_argument(
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument(
         "--results",
         metavar="R.json",
-        required=True,
-        help='COCO detection results: a JSON list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"} (required, no default)',
+        help='COCO detection results: a JSON list of {"image_id", "category_id", "bbox": [x, y, w, h], "score"} '
+        "(no default; this or --checkpoint)",
+    )
+    src.add_argument(
+        "--checkpoint",
+        metavar="C",
+        help="run inference with this checkpoint of sniper train (or its run folder) first (no default; this or --results)",
+    )
+    p.add_argument(
+        "--image-root", metavar="DIR", help="with --checkpoint: folder of the images (default: the annotations' folder)"
     )
     p.add_argument("--out", metavar="M.json", help="write the numbers as JSON here (default: print only)")
     p.add_argument("--per-class", action="store_true", help="also print (and write) AP per category (default: off)")
+    from ..inference.command import add_inference_options
+
+    add_inference_options(p)  # used with --checkpoint only
     p.set_defaults(fn=run, parser=p)
     return p
 
@@ -63,25 +82,59 @@ def _check_out(path: str) -> None:
     cli._check_output_file("--out", path)
 
 
+def results_path_for(out: str) -> str:
+    """Where ``--checkpoint`` mode writes its results: ``<out stem>_results.json`` beside ``out``."""
+    return os.path.splitext(out)[0] + "_results.json"
+
+
 def _results(args):
-    """The detections to evaluate: the --results file. (The --checkpoint mode runs inference
-    here and returns the result list; the rest of :func:`run` stays as it is.)"""
-    return args.results
+    """The detections to evaluate: the --results file, or with --checkpoint the results of
+    inference over the annotations' images (written beside --out). None on a torchrun
+    process other than the first, which evaluates alone."""
+    if args.checkpoint is None:
+        return args.results
+    from ..inference.command import run_inference
+    from ..inference.results import write_results_json
+
+    run = run_inference(args, annotations=args.annotations, image_root=args.image_root)
+    if not run.is_main:
+        return None
+    if args.out:
+        path = write_results_json(results_path_for(args.out), run.results)
+        print(f"wrote {path}")
+    return run.results
 
 
 def run(args) -> int:
     from .coco_eval import evaluate_coco, format_per_class, format_table, write_metrics_json
 
     # Paths first, before any long work: OSError names the path (one line, exit 1).
+    if args.checkpoint is None:
+        used = [
+            opt
+            for opt, v in (
+                ("--image-root", args.image_root),
+                ("--single-scale", args.single_scale),
+                ("--set", args.overrides),
+            )
+            if v
+        ]
+        if used:
+            raise cli.UsageError(f"argument {used[0]}: only with --checkpoint")
     if args.out:
         _check_out(args.out)
+        if args.checkpoint is not None:
+            cli._check_output_file("--out", results_path_for(args.out))
     for path in (args.annotations, args.results):
         if path is not None:
             if os.path.isdir(path):
                 raise cli.CommandError(f"{path}: is a directory, not a JSON file")
             open(path, "rb").close()
 
-    metrics = evaluate_coco(args.annotations, _results(args), per_class=args.per_class)
+    results = _results(args)
+    if results is None:  # a torchrun process other than the first: its share is done
+        return cli.EXIT_OK
+    metrics = evaluate_coco(args.annotations, results, per_class=args.per_class)
     print(
         f"{metrics['num_detections']} detections on {metrics['num_images']} images "
         f"({metrics['num_annotations']} ground-truth objects)"

@@ -92,6 +92,7 @@ def rpn_proposals(
 
     from ..ops import batched_nms
 
+    device = torch.device(device)  # also a string such as "cpu" (autocast_for reads .type)
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     mine, idx = _shard(records, rank, world)
     model.eval()
@@ -157,6 +158,7 @@ def detect_images(
 
     from .merge import in_valid_range, merge_detections
 
+    device = torch.device(device)  # also a string such as "cpu" (autocast_for reads .type)
     rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
     mine, idx = _shard(records, rank, world)
     model.eval()
@@ -183,6 +185,9 @@ def detect_images(
         proposals_per_image=icfg.proposals_per_scale,
     ):
         boxes, probs = o["boxes"].float(), o["scores"].float()
+        # clipped in the resized image (round(W*s) x round(H*s)), so up to 0.5/s px beyond (W, H)
+        w, h = float(mine[i].width), float(mine[i].height)
+        boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w, h, w, h]))
         lo, hi = icfg.valid_ranges[ri]
         ok = in_valid_range(boxes, lo, hi)
         boxes, probs = boxes[ok], probs[ok, 1:]
