@@ -260,3 +260,18 @@ def test_train_bad_input_is_one_line(tmp_path):
     assert r.returncode == 2 and "unknown key 'lr'" in r.stderr
     r = _train(tmp_path / "run", "--annotations", str(tmp_path / "missing.json"), check=False)
     assert r.returncode == 1 and "missing.json" in r.stderr
+
+
+def test_stage_by_stage_equals_one_command(uninterrupted, tmp_path):
+    """--stage rpn, then --stage negatives --resume, then --resume: the same weights as one run."""
+    out = tmp_path / "run"
+    args = ("--max-iter", "8", "--checkpoint-every", "3")
+    r = _train(out, *args, "--stage", "rpn")
+    assert "stopped after the rpn stage" in r.stdout and not (out / "chips.npz").exists()
+    _train(out, *args, "--stage", "negatives", "--resume")
+    assert (out / "chips.npz").exists() and load_checkpoint(out / "last.pt")["stage"] == "negatives"
+    _train(out, *args, "--resume")
+    want, got = _weights(uninterrupted / "last.pt"), _weights(out / "last.pt")
+    assert all(torch.equal(want[k], got[k]) for k in want)
+    r = _train(out, "--mode", "positives", "--stage", "rpn", check=False)
+    assert r.returncode == 2 and "mode positives has the stages detector" in r.stderr

@@ -85,6 +85,10 @@ def add_parser(subparsers):
         type=cli._nonnegative_int,
         help="data-loading processes per training process (default: the config's)",
     )
+    p.add_argument(
+        "--stage", choices=("rpn", "negatives", "detector"), default="detector",
+        help="stop after this stage (the schedule stage by stage: --stage rpn, then --stage negatives --resume, ...)",
+    )  # fmt: skip
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to train")
     p.add_argument(
         "--resume",
@@ -138,7 +142,11 @@ def build_config(args):
 def run(args) -> int:
     from .pipeline import train
 
+    from .pipeline import stages_of
+
     cfg = build_config(args)
+    if args.stage not in stages_of(cfg.mode):
+        raise cli.UsageError(f"--stage {args.stage}: mode {cfg.mode} has the stages {', '.join(stages_of(cfg.mode))}")
     cli._check_output_dir("--out", args.out)
     for opt, path in (("--annotations", cfg.data.annotations), ("--backbone-weights", cfg.backbone_weights)):
         if path and not os.path.isfile(path):
@@ -146,7 +154,13 @@ def run(args) -> int:
     if cfg.data.image_root and not os.path.isdir(cfg.data.image_root):
         raise cli.CommandError(f"--image-root {cfg.data.image_root}: no such folder")
     summary = train(
-        cfg, args.out, resume=args.resume, progress=not args.quiet, device=args.device, max_iter=cfg.solver.max_iter
+        cfg,
+        args.out,
+        resume=args.resume,
+        progress=not args.quiet,
+        device=args.device,
+        max_iter=cfg.solver.max_iter,
+        stop_after=None if args.stage == "detector" else args.stage,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
         return cli.EXIT_OK

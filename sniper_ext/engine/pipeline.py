@@ -165,8 +165,11 @@ def train(
     max_iter: int | None = None,
     dist: DistInfo | None = None,
     echo=print,
+    stop_after: str | None = None,
 ) -> TrainSummary:
-    """Runs (or resumes) a training run into ``out_dir``; see the module docstring."""
+    """Runs (or resumes) a training run into ``out_dir``; see the module docstring. ``stop_after``
+    (a stage name) ends the run after that stage: the schedule stage by stage, each later call
+    with ``resume=True``."""
     from ..chips import ChipDB, plan_dataset
     from ..inference.multiscale import rpn_proposals
 
@@ -174,6 +177,10 @@ def train(
     dist = dist or init_distributed(device)
     say = echo if dist.is_main else (lambda *a, **k: None)
     stages = stages_of(cfg.mode)
+    if stop_after is not None:
+        if stop_after not in stages:
+            raise ValueError(f"stop_after must be one of the stages of mode {cfg.mode}: {', '.join(stages)}")
+        stages = stages[: stages.index(stop_after) + 1]
     os.makedirs(out_dir, exist_ok=True)
     last = os.path.join(out_dir, "last.pt")
     state = load_checkpoint(last) if resume and os.path.exists(last) else None
@@ -288,6 +295,8 @@ def train(
         )
     summary.seconds = time.perf_counter() - t0
     summary.checkpoint = last
+    if stages[-1] != "detector":
+        say(f"stopped after the {stages[-1]} stage; continue with --resume")
     if not summary.chip_stats:
         summary.chip_stats = db.stats()
     return summary
