@@ -187,7 +187,7 @@ def run_demo(
     from .viz import draw_chips, draw_detections, save_png
 
     t_all = time.perf_counter()
-    iters = iters or (120 if quick else 500)
+    iters = iters or (150 if quick else 600)
     train_images = train_images or (24 if quick else 64)
     val_images = val_images or (12 if quick else 32)
     os.makedirs(out_dir, exist_ok=True)

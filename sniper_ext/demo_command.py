@@ -39,7 +39,7 @@ def add_parser(subparsers):
         "--iters",
         metavar="N",
         type=cli._positive_int,
-        help="detector iterations per variant (default: 500, 120 with --quick)",
+        help="detector iterations per variant (default: 600, 150 with --quick)",
     )
     p.add_argument(
         "--train-images", metavar="N", type=cli._positive_int, help="training images (default: 64, 24 with --quick)"
