@@ -13,7 +13,6 @@ import random
 import pytest
 import reference as ref
 import torch
-import torch.nn.functional as F
 
 from sniper_ext.config import preset
 from sniper_ext.modeling import (
@@ -28,7 +27,6 @@ from sniper_ext.modeling import (
     rpn_losses,
 )
 from sniper_ext.nn import DeformRoIPool, RoIAlign
-from sniper_ext.ops import label_anchors
 
 INF = math.inf
 
@@ -603,8 +601,9 @@ def test_batch_loss_is_mean_of_half_batch_losses():
     b, g_b = run(sub_batch(batch, [2, 3]))
     for k in full:
         assert full[k] == pytest.approx((a[k] + b[k]) / 2, rel=1e-5, abs=1e-7), k
-    for p, gf, ga, gb in zip(params, g_full, g_a, g_b):
-        torch.testing.assert_close(gf, (ga + gb) / 2, rtol=1e-4, atol=1e-7)
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    for name, gf, ga, gb in zip(names, g_full, g_a, g_b):
+        torch.testing.assert_close(gf, (ga + gb) / 2, rtol=1e-4, atol=1e-7, msg=name)
 
 
 # ---------------------------------------------------------------------------------------------
