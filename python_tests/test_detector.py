@@ -468,7 +468,7 @@ def detector_batch(K=96, seed=0):
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)
-    return SniperRCNN(tiny_cfg())
+    return SniperRCNN(tiny_cfg(freeze_at=2))  # the method's frozen stem + layer1 (the tiny preset trains all)
 
 
 def test_forward_losses_and_gradients(tiny_model):
@@ -652,7 +652,7 @@ def test_overfit_tiny_detector():
     torch.manual_seed(0)  # from scratch, no pretrained backbone: fixed initialisation
     model = SniperRCNN(tiny_cfg()).train()
     batch = overfit_batch()
-    lr, steps, warmup = 0.02, 150, 20
+    lr, steps, warmup = preset("tiny").solver.base_lr, 150, 20
     opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr, momentum=0.9, weight_decay=1e-4)
     history = []
     for it in range(steps):
