@@ -270,7 +270,9 @@ def test_encode_decode():
     # dw is clamped at log(1000/16); clipping to the canvas.
     huge = modeling.decode_boxes(ref_box, torch.tensor([[0.0, 0.0, 50.0, 0.0]], dtype=torch.float64))
     assert math.isclose(huge[0, 2] - huge[0, 0], 10 * 1000 / 16)
-    clipped = modeling.decode_boxes(ref_box, torch.tensor([[0.0, 0.0, 50.0, 0.0]], dtype=torch.float64), clip_wh=(100, 15))
+    clipped = modeling.decode_boxes(
+        ref_box, torch.tensor([[0.0, 0.0, 50.0, 0.0]], dtype=torch.float64), clip_wh=(100, 15)
+    )
     assert clipped.tolist() == [[0.0, 0.0, 100.0, 15.0]]
     assert ref.decode([0, 0, 10, 20], [0.1, -0.2, 0.3, 0.1]) == pytest.approx(
         modeling.decode_boxes(ref_box, torch.tensor([[0.1, -0.2, 0.3, 0.1]], dtype=torch.float64))[0].tolist()

@@ -5,7 +5,7 @@ import reference as ref
 import torch
 from common_utils import DEVICES, random_boxes
 
-from sniper_ext import modeling, ops
+from sniper_ext import modeling
 
 
 def _rpn_outputs(seed, chips=3, fh=6):
@@ -43,7 +43,9 @@ def test_filter_proposals_rules():
     # [20,20,22,22] is under 3 px; [0,0,100,100] is clipped to 64x64 (area 4096 >= 50^2): out of range.
     assert boxes.tolist() == [[0, 0, 10, 10], [50, 50, 60, 60]] and scores.tolist() == pytest.approx([0.9, 0.6])
     # Pre-NMS top-n keeps the best before NMS.
-    boxes, _, _ = modeling.filter_proposals(anchors, obj, deltas, canvas, torch.tensor([[0.0, math.inf]]), pre_nms_top_n=1)
+    boxes, _, _ = modeling.filter_proposals(
+        anchors, obj, deltas, canvas, torch.tensor([[0.0, math.inf]]), pre_nms_top_n=1
+    )
     assert boxes.tolist() == [[0, 0, 10, 10]]
     # Empty batch.
     out = modeling.filter_proposals(anchors, obj[:0], deltas[:0], canvas[:0], torch.zeros(0, 2))
@@ -150,7 +152,9 @@ def test_proposal_targets_ignores_padding_values():
     for a, b in zip(modeling.proposal_targets(props, chip, gt, labels, state, vr), want):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match=r"proposal_targets: `gt_boxes \(valid and invalid GT\)`"):
-        modeling.proposal_targets(props, chip, torch.where((state >= 0)[..., None], float("nan"), gt), labels, state, vr)
+        modeling.proposal_targets(
+            props, chip, torch.where((state >= 0)[..., None], float("nan"), gt), labels, state, vr
+        )
     with pytest.raises(TypeError, match="proposal_targets: `proposal_chip` must be an integer tensor"):
         modeling.proposal_targets(props, chip.double(), gt, labels, state, vr)
 

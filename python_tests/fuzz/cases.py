@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 import sniper_ext
-from sniper_ext import nn as snn
 from sniper_ext import modeling, ops
+from sniper_ext import nn as snn
 
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 OTHER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64)

@@ -140,9 +140,7 @@ def build_config(args):
 
 
 def run(args) -> int:
-    from .pipeline import train
-
-    from .pipeline import stages_of
+    from .pipeline import stages_of, train
 
     cfg = build_config(args)
     if args.stage not in stages_of(cfg.mode):
