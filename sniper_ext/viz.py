@@ -100,7 +100,8 @@ def place_labels(anchors, sizes, bounds) -> list:
     overlaps no label placed before wins. Returns one integer rectangle (x1, y1, x2, y2),
     right/bottom exclusive, or None (no room: the label is dropped) per anchor."""
     W, H = int(bounds[0]), int(bounds[1])
-    placed, out = [], []
+    placed: list = []
+    out: list = []
     for (x1, y1, x2, y2), (w, h) in zip(anchors, sizes):
         w, h = int(w), int(h)
         x1, y1, x2, y2 = round(x1), round(y1), round(x2), round(y2)
@@ -152,7 +153,9 @@ def _scale_for(w: int, h: int, min_side: int) -> float:
 def _legend_rows(entries, font, width: int) -> list:
     """Wraps legend ``entries`` [(text, colour, style)] into rows that fit ``width``."""
     sw = _line_height(font)
-    rows, row, x = [], [], 0
+    rows: list = []
+    row: list = []
+    x = 0
     for text, colour, style in entries:
         w = sw + 4 + _text_wh(font, text)[0] + 14
         if row and x + w > width:
@@ -248,7 +251,7 @@ def draw_detections(
     scale = _scale_for(base.width, base.height, min_side)
     W, H = round(base.width * scale), round(base.height * scale)
     if (W, H) != base.size:
-        base = base.resize((W, H), Image.NEAREST if scale >= 2 else Image.BILINEAR)
+        base = base.resize((W, H), Image.Resampling.NEAREST if scale >= 2 else Image.Resampling.BILINEAR)
     size = font_size or max(13, min(28, round(max(W, H) / 55)))
     font, title_font = _font(size), _font(size + 3)
     lw = max(2, round(size / 6))

@@ -218,7 +218,7 @@ def make_chip_loader(dataset, stream: ChipStream, workers: int = 0, pin_memory: 
     g = torch.Generator()
     g.manual_seed(stream.seed)
     return ChipLoader(
-        _Guarded(dataset),
+        _Guarded(dataset),  # type: ignore[arg-type]  # map-style: __len__ and __getitem__
         batch_sampler=stream,
         num_workers=workers,
         collate_fn=_Collate(collate_chips),

@@ -167,7 +167,7 @@ def _background(rng, W: int, H: int) -> np.ndarray:
 
 def _object_colour(rng, local_mean) -> np.ndarray:
     """A saturated colour that stands out from the background under the object."""
-    best, best_d = None, -1.0
+    best, best_d = np.zeros(3), -1.0
     for _ in range(8):
         c = _hsv_to_rgb(rng.random(), rng.uniform(0.35, 1.0), rng.uniform(0.3, 1.0))
         d = float(np.linalg.norm(c - local_mean))
@@ -194,7 +194,8 @@ def _place(rng, items, W, H):
     """Positions for items (dicts with w, h), largest first; a later item covers at most
     ``_MAX_COVER`` of an earlier one's box (summed over the later ones). Items without room are
     dropped. Returns the placed items, in drawing order."""
-    placed, covered = [], []
+    placed: list = []
+    covered: list = []
     for it in sorted(items, key=lambda it: -it["w"] * it["h"]):
         for _ in range(30):
             # Two decimals, rounded down so that the box stays inside the image.
@@ -349,7 +350,9 @@ def make_synthetic_dataset(
     from tqdm import tqdm
 
     split_key = zlib.crc32(split.encode())
-    images, annotations, distractors = [], [], []
+    images: list = []
+    annotations: list = []
+    distractors: list = []
     for i in tqdm(range(num_images), desc=f"rendering {split}", unit="img", disable=not progress):
         rng = np.random.default_rng([int(seed), split_key, i])
         pixels, objects, dis = _render_image(rng, num_classes)

@@ -16,7 +16,7 @@ STAGE_ORDER = {"rpn": 0, "negatives": 1, "detector": 2}
 
 def read_metrics(path: str) -> list[dict]:
     """The entries of a metrics file; a line cut short by a killed process is left out."""
-    out = []
+    out: list[dict] = []
     if not os.path.exists(path):
         return out
     with open(path, encoding="utf-8") as f:
@@ -48,7 +48,9 @@ class MetricsLog:
                 stage, it = keep_until
                 limit = (STAGE_ORDER.get(stage, 99), it)
                 kept = [
-                    e for e in read_metrics(path) if (STAGE_ORDER.get(e.get("stage"), 99), e.get("iter", 0)) <= limit
+                    e
+                    for e in read_metrics(path)
+                    if (STAGE_ORDER.get(str(e.get("stage")), 99), e.get("iter", 0)) <= limit
                 ]
             text = "".join(json.dumps(e) + "\n" for e in kept)
             atomic_write(path, lambda f: f.write(text.encode()), prefix=".metrics-", suffix=".jsonl.tmp")

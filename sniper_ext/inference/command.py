@@ -25,6 +25,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy
+
 from .. import cli
 from ..errors import DataError
 
@@ -164,7 +166,16 @@ def image_records(path) -> tuple:
     records = []
     for k, name in enumerate(names, 1):
         w, h = image_header(os.path.join(root, name), k)
-        records.append(ImageRecord(image_id=k, width=w, height=h, boxes=[], labels=[], file_name=name))
+        records.append(
+            ImageRecord(
+                image_id=k,
+                width=w,
+                height=h,
+                boxes=numpy.zeros((0, 4)),
+                labels=numpy.zeros(0, numpy.int64),
+                file_name=name,
+            )
+        )
     return records, root
 
 
@@ -182,10 +193,9 @@ def annotation_records(annotations, image_root=None) -> tuple:
     records = load_coco(data, name=path)
     if not records:
         raise DataError(path, None, "lists no images")
-    cats = data.get("categories") or []
-    categories = sorted(
-        ({"id": int(c["id"]), "name": str(c.get("name") or c["id"])} for c in cats), key=lambda c: c["id"]
-    )
+    cats: list = (data.get("categories") if isinstance(data, dict) else None) or []
+    pairs = sorted((int(c["id"]), str(c.get("name") or c["id"])) for c in cats)
+    categories = [{"id": i, "name": n} for i, n in pairs]
     if not categories:
         raise DataError(path, None, 'no "categories": the class count of the checkpoint cannot be checked')
     root = image_root if image_root is not None else os.path.dirname(os.path.abspath(path))
@@ -544,7 +554,7 @@ def run_detect(args) -> int:
     for rec, (boxes, scores, labels), pic in zip(run.records, run.detections, _picture_names(run.records)):
         sel = scores >= args.score_threshold
         kept.append((boxes[sel], scores[sel], labels[sel]))
-        image = open_image(os.path.join(run.image_root, rec.file_name), rec.image_id, (rec.width, rec.height))
+        image = open_image(os.path.join(run.image_root or "", rec.file_name), rec.image_id, (rec.width, rec.height))
         n = int(np.count_nonzero(sel))
         title = f"{rec.file_name}: {n} detection{'s' if n != 1 else ''} scoring >= {args.score_threshold:g}"
         picture = draw_detections(

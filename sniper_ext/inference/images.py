@@ -42,7 +42,7 @@ class ResizedImages(torch.utils.data.Dataset):
         s = self.scale(r.width, r.height) if callable(self.scale) else float(self.scale)
         size = (max(1, round(r.width * s)), max(1, round(r.height * s)))
         if size != img.size:
-            img = img.resize(size, Image.BILINEAR)
+            img = img.resize(size, Image.Resampling.BILINEAR)
         arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy()).permute(2, 0, 1)
         return arr, s, i
 

@@ -134,7 +134,7 @@ def write_results_jsonl(path, results, *, image_ids=None, extra=None) -> str:
 
 def read_results_jsonl(path) -> list:
     """The flat COCO results list of a file written by :func:`write_results_jsonl`."""
-    out = []
+    out: list = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             if not line.strip():

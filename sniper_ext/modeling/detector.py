@@ -72,7 +72,9 @@ class SniperRCNN(nn.Module):
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"SniperRCNN: `images` must be a tensor [B, 3, H, W], got {got}")
-        x = (images.float() - self.pixel_mean) / self.pixel_std
+        mean, std = self.pixel_mean, self.pixel_std
+        assert isinstance(mean, torch.Tensor) and isinstance(std, torch.Tensor)
+        x = (images.float() - mean) / std
         f = self.backbone(x)
         return torch.cat([f["res4"], f["res5"]], dim=1)
 
@@ -117,7 +119,8 @@ class SniperRCNN(nn.Module):
             losses.update(rcnn_losses(logits, box, roi_chip, labels, targets, feats.shape[0]))
             losses["num_rois"] = torch.tensor(float(len(labels)))
             losses["num_fg"] = (labels > 0).sum().float().cpu()
-        losses["loss"] = sum(v for k, v in losses.items() if k.startswith(("rpn_", "rcnn_")))
+        parts = [v for k, v in losses.items() if k.startswith(("rpn_", "rcnn_"))]
+        losses["loss"] = torch.stack(parts).sum()
         return losses
 
     # -- inference ----------------------------------------------------------------------------

@@ -27,7 +27,7 @@ class RPNHead(nn.Module):
         self.deltas = nn.Conv2d(channels, 4 * num_anchors, 1)
         for m in (self.conv, self.objectness, self.deltas):
             nn.init.normal_(m.weight, std=0.01)
-            nn.init.zeros_(m.bias)
+            nn.init.zeros_(m.bias)  # type: ignore[arg-type]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = F.relu(self.conv(x))
