@@ -267,7 +267,7 @@ def run_demo(
         # Pictures: the first two held-out images.
         for r, (b, s, lab) in list(zip(val_records, dets))[:2]:
             img = open_image(image_path(image_root, r.file_name), r.image_id)
-            pic = draw_detections(img, b, s, lab, names, title=f"({name}) image {r.image_id}: detections >= 0.3")
+            pic = draw_detections(img, b, s, lab, names, title=f"{name}: image {r.image_id}")
             save_png(pic, os.path.join(out_dir, f"detections_{name}_{r.image_id}.png"))
         if name == "sniper":
             recs = load_coco(train_json)
