@@ -49,10 +49,14 @@ def _gather(dist, local_idx, local_out, n):
 
 
 def _passes(model, records, image_root, icfg, device, precision, workers, bar, pixel_mean, **detect_kw):
-    """Yields (resolution index, record index, output of model.detect with boxes in original pixels)."""
+    """Yields (resolution index, record index, output of model.detect with boxes in original pixels).
+    Images are batched in order of aspect ratio (landscape with landscape), so that a batch pads
+    little; the results do not depend on the grouping except through that padding."""
+    order = sorted(range(len(records)), key=lambda i: (records[i].width / records[i].height, i))
+    grouped = [records[i] for i in order]
     for ri, res in enumerate(icfg.resolutions):
         loader = image_loader(
-            records,
+            grouped,
             image_root,
             _scale_fn(res),
             batch_size=icfg.batch_size,
@@ -65,7 +69,7 @@ def _passes(model, records, image_root, icfg, device, precision, workers, bar, p
                 outs = model.detect(images.to(device, non_blocking=True), wh.to(device), **detect_kw)
             for k, o in enumerate(outs):
                 s = float(scales[k])
-                yield ri, int(index[k]), {key: (v / s if key in ("boxes", "proposals") else v) for key, v in o.items()}
+                yield ri, order[int(index[k])], {key: (v / s if key in ("boxes", "proposals") else v) for key, v in o.items()}
             if bar is not None:
                 bar.update(len(index))
 
