@@ -69,7 +69,11 @@ def _passes(model, records, image_root, icfg, device, precision, workers, bar, p
                 outs = model.detect(images.to(device, non_blocking=True), wh.to(device), **detect_kw)
             for k, o in enumerate(outs):
                 s = float(scales[k])
-                yield ri, order[int(index[k])], {key: (v / s if key in ("boxes", "proposals") else v) for key, v in o.items()}
+                yield (
+                    ri,
+                    order[int(index[k])],
+                    {key: (v / s if key in ("boxes", "proposals") else v) for key, v in o.items()},
+                )
             if bar is not None:
                 bar.update(len(index))
 
