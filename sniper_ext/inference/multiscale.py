@@ -48,6 +48,24 @@ def _gather(dist, local_idx, local_out, n):
     return out
 
 
+def _start(model, records, icfg, dist, progress: bool, desc: str):
+    """This rank's slice of ``records`` (and their indices), the model in eval mode, a progress bar
+    over its images x resolutions (rank 0 only)."""
+    from tqdm import tqdm
+
+    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
+    mine, idx = _shard(records, rank, world)
+    model.eval()
+    bar = tqdm(
+        total=len(mine) * len(icfg.resolutions),
+        unit="img",
+        desc=desc,
+        disable=not progress or rank != 0,
+        mininterval=0.5,
+    )
+    return world, mine, idx, bar
+
+
 def _passes(model, records, image_root, icfg, device, precision, workers, bar, pixel_mean, **detect_kw):
     """Yields (resolution index, record index, output of model.detect with boxes in original pixels).
     Images are batched in order of aspect ratio (landscape with landscape), so that a batch pads
@@ -96,21 +114,10 @@ def rpn_proposals(
     """§4 step 2: the top ``icfg.proposals_per_scale`` RPN proposals per image at each inference
     resolution, merged over the scales with NMS at ``nms_iou``. Returns {image_id: float64 [P, 4]}
     in original pixels."""
-    from tqdm import tqdm
-
     from ..ops import batched_nms
 
     device = torch.device(device)  # also a string such as "cpu" (autocast_for reads .type)
-    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
-    mine, idx = _shard(records, rank, world)
-    model.eval()
-    bar = tqdm(
-        total=len(mine) * len(icfg.resolutions),
-        unit="img",
-        desc="RPN proposals",
-        disable=not progress or rank != 0,
-        mininterval=0.5,
-    )
+    world, mine, idx, bar = _start(model, records, icfg, dist, progress, "RPN proposals")
     boxes: list = [[] for _ in mine]
     scores: list = [[] for _ in mine]
     for _, i, o in _passes(
@@ -162,23 +169,12 @@ def detect_images(
     int64 1..C)`` per record, original pixels, at most ``icfg.detections_per_image``. A single
     resolution in ``icfg.resolutions`` is single-scale inference. ``stats`` (a dict) receives
     timings: ``seconds``, ``merge_seconds``, ``images``."""
-    from tqdm import tqdm
-
     from .merge import in_valid_range, merge_detections
 
     device = torch.device(device)  # also a string such as "cpu" (autocast_for reads .type)
-    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
-    mine, idx = _shard(records, rank, world)
-    model.eval()
-    c = model.num_classes
     t0 = time.perf_counter()
-    bar = tqdm(
-        total=len(mine) * len(icfg.resolutions),
-        unit="img",
-        desc="detecting",
-        disable=not progress or rank != 0,
-        mininterval=0.5,
-    )
+    world, mine, idx, bar = _start(model, records, icfg, dist, progress, "detecting")
+    c = model.num_classes
     parts: list = [[] for _ in mine]
     for ri, i, o in _passes(
         model,
