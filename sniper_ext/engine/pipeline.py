@@ -70,10 +70,6 @@ def _fresh_model(cfg: TrainConfig, stage: str, device):
     return model.to(device)
 
 
-def _chip_config_for(cfg: TrainConfig):
-    return cfg.chips
-
-
 def _positive_db(cfg, ds: DatasetInfo, progress: bool):
     from ..chips import plan_dataset
 
@@ -151,7 +147,6 @@ def _run_stage(stage, cfg, ds, db, dist, out_dir, completed, state, log, progres
         progress=progress,
         scaler=scaler,
     )
-    result.iterations = total - start if start else total
     return model, result
 
 
@@ -170,7 +165,7 @@ def train(
     """Runs (or resumes) a training run into ``out_dir``; see the module docstring. ``stop_after``
     (a stage name) ends the run after that stage: the schedule stage by stage, each later call
     with ``resume=True``."""
-    from ..chips import ChipDB, plan_dataset
+    from ..chips import NEGATIVE, ChipDB, plan_dataset
     from ..inference.multiscale import rpn_proposals
 
     t0 = time.perf_counter()
@@ -270,11 +265,10 @@ def train(
                             "model": rpn_model.state_dict(),
                         },
                     )
-                st = db.stats() if hasattr(db, "stats") else {}
-                n_neg = int((db.chip_kind == 1).sum())
+                n_neg = int((db.chip_kind == NEGATIVE).sum())
                 summary.stages.append(StageResult("negatives", 0, time.perf_counter() - t))
                 say(f"negative-chip pools: {n_neg} chips over {len(ds.records)} images")
-                summary.chip_stats = st
+                summary.chip_stats = db.stats()
                 rpn_model = None
             elif stage == "detector":
                 if "detector" in completed:

@@ -82,7 +82,7 @@ def train_stage(
     lr = scaled_lr(solver.base_lr, stream.global_batch, solver.reference_batch)
     ipe = stream.iters_per_epoch
     model.train()
-    result = StageResult(stage, start_iter)
+    result = StageResult(stage, 0)
     bar = tqdm(
         total=num_iters,
         initial=start_iter,
@@ -177,7 +177,7 @@ def train_stage(
         if solver.checkpoint_every and it % solver.checkpoint_every == 0 and it < num_iters:
             save(it, False)
     bar.close()
-    result.iterations = it
+    result.iterations = it - start_iter  # done by this call
     result.seconds = time.perf_counter() - t_start
     save(it, True)
     return result
