@@ -16,7 +16,8 @@ distractors): chip planning, two-stage training (RPN, negative chips, detector),
 inference with Soft-NMS and COCO evaluation, for four variants trained for the same number
 of detector iterations: (a) SNIPER, (b) without negative chips, (c) two scales, (d)
 single-scale training on whole images. Prints a table beside the paper's claims and writes
-DIR/claims.json, detection and chip pictures, and each variant's run folder (config,
+DIR/claims.json (one entry per variant: AP, APs, pixels per image, false positives on
+distractors, ...), DIR/summary.json, detection and chip pictures, and each variant's run folder (config,
 metrics, checkpoint). About 10-15 minutes on 2 CPU cores; --quick takes a few minutes."""
 
 
@@ -79,5 +80,5 @@ def run(args) -> int:
         device=args.device,
         progress=not args.quiet,
     )
-    print(f"\nwrote {args.out}/claims.json and the pictures in {args.out}")
+    print(f"\nwrote {args.out}/claims.json, {args.out}/summary.json and the pictures in {args.out}")
     return cli.EXIT_OK
