@@ -3,7 +3,6 @@ embedded synthetic one, with its categories (contiguous label = position in the 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 
@@ -30,9 +29,7 @@ class DatasetInfo:
         return [c["name"] for c in self.categories]
 
 
-def _categories(path: str, records) -> list:
-    with open(path, encoding="utf-8") as f:
-        data = json.load(f)
+def _categories(data, records) -> list:
     cats = data.get("categories") if isinstance(data, dict) else None
     if cats:
         return sorted(({"id": int(c["id"]), "name": str(c.get("name", c["id"]))} for c in cats), key=lambda c: c["id"])
@@ -45,6 +42,7 @@ def open_dataset(data_cfg, cache_dir: str, *, split: str = "train", progress: bo
     synthetic dataset rendered (once) under ``cache_dir``. ``data_cfg.bad_data == "skip"`` skips
     bad annotations and images, counted in ``issues``; otherwise the first raises DataError."""
     from ..chips import load_coco
+    from ..chips.coco import read_json
     from ..data import check_images, make_synthetic_dataset
 
     issues = DataIssues(skip=data_cfg.bad_data == "skip")
@@ -61,8 +59,9 @@ def open_dataset(data_cfg, cache_dir: str, *, split: str = "train", progress: bo
         root = data_cfg.image_root if data_cfg.image_root is not None else os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(root):
             raise DataError(root, None, "image folder not found (set data.image_root / --image-root)")
-    records = load_coco(path, issues=issues)
+    data = read_json(path)  # once: loaded as records and read for the categories
+    records = load_coco(data, issues=issues, name=path)
     records = check_images(records, root, issues)
     if not records:
         raise DataError(path, None, "no usable image (every image was skipped or the file lists none)")
-    return DatasetInfo(path, root, records, _categories(path, records), issues, synthetic)
+    return DatasetInfo(path, root, records, _categories(data, records), issues, synthetic)
