@@ -113,9 +113,7 @@ def distractor_false_positives(dets, records, distractors: dict, *, score: float
     return n
 
 
-def _distractors(json_path: str) -> dict:
-    with open(json_path, encoding="utf-8") as f:
-        data = json.load(f)
+def _distractors(data: dict) -> dict:
     out: dict = {}
     for d in data.get("distractors", []):
         x, y, w, h = d["bbox"]
@@ -180,6 +178,7 @@ def run_demo(
     import torch
 
     from .chips import ChipDB, load_coco
+    from .chips.coco import read_json
     from .data import make_synthetic_dataset, open_image
     from .data.images import image_path
     from .engine import load_detector, train
@@ -203,10 +202,12 @@ def run_demo(
     train_json = make_synthetic_dataset(data_dir, num_images=train_images, seed=seed, split="train")
     val_json = make_synthetic_dataset(data_dir, num_images=val_images, seed=seed + 1, split="val")
     image_root = os.path.join(data_dir, "images")
-    val_records = load_coco(val_json)
-    distractors = _distractors(val_json)
-    with open(val_json, encoding="utf-8") as f:
-        categories = sorted(json.load(f)["categories"], key=lambda c: c["id"])
+    val_data = read_json(val_json)
+    assert isinstance(val_data, dict)  # written just above by make_synthetic_dataset
+    val_records = load_coco(val_data, name=val_json)
+    train_records = load_coco(train_json)
+    distractors = _distractors(val_data)
+    categories = sorted(val_data["categories"], key=lambda c: c["id"])
     names = [c["name"] for c in categories]
     ids = [c["id"] for c in categories]
 
@@ -222,15 +223,8 @@ def run_demo(
         train_s = time.perf_counter() - t
         for line in summary.lines():
             echo("   " + line)
-        db = ChipDB.load(os.path.join(run_dir, "chips.npz")) if cfg.mode == "two_stage" else None
+        db = ChipDB.load(os.path.join(run_dir, "chips.npz"))
         model, mcfg, _ = load_detector(os.path.join(run_dir, "last.pt"), device=dev)
-        if db is None:
-            from .engine.dataset import open_dataset
-            from .engine.pipeline import _positive_db
-
-            ds = open_dataset(cfg.data, run_dir)
-            db = _positive_db(cfg, ds, False)
-        train_records = load_coco(train_json)
         px = _pixels(db, cfg, train_records)
         stats: dict = {}
         dets = detect_images(
@@ -273,7 +267,7 @@ def run_demo(
             pic = draw_detections(img, b, s, lab, names, title=f"{name}: image {r.image_id}")
             save_png(pic, os.path.join(out_dir, f"detections_{name}_{r.image_id}.png"))
         if name == "sniper":
-            recs = load_coco(train_json)
+            recs = train_records
             i = (
                 int(np.argmax(np.bincount(db.chip_image[db.chip_kind != 0], minlength=len(recs))))
                 if (db.chip_kind != 0).any()

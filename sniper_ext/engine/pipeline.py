@@ -7,7 +7,8 @@ over the training set at the inference resolutions -> each image's negative-chip
 images at one resolution.
 
 ``DIR`` receives ``config.json``, ``metrics.jsonl``, ``last.pt`` (atomic, every
-``solver.checkpoint_every`` iterations and at every stage end), ``rpn.pt``, ``chips.npz``,
+``solver.checkpoint_every`` iterations and at every stage end), ``rpn.pt``, ``chips.npz`` (the chips
+trained on: with the negative pools in mode two_stage),
 ``loss.png``. With ``resume=True`` a run continues from ``last.pt`` (if any) to the same result as
 an uninterrupted one: the chip stream, the anchor samples and the lr are functions of the iteration.
 """
@@ -206,6 +207,8 @@ def train(
     db = db_pos
     rpn_model = None
     chips_path = os.path.join(out_dir, "chips.npz")
+    if cfg.mode != "two_stage" and dist.is_main:  # two_stage writes it with the negative pools
+        db_pos.save(chips_path)
     try:
         for stage in stages:
             if stage == "rpn":
