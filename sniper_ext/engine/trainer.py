@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..inference.multiscale import autocast_for
 from .checkpoint import save_checkpoint
 from .lr_schedule import lr_at, scaled_lr
 
@@ -123,11 +124,8 @@ def train_stage(
                 gamma=solver.gamma,
             )
         batch = _to_device(batch, device)
-        if precision == "fp32":
+        with autocast_for(device, precision):
             losses = ddp_model(batch, rpn_only=rpn_only)
-        else:
-            with torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16):
-                losses = ddp_model(batch, rpn_only=rpn_only)
         loss = losses["loss"]
         if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(

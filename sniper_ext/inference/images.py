@@ -51,7 +51,7 @@ class collate_images:
     """Pads a list of ResizedImages items into ``(images [B, 3, H, W] uint8, image_wh [B, 2],
     scales [B] float64, index [B])`` with H, W multiples of ``divisibility``."""
 
-    def __init__(self, divisibility: int = 16, pad_rgb=(124, 116, 104)):
+    def __init__(self, divisibility: int, pad_rgb):
         self.divisibility = divisibility
         self.pad = torch.tensor(pad_rgb, dtype=torch.uint8).view(3, 1, 1)
 
@@ -71,9 +71,10 @@ class collate_images:
 
 def image_loader(records, image_root, scale, *, batch_size: int, workers: int, divisibility: int = 16, pixel_mean=None):
     """A DataLoader of padded batches (in record order) of the images at ``scale``."""
+    from ..config import DataConfig
     from ..data import pad_colour
 
-    pad = tuple(int(v) for v in pad_colour(pixel_mean)) if pixel_mean is not None else (124, 116, 104)
+    pad = tuple(int(v) for v in pad_colour(DataConfig.pixel_mean if pixel_mean is None else pixel_mean))
     return torch.utils.data.DataLoader(
         ResizedImages(records, image_root, scale),
         batch_size=batch_size,
