@@ -19,9 +19,17 @@ import pytest
 from bench_utils import QUICK
 from PIL import Image
 
-from sniper_ext.chips import ChipConfig, ImageRecord, load_coco, plan_dataset
+from sniper_ext.chips import ChipConfig, ImageRecord, plan_dataset
 from sniper_ext.config import preset
-from sniper_ext.data import ChipDataset, ChipStream, check_images, make_synthetic_dataset, pad_colour, read_image
+from sniper_ext.data import (
+    ChipDataset,
+    ChipStream,
+    check_images,
+    load_coco,
+    make_synthetic_dataset,
+    pad_colour,
+    read_image,
+)
 
 IMAGES = 48 if QUICK else 200
 CHIPS = 96 if QUICK else 400

@@ -83,11 +83,10 @@ def test_train_step_throughput(benchmark, impl):
 
 
 def test_multiscale_inference_throughput(benchmark, tmp_path):
-    """Images/s of detect_images at the preset's inference resolutions on synthetic images, and the
+    """Images/s of MultiScaleInference at the preset's inference resolutions on synthetic images, and the
     Soft-NMS merge's share of the time; beside the same model run image by image at batch 1."""
-    from sniper_ext.chips import load_coco
-    from sniper_ext.data import make_synthetic_dataset
-    from sniper_ext.inference.multiscale import detect_images
+    from sniper_ext.data import load_coco, make_synthetic_dataset
+    from sniper_ext.inference import MultiScaleInference
 
     cfg, *_ = _setup()
     n = 4 if QUICK else 16
@@ -99,7 +98,7 @@ def test_multiscale_inference_throughput(benchmark, tmp_path):
     root = str(tmp_path / "images")
 
     def run():
-        detect_images(model, records, root, cfg.inference, device=DEVICE, progress=False, stats=stats)
+        MultiScaleInference.for_config(model, cfg, device=DEVICE).detect(records, root, stats=stats)
         cuda_sync()
 
     run()

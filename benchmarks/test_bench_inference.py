@@ -1,4 +1,4 @@
-"""Inference: images/s of the tiny preset on the CPU through detect_images (multi-scale: three
+"""Inference: images/s of the tiny preset on the CPU through MultiScaleInference (multi-scale: three
 resolutions, batched per scale, one batched Soft-NMS merge), beside a baseline in the same run:
 the same model run image by image (batch 1, no DataLoader, each image decoded and resized once
 per resolution, per-image merge). Records the Soft-NMS merge's share of the inference time.
@@ -16,12 +16,10 @@ import torch
 from bench_utils import QUICK
 from PIL import Image
 
-from sniper_ext.chips import load_coco
+from sniper_ext.chips import resolution_scale
 from sniper_ext.config import preset
-from sniper_ext.data import make_synthetic_dataset, open_image
-from sniper_ext.inference import in_valid_range, merge_detections
-from sniper_ext.inference.images import resolution_scale
-from sniper_ext.inference.multiscale import detect_images
+from sniper_ext.data import load_coco, make_synthetic_dataset, open_image
+from sniper_ext.inference import MultiScaleInference, in_valid_range, merge_detections
 from sniper_ext.modeling import build_model
 
 IMAGES = 8 if QUICK else 32
@@ -78,20 +76,11 @@ def test_inference_images_per_s(benchmark, workload, impl):
     benchmark.extra_info["impl"] = impl
     benchmark.extra_info["groups"] = len(records)  # the summary's groups/s are images/s
     stats: dict = {}
+    engine = MultiScaleInference.for_config(model, cfg, device="cpu")
     if impl == "sniper":
 
         def run():
-            return detect_images(
-                model,
-                records,
-                root,
-                cfg.inference,
-                device="cpu",
-                workers=0,
-                progress=False,
-                pixel_mean=cfg.data.pixel_mean,
-                stats=stats,
-            )
+            return engine.detect(records, root, stats=stats)
     else:
 
         def run():

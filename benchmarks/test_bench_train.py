@@ -16,14 +16,7 @@ import torch.nn.functional as F
 from bench_utils import QUICK
 
 from sniper_ext.config import preset
-from sniper_ext.modeling import (
-    SniperRCNN,
-    filter_proposals,
-    proposal_targets,
-    rcnn_losses,
-    rpn_losses,
-    sample_anchors,
-)
+from sniper_ext.modeling import SniperRCNN, filter_proposals, proposal_targets, rcnn_losses, sample_anchors
 from sniper_ext.modeling.box_coder import _encode
 from sniper_ext.ops import label_anchors
 
@@ -122,31 +115,8 @@ def loop_targets(model: SniperRCNN, anchors, obj, deltas, batch: dict):
 
 
 def batched_targets(model: SniperRCNN, anchors, obj, deltas, batch: dict):
-    """What SniperRCNN.forward does between the heads: one call of each target function."""
-    c = model.cfg
-    losses = rpn_losses(anchors, obj, deltas, batch, c)
-    props, _, chip = filter_proposals(
-        anchors,
-        obj.detach(),
-        deltas.detach(),
-        batch["canvas_wh"].float(),
-        batch["valid_range"].float(),
-        min_size=c.proposal_min_size,
-        nms_iou=c.proposal_nms_iou,
-        post_nms_top_n=c.proposal_post_nms_top_n,
-        pre_nms_top_n=c.proposal_pre_nms_top_n,
-    )
-    rois, roi_chip, labels, targets = proposal_targets(
-        props,
-        chip,
-        batch["gt_boxes"].float(),
-        batch["gt_labels"],
-        batch["gt_state"],
-        batch["valid_range"].float(),
-        fg_iou=c.rcnn_fg_iou,
-        weights=model.box_weights,
-    )
-    return losses, rois, roi_chip, labels, targets
+    """What SniperRCNN.forward does between the heads (its public target step)."""
+    return model.targets(anchors, obj, deltas, batch)
 
 
 def loop_losses(model: SniperRCNN, batch: dict) -> dict:

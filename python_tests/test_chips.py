@@ -16,13 +16,10 @@ from sniper_ext.chips import (
     ImageRecord,
     canvas_size,
     image_scales,
-    load_coco,
-    load_proposals,
     plan_dataset,
     valid_at_scale,
 )
-from sniper_ext.chips.coco import read_json
-from sniper_ext.datasets import synthetic_coco
+from sniper_ext.data import load_coco, load_proposals, read_json, synthetic_coco
 from sniper_ext.errors import DataError, DataIssues
 
 CFG = ChipConfig()

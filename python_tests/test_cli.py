@@ -10,10 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-import sniper_ext.chips
+import sniper_ext.cli.chips
 from sniper_ext import cli
 from sniper_ext.chips import ChipDB
-from sniper_ext.datasets import synthetic_coco
+from sniper_ext.data import synthetic_coco
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,7 +47,7 @@ def work(tmp_path, monkeypatch):
     def no_planning(*a, **k):
         raise AssertionError("planning started before the inputs and outputs were checked")
 
-    monkeypatch.setattr(sniper_ext.chips, "plan_dataset", no_planning)
+    monkeypatch.setattr(sniper_ext.cli.chips, "plan_dataset", no_planning)
     return tmp_path
 
 
@@ -149,7 +149,7 @@ def test_missing_proposals_file(work, capsys, monkeypatch):
     def no_reading(*a, **k):
         raise AssertionError("annotations read before the proposals file was found missing")
 
-    monkeypatch.setattr(sniper_ext.chips, "load_coco", no_reading)
+    monkeypatch.setattr(sniper_ext.cli.chips, "load_coco", no_reading)
     _run_error(
         capsys,
         ["chips", "ann.json", "--proposals", "none.json", "--out", "o/db.npz"],
@@ -453,14 +453,14 @@ def test_internal_errors_keep_their_traceback(work, monkeypatch):
     def bug(*a, **k):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(sniper_ext.chips, "plan_dataset", bug)
+    monkeypatch.setattr(sniper_ext.cli.chips, "plan_dataset", bug)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(["chips", "ann.json", "--out", "o/db.npz", "--quiet"])
 
     def os_bug(*a, **k):
         raise OSError("no file involved")
 
-    monkeypatch.setattr(sniper_ext.chips, "plan_dataset", os_bug)
+    monkeypatch.setattr(sniper_ext.cli.chips, "plan_dataset", os_bug)
     with pytest.raises(OSError, match="no file involved"):
         cli.main(["chips", "ann.json", "--out", "o/db.npz", "--quiet"])
 

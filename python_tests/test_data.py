@@ -15,13 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from sniper_ext.chips import ChipConfig, ChipDB, ImageRecord, load_coco, plan_dataset
+from sniper_ext.chips import ChipConfig, ChipDB, ImageRecord, plan_dataset
 from sniper_ext.config import DataConfig, preset
 from sniper_ext.data import (
     ChipDataset,
     ChipStream,
     check_images,
     collate_chips,
+    load_coco,
     make_chip_loader,
     make_synthetic_dataset,
     read_image,

@@ -21,9 +21,10 @@ from sniper_ext.config import (
     preset,
     save_config,
 )
-from sniper_ext.engine import load_checkpoint, lr_at, save_checkpoint
+from sniper_ext.engine import lr_at
 from sniper_ext.engine.metrics import MetricsLog, plot_losses, read_metrics
 from sniper_ext.errors import DataError
+from sniper_ext.runtime import load_checkpoint, save_checkpoint
 
 # -- configuration ------------------------------------------------------------------------------
 

@@ -1,5 +1,5 @@
 """Multi-scale inference from a checkpoint: `sniper infer`, `sniper detect`, `sniper eval
---checkpoint` (sniper_ext.inference.command) and the per-scale valid ranges of detect_images.
+--checkpoint` (sniper_ext.cli) and the per-scale valid ranges of MultiScaleInference.detect.
 
 One tiny checkpoint is trained once for the module (CPU, a few seconds); the commands run
 in-process through ``cli.main``. The per-scale filtering is checked with a fake model whose
@@ -16,12 +16,11 @@ import torch
 from PIL import Image
 
 from sniper_ext import cli
-from sniper_ext.chips import ImageRecord, load_coco
+from sniper_ext.chips import ImageRecord
 from sniper_ext.config import InferenceConfig, apply_overrides, preset
+from sniper_ext.data import load_coco, open_images
 from sniper_ext.evaluation import METRIC_KEYS
-from sniper_ext.inference import read_results_jsonl
-from sniper_ext.inference.command import image_records, infer, inference_config
-from sniper_ext.inference.multiscale import detect_images
+from sniper_ext.inference import MultiScaleInference, inference_config, read_results_jsonl
 
 #: the tiny preset's numbers for a short run: 16 synthetic images, in-process data loading
 TRAIN_SET = ["data.synthetic_images=16", "data.workers=0", "mode=positives"]
@@ -191,7 +190,7 @@ def test_detect_writes_pictures_and_json(ckpt, tmp_path, capsys):
 
 
 def test_single_and_multi_scale_run_at_their_resolutions(ckpt, monkeypatch):
-    from sniper_ext.engine import load_detector
+    from sniper_ext.runtime import load_detector
 
     c, gt, root = ckpt
     model, cfg, cats = load_detector(c)
@@ -204,9 +203,10 @@ def test_single_and_multi_scale_run_at_their_resolutions(ckpt, monkeypatch):
         return real(images, wh, **kw)
 
     monkeypatch.setattr(model, "detect", spy)
-    multi = infer(model, cfg, records, root, cats, icfg=inference_config(cfg.inference))
+    multi = MultiScaleInference.for_config(model, cfg, config=inference_config(cfg.inference)).run(records, root, cats)
     n_multi = len(seen)
-    single = infer(model, cfg, records, root, cats, icfg=inference_config(cfg.inference, single_scale=True))
+    one = inference_config(cfg.inference, single_scale=True)
+    single = MultiScaleInference.for_config(model, cfg, config=one).run(records, root, cats)
     assert n_multi == 3 and len(seen) == 4  # one batch per resolution (2 images fit a batch)
     # the images' sizes at each resolution, padded to 16: the middle one only for single-scale
     assert seen[3] == seen[1] and len({seen[0], seen[1], seen[2]}) == 3
@@ -288,7 +288,7 @@ def _sizes_by_label(dets):
 def test_valid_range_filtering_per_scale(blank_images):
     records, root = blank_images
     icfg = InferenceConfig(resolutions=RESOLUTIONS, valid_ranges=RANGES, batch_size=2, detections_per_image=100)
-    dets = detect_images(FixedDetector(), records, root, icfg, device="cpu", progress=False)
+    dets = MultiScaleInference(FixedDetector(), icfg).detect(records, root)
     for d in dets:
         assert _sizes_by_label(d) == {
             1: [10.0, 15.0, 18.0],  # x2: [0, 20): 20 is out (hi excluded)
@@ -303,7 +303,7 @@ def test_single_scale_keeps_every_size_at_the_middle_resolution(blank_images):
     icfg = inference_config(
         InferenceConfig(resolutions=RESOLUTIONS, valid_ranges=RANGES, detections_per_image=100), single_scale=True
     )
-    dets = detect_images(FixedDetector(), records, root, icfg, device="cpu", progress=False)
+    dets = MultiScaleInference(FixedDetector(), icfg).detect(records, root)
     for d in dets:
         assert _sizes_by_label(d) == {1: [], 2: sorted(SIZES), 3: []}
 
@@ -311,7 +311,7 @@ def test_single_scale_keeps_every_size_at_the_middle_resolution(blank_images):
 def test_top_k_per_image(blank_images):
     records, root = blank_images
     icfg = InferenceConfig(resolutions=RESOLUTIONS, valid_ranges=RANGES, detections_per_image=5)
-    for boxes, scores, labels in detect_images(FixedDetector(), records, root, icfg, device="cpu", progress=False):
+    for boxes, scores, labels in MultiScaleInference(FixedDetector(), icfg).detect(records, root):
         assert len(boxes) == len(scores) == len(labels) == 5
 
 
@@ -319,20 +319,22 @@ def test_top_k_per_image(blank_images):
 # Inputs: --images folders, errors
 
 
-def test_image_records_of_a_folder(tmp_path):
+def test_open_images_of_a_folder(tmp_path):
     for name, size in (("b.PNG", (30, 20)), ("a.jpg", (40, 50)), ("c.jpeg", (8, 9))):
         Image.new("RGB", size).save(tmp_path / name, format="JPEG" if "jp" in name else "PNG")
     (tmp_path / ".hidden.png").write_bytes(b"")
     (tmp_path / "x.txt").write_text("")
     (tmp_path / "sub.png").mkdir()
-    records, root = image_records(str(tmp_path))
+    ds = open_images(str(tmp_path))
+    records, root = ds.records, ds.image_root
     assert root == str(tmp_path)
     assert [(r.image_id, r.file_name, r.width, r.height) for r in records] == [
         (1, "a.jpg", 40, 50),
         (2, "b.PNG", 30, 20),
         (3, "c.jpeg", 8, 9),
     ]
-    one, root1 = image_records(str(tmp_path / "b.PNG"))
+    ds1 = open_images(str(tmp_path / "b.PNG"))
+    one, root1 = ds1.records, ds1.image_root
     assert root1 == str(tmp_path) and [(r.image_id, r.file_name) for r in one] == [(1, "b.PNG")]
 
 
@@ -491,15 +493,16 @@ def test_cuda_without_a_gpu(ckpt, tmp_path, capsys):
 def test_trained_tiny_checkpoint_finds_the_objects_of_its_training_images(tmp_path):
     """250 iterations on 4 synthetic images with the preset's lr (about 35 s on an idle 2-core CPU):
     the largest object of every training image is found, IoU > 0.5 with the right class scoring > 0.3."""
-    from sniper_ext.engine import load_detector, train
+    from sniper_ext.engine import train
     from sniper_ext.ops import box_iou
+    from sniper_ext.runtime import load_detector
 
     settings = ["data.synthetic_images=4", "data.workers=0", "mode=positives", "solver.epochs=1000"]
     settings += ["solver.steps=[1000]", "solver.warmup_iters=20"]
     train(apply_overrides(preset("tiny"), settings), str(tmp_path), max_iter=250, progress=False)
     model, cfg, cats = load_detector(str(tmp_path / "last.pt"))
     records = load_coco(str(tmp_path / "data" / "train.json"))
-    run = infer(model, cfg, records, str(tmp_path / "data" / "images"), cats)
+    run = MultiScaleInference.for_config(model, cfg).run(records, str(tmp_path / "data" / "images"), cats)
     for r, (boxes, scores, labels) in zip(records, run.detections):
         g = int(np.argmax((r.boxes[:, 2] - r.boxes[:, 0]) * (r.boxes[:, 3] - r.boxes[:, 1])))
         strong = (scores > 0.3) & (labels == r.labels[g])  # synthetic category ids are 1..C

@@ -102,8 +102,8 @@ def test_threshold_and_mismatch():
 
 
 def test_draw_chips_picture():
-    from sniper_ext.chips import ChipConfig, load_coco, load_proposals, plan_dataset
-    from sniper_ext.datasets import synthetic_coco
+    from sniper_ext.chips import ChipConfig, plan_dataset
+    from sniper_ext.data import load_coco, load_proposals, synthetic_coco
 
     coco, props = synthetic_coco(2, seed=0)
     recs = load_coco(coco)

@@ -2,7 +2,8 @@
 # Lint and format checks (CI runs this; so does the pre-commit hook):
 #   bash scripts/lint.sh          check only, exit 1 on any finding
 #   bash scripts/lint.sh --fix    rewrite files: ruff --fix, ruff format, clang-format -i
-# Tools come from the venv (scripts/setup.sh installs them): ruff, mypy, clang-format.
+# Tools come from the venv (scripts/setup.sh installs them, pinned in requirements-dev.txt): ruff,
+# mypy, clang-format.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 BIN=${VENV:-.venv}/bin

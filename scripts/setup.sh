@@ -11,7 +11,6 @@ cd "$(dirname "$0")/.."
 VENV=${1:-.venv}
 PY=${PYTHON:-python3}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
-TOOLS="setuptools wheel ninja numpy pillow pycocotools tqdm pytest pytest-benchmark hypothesis ruff mypy clang-format"
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: $2" >&2; exit 1; }; }
 need "$PY" "no Python found ($PY); install Python >= 3.10 or set PYTHON"
@@ -23,10 +22,10 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "== installing $TORCH_SPEC"
   pip_install "$TORCH_SPEC"
 fi
+TOOLS=$(sha1sum requirements-dev.txt | cut -d' ' -f1)  # build, test and lint tools (pinned linters)
 if [ "$(cat "$VENV/.sniper_tools" 2>/dev/null)" != "$TOOLS" ]; then
-  echo "== installing build and test tools"
-  # shellcheck disable=SC2086
-  pip_install $TOOLS
+  echo "== installing build and test tools (requirements-dev.txt)"
+  pip_install -r requirements-dev.txt
   echo "$TOOLS" >"$VENV/.sniper_tools"
 fi
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 
 def box_iou_pairwise(a, b, area_a=None, area_b=None):
@@ -164,8 +165,6 @@ def label_anchors_torch(
 def deform_conv2d_torch(input, offset, weight, bias=None, stride=1, padding=0, dilation=1, mask=None):
     """Plain-PyTorch deformable convolution: bilinear sampling with ``F.grid_sample`` (zeros
     padding, align_corners=True: the same sampling rule) per offset group and tap, then a matmul."""
-    import torch.nn.functional as F
-
     pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
     (sh, sw), (ph, pw), (dh, dw) = pair(stride), pair(padding), pair(dilation)
     n, c, h, w = input.shape

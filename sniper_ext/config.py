@@ -16,6 +16,7 @@ from typing import Any
 
 from ._atomic import atomic_write
 from .chips.config import INF, ChipConfig
+from .errors import ConfigError
 
 __all__ = [
     "ModelConfig",
@@ -32,10 +33,6 @@ __all__ = [
     "config_from_dict",
     "ConfigError",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used (unknown key, wrong type, bad value)."""
 
 
 @dataclass

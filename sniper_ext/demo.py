@@ -26,9 +26,17 @@ import os
 import time
 
 import numpy as np
+import torch
 
 from ._atomic import atomic_write
-from .chips.config import INF
+from .chips import INF, POSITIVE, ChipDB, canvas_size, image_scales, resolution_scale
+from .config import TrainConfig, preset
+from .data import image_path, load_coco, make_synthetic_dataset, open_image, read_json
+from .engine import train
+from .evaluation import evaluate_coco
+from .inference import MultiScaleInference, detections_to_coco, write_results_json
+from .runtime import DistInfo, load_detector
+from .viz import draw_chips, draw_detections, save_png
 
 __all__ = ["VARIANTS", "run_demo", "variant_config", "distractor_false_positives"]
 
@@ -43,10 +51,10 @@ PAPER = {
 }
 
 
-def variant_config(name: str, iters: int, *, train_json: str, image_root: str, seed: int = 0, workers: int = 0):
+def variant_config(
+    name: str, iters: int, *, train_json: str, image_root: str, seed: int = 0, workers: int = 0
+) -> TrainConfig:
     """The tiny preset set up for one demo variant (``iters`` detector iterations)."""
-    from .config import preset
-
     cfg = preset("tiny")
     cfg.name = f"demo_{name}"
     cfg.seed = seed
@@ -123,13 +131,8 @@ def _distractors(data: dict) -> dict:
 
 def _pixels(db, cfg, records) -> dict:
     """Pixels processed per image per epoch (each chip counted once, without its flipped copy)."""
-    from .chips import canvas_size, image_scales
-    from .chips.config import POSITIVE
-
     n = max(1, len(records))
     if cfg.mode == "single_scale":
-        from .inference.images import resolution_scale
-
         area = 0.0
         for r in records:
             s = resolution_scale(r.width, r.height, cfg.single_scale_resolution)
@@ -175,19 +178,6 @@ def run_demo(
 ) -> dict:
     """Runs the demo (see the module docstring); returns ``{"variants": claims.json's content,
     "claims", "paper", "setup"}`` (the last three are summary.json's)."""
-    import torch
-
-    from .chips import ChipDB, load_coco
-    from .chips.coco import read_json
-    from .data import make_synthetic_dataset, open_image
-    from .data.images import image_path
-    from .engine import load_detector, train
-    from .engine.distributed import DistInfo
-    from .evaluation.coco_eval import evaluate_coco
-    from .inference.multiscale import detect_images
-    from .inference.results import detections_to_coco, write_results_json
-    from .viz import draw_chips, draw_detections, save_png
-
     t_all = time.perf_counter()
     iters = iters or (150 if quick else 600)
     train_images = train_images or (24 if quick else 64)
@@ -227,10 +217,10 @@ def run_demo(
         model, mcfg, _ = load_detector(os.path.join(run_dir, "last.pt"), device=dev)
         px = _pixels(db, cfg, train_records)
         stats: dict = {}
-        dets = detect_images(
-            model, val_records, image_root, mcfg.inference, device=dev, precision=mcfg.solver.precision,
-            workers=0, progress=progress, pixel_mean=mcfg.data.pixel_mean, stats=stats,
-        )  # fmt: skip
+        engine = MultiScaleInference.for_config(
+            model, mcfg, device=dev, precision=mcfg.solver.precision, progress=progress
+        )
+        dets = engine.detect(val_records, image_root, stats=stats)
         results = detections_to_coco([r.image_id for r in val_records], dets, ids)
         write_results_json(os.path.join(run_dir, "val_results.json"), results)
         m = evaluate_coco(val_json, results)

@@ -1,4 +1,12 @@
-"""Errors in user data, and the policy for the ones that may be skipped or repaired.
+"""The library's errors, which the command line turns into one line and an exit status; and the
+policy for data errors that may be skipped or repaired.
+
+* :class:`DataError`: a problem in user data (a file and an entry in it); exit 1.
+* :class:`PathError`: a path that cannot be used (missing, a folder where a file is needed);
+  exit 1. The command line names the option that gave the path.
+* :class:`DeviceError`: a device that was asked for and is not there; exit 1.
+* :class:`ConfigError`: a configuration that cannot be used (unknown key, wrong type, bad
+  value); exit 2 when it came from the command line.
 
 Loaders (:func:`sniper_ext.chips.load_coco`, :func:`sniper_ext.chips.load_proposals`) raise
 :class:`DataError` naming the file, the place in it and the problem, so that a command line can
@@ -14,7 +22,31 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-__all__ = ["DataError", "DataIssues"]
+__all__ = ["ConfigError", "DataError", "DataIssues", "DeviceError", "PathError"]
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used (unknown key, wrong type, bad value)."""
+
+
+class PathError(Exception):
+    """``path`` cannot be used: ``what`` says why (``"no such file"``, ``"is a directory without
+    last.pt"``)."""
+
+    def __init__(self, path, what: str):
+        self.path = os.fspath(path)
+        self.what = what
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.what}"
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.what))
+
+
+class DeviceError(RuntimeError):
+    """A device that was asked for is not available (``cuda`` without a GPU)."""
 
 
 class DataError(ValueError):

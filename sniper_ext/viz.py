@@ -15,9 +15,11 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from ._atomic import atomic_write
+from .chips import NEGATIVE, canvas_size, image_scales, valid_at_scale
 
 __all__ = [
     "PALETTE",
@@ -131,8 +133,6 @@ def _as_image(image):
         return image.convert("RGB")
     if isinstance(image, (tuple, list)) and len(image) == 2:
         return Image.new("RGB", (int(image[0]), int(image[1])), _PAPER)
-    import numpy as np
-
     if hasattr(image, "detach"):  # torch CHW
         image = image.detach().cpu().numpy()
         if image.ndim == 3 and image.shape[0] in (1, 3):
@@ -235,8 +235,6 @@ def draw_detections(
     outlined. ``image.info`` of the result holds ``labels_placed``, ``labels_dropped``,
     ``label_rects`` (in canvas pixels), ``image_box`` (where the image lies in the canvas) and
     ``scale``."""
-    import numpy as np
-
     base = _as_image(image)
     b = np.asarray(boxes.detach().cpu().double() if hasattr(boxes, "detach") else boxes, dtype=np.float64)
     b = b.reshape(-1, 4)
@@ -341,10 +339,6 @@ def draw_chips(db, image_index: int, record, image=None, panel: int = 420, title
     original-image coordinates over the image (or a blank canvas). Each panel has a two-line
     caption (scale, canvas size, chip and GT counts) and its image outlined; a title bar and a
     legend go around them."""
-    import numpy as np
-
-    from .chips import NEGATIVE, canvas_size, image_scales, valid_at_scale
-
     cfg = db.config
     w, h = int(db.image_sizes[image_index][0]), int(db.image_sizes[image_index][1])
     scale = panel / max(w, h)

@@ -10,23 +10,23 @@ flips), seeded.
 Typical use::
 
     cfg = ChipConfig()
-    db = plan_dataset(load_coco("instances_train2017.json"), proposals=None, config=cfg)
+    db = plan_dataset(records, proposals=None, config=cfg)   # records: sniper_ext.data.load_coco(...)
     db.save("chips.npz")
     print(format_stats(db.stats()))
     chips = db.epoch(epoch=0, seed=0)   # [(chip index, flip), ...]
 
 Modules: :mod:`.config` (ChipConfig and constants), :mod:`.records` (ImageRecord),
 :mod:`.validity` (§1 scales and validity), :mod:`.planner` (§2–§4), :mod:`.database` (ChipDB),
-:mod:`.sampling` (each epoch's chips), :mod:`.stats` (statistics), :mod:`.coco` (loaders).
+:mod:`.sampling` (each epoch's chips), :mod:`.stats` (statistics). The planner reads no files:
+its inputs come from :mod:`sniper_ext.data` (``load_coco``, ``load_proposals``).
 """
 
-from .coco import load_coco, load_proposals
 from .config import INF, NEGATIVE, POSITIVE, ChipConfig
 from .database import ChipDB
 from .planner import plan_dataset, plan_images
 from .records import ImageRecord
 from .stats import chip_stats, format_stats
-from .validity import canvas_size, image_scales, valid_at_scale
+from .validity import canvas_size, image_scales, resolution_scale, valid_at_scale
 
 __all__ = [
     "ChipConfig",
@@ -35,10 +35,9 @@ __all__ = [
     "image_scales",
     "canvas_size",
     "valid_at_scale",
+    "resolution_scale",
     "plan_images",
     "plan_dataset",
-    "load_coco",
-    "load_proposals",
     "chip_stats",
     "format_stats",
     "INF",

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..ops import greedy_chip_cover
 from .config import NEGATIVE, POSITIVE, ChipConfig
@@ -196,8 +197,6 @@ def plan_dataset(
     progress: bool = True,
 ) -> ChipDB:
     """Plans a whole dataset, ``batch_size`` images per op call, with a progress bar."""
-    from tqdm import tqdm
-
     config = config or ChipConfig()
     d = config.stride if stride is None else stride
     if proposals:

@@ -1,4 +1,5 @@
-"""§1: the training scales of an image and which GT are valid at each."""
+"""§1: the training scales of an image and which GT are valid at each; §9: the scale of an
+image at an inference resolution."""
 
 from __future__ import annotations
 
@@ -8,12 +9,23 @@ import numpy as np
 
 from .config import ChipConfig
 
-__all__ = ["image_scales", "canvas_size", "valid_at_scale"]
+__all__ = ["image_scales", "canvas_size", "valid_at_scale", "resolution_scale"]
 
 
 def image_scales(width: float, height: float, config: ChipConfig) -> list:
     """Training scale factors of an image (the coarsest fits the image into one chip)."""
     return [config.chip_size / max(width, height) if s is None else float(s) for s in config.scales]
+
+
+def resolution_scale(width: float, height: float, resolution) -> float:
+    """The scale of a W x H image at an inference (or single-scale training) ``resolution``
+    (min side, max side): s = min/min(W, H), lowered to max/max(W, H) when the long side would
+    exceed ``max``."""
+    lo, hi = resolution
+    s = lo / min(width, height)
+    if max(width, height) * s > hi:
+        s = hi / max(width, height)
+    return s
 
 
 def canvas_size(width: float, height: float, scale: float) -> tuple:

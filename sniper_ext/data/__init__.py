@@ -1,34 +1,56 @@
-"""The data side of SNIPER training: a rendered demo dataset, image reading with clear errors, the
-chip dataset over a :class:`~sniper_ext.chips.ChipDB`, and a deterministic distributed chip stream.
+"""Every input of the library comes through here: COCO-format annotations, proposals and results
+read and checked (:mod:`.coco`, one row checker for all of them), the datasets of training and
+inference opened in one place (:mod:`.catalog`: a COCO file, the synthetic set, a folder of
+images), image files read with clear errors (:mod:`.images`), the synthetic datasets
+(:mod:`.synthetic` rendered with images, :mod:`.synthetic_coco` annotations only), and the batches
+the models eat: chips of a :class:`~sniper_ext.chips.ChipDB` (:mod:`.chip_dataset`, with the
+deterministic distributed chip stream of :mod:`.sampler`) and whole images at an inference
+resolution (:mod:`.image_batches`).
 
-    json_path = make_synthetic_dataset("data/synthetic", num_images=64)
-    records = check_images(load_coco(json_path), "data/synthetic/images")
-    db = plan_dataset(records, config=preset("tiny").chips)
-    dataset = ChipDataset(db, "data/synthetic/images", category_ids=[1, 2, 3])
+    ds = open_dataset(cfg.data, "run/data")            # or open_coco("train.json", "images/")
+    db = plan_dataset(ds.records, config=cfg.chips)
+    dataset = ChipDataset(db, ds.image_root, ds.category_ids)
     stream = ChipStream(db, batch_per_rank=8, seed=0, rank=rank, world_size=world)
     for batch in make_chip_loader(dataset, stream, workers=2): ...
-
-Modules: :mod:`.synthetic` (the dataset), :mod:`.images` (reading and checking image files),
-:mod:`.chip_dataset` (ChipDataset, collate_chips), :mod:`.sampler` (ChipStream, the loader).
 """
 
+from .catalog import IMAGE_EXTENSIONS, Dataset, DatasetInfo, open_coco, open_dataset, open_images
 from .chip_dataset import ChipDataset, collate_chips, pad_colour
-from .images import check_images, image_header, open_image, read_image
+from .coco import RowChecker, categories_of, load_coco, load_proposals, read_json
+from .image_batches import ResizedImages, collate_images, image_loader
+from .images import check_images, image_header, image_path, open_image, read_image
 from .sampler import ChipLoader, ChipStream, make_chip_loader, stream_keys
 from .synthetic import CLASS_SHAPES, make_synthetic_dataset
+from .synthetic_coco import synthetic_coco
 
 __all__ = [
-    "make_synthetic_dataset",
+    "IMAGE_EXTENSIONS",
     "CLASS_SHAPES",
-    "check_images",
-    "image_header",
-    "open_image",
-    "read_image",
     "ChipDataset",
-    "collate_chips",
-    "pad_colour",
-    "ChipStream",
     "ChipLoader",
+    "ChipStream",
+    "Dataset",
+    "DatasetInfo",
+    "ResizedImages",
+    "RowChecker",
+    "categories_of",
+    "check_images",
+    "collate_chips",
+    "collate_images",
+    "image_header",
+    "image_loader",
+    "image_path",
+    "load_coco",
+    "load_proposals",
     "make_chip_loader",
+    "make_synthetic_dataset",
+    "open_coco",
+    "open_dataset",
+    "open_image",
+    "open_images",
+    "pad_colour",
+    "read_image",
+    "read_json",
     "stream_keys",
+    "synthetic_coco",
 ]

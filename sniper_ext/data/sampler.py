@@ -20,6 +20,7 @@ import torch
 
 from ..chips.database import ChipDB
 from ..errors import DataError
+from .chip_dataset import collate_chips
 
 __all__ = ["ChipStream", "make_chip_loader", "stream_keys"]
 
@@ -209,7 +210,6 @@ def make_chip_loader(dataset, stream: ChipStream, workers: int = 0, pin_memory: 
     in order: ``workers`` processes (persistent; 0 loads in the calling process), pinned memory
     when CUDA is available (or as ``pin_memory`` says). Each batch is a pure function of the
     stream's rows, so the output does not depend on the number of workers."""
-    from .chip_dataset import collate_chips
 
     if not isinstance(workers, int) or workers < 0:
         raise ValueError(f"make_chip_loader: `workers` must be an integer >= 0, got {workers!r}")

@@ -28,6 +28,7 @@ import zlib
 
 import numpy as np
 from PIL import Image
+from tqdm import tqdm
 
 from .._atomic import atomic_write
 
@@ -346,8 +347,6 @@ def make_synthetic_dataset(
     file_names = [f"{split}_{i + 1:06d}.png" for i in range(num_images)]
     if _existing(json_path, params, root, file_names):
         return json_path
-
-    from tqdm import tqdm
 
     split_key = zlib.crc32(split.encode())
     images: list = []

@@ -1,17 +1,22 @@
-"""Training: the SNIPER schedule as one resumable run (:func:`train`), one stage's loop, atomic
-checkpoints, the lr schedule, metrics and multi-process setup for ``torchrun``."""
+"""Training: the SNIPER schedule as one resumable run (:func:`train`, its stages in
+:mod:`.pipeline`), one stage's loop (:mod:`.trainer`), the lr schedule, metrics, and the
+single-scale baseline's data. Checkpoints, precision and processes live in
+:mod:`sniper_ext.runtime`, shared with inference."""
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..runtime import load_checkpoint, load_detector, save_checkpoint
 from .lr_schedule import lr_at, scaled_lr
-from .pipeline import TrainSummary, load_detector, stages_of, train
+from .pipeline import SCHEDULES, RunContext, TrainSummary, resolve_config, stages_of, train
 
 __all__ = [
-    "train",
+    "SCHEDULES",
+    "RunContext",
     "TrainSummary",
-    "load_detector",
-    "stages_of",
     "load_checkpoint",
-    "save_checkpoint",
+    "load_detector",
     "lr_at",
+    "resolve_config",
+    "save_checkpoint",
     "scaled_lr",
+    "stages_of",
+    "train",
 ]

@@ -6,7 +6,10 @@ from __future__ import annotations
 import json
 import os
 
+from PIL import Image, ImageDraw
+
 from .._atomic import atomic_write
+from ..viz import save_png
 
 __all__ = ["MetricsLog", "read_metrics", "plot_losses"]
 
@@ -69,10 +72,6 @@ class MetricsLog:
 def plot_losses(metrics_path: str, png_path: str, *, title: str = "training loss") -> str | None:
     """A loss-per-iteration chart (one line per stage, a smoothed line over the raw points) as PNG;
     None when there is nothing to plot."""
-    from PIL import Image, ImageDraw
-
-    from ..viz import save_png
-
     entries = [e for e in read_metrics(metrics_path) if "loss" in e and "iter" in e]
     if not entries:
         return None

@@ -4,31 +4,54 @@ Stages (mode "two_stage"): ``rpn`` (the RPN alone on positive chips), ``negative
 over the training set at the inference resolutions -> each image's negative-chip pool), ``detector``
 (the full detector, from a fresh initialisation, on positives plus sampled negatives). Mode
 "positives" runs only ``detector`` on positive chips, "single_scale" only ``detector`` on whole
-images at one resolution.
+images at one resolution. Each stage is a small function of the run's :class:`RunContext`;
+:data:`SCHEDULES` lists them per mode.
 
-``DIR`` receives ``config.json``, ``metrics.jsonl``, ``last.pt`` (atomic, every
-``solver.checkpoint_every`` iterations and at every stage end), ``rpn.pt``, ``chips.npz`` (the chips
-trained on: with the negative pools in mode two_stage),
-``loss.png``. With ``resume=True`` a run continues from ``last.pt`` (if any) to the same result as
-an uninterrupted one: the chip stream, the anchor samples and the lr are functions of the iteration.
+``DIR`` receives ``config.json`` (the configuration as resolved for the dataset, saved once and
+not changed after), ``metrics.jsonl``, ``last.pt`` (atomic, every ``solver.checkpoint_every``
+iterations and at every stage end), ``rpn.pt``, ``chips.npz`` (the chips trained on: with the
+negative pools in mode two_stage), ``loss.png``. With ``resume=True`` a run continues from
+``last.pt`` (if any) to the same result as an uninterrupted one: the chip stream, the anchor
+samples and the lr are functions of the iteration.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
 
+from ..chips import NEGATIVE, ChipDB, plan_dataset
 from ..config import TrainConfig, config_to_dict, save_config
-from .checkpoint import load_checkpoint, save_checkpoint
-from .dataset import DatasetInfo, open_dataset
-from .distributed import DistInfo, barrier, init_distributed
+from ..data import ChipDataset, ChipStream, Dataset, make_chip_loader, open_dataset
+from ..inference import MultiScaleInference
+from ..modeling import SniperRCNN, build_model
+from ..modeling.resnet import load_torchvision_weights
+from ..runtime import (
+    DistInfo,
+    barrier,
+    init_distributed,
+    load_checkpoint,
+    load_detector,
+    resolve_precision,
+    save_checkpoint,
+)
 from .metrics import MetricsLog, plot_losses
-from .trainer import StageResult, make_optimizer, resolve_precision, train_stage
+from .single_scale import single_scale_db
+from .trainer import StageResult, make_optimizer, train_stage
 
-__all__ = ["train", "TrainSummary", "load_detector", "stages_of"]
+__all__ = ["RunContext", "SCHEDULES", "TrainSummary", "load_detector", "resolve_config", "stages_of", "train"]
+
+#: the stages of each training mode, in order
+SCHEDULES = {
+    "two_stage": ("rpn", "negatives", "detector"),
+    "positives": ("detector",),
+    "single_scale": ("detector",),
+}
 
 _SALT = {"rpn": 1, "detector": 3}
 
@@ -53,60 +76,70 @@ class TrainSummary:
 
 
 def stages_of(mode: str) -> tuple:
-    if mode == "two_stage":
-        return ("rpn", "negatives", "detector")
-    if mode in ("positives", "single_scale"):
-        return ("detector",)
-    raise ValueError(f"mode must be 'two_stage', 'positives' or 'single_scale', got {mode!r}")
+    if mode not in SCHEDULES:
+        raise ValueError(f"mode must be 'two_stage', 'positives' or 'single_scale', got {mode!r}")
+    return SCHEDULES[mode]
 
 
-def _fresh_model(cfg: TrainConfig, stage: str, device):
-    from ..modeling import build_model
-    from ..modeling.resnet import load_torchvision_weights
-
-    torch.manual_seed(cfg.seed * 1000 + _SALT[stage])
-    model = build_model(cfg.model, cfg.data)
-    if cfg.backbone_weights:
-        load_torchvision_weights(model.backbone, cfg.backbone_weights)
-    return model.to(device)
+def resolve_config(cfg: TrainConfig, dataset: Dataset) -> TrainConfig:
+    """``cfg`` for ``dataset``: a copy with ``model.num_classes`` set to its category count (the
+    caller's configuration is not changed)."""
+    n = len(dataset.categories)
+    if cfg.model.num_classes == n:
+        return cfg
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, num_classes=n))
 
 
-def _positive_db(cfg, ds: DatasetInfo, progress: bool):
-    from ..chips import plan_dataset
+@dataclass
+class RunContext:
+    """Everything the stages of one run share. ``cfg`` is resolved for the dataset and saved as
+    ``config.json``; nothing changes it afterwards. ``state``: the checkpoint resumed from (None
+    for a fresh run); ``completed``: the stages done (in earlier calls too); ``db``: the chips
+    the next stage trains on; ``rpn_model``: the RPN trained in this call, for negative mining."""
 
-    if cfg.mode == "single_scale":
-        from .single_scale import single_scale_db
+    cfg: TrainConfig
+    out_dir: str
+    dist: DistInfo
+    dataset: Dataset
+    log: MetricsLog
+    summary: TrainSummary
+    say: Callable
+    progress: bool
+    max_iter: int | None
+    state: dict | None
+    completed: list
+    db: ChipDB
+    rpn_model: SniperRCNN | None = None
 
-        return single_scale_db(ds.records, cfg.single_scale_resolution, cfg.chips)
-    return plan_dataset(ds.records, None, cfg.chips, seed=cfg.seed, progress=progress)
+    def path(self, name: str) -> str:
+        return os.path.join(self.out_dir, name)
+
+    def checkpoint_extra(self) -> Callable[[], dict]:
+        """The run-level fields of every checkpoint: the configuration, the categories and the
+        stages completed so far."""
+        cfg_dict = config_to_dict(self.cfg)
+        cats = list(self.dataset.categories)
+        return lambda: {"config": cfg_dict, "categories": cats, "completed": list(self.completed)}
+
+    def fresh_model(self, stage: str) -> SniperRCNN:
+        """The model a stage starts from: seeded per stage, the backbone weights if any."""
+        torch.manual_seed(self.cfg.seed * 1000 + _SALT[stage])
+        model = build_model(self.cfg.model, self.cfg.data)
+        if self.cfg.backbone_weights:
+            load_torchvision_weights(model.backbone, self.cfg.backbone_weights)
+        return model.to(self.dist.device)
 
 
-def _checkpoint_extra(cfg: TrainConfig, ds: DatasetInfo, completed: list):
-    cfg_dict = config_to_dict(cfg)
-    cats = list(ds.categories)
-    return lambda: {"config": cfg_dict, "categories": cats, "completed": list(completed)}
-
-
-def load_detector(path: str, device="cpu"):
-    """(model in eval mode, TrainConfig, categories) from a checkpoint of ``sniper train``."""
-    from ..config import config_from_dict
-    from ..modeling import build_model
-
-    state = load_checkpoint(path)
-    cfg = config_from_dict(state["config"])
-    model = build_model(cfg.model, cfg.data)
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), cfg, state.get("categories") or []
-
-
-def _run_stage(stage, cfg, ds, db, dist, out_dir, completed, state, log, progress, max_iter):
-    from ..data import ChipDataset, ChipStream, make_chip_loader
-
-    model = _fresh_model(cfg, stage, dist.device)
+def _train_model(ctx: RunContext, stage: str) -> SniperRCNN:
+    """One training stage over ``ctx.db`` (resumed from ``ctx.state`` when it stopped inside
+    this stage); returns the trained model."""
+    cfg, dist = ctx.cfg, ctx.dist
+    model = ctx.fresh_model(stage)
     optimizer = make_optimizer(model, cfg.solver)
     precision = resolve_precision(cfg.solver.precision, dist.device)
     scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
     start = 0
+    state = ctx.state
     if state is not None and state.get("stage") == stage and not state.get("stage_done"):
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
@@ -115,13 +148,14 @@ def _run_stage(stage, cfg, ds, db, dist, out_dir, completed, state, log, progres
         torch.set_rng_state(state["rng"])
         start = int(state["iter"])
     seed = cfg.seed * 1000 + _SALT[stage]
-    probe = ChipStream(db, cfg.solver.batch_size, seed=seed, rank=dist.rank, world_size=dist.world_size)
     epochs = cfg.solver.rpn_epochs if stage == "rpn" else cfg.solver.epochs
-    total = probe.iters_for(epochs)
-    if max_iter is not None:
-        total = min(total, max_iter)
+    total = ChipStream(ctx.db, cfg.solver.batch_size, seed=seed, rank=dist.rank, world_size=dist.world_size).iters_for(
+        epochs
+    )
+    if ctx.max_iter is not None:
+        total = min(total, ctx.max_iter)
     stream = ChipStream(
-        db,
+        ctx.db,
         cfg.solver.batch_size,
         seed=seed,
         rank=dist.rank,
@@ -129,26 +163,163 @@ def _run_stage(stage, cfg, ds, db, dist, out_dir, completed, state, log, progres
         start_iter=start,
         num_iters=max(0, total - start),
     )
-    dataset = ChipDataset(db, ds.image_root, ds.category_ids, pixel_mean=cfg.data.pixel_mean)
-    loader = make_chip_loader(dataset, stream, workers=cfg.data.workers)
+    dataset = ChipDataset(ctx.db, ctx.dataset.image_root, ctx.dataset.category_ids, pixel_mean=cfg.data.pixel_mean)
     result = train_stage(
         stage=stage,
         model=model,
         optimizer=optimizer,
-        loader=loader,
+        loader=make_chip_loader(dataset, stream, workers=cfg.data.workers),
         stream=stream,
         solver=cfg.solver,
         dist=dist,
         start_iter=start,
         num_iters=total,
         rpn_only=stage == "rpn",
-        checkpoint_path=os.path.join(out_dir, "last.pt"),
-        checkpoint_extra=_checkpoint_extra(cfg, ds, completed),
-        log=log,
-        progress=progress,
+        checkpoint_path=ctx.path("last.pt"),
+        checkpoint_extra=ctx.checkpoint_extra(),
+        log=ctx.log,
+        progress=ctx.progress,
         scaler=scaler,
     )
-    return model, result
+    ctx.summary.stages.append(result)
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# The stages
+
+
+def stage_rpn(ctx: RunContext) -> None:
+    """§4 step 1: the RPN alone on positive chips; ``rpn.pt`` at the end."""
+    ctx.rpn_model = _train_model(ctx, "rpn")
+    ctx.completed.append("rpn")
+    if ctx.dist.is_main:
+        save_checkpoint(ctx.path("rpn.pt"), {"model": ctx.rpn_model.state_dict(), **ctx.checkpoint_extra()()})
+
+
+def stage_negatives(ctx: RunContext) -> None:
+    """§4 steps 2-3: the RPN's proposals over the training images at the inference resolutions,
+    and the chip plan with each image's negative-chip pool (``chips.npz``)."""
+    cfg, dist = ctx.cfg, ctx.dist
+    if ctx.rpn_model is None:  # trained in an earlier call
+        src = ctx.path("rpn.pt") if os.path.exists(ctx.path("rpn.pt")) else ctx.path("last.pt")
+        ctx.rpn_model = ctx.fresh_model("rpn")
+        ctx.rpn_model.load_state_dict(load_checkpoint(src, map_location=dist.device)["model"])
+    t = time.perf_counter()
+    ctx.say("proposals of the RPN over the training images at the inference resolutions (method §4)")
+    engine = MultiScaleInference.for_config(
+        ctx.rpn_model,
+        cfg,
+        device=dist.device,
+        precision=cfg.solver.precision,
+        workers=cfg.data.workers,
+        dist=dist,
+        progress=ctx.progress,
+    )
+    records = ctx.dataset.records
+    proposals = engine.proposals(records, ctx.dataset.image_root)
+    ctx.db = plan_dataset(records, proposals, cfg.chips, seed=cfg.seed, progress=False)
+    for r in records:  # plan_dataset attached them; the records stay reusable
+        r.proposals = None
+    if dist.is_main:
+        ctx.db.save(ctx.path("chips.npz"))
+    ctx.completed.append("negatives")
+    if dist.is_main:
+        extra = ctx.checkpoint_extra()()
+        save_checkpoint(
+            ctx.path("last.pt"),
+            {**extra, "stage": "negatives", "iter": 0, "stage_done": True, "model": ctx.rpn_model.state_dict()},
+        )
+    n_neg = int((ctx.db.chip_kind == NEGATIVE).sum())
+    ctx.summary.stages.append(StageResult("negatives", 0, time.perf_counter() - t))
+    ctx.say(f"negative-chip pools: {n_neg} chips over {len(records)} images")
+    ctx.summary.chip_stats = ctx.db.stats()
+    ctx.rpn_model = None
+
+
+def stage_detector(ctx: RunContext) -> None:
+    """§4 step 4 (or the only stage of the other modes): the full detector on ``ctx.db``."""
+    _train_model(ctx, "detector")
+    ctx.completed.append("detector")
+
+
+STAGES: dict[str, Callable[[RunContext], None]] = {
+    "rpn": stage_rpn,
+    "negatives": stage_negatives,
+    "detector": stage_detector,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def _positive_db(cfg: TrainConfig, dataset: Dataset, progress: bool) -> ChipDB:
+    if cfg.mode == "single_scale":
+        return single_scale_db(dataset.records, cfg.single_scale_resolution, cfg.chips)
+    return plan_dataset(dataset.records, None, cfg.chips, seed=cfg.seed, progress=progress)
+
+
+def open_run(
+    cfg: TrainConfig,
+    out_dir: str,
+    *,
+    resume: bool,
+    progress: bool,
+    dist: DistInfo,
+    echo: Callable,
+    max_iter: int | None,
+) -> RunContext:
+    """The run's context: the checkpoint resumed from, the dataset (checked), the configuration
+    resolved for it and saved, the metrics log, and the chips of the next stage."""
+    say = echo if dist.is_main else (lambda *a, **k: None)
+    os.makedirs(out_dir, exist_ok=True)
+    last = os.path.join(out_dir, "last.pt")
+    state = load_checkpoint(last) if resume and os.path.exists(last) else None
+    completed: list = []
+    if state is not None:
+        completed = list(state.get("completed", [])) + ([state["stage"]] if state.get("stage_done") else [])
+        say(f"resuming from {last}: {state['stage']} stage, iteration {state['iter']}")
+    elif resume:
+        say(f"--resume: no {last} yet, starting from the beginning")
+    dataset = open_dataset(cfg.data, os.path.join(out_dir, "data"), progress=progress and dist.is_main)
+    for line in dataset.issues.summary():
+        say(f"skipped: {line}")
+    resolved = resolve_config(cfg, dataset)
+    if resolved is not cfg:
+        say(f"model.num_classes {cfg.model.num_classes} -> {resolved.model.num_classes} (the dataset's categories)")
+    if dist.is_main:
+        save_config(resolved, os.path.join(out_dir, "config.json"))
+    log = MetricsLog(
+        os.path.join(out_dir, "metrics.jsonl"),
+        enabled=dist.is_main,
+        keep_until=(state["stage"], int(state["iter"])) if state is not None else None,
+        fresh=state is None,
+    )
+    db = _positive_db(resolved, dataset, progress and dist.is_main)
+    chips_path = os.path.join(out_dir, "chips.npz")
+    if resolved.mode != "two_stage":
+        if dist.is_main:  # two_stage writes it with the negative pools
+            db.save(chips_path)
+    elif "negatives" in completed:
+        try:  # the negative pools of an earlier call
+            db = ChipDB.load(chips_path)
+        except (OSError, ValueError):
+            completed.remove("negatives")  # recomputed (deterministic)
+    return RunContext(
+        cfg=resolved,
+        out_dir=out_dir,
+        dist=dist,
+        dataset=dataset,
+        log=log,
+        summary=TrainSummary(out_dir),
+        say=say,
+        progress=progress,
+        max_iter=max_iter,
+        state=state,
+        completed=completed,
+        db=db,
+    )
 
 
 def train(
@@ -165,135 +336,32 @@ def train(
 ) -> TrainSummary:
     """Runs (or resumes) a training run into ``out_dir``; see the module docstring. ``stop_after``
     (a stage name) ends the run after that stage: the schedule stage by stage, each later call
-    with ``resume=True``."""
-    from ..chips import NEGATIVE, ChipDB, plan_dataset
-    from ..inference.multiscale import rpn_proposals
-
+    with ``resume=True``. ``cfg`` is not changed."""
     t0 = time.perf_counter()
     dist = dist or init_distributed(device)
-    say = echo if dist.is_main else (lambda *a, **k: None)
     stages = stages_of(cfg.mode)
     if stop_after is not None:
         if stop_after not in stages:
             raise ValueError(f"stop_after must be one of the stages of mode {cfg.mode}: {', '.join(stages)}")
         stages = stages[: stages.index(stop_after) + 1]
-    os.makedirs(out_dir, exist_ok=True)
-    last = os.path.join(out_dir, "last.pt")
-    state = load_checkpoint(last) if resume and os.path.exists(last) else None
-    completed: list = []
-    if state is not None:
-        completed = list(state.get("completed", [])) + ([state["stage"]] if state.get("stage_done") else [])
-        say(f"resuming from {last}: {state['stage']} stage, iteration {state['iter']}")
-    elif resume:
-        say(f"--resume: no {last} yet, starting from the beginning")
-
-    ds = open_dataset(cfg.data, os.path.join(out_dir, "data"), progress=progress and dist.is_main)
-    for line in ds.issues.summary():
-        say(f"skipped: {line}")
-    if cfg.model.num_classes != len(ds.categories):
-        say(f"model.num_classes {cfg.model.num_classes} -> {len(ds.categories)} (the dataset's categories)")
-        cfg.model.num_classes = len(ds.categories)
-    if dist.is_main:
-        save_config(cfg, os.path.join(out_dir, "config.json"))
-    log = MetricsLog(
-        os.path.join(out_dir, "metrics.jsonl"),
-        enabled=dist.is_main,
-        keep_until=(state["stage"], int(state["iter"])) if state is not None else None,
-        fresh=state is None,
+    ctx = open_run(cfg, out_dir, resume=resume, progress=progress, dist=dist, echo=echo, max_iter=max_iter)
+    ctx.say(
+        f"{len(ctx.dataset.records)} training images, {len(ctx.dataset.categories)} classes; stages: {', '.join(stages)}"
     )
-    summary = TrainSummary(out_dir)
-    say(f"{len(ds.records)} training images, {len(ds.categories)} classes; stages: {', '.join(stages)}")
-    db_pos = _positive_db(cfg, ds, progress and dist.is_main)
-    db = db_pos
-    rpn_model = None
-    chips_path = os.path.join(out_dir, "chips.npz")
-    if cfg.mode != "two_stage" and dist.is_main:  # two_stage writes it with the negative pools
-        db_pos.save(chips_path)
     try:
         for stage in stages:
-            if stage == "rpn":
-                if "rpn" in completed:
-                    continue
-                rpn_model, result = _run_stage(
-                    "rpn", cfg, ds, db_pos, dist, out_dir, completed, state, log, progress, max_iter
-                )
-                summary.stages.append(result)
-                completed.append("rpn")
-                if dist.is_main:
-                    save_checkpoint(
-                        os.path.join(out_dir, "rpn.pt"),
-                        {"model": rpn_model.state_dict(), **_checkpoint_extra(cfg, ds, completed)()},
-                    )
-            elif stage == "negatives":
-                if "negatives" in completed:
-                    try:
-                        db = ChipDB.load(chips_path)
-                        continue
-                    except (OSError, ValueError):
-                        pass  # recomputed below (deterministic)
-                if rpn_model is None:
-                    src = os.path.join(out_dir, "rpn.pt")
-                    if not os.path.exists(src):
-                        src = last
-                    rpn_model = _fresh_model(cfg, "rpn", dist.device)
-                    rpn_model.load_state_dict(load_checkpoint(src, map_location=dist.device)["model"])
-                t = time.perf_counter()
-                say("proposals of the RPN over the training images at the inference resolutions (method §4)")
-                props = rpn_proposals(
-                    rpn_model,
-                    ds.records,
-                    ds.image_root,
-                    cfg.inference,
-                    device=dist.device,
-                    precision=cfg.solver.precision,
-                    workers=cfg.data.workers,
-                    dist=dist,
-                    progress=progress,
-                    pixel_mean=cfg.data.pixel_mean,
-                )
-                db = plan_dataset(ds.records, props, cfg.chips, seed=cfg.seed, progress=False)
-                for r in ds.records:  # plan_dataset attached them; the records stay reusable
-                    r.proposals = None
-                if dist.is_main:
-                    db.save(chips_path)
-                completed.append("negatives")
-                if dist.is_main:
-                    save_checkpoint(
-                        last,
-                        {
-                            **_checkpoint_extra(cfg, ds, completed)(),
-                            "stage": "negatives",
-                            "iter": 0,
-                            "stage_done": True,
-                            "model": rpn_model.state_dict(),
-                        },
-                    )
-                n_neg = int((db.chip_kind == NEGATIVE).sum())
-                summary.stages.append(StageResult("negatives", 0, time.perf_counter() - t))
-                say(f"negative-chip pools: {n_neg} chips over {len(ds.records)} images")
-                summary.chip_stats = db.stats()
-                rpn_model = None
-            elif stage == "detector":
-                if "detector" in completed:
-                    continue
-                if cfg.mode == "two_stage" and "negatives" in completed and db is db_pos:
-                    db = ChipDB.load(chips_path)
-                model, result = _run_stage(
-                    "detector", cfg, ds, db, dist, out_dir, completed, state, log, progress, max_iter
-                )
-                summary.stages.append(result)
-                completed.append("detector")
+            if stage not in ctx.completed:
+                STAGES[stage](ctx)
             barrier(dist)
     finally:
-        log.close()
+        ctx.log.close()
     if dist.is_main:
-        plot_losses(
-            os.path.join(out_dir, "metrics.jsonl"), os.path.join(out_dir, "loss.png"), title=f"{cfg.name}: loss"
-        )
+        plot_losses(ctx.path("metrics.jsonl"), ctx.path("loss.png"), title=f"{ctx.cfg.name}: loss")
+    summary = ctx.summary
     summary.seconds = time.perf_counter() - t0
-    summary.checkpoint = last
+    summary.checkpoint = ctx.path("last.pt")
     if stages[-1] != "detector":
-        say(f"stopped after the {stages[-1]} stage; continue with --resume")
+        ctx.say(f"stopped after the {stages[-1]} stage; continue with --resume")
     if not summary.chip_stats:
-        summary.chip_stats = db.stats()
+        summary.chip_stats = ctx.db.stats()
     return summary

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..chips import ChipDB
 from ..chips.config import INF, POSITIVE, ChipConfig
-from ..inference.images import resolution_scale
+from ..chips.validity import resolution_scale
 
 __all__ = ["single_scale_db"]
 

@@ -8,12 +8,12 @@ import time
 from dataclasses import dataclass, field
 
 import torch
+from tqdm import tqdm
 
-from ..inference.multiscale import autocast_for
-from .checkpoint import save_checkpoint
+from ..runtime import autocast_for, resolve_precision, save_checkpoint
 from .lr_schedule import lr_at, scaled_lr
 
-__all__ = ["StageResult", "make_optimizer", "resolve_precision", "train_stage"]
+__all__ = ["StageResult", "make_optimizer", "train_stage"]
 
 
 @dataclass
@@ -32,16 +32,6 @@ class StageResult:
 def make_optimizer(model: torch.nn.Module, solver) -> torch.optim.SGD:
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=solver.base_lr, momentum=solver.momentum, weight_decay=solver.weight_decay)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if precision not in ("bf16", "fp16", "fp32"):
-        raise ValueError(f"solver.precision must be 'auto', 'bf16', 'fp16' or 'fp32', got {precision!r}")
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("solver.precision 'fp16' (with a grad scaler) needs a GPU; use 'bf16' or 'fp32' on the CPU")
-    return precision
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -69,8 +59,6 @@ def train_stage(
     """Runs global iterations ``start_iter .. num_iters - 1``. ``checkpoint_extra()`` returns the
     run-level fields of a checkpoint (stage list, config); the model, optimizer, scaler, stage and
     iteration are added here. Returns what was done."""
-    from tqdm import tqdm
-
     device = dist.device
     precision = resolve_precision(solver.precision, device)
     ddp_model = model

@@ -26,13 +26,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import math
 import os
 
 import numpy as np
 
 from .._atomic import atomic_write
-from ..chips.coco import _is_int, _is_number, _json_type, _short, read_json
+from ..data.coco import RowChecker, json_type, read_json
 from ..errors import DataError
 
 __all__ = [
@@ -76,42 +75,22 @@ def _source(obj, default_name: str):
     return default_name, obj
 
 
-def _check_box(file, where, bbox, field="bbox") -> list:
-    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-        raise DataError(file, where, f"{field} must be [x, y, width, height] numbers, got {_short(bbox)}")
-    box = [float(v) for v in bbox]
-    if not all(math.isfinite(v) for v in box):
-        raise DataError(file, where, f"{field} has a non-finite value: {_short(bbox)}")
-    if box[2] < 0 or box[3] < 0:
-        what = "width" if box[2] < 0 else "height"
-        raise DataError(file, where, f"{field} has negative {what}: {_short(bbox)}")
-    return box
-
-
-def _entry_id(file, where, obj, key, what):
-    v = obj.get(key)
-    if not _is_int(v):
-        raise DataError(file, where, f"{key} must be an integer, got {_short(v)}" + (f" ({what})" if what else ""))
-    return int(v)
-
-
 def _load_ground_truth(annotations) -> tuple[str, dict]:
     """Checked copy of a COCO annotations file, completed for pycocotools."""
     file, data = _source(annotations, "<annotations>")
     if not isinstance(data, dict):
-        raise DataError(file, None, f"not a COCO annotations file: the top level is {_json_type(data)}, not an object")
+        raise DataError(file, None, f"not a COCO annotations file: the top level is {json_type(data)}, not an object")
     for key in ("images", "annotations", "categories"):
         if key not in data:
             raise DataError(file, None, f'not a COCO annotations file: no "{key}" list')
         if not isinstance(data[key], list):
-            raise DataError(file, None, f'not a COCO annotations file: "{key}" is {_json_type(data[key])}, not a list')
+            raise DataError(file, None, f'not a COCO annotations file: "{key}" is {json_type(data[key])}, not a list')
 
+    rows = RowChecker(file)
     images, seen = [], set()
     for i, im in enumerate(data["images"]):
         where = f"images[{i}]"
-        if not isinstance(im, dict):
-            raise DataError(file, where, f"is {_json_type(im)}, not an object")
-        iid = _entry_id(file, where, im, "id", None)
+        iid = rows.integer(where, rows.entry(where, im), "id")
         if iid in seen:
             raise DataError(file, where, f"duplicate image id {iid}")
         seen.add(iid)
@@ -120,35 +99,26 @@ def _load_ground_truth(annotations) -> tuple[str, dict]:
     categories, names = [], {}
     for i, c in enumerate(data["categories"]):
         where = f"categories[{i}]"
-        if not isinstance(c, dict):
-            raise DataError(file, where, f"is {_json_type(c)}, not an object")
-        cid = _entry_id(file, where, c, "id", None)
+        cid = rows.integer(where, rows.entry(where, c), "id")
         if cid in names:
             raise DataError(file, where, f"duplicate category id {cid}")
         name = c.get("name")
         names[cid] = str(name) if isinstance(name, str) and name else f"category {cid}"
         categories.append(c)
 
+    rows = RowChecker(file, images=seen, categories=names)
     anns = []
     for k, a in enumerate(data["annotations"]):
         where = f"annotations[{k}]"
-        if not isinstance(a, dict):
-            raise DataError(file, where, f"is {_json_type(a)}, not an object")
-        iid = _entry_id(file, where, a, "image_id", None)
-        if iid not in seen:
-            raise DataError(file, where, f'unknown image id {iid} (not in "images")')
-        cid = _entry_id(file, where, a, "category_id", None)
-        if cid not in names:
-            raise DataError(file, where, f'unknown category id {cid} (not in "categories")')
-        box = _check_box(file, f"image {iid}, {where}", a.get("bbox"))
-        area = a.get("area", box[2] * box[3])
-        if not (_is_number(area) and math.isfinite(area) and area >= 0):
-            raise DataError(file, f"image {iid}, {where}", f"area must be a number >= 0, got {_short(area)}")
-        crowd = a.get("iscrowd", 0)
-        if crowd not in (0, 1):  # also True/False
-            raise DataError(file, f"image {iid}, {where}", f"iscrowd must be 0 or 1, got {_short(crowd)}")
+        rows.entry(where, a)
+        iid = rows.image_id(where, a)
+        rows.category_id(where, a)
+        at = f"image {iid}, {where}"
+        box = rows.bbox(at, a, sizes=True)
+        area = rows.area(at, a, box[2] * box[3])
+        crowd = rows.crowd(at, a)
         # ids 1..N: COCOeval treats a matched GT id of 0 as "no match", and needs them unique
-        anns.append({**a, "id": k + 1, "bbox": box, "area": float(area), "iscrowd": int(crowd)})
+        anns.append({**a, "id": k + 1, "bbox": box, "area": area, "iscrowd": crowd})
     gt = {"images": images, "annotations": anns, "categories": categories}
     if "info" in data:
         gt["info"] = data["info"]
@@ -166,26 +136,25 @@ def check_results(results, image_ids, category_ids, *, name: str = "<results>") 
         raise DataError(
             file,
             None,
-            f"not a COCO results file: the top level is {_json_type(data)}, not a list"
+            f"not a COCO results file: the top level is {json_type(data)}, not a list"
             + (hint if isinstance(data, dict) else ""),
         )
-    image_ids, category_ids = set(image_ids), set(category_ids)
+    rows = RowChecker(
+        file,
+        images=set(image_ids),
+        categories=set(category_ids),
+        images_in="the annotations' images",
+        categories_in="the annotations' categories",
+    )
     out = []
     for k, r in enumerate(data):
         where = f"results[{k}]"
-        if not isinstance(r, dict):
-            raise DataError(file, where, f"is {_json_type(r)}, not an object")
-        iid = _entry_id(file, where, r, "image_id", None)
-        if iid not in image_ids:
-            raise DataError(file, where, f"unknown image id {iid} (not in the annotations' images)")
-        cid = _entry_id(file, where, r, "category_id", None)
-        if cid not in category_ids:
-            raise DataError(file, where, f"unknown category id {cid} (not in the annotations' categories)")
-        box = _check_box(file, where, r.get("bbox"))
-        score = r.get("score")
-        if not (_is_number(score) and math.isfinite(score)):
-            raise DataError(file, where, f"score must be a finite number, got {_short(score)}")
-        out.append({"image_id": iid, "category_id": cid, "bbox": box, "score": float(score)})
+        rows.entry(where, r)
+        iid = rows.image_id(where, r)
+        cid = rows.category_id(where, r)
+        box = rows.bbox(where, r, sizes=True)
+        score = rows.score(where, r)
+        out.append({"image_id": iid, "category_id": cid, "bbox": box, "score": score})
     return file, out
 
 

@@ -1,223 +1,259 @@
-"""Multi-scale inference (method §9) and the RPN pass that finds negative-chip regions (§4).
+"""Multi-scale inference (method §9) and the RPN pass that finds negative-chip regions (§4), as one
+object built once and used by training (negative mining), ``sniper infer``/``eval``/``detect`` and
+the demo.
 
 Every image runs at each inference resolution in padded batches; detections scoring above the
 threshold whose size (original pixels) lies in that resolution's valid range are kept; all scales
 are merged per class with Soft-NMS in one batched call (:func:`~sniper_ext.inference.merge.
 merge_detections`), top N per image. With ``torchrun`` each rank takes every world_size-th image
-and the results are gathered on every rank."""
+and the results are gathered on every rank.
+
+    engine = MultiScaleInference.for_config(model, cfg, device="cuda")   # cfg: the TrainConfig
+    dets = engine.detect(records, image_root)          # [(boxes, scores, labels)] per record
+    run = engine.run(records, image_root, categories)  # + COCO results and timings
+    props = engine.proposals(records, image_root)      # {image_id: [P, 4]}: RPN proposals (§4)
+"""
 
 from __future__ import annotations
 
-import contextlib
+import math
 import time
+from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from .images import image_loader, resolution_scale
+from ..chips.validity import resolution_scale
+from ..config import DataConfig, InferenceConfig, TrainConfig
+from ..data.image_batches import image_loader
+from ..ops import batched_nms
+from ..runtime.distributed import DistInfo, all_gather_objects
+from ..runtime.precision import autocast_for
+from .merge import in_valid_range, merge_detections
+from .results import detections_to_coco
 
-__all__ = ["detect_images", "rpn_proposals", "autocast_for"]
-
-
-def autocast_for(device: torch.device, precision: str):
-    """bf16 autocast on CUDA for "auto"/"bf16", fp16 for "fp16"; nothing for fp32 or on the CPU
-    with "auto"."""
-    if precision in ("fp32",) or (precision == "auto" and device.type != "cuda"):
-        return contextlib.nullcontext()
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def _scale_fn(resolution):
-    return partial(resolution_scale, resolution=tuple(resolution))
+__all__ = ["InferenceRun", "MultiScaleInference"]
 
 
-def _shard(records, rank: int, world: int):
-    idx = list(range(rank, len(records), world))
-    return [records[i] for i in idx], idx
+@dataclass
+class InferenceRun:
+    """What :meth:`MultiScaleInference.run` returns. ``detections``: one ``(boxes [N, 4] xyxy,
+    scores [N], labels [N] 1..C)`` per record, original pixels (every rank holds all of them under
+    torchrun); ``results``: the COCO results list (category ids mapped back); ``seconds``: wall
+    time of the whole run on this rank; ``stats``: the timings of this rank's share
+    (``seconds``, ``merge_seconds``, ``images``)."""
+
+    records: list
+    detections: list
+    results: list
+    category_ids: list
+    seconds: float
+    stats: dict = field(default_factory=dict)
+    is_main: bool = True
+    image_root: str | None = None
+    categories: list = field(default_factory=list)
+
+    @property
+    def images_per_s(self) -> float:
+        return len(self.records) / self.seconds if self.seconds > 0 else math.inf
+
+    @property
+    def merge_share(self) -> float:
+        """The Soft-NMS merge as a share of this rank's inference time."""
+        total = self.stats.get("seconds", 0.0)
+        return self.stats.get("merge_seconds", 0.0) / total if total > 0 else 0.0
 
 
-def _gather(dist, local_idx, local_out, n):
-    from ..engine.distributed import all_gather_objects
+class MultiScaleInference:
+    """A trained detector (anything with ``detect(images, image_wh, ...)`` and ``num_classes``, in
+    practice :class:`~sniper_ext.modeling.SniperRCNN`) run over images at the resolutions of an
+    :class:`~sniper_ext.config.InferenceConfig`.
 
-    out: list = [None] * n
-    for idx, res in all_gather_objects(dist, (local_idx, local_out)):
-        for i, r in zip(idx, res):
-            out[i] = r
-    return out
+    ``device``: where the model runs; ``precision``: autocast ("auto": bf16 on a GPU, none on the
+    CPU); ``pixel_mean``: the padding colour's source (the training data's mean); ``workers``:
+    image-decoding processes; ``dist``: a :class:`~sniper_ext.runtime.DistInfo` to shard the
+    images over the ranks of ``torchrun`` (None: this process does all); ``progress``: a
+    progress bar (first rank only)."""
 
+    def __init__(
+        self,
+        model,
+        config: InferenceConfig,
+        *,
+        device="cpu",
+        precision: str = "auto",
+        pixel_mean=None,
+        workers: int = 0,
+        dist: DistInfo | None = None,
+        progress: bool = False,
+    ):
+        self.model = model
+        self.config = config
+        self.device = torch.device(device)
+        self.precision = precision
+        self.pixel_mean = DataConfig.pixel_mean if pixel_mean is None else tuple(pixel_mean)
+        self.workers = workers
+        self.dist = dist if dist is not None and dist.distributed else None
+        self.progress = progress
 
-def _start(model, records, icfg, dist, progress: bool, desc: str):
-    """This rank's slice of ``records`` (and their indices), the model in eval mode, a progress bar
-    over its images x resolutions (rank 0 only)."""
-    from tqdm import tqdm
+    @classmethod
+    def for_config(cls, model, cfg: TrainConfig, *, config: InferenceConfig | None = None, **kwargs):
+        """For a model trained with ``cfg``: its inference settings (or ``config``) and its data's
+        pixel mean; ``kwargs`` as the constructor's."""
+        kwargs.setdefault("pixel_mean", cfg.data.pixel_mean)
+        return cls(model, config if config is not None else cfg.inference, **kwargs)
 
-    rank, world = (dist.rank, dist.world_size) if dist is not None else (0, 1)
-    mine, idx = _shard(records, rank, world)
-    model.eval()
-    bar = tqdm(
-        total=len(mine) * len(icfg.resolutions),
-        unit="img",
-        desc=desc,
-        disable=not progress or rank != 0,
-        mininterval=0.5,
-    )
-    return world, mine, idx, bar
+    # -- this rank's share ------------------------------------------------------------------
 
-
-def _passes(model, records, image_root, icfg, device, precision, workers, bar, pixel_mean, **detect_kw):
-    """Yields (resolution index, record index, output of model.detect with boxes in original pixels).
-    Images are batched in order of aspect ratio (landscape with landscape), so that a batch pads
-    little; the results do not depend on the grouping except through that padding."""
-    order = sorted(range(len(records)), key=lambda i: (records[i].width / records[i].height, i))
-    grouped = [records[i] for i in order]
-    for ri, res in enumerate(icfg.resolutions):
-        loader = image_loader(
-            grouped,
-            image_root,
-            _scale_fn(res),
-            batch_size=icfg.batch_size,
-            workers=workers,
-            divisibility=icfg.size_divisibility,
-            pixel_mean=pixel_mean,
+    def _share(self, records, desc: str):
+        """This rank's slice of ``records``, their indices, and a progress bar over its images x
+        resolutions (first rank only)."""
+        rank, world = (self.dist.rank, self.dist.world_size) if self.dist is not None else (0, 1)
+        idx = list(range(rank, len(records), world))
+        bar = tqdm(
+            total=len(idx) * len(self.config.resolutions),
+            unit="img",
+            desc=desc,
+            disable=not self.progress or rank != 0,
+            mininterval=0.5,
         )
-        for images, wh, scales, index in loader:
-            with autocast_for(device, precision):
-                outs = model.detect(images.to(device, non_blocking=True), wh.to(device), **detect_kw)
-            for k, o in enumerate(outs):
-                s = float(scales[k])
-                yield (
-                    ri,
-                    order[int(index[k])],
-                    {key: (v / s if key in ("boxes", "proposals") else v) for key, v in o.items()},
-                )
-            if bar is not None:
+        return [records[i] for i in idx], idx, bar
+
+    def _gather(self, idx, local: list, n: int) -> list:
+        """Every rank's outputs (``local`` for the records at ``idx``) in record order."""
+        if self.dist is None:
+            return local
+        out: list = [None] * n
+        for rank_idx, rank_out in all_gather_objects(self.dist, (idx, local)):
+            for i, r in zip(rank_idx, rank_out):
+                out[i] = r
+        return out
+
+    def _passes(self, records, image_root, bar, **detect_kw):
+        """Yields (resolution index, record index, output of model.detect with boxes in original
+        pixels). Images are batched in order of aspect ratio (landscape with landscape), so that a
+        batch pads little; the results do not depend on the grouping except through that padding."""
+        icfg = self.config
+        order = sorted(range(len(records)), key=lambda i: (records[i].width / records[i].height, i))
+        grouped = [records[i] for i in order]
+        self.model.eval()
+        for ri, res in enumerate(icfg.resolutions):
+            loader = image_loader(
+                grouped,
+                image_root,
+                partial(resolution_scale, resolution=tuple(res)),
+                batch_size=icfg.batch_size,
+                workers=self.workers,
+                divisibility=icfg.size_divisibility,
+                pixel_mean=self.pixel_mean,
+            )
+            for images, wh, scales, index in loader:
+                with autocast_for(self.device, self.precision):
+                    outs = self.model.detect(images.to(self.device, non_blocking=True), wh.to(self.device), **detect_kw)
+                for k, o in enumerate(outs):
+                    s = float(scales[k])
+                    yield (
+                        ri,
+                        order[int(index[k])],
+                        {key: (v / s if key in ("boxes", "proposals") else v) for key, v in o.items()},
+                    )
                 bar.update(len(index))
 
+    # -- §9: detections -----------------------------------------------------------------------
 
-@torch.no_grad()
-def rpn_proposals(
-    model,
-    records,
-    image_root,
-    icfg,
-    *,
-    device,
-    precision="auto",
-    workers=0,
-    nms_iou=0.7,
-    dist=None,
-    progress=True,
-    pixel_mean=None,
-) -> dict:
-    """§4 step 2: the top ``icfg.proposals_per_scale`` RPN proposals per image at each inference
-    resolution, merged over the scales with NMS at ``nms_iou``. Returns {image_id: float64 [P, 4]}
-    in original pixels."""
-    from ..ops import batched_nms
+    @torch.no_grad()
+    def detect(self, records, image_root, *, stats: dict | None = None) -> list:
+        """Multi-scale detection of ``records``: one ``(boxes [N, 4] float32, scores [N], labels
+        [N] int64 1..C)`` per record, original pixels, at most ``detections_per_image``. A single
+        resolution is single-scale inference. ``stats`` (a dict) receives this rank's timings:
+        ``seconds``, ``merge_seconds``, ``images``."""
+        icfg = self.config
+        t0 = time.perf_counter()
+        mine, idx, bar = self._share(records, "detecting")
+        parts: list = [[] for _ in mine]
+        for ri, i, o in self._passes(mine, image_root, bar, proposals_per_image=icfg.proposals_per_scale):
+            boxes, probs = o["boxes"].float(), o["scores"].float()
+            # clipped in the resized image (round(W*s) x round(H*s)), so up to 0.5/s px beyond (W, H)
+            w, h = float(mine[i].width), float(mine[i].height)
+            boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w, h, w, h]))
+            lo, hi = icfg.valid_ranges[ri]
+            ok = in_valid_range(boxes, lo, hi)
+            boxes, probs = boxes[ok], probs[ok, 1:]
+            r, k = (probs > icfg.score_threshold).nonzero(as_tuple=True)
+            parts[i].append((boxes[r].cpu(), probs[r, k].cpu(), (k + 1).cpu()))
+        bar.close()
+        per_image = []
+        for p in parts:
+            if p:
+                per_image.append(tuple(torch.cat([x[j] for x in p]) for j in range(3)))
+            else:
+                per_image.append((torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)))
+        t1 = time.perf_counter()
+        merged = merge_detections(
+            per_image,
+            num_classes=self.model.num_classes,
+            method=icfg.nms_method,
+            sigma=icfg.soft_nms_sigma,
+            iou_threshold=icfg.nms_iou,
+            score_threshold=icfg.score_threshold,
+            top_k=icfg.detections_per_image,
+        )
+        t2 = time.perf_counter()
+        out = [(b.numpy(), s.numpy(), lab.numpy()) for b, s, lab in merged]
+        if stats is not None:
+            stats.update(seconds=t2 - t0, merge_seconds=t2 - t1, images=len(mine))
+        out = self._gather(idx, out, len(records))
+        return [(np.asarray(b, np.float32), np.asarray(s, np.float32), np.asarray(lab, np.int64)) for b, s, lab in out]
 
-    device = torch.device(device)  # also a string such as "cpu" (autocast_for reads .type)
-    world, mine, idx, bar = _start(model, records, icfg, dist, progress, "RPN proposals")
-    boxes: list = [[] for _ in mine]
-    scores: list = [[] for _ in mine]
-    for _, i, o in _passes(
-        model,
-        mine,
-        image_root,
-        icfg,
-        device,
-        precision,
-        workers,
-        bar,
-        pixel_mean,
-        proposals_per_image=icfg.proposals_per_scale,
-        rpn_only=True,
-    ):
-        boxes[i].append(o["proposals"].float().cpu())
-        scores[i].append(o["objectness"].float().cpu())
-    bar.close()
-    out = []
-    if mine:
-        b = [torch.cat(x) for x in boxes]
-        s = [torch.cat(x) for x in scores]
-        img = torch.cat([torch.full((len(x),), k, dtype=torch.int64) for k, x in enumerate(b)])
-        allb, alls = torch.cat(b), torch.cat(s)
-        keep = batched_nms(allb, alls, img, nms_iou)
-        kept_img = img[keep]
-        for k in range(len(mine)):
-            out.append(allb[keep[kept_img == k]].double().numpy())
-    gathered = _gather(dist, idx, out, len(records)) if world > 1 else out
-    return {r.image_id: p for r, p in zip(records, gathered)}
+    def run(self, records, image_root, categories) -> InferenceRun:
+        """:meth:`detect` and the COCO results, labels mapped to ``categories`` ([{"id", "name"}]
+        sorted by id; label c is the c-th)."""
+        stats: dict = {}
+        t = time.perf_counter()
+        dets = self.detect(records, image_root, stats=stats)
+        seconds = time.perf_counter() - t
+        cat_ids = [int(c["id"]) for c in categories]
+        return InferenceRun(
+            records=list(records),
+            detections=dets,
+            results=detections_to_coco([r.image_id for r in records], dets, cat_ids),
+            category_ids=cat_ids,
+            seconds=seconds,
+            stats=stats,
+            is_main=self.dist is None or self.dist.is_main,
+            image_root=image_root,
+            categories=list(categories),
+        )
 
+    # -- §4: RPN proposals for negative chips ---------------------------------------------------
 
-@torch.no_grad()
-def detect_images(
-    model,
-    records,
-    image_root,
-    icfg,
-    *,
-    device,
-    precision="auto",
-    workers=0,
-    dist=None,
-    progress=True,
-    pixel_mean=None,
-    stats=None,
-) -> list:
-    """Multi-scale detection of ``records``: one ``(boxes [N, 4] float32, scores [N], labels [N]
-    int64 1..C)`` per record, original pixels, at most ``icfg.detections_per_image``. A single
-    resolution in ``icfg.resolutions`` is single-scale inference. ``stats`` (a dict) receives
-    timings: ``seconds``, ``merge_seconds``, ``images``."""
-    from .merge import in_valid_range, merge_detections
-
-    device = torch.device(device)  # also a string such as "cpu" (autocast_for reads .type)
-    t0 = time.perf_counter()
-    world, mine, idx, bar = _start(model, records, icfg, dist, progress, "detecting")
-    c = model.num_classes
-    parts: list = [[] for _ in mine]
-    for ri, i, o in _passes(
-        model,
-        mine,
-        image_root,
-        icfg,
-        device,
-        precision,
-        workers,
-        bar,
-        pixel_mean,
-        proposals_per_image=icfg.proposals_per_scale,
-    ):
-        boxes, probs = o["boxes"].float(), o["scores"].float()
-        # clipped in the resized image (round(W*s) x round(H*s)), so up to 0.5/s px beyond (W, H)
-        w, h = float(mine[i].width), float(mine[i].height)
-        boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w, h, w, h]))
-        lo, hi = icfg.valid_ranges[ri]
-        ok = in_valid_range(boxes, lo, hi)
-        boxes, probs = boxes[ok], probs[ok, 1:]
-        r, k = (probs > icfg.score_threshold).nonzero(as_tuple=True)
-        parts[i].append((boxes[r].cpu(), probs[r, k].cpu(), (k + 1).cpu()))
-    bar.close()
-    per_image = []
-    for p in parts:
-        if p:
-            per_image.append(tuple(torch.cat([x[j] for x in p]) for j in range(3)))
-        else:
-            per_image.append((torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)))
-    t1 = time.perf_counter()
-    merged = merge_detections(
-        per_image,
-        num_classes=c,
-        method=icfg.nms_method,
-        sigma=icfg.soft_nms_sigma,
-        iou_threshold=icfg.nms_iou,
-        score_threshold=icfg.score_threshold,
-        top_k=icfg.detections_per_image,
-    )
-    t2 = time.perf_counter()
-    out = [(b.numpy(), s.numpy(), lab.numpy()) for b, s, lab in merged]
-    if stats is not None:
-        stats.update(seconds=t2 - t0, merge_seconds=t2 - t1, images=len(mine))
-    if world > 1:
-        out = _gather(dist, idx, out, len(records))
-    return [(np.asarray(b, np.float32), np.asarray(s, np.float32), np.asarray(lab, np.int64)) for b, s, lab in out]
+    @torch.no_grad()
+    def proposals(self, records, image_root, *, nms_iou: float = 0.7) -> dict:
+        """§4 step 2: the top ``proposals_per_scale`` RPN proposals per image at each inference
+        resolution, merged over the scales with NMS at ``nms_iou``. Returns {image_id: float64
+        [P, 4]} in original pixels."""
+        mine, idx, bar = self._share(records, "RPN proposals")
+        boxes: list = [[] for _ in mine]
+        scores: list = [[] for _ in mine]
+        passes = self._passes(mine, image_root, bar, proposals_per_image=self.config.proposals_per_scale, rpn_only=True)
+        for _, i, o in passes:
+            boxes[i].append(o["proposals"].float().cpu())
+            scores[i].append(o["objectness"].float().cpu())
+        bar.close()
+        out: list = []
+        if mine:
+            b = [torch.cat(x) for x in boxes]
+            counts = torch.tensor([len(x) for x in b], dtype=torch.int64)
+            img = torch.repeat_interleave(torch.arange(len(b)), counts)
+            allb, alls = torch.cat(b), torch.cat([torch.cat(x) for x in scores])
+            keep = batched_nms(allb, alls, img, nms_iou)
+            # Split the kept boxes by image in one pass (linear in the proposals): a stable sort
+            # by image keeps each image's boxes in NMS order (descending score).
+            kept_img = img[keep]
+            keep = keep[torch.sort(kept_img, stable=True).indices]
+            per_image = torch.bincount(kept_img, minlength=len(b)).tolist()
+            out = [p.double().numpy() for p in torch.split(allb[keep], per_image)]
+        gathered = self._gather(idx, out, len(records))
+        return {r.image_id: p for r, p in zip(records, gathered)}

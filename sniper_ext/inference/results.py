@@ -12,6 +12,7 @@ import json
 import numpy as np
 
 from .._atomic import atomic_write
+from ..errors import DataError
 
 __all__ = ["detections_to_coco", "write_results_json", "write_results_jsonl", "read_results_jsonl"]
 
@@ -144,8 +145,6 @@ def read_results_jsonl(path) -> list:
                 iid = rec["image_id"]
                 dets = rec["detections"]
             except (json.JSONDecodeError, KeyError, TypeError) as e:
-                from ..errors import DataError
-
                 raise DataError(path, f"line {n}", f"not a results line ({e})") from None
             out.extend({"image_id": iid, **d} for d in dets)
     return out

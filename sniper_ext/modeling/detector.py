@@ -80,6 +80,39 @@ class SniperRCNN(nn.Module):
 
     # -- training ---------------------------------------------------------------------------
 
+    def targets(self, anchors: torch.Tensor, objectness: torch.Tensor, deltas: torch.Tensor, batch: dict):
+        """The training step between the heads, batched over the chips (one call of each target
+        function, no per-chip loop): the RPN losses of the heads' outputs (``objectness``
+        ``[B, A]``, ``deltas`` ``[B, A, 4]`` over ``anchors``), and the R-CNN RoIs of the filtered
+        proposals with their chip, class label and regression target. Returns ``(rpn losses,
+        rois [R, 4], roi_chip [R], labels [R], targets [R, 4])``."""
+        c = self.cfg
+        losses = rpn_losses(anchors, objectness, deltas, batch, c)
+        canvas = batch["canvas_wh"].float()
+        valid_range = batch["valid_range"].float()
+        props, _, chip = filter_proposals(
+            anchors,
+            objectness.detach().float(),
+            deltas.detach().float(),
+            canvas,
+            valid_range,
+            min_size=c.proposal_min_size,
+            nms_iou=c.proposal_nms_iou,
+            post_nms_top_n=c.proposal_post_nms_top_n,
+            pre_nms_top_n=c.proposal_pre_nms_top_n,
+        )
+        rois, roi_chip, labels, targets = proposal_targets(
+            props,
+            chip,
+            batch["gt_boxes"].float(),
+            batch["gt_labels"],
+            batch["gt_state"],
+            valid_range,
+            fg_iou=c.rcnn_fg_iou,
+            weights=self.box_weights,
+        )
+        return losses, rois, roi_chip, labels, targets
+
     def forward(self, batch: dict, rpn_only: bool = False) -> dict[str, torch.Tensor]:
         """Losses ``rpn_cls``, ``rpn_box`` (and ``rcnn_cls``, ``rcnn_box`` unless ``rpn_only``) and
         their sum ``loss``, plus detached counters (``num_rois``, ``num_fg``)."""
@@ -89,32 +122,10 @@ class SniperRCNN(nn.Module):
         feats = self.features(batch["images"])
         obj, deltas = self.rpn(feats)
         anchors = self.anchors(feats.shape[2], feats.shape[3], feats.device)
-        losses = rpn_losses(anchors, obj, deltas, batch, self.cfg)
-        if not rpn_only:
-            c = self.cfg
-            canvas = batch["canvas_wh"].float()
-            valid_range = batch["valid_range"].float()
-            props, _, chip = filter_proposals(
-                anchors,
-                obj.detach().float(),
-                deltas.detach().float(),
-                canvas,
-                valid_range,
-                min_size=c.proposal_min_size,
-                nms_iou=c.proposal_nms_iou,
-                post_nms_top_n=c.proposal_post_nms_top_n,
-                pre_nms_top_n=c.proposal_pre_nms_top_n,
-            )
-            rois, roi_chip, labels, targets = proposal_targets(
-                props,
-                chip,
-                batch["gt_boxes"].float(),
-                batch["gt_labels"],
-                batch["gt_state"],
-                valid_range,
-                fg_iou=c.rcnn_fg_iou,
-                weights=self.box_weights,
-            )
+        if rpn_only:
+            losses = rpn_losses(anchors, obj, deltas, batch, self.cfg)
+        else:
+            losses, rois, roi_chip, labels, targets = self.targets(anchors, obj, deltas, batch)
             logits, box = self.rcnn(feats, torch.cat([roi_chip[:, None].to(rois.dtype), rois], dim=1))
             losses.update(rcnn_losses(logits, box, roi_chip, labels, targets, feats.shape[0]))
             losses["num_rois"] = torch.tensor(float(len(labels)))

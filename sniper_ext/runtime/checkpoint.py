@@ -1,5 +1,6 @@
 """Checkpoints written atomically (a temporary file, fsync, rename): a run killed at any moment
-leaves either the previous checkpoint or the new one, never half of one."""
+leaves either the previous checkpoint or the new one, never half of one; and the detector of a
+checkpoint of ``sniper train``, loaded for inference."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import zipfile
 import torch
 
 from .._atomic import atomic_write
-from ..errors import DataError
+from ..config import TrainConfig, config_from_dict
+from ..errors import DataError, PathError
+from ..modeling import SniperRCNN, build_model
 
-__all__ = ["save_checkpoint", "load_checkpoint", "CHECKPOINT_FORMAT"]
+__all__ = ["save_checkpoint", "load_checkpoint", "resolve_checkpoint", "load_detector", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
 
@@ -46,3 +49,27 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT or "model" not in state:
         raise DataError(path, None, f"not a sniper_ext checkpoint (format {CHECKPOINT_FORMAT} with a model)")
     return state
+
+
+def resolve_checkpoint(path) -> str:
+    """``path`` itself, or ``path/last.pt`` for a run folder. PathError when neither exists."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        last = os.path.join(path, "last.pt")
+        if os.path.isfile(last):
+            return last
+        raise PathError(path, "is a directory without last.pt (give the checkpoint file)")
+    if not os.path.exists(path):
+        raise PathError(path, "no such file")
+    return path
+
+
+def load_detector(path, device="cpu") -> tuple[SniperRCNN, TrainConfig, list]:
+    """(model in eval mode on ``device``, TrainConfig, categories [{"id", "name"}]) of a checkpoint
+    of ``sniper train`` (a run folder means its ``last.pt``). A missing file raises PathError; a
+    file that is not a checkpoint raises DataError naming it."""
+    state = load_checkpoint(resolve_checkpoint(path))
+    cfg = config_from_dict(state["config"])
+    model = build_model(cfg.model, cfg.data)
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), cfg, state.get("categories") or []

@@ -1,4 +1,4 @@
-"""Multi-process training through ``torchrun``: process-group setup from its environment (NCCL on
+"""Multi-process training and inference through ``torchrun``: process-group setup from its environment (NCCL on
 GPUs, gloo on CPU), and the few collectives the engine needs."""
 
 from __future__ import annotations
@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+
+from ..errors import DeviceError
 
 __all__ = ["DistInfo", "init_distributed", "barrier", "broadcast_object", "all_gather_objects", "cleanup"]
 
@@ -36,7 +38,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device cuda was asked for but torch sees no GPU")
+        raise DeviceError("device cuda was asked for but torch sees no GPU")
     dev = torch.device("cuda", local % max(1, torch.cuda.device_count())) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(dev)

@@ -1,12 +1,12 @@
 """``sniper demo``: the end-to-end run of :mod:`sniper_ext.demo` from the command line.
 
-    sniper demo --out DIR [--quick]
-
-Registered in :func:`sniper_ext.cli.build_parser` through :func:`add_parser`."""
+sniper demo --out DIR [--quick]
+"""
 
 from __future__ import annotations
 
-from . import cli
+from ..demo import VARIANTS, run_demo
+from .common import EXIT_OK, UsageError, add_command, check_output_dir, nonnegative_int, positive_int
 
 __all__ = ["add_parser", "run"]
 
@@ -22,15 +22,12 @@ metrics, checkpoint). About 10-15 minutes on 2 CPU cores; --quick takes a few mi
 
 
 def add_parser(subparsers):
-    from .demo import VARIANTS
-
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "demo",
         help="SNIPER end to end and the paper's claims in miniature (the main job)",
-        formatter_class=cli._Formatter,
         description=DESCRIPTION,
-        epilog="examples:\n  sniper demo --out sniper_out/demo\n  sniper demo --quick --out /tmp/demo\n\n"
-        + cli._EPILOG,
+        examples="examples:\n  sniper demo --out sniper_out/demo\n  sniper demo --quick --out /tmp/demo",
     )
     p.add_argument("--out", metavar="DIR", default="sniper_out/demo", help="output folder")
     p.add_argument(
@@ -39,36 +36,31 @@ def add_parser(subparsers):
     p.add_argument(
         "--iters",
         metavar="N",
-        type=cli._positive_int,
+        type=positive_int,
         help="detector iterations per variant (default: 600, 150 with --quick)",
     )
     p.add_argument(
-        "--train-images", metavar="N", type=cli._positive_int, help="training images (default: 64, 24 with --quick)"
+        "--train-images", metavar="N", type=positive_int, help="training images (default: 64, 24 with --quick)"
     )
     p.add_argument(
-        "--val-images", metavar="N", type=cli._positive_int, help="held-out images (default: 32, 12 with --quick)"
+        "--val-images", metavar="N", type=positive_int, help="held-out images (default: 32, 12 with --quick)"
     )
     p.add_argument(
         "--variants", metavar="LIST", default=",".join(VARIANTS),
         help="comma-separated subset of " + ", ".join(VARIANTS),
     )  # fmt: skip
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run")
-    p.add_argument("--seed", metavar="S", type=cli._nonnegative_int, default=0, help="seed of the data and the runs")
+    p.add_argument("--seed", metavar="S", type=nonnegative_int, default=0, help="seed of the data and the runs")
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
-    p.set_defaults(fn=run, parser=p)
     return p
 
 
 def run(args) -> int:
-    from .demo import VARIANTS, run_demo
-
     variants = tuple(v.strip() for v in args.variants.split(",") if v.strip())
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown or not variants:
-        raise cli.UsageError(
-            f"--variants: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(VARIANTS)}"
-        )
-    cli._check_output_dir("--out", args.out)
+        raise UsageError(f"--variants: unknown {', '.join(unknown) or '(empty)'}; choose from {', '.join(VARIANTS)}")
+    check_output_dir("--out", args.out)
     run_demo(
         args.out,
         quick=args.quick,
@@ -81,4 +73,4 @@ def run(args) -> int:
         progress=not args.quiet,
     )
     print(f"\nwrote {args.out}/claims.json, {args.out}/summary.json and the pictures in {args.out}")
-    return cli.EXIT_OK
+    return EXIT_OK

@@ -12,15 +12,23 @@ numbers as JSON: ``AP, AP50, AP75, APs, APm, APl, AR1, AR10, AR100, ARs, ARm, AR
 pycocotools says -1: nothing to average), ``num_images``, ``num_annotations``, ``num_detections``
 and, with ``--per-class``, ``per_class`` {category name: AP}. An empty results list is valid and
 scores 0. A bad file is one line on stderr naming the file and the entry, exit 1.
-
-Registered in :func:`sniper_ext.cli.build_parser` through :func:`add_parser`.
 """
 
 from __future__ import annotations
 
 import os
 
-from .. import cli
+from ..evaluation import evaluate_coco, format_per_class, format_table, write_metrics_json
+from ..inference import write_results_json
+from .common import (
+    EXIT_OK,
+    UsageError,
+    add_command,
+    add_inference_options,
+    check_output_file,
+    check_readable_file,
+    run_inference,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -40,12 +48,8 @@ EXAMPLE = """example:
 
 def add_parser(subparsers):
     """Adds the ``eval`` subcommand to the ``sniper`` subparsers."""
-    p = subparsers.add_parser(
-        "eval",
-        help="COCO box AP/AR of a detection results file",
-        formatter_class=cli._Formatter,
-        description=DESCRIPTION,
-        epilog=EXAMPLE + "\n\n" + cli._EPILOG,
+    p = add_command(
+        subparsers, "eval", help="COCO box AP/AR of a detection results file", description=DESCRIPTION, examples=EXAMPLE
     )
     p.add_argument(
         "--annotations", metavar="GT.json", required=True, help="COCO-format ground truth (required, no default)"
@@ -67,19 +71,8 @@ def add_parser(subparsers):
     )
     p.add_argument("--out", metavar="M.json", help="write the numbers as JSON here (default: print only)")
     p.add_argument("--per-class", action="store_true", help="also print (and write) AP per category (default: off)")
-    from ..inference.command import add_inference_options
-
     add_inference_options(p)  # used with --checkpoint only
-    p.set_defaults(fn=run, parser=p)
     return p
-
-
-def _check_out(path: str) -> None:
-    if os.path.isdir(path):
-        raise cli.CommandError(
-            f"--out {path}: is a directory (give a file path, such as {os.path.join(path, 'metrics.json')})"
-        )
-    cli._check_output_file("--out", path)
 
 
 def results_path_for(out: str) -> str:
@@ -93,21 +86,16 @@ def _results(args):
     process other than the first, which evaluates alone."""
     if args.checkpoint is None:
         return args.results
-    from ..inference.command import run_inference
-    from ..inference.results import write_results_json
-
-    run = run_inference(args, annotations=args.annotations, image_root=args.image_root)
-    if not run.is_main:
+    result = run_inference(args, annotations=args.annotations, image_root=args.image_root)
+    if not result.is_main:
         return None
     if args.out:
-        path = write_results_json(results_path_for(args.out), run.results)
+        path = write_results_json(results_path_for(args.out), result.results)
         print(f"wrote {path}")
-    return run.results
+    return result.results
 
 
 def run(args) -> int:
-    from .coco_eval import evaluate_coco, format_per_class, format_table, write_metrics_json
-
     # Paths first, before any long work: OSError names the path (one line, exit 1).
     if args.checkpoint is None:
         used = [
@@ -120,20 +108,18 @@ def run(args) -> int:
             if v
         ]
         if used:
-            raise cli.UsageError(f"argument {used[0]}: only with --checkpoint")
+            raise UsageError(f"argument {used[0]}: only with --checkpoint")
     if args.out:
-        _check_out(args.out)
+        check_output_file("--out", args.out, example="metrics.json")
         if args.checkpoint is not None:
-            cli._check_output_file("--out", results_path_for(args.out))
+            check_output_file("--out", results_path_for(args.out))
     for path in (args.annotations, args.results):
         if path is not None:
-            if os.path.isdir(path):
-                raise cli.CommandError(f"{path}: is a directory, not a JSON file")
-            open(path, "rb").close()
+            check_readable_file(path)
 
     results = _results(args)
     if results is None:  # a torchrun process other than the first: its share is done
-        return cli.EXIT_OK
+        return EXIT_OK
     metrics = evaluate_coco(args.annotations, results, per_class=args.per_class)
     print(
         f"{metrics['num_detections']} detections on {metrics['num_images']} images "
@@ -145,4 +131,4 @@ def run(args) -> int:
     if args.out:
         write_metrics_json(args.out, metrics)
         print(f"wrote {args.out}")
-    return cli.EXIT_OK
+    return EXIT_OK

@@ -4,15 +4,24 @@
     torchrun --nproc-per-node 8 -m sniper_ext.cli train --preset sniper_r101_coco \\
         --annotations instances_train2017.json --image-root train2017 \\
         --backbone-weights resnet101-63fe2227.pth --out runs/r101
-
-Registered in :func:`sniper_ext.cli.build_parser` through :func:`add_parser`.
 """
 
 from __future__ import annotations
 
 import os
 
-from .. import cli
+from ..config import TrainConfig, apply_overrides, load_config, preset
+from ..engine import stages_of, train
+from .common import (
+    EXIT_OK,
+    CommandError,
+    UsageError,
+    add_command,
+    check_output_dir,
+    nonnegative_int,
+    positive_int,
+    usage,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -36,12 +45,12 @@ EXAMPLE = """examples:
 
 
 def add_parser(subparsers):
-    p = subparsers.add_parser(
+    p = add_command(
+        subparsers,
         "train",
         help="train a SNIPER detector (two-stage schedule, resumable)",
-        formatter_class=cli._Formatter,
         description=DESCRIPTION,
-        epilog=EXAMPLE + "\n\n" + cli._EPILOG,
+        examples=EXAMPLE,
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run folder (required, no default)")
     p.add_argument("--preset", default="tiny", help="named configuration: tiny, r50, sniper_r101_coco")
@@ -67,22 +76,20 @@ def add_parser(subparsers):
     p.add_argument(
         "--max-iter",
         metavar="N",
-        type=cli._positive_int,
+        type=positive_int,
         help="cap every training stage at N iterations (default: no cap)",
     )
     p.add_argument(
         "--checkpoint-every",
         metavar="K",
-        type=cli._positive_int,
+        type=positive_int,
         help="write last.pt every K iterations (default: the config's)",
     )
-    p.add_argument(
-        "--batch-size", metavar="B", type=cli._positive_int, help="chips per process (default: the config's)"
-    )
+    p.add_argument("--batch-size", metavar="B", type=positive_int, help="chips per process (default: the config's)")
     p.add_argument(
         "--workers",
         metavar="W",
-        type=cli._nonnegative_int,
+        type=nonnegative_int,
         help="data-loading processes per training process (default: the config's)",
     )
     p.add_argument(
@@ -100,17 +107,16 @@ def add_parser(subparsers):
         action="store_true",
         help="skip bad images/annotations and count them instead of stopping (default: off)",
     )
-    p.add_argument("--seed", metavar="S", type=cli._nonnegative_int, help="seed of the run (default: the config's, 0)")
+    p.add_argument("--seed", metavar="S", type=nonnegative_int, help="seed of the run (default: the config's, 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bars (default: off)")
-    p.set_defaults(fn=run, parser=p)
     return p
 
 
-def build_config(args):
+def build_config(args) -> TrainConfig:
     """The run's TrainConfig from --preset/--config, the options and --set overrides."""
-    from ..config import ConfigError, apply_overrides, load_config, preset
-
-    try:
+    if args.config and not os.path.isfile(args.config):
+        raise CommandError(f"--config {args.config}: no such file")
+    with usage():
         cfg = load_config(args.config) if args.config else preset(args.preset)
         if args.annotations:
             cfg.data.annotations = args.annotations
@@ -133,24 +139,18 @@ def build_config(args):
         if args.max_iter:
             cfg.solver.max_iter = args.max_iter
         return apply_overrides(cfg, args.overrides)
-    except FileNotFoundError as e:
-        raise cli.CommandError(f"--config {args.config}: no such file") from e
-    except ConfigError as e:
-        raise cli.UsageError(str(e)) from None
 
 
 def run(args) -> int:
-    from .pipeline import stages_of, train
-
     cfg = build_config(args)
     if args.stage not in stages_of(cfg.mode):
-        raise cli.UsageError(f"--stage {args.stage}: mode {cfg.mode} has the stages {', '.join(stages_of(cfg.mode))}")
-    cli._check_output_dir("--out", args.out)
+        raise UsageError(f"--stage {args.stage}: mode {cfg.mode} has the stages {', '.join(stages_of(cfg.mode))}")
+    check_output_dir("--out", args.out)
     for opt, path in (("--annotations", cfg.data.annotations), ("--backbone-weights", cfg.backbone_weights)):
         if path and not os.path.isfile(path):
-            raise cli.CommandError(f"{opt} {path}: no such file")
+            raise CommandError(f"{opt} {path}: no such file")
     if cfg.data.image_root and not os.path.isdir(cfg.data.image_root):
-        raise cli.CommandError(f"--image-root {cfg.data.image_root}: no such folder")
+        raise CommandError(f"--image-root {cfg.data.image_root}: no such folder")
     summary = train(
         cfg,
         args.out,
@@ -161,11 +161,12 @@ def run(args) -> int:
         stop_after=None if args.stage == "detector" else args.stage,
     )
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
-        return cli.EXIT_OK
+        return EXIT_OK
     print(f"trained {cfg.name} ({cfg.mode}) in {summary.seconds:.0f} s:")
     for line in summary.lines():
         print("  " + line)
     print(
-        f"checkpoint {summary.checkpoint}; metrics {os.path.join(args.out, 'metrics.jsonl')}; loss curve {os.path.join(args.out, 'loss.png')}"
+        f"checkpoint {summary.checkpoint}; metrics {os.path.join(args.out, 'metrics.jsonl')}; "
+        f"loss curve {os.path.join(args.out, 'loss.png')}"
     )
-    return cli.EXIT_OK
+    return EXIT_OK

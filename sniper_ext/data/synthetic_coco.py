@@ -1,9 +1,13 @@
-"""A small COCO-format dataset generated on the fly (the `sniper chips` default), with objects
-from a few pixels to most of the image, at varied image sizes, plus synthetic RPN-like proposals."""
+"""A small COCO-format dataset generated on the fly, annotations only (no image files; the
+`sniper chips` default), with objects from a few pixels to most of the image, at varied image
+sizes, plus synthetic RPN-like proposals. The rendered dataset with images is
+:mod:`sniper_ext.data.synthetic`."""
 
 from __future__ import annotations
 
 import numpy as np
+
+__all__ = ["synthetic_coco"]
 
 
 def synthetic_coco(num_images: int = 200, seed: int = 0, num_classes: int = 5):

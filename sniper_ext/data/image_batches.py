@@ -1,5 +1,6 @@
-"""Whole images at an inference resolution, batched: each image resized once (method §1's rule for
-a (min side, max side) pair), padded with the mean colour to a multiple of 16 in its batch."""
+"""Whole images at an inference resolution, batched: each image resized once (the scale of
+:func:`~sniper_ext.chips.resolution_scale` for a (min side, max side) pair), padded with the mean
+colour to a multiple of 16 in its batch."""
 
 from __future__ import annotations
 
@@ -9,16 +10,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["resolution_scale", "ResizedImages", "collate_images", "image_loader"]
+from ..config import DataConfig
+from .chip_dataset import pad_colour
+from .images import image_path, open_image
 
-
-def resolution_scale(width: float, height: float, resolution) -> float:
-    """s = min/min(W, H), lowered to max/max(W, H) when the long side would exceed ``max``."""
-    lo, hi = resolution
-    s = lo / min(width, height)
-    if max(width, height) * s > hi:
-        s = hi / max(width, height)
-    return s
+__all__ = ["ResizedImages", "collate_images", "image_loader"]
 
 
 class ResizedImages(torch.utils.data.Dataset):
@@ -34,9 +30,6 @@ class ResizedImages(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, i):
-        from ..data import open_image
-        from ..data.images import image_path
-
         r = self.records[i]
         img = open_image(image_path(self.image_root, r.file_name), r.image_id, (r.width, r.height))
         s = self.scale(r.width, r.height) if callable(self.scale) else float(self.scale)
@@ -71,9 +64,6 @@ class collate_images:
 
 def image_loader(records, image_root, scale, *, batch_size: int, workers: int, divisibility: int = 16, pixel_mean=None):
     """A DataLoader of padded batches (in record order) of the images at ``scale``."""
-    from ..config import DataConfig
-    from ..data import pad_colour
-
     pad = tuple(int(v) for v in pad_colour(DataConfig.pixel_mean if pixel_mean is None else pixel_mean))
     return torch.utils.data.DataLoader(
         ResizedImages(records, image_root, scale),

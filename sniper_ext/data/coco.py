@@ -1,4 +1,6 @@
-"""Datasets: COCO-format annotations and proposals files into :class:`ImageRecord` s, checked.
+"""COCO-format files, checked: annotations and proposals into :class:`ImageRecord` s, and the one
+row checker that every reader of a COCO list uses (the annotations and proposals loaders here,
+the ground-truth and results checks of :mod:`sniper_ext.evaluation`).
 
 Every problem raises :class:`~sniper_ext.errors.DataError` naming the file, the image and the
 annotation (``ann.json: image 17, annotation 4: box has negative width (w=-3.0)``) before any
@@ -19,10 +21,21 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
+from ..chips.records import ImageRecord
 from ..errors import DataError, DataIssues
-from .records import ImageRecord
 
-__all__ = ["read_json", "load_coco", "load_proposals"]
+__all__ = [
+    "read_json",
+    "load_coco",
+    "load_proposals",
+    "categories_of",
+    "category_list",
+    "RowChecker",
+    "json_type",
+    "is_int",
+    "is_number",
+    "short",
+]
 
 
 def read_json(path) -> object:
@@ -49,7 +62,7 @@ def _source(obj, name):
     return name, obj
 
 
-def _json_type(v) -> str:
+def json_type(v) -> str:
     if isinstance(v, dict):
         return "an object"
     if isinstance(v, list):
@@ -58,21 +71,21 @@ def _json_type(v) -> str:
         return "a string"
     if v is None:
         return "null"
-    return "a number" if _is_number(v) else type(v).__name__
+    return "a number" if is_number(v) else type(v).__name__
 
 
 _NUM = (int, float)  # exact types of JSON numbers (bool is not one)
 
 
-def _is_int(v: object) -> TypeGuard[int | np.integer]:
+def is_int(v: object) -> TypeGuard[int | np.integer]:
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
 
-def _is_number(v: object) -> TypeGuard[int | float | np.integer | np.floating]:
+def is_number(v: object) -> TypeGuard[int | float | np.integer | np.floating]:
     return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
 
 
-def _short(v, limit: int = 60) -> str:
+def short(v, limit: int = 60) -> str:
     if isinstance(v, np.ndarray):
         v = v.tolist()
     try:
@@ -84,6 +97,129 @@ def _short(v, limit: int = 60) -> str:
 
 def _fmt(v: float) -> str:
     return repr(float(v))
+
+
+class RowChecker:
+    """The checks of one entry of a COCO list (an annotation, a detection result, a proposal),
+    written once for every reader of such lists. Each method checks one field of ``entry`` and
+    returns its value, or raises :class:`DataError` naming ``file`` and ``where``.
+
+    ``images`` / ``categories``: the known ids (any container; None accepts any id), named in
+    messages as ``images_in`` / ``categories_in``. ``malformed``, ``unknown_image`` and
+    ``unknown_category`` are the kinds (see :class:`~sniper_ext.errors.DataIssues`) of the errors
+    of each sort: None for errors that cannot be skipped."""
+
+    def __init__(
+        self,
+        file,
+        *,
+        images=None,
+        categories=None,
+        images_in: str = '"images"',
+        categories_in: str = '"categories"',
+        malformed: str | None = None,
+        unknown_image: str | None = None,
+        unknown_category: str | None = None,
+    ):
+        self.file = file
+        self.images, self.categories = images, categories
+        self.images_in, self.categories_in = images_in, categories_in
+        self.malformed, self.unknown_image, self.unknown_category = malformed, unknown_image, unknown_category
+
+    def error(self, where, what: str, kind: str | None = None) -> DataError:
+        return DataError(self.file, where, what, kind)
+
+    def entry(self, where, entry) -> dict:
+        """``entry`` itself, which must be a JSON object."""
+        if not isinstance(entry, dict):
+            raise self.error(where, f"is {json_type(entry)}, not an object", self.malformed)
+        return entry
+
+    def integer(self, where, entry: dict, key: str) -> int:
+        v = entry.get(key)
+        if not is_int(v):
+            raise self.error(where, f"{key} must be an integer, got {short(v)}", self.malformed)
+        return int(v)
+
+    def image_id(self, where, entry: dict) -> int:
+        """``entry["image_id"]``: an integer, one of ``images``."""
+        iid = self.integer(where, entry, "image_id")
+        if self.images is not None and iid not in self.images:
+            raise self.error(where, f"unknown image id {iid} (not in {self.images_in})", self.unknown_image)
+        return iid
+
+    def category_id(self, where, entry: dict) -> int:
+        """``entry["category_id"]``: an integer, one of ``categories``."""
+        cid = self.integer(where, entry, "category_id")
+        if self.categories is not None and cid not in self.categories:
+            raise self.error(where, f"unknown category id {cid} (not in {self.categories_in})", self.unknown_category)
+        return cid
+
+    def bbox(self, where, entry: dict, *, sizes: bool = False) -> list:
+        """``entry["bbox"]``: [x, y, width, height] numbers, as floats. With ``sizes``, also finite
+        with width, height >= 0 (the rule of evaluation, which keeps zero-size boxes)."""
+        raw = entry.get("bbox")
+        if not (isinstance(raw, (list, tuple)) and len(raw) == 4 and all(is_number(v) for v in raw)):
+            raise self.error(where, f"bbox must be [x, y, width, height] numbers, got {short(raw)}", self.malformed)
+        box = [float(v) for v in raw]
+        if sizes:
+            if not all(math.isfinite(v) for v in box):
+                raise self.error(where, f"bbox has a non-finite value: {short(raw)}", self.malformed)
+            if box[2] < 0 or box[3] < 0:
+                side = "width" if box[2] < 0 else "height"
+                raise self.error(where, f"bbox has negative {side}: {short(raw)}", self.malformed)
+        return box
+
+    def score(self, where, entry: dict) -> float:
+        v = entry.get("score")
+        if not (is_number(v) and math.isfinite(v)):
+            raise self.error(where, f"score must be a finite number, got {short(v)}", self.malformed)
+        return float(v)
+
+    def crowd(self, where, entry: dict) -> int:
+        """``entry["iscrowd"]`` (default 0): 0 or 1."""
+        v = entry.get("iscrowd", 0)
+        if not ((is_number(v) or isinstance(v, bool)) and v in (0, 1)):
+            raise self.error(where, f"iscrowd must be 0 or 1, got {short(v)}", self.malformed)
+        return int(v)
+
+    def area(self, where, entry: dict, default: float) -> float:
+        """``entry["area"]`` (default ``default``): a finite number >= 0."""
+        v = entry.get("area", default)
+        if not (is_number(v) and math.isfinite(v) and v >= 0):
+            raise self.error(where, f"area must be a number >= 0, got {short(v)}", self.malformed)
+        return float(v)
+
+
+def category_list(file, data) -> list:
+    """``data["categories"]`` checked: objects with unique integer ids; [] when the file has none."""
+    cats = data.get("categories")
+    if cats is None:
+        return []
+    if not isinstance(cats, list):
+        raise DataError(file, None, f'"categories" is {json_type(cats)}, not a list')
+    seen: dict = {}
+    for i, c in enumerate(cats):
+        if not isinstance(c, dict) or not is_int(c.get("id")):
+            raise DataError(
+                file, f"categories[{i}]", f"a category must be an object with an integer id, got {short(c)}"
+            )
+        cid = int(c["id"])
+        if cid in seen:
+            raise DataError(file, f"categories[{i}]", f"duplicate category id {cid} (categories[{seen[cid]}])")
+        seen[cid] = i
+    return cats
+
+
+def categories_of(data, records=()) -> list:
+    """[{"id", "name"}] sorted by id: the file's categories (checked by :func:`load_coco`), or,
+    when it lists none, the label ids of ``records`` named by their ids."""
+    cats = data.get("categories") if isinstance(data, dict) else None
+    if cats:
+        pairs = sorted((int(c["id"]), c.get("name")) for c in cats)
+        return [{"id": i, "name": n if isinstance(n, str) and n else str(i)} for i, n in pairs]
+    ids = sorted({int(v) for r in records for v in r.labels})
+    return [{"id": i, "name": str(i)} for i in ids]
 
 
 def _screen(boxes: np.ndarray, sizes: np.ndarray | None) -> np.ndarray:
@@ -101,7 +237,7 @@ def _checked_box(file, where, raw, x1, y1, x2, y2, size, issues, prefix, xywh):
     it is skipped. ``raw``: the box as the file has it (for messages); ``size`` (W, H) or None (no
     bounds check). ``xywh``: the file gives [x, y, w, h] (sides named w/h), else [x1, y1, x2, y2]."""
     x1, y1, x2, y2 = float(x1), float(y1), float(x2), float(y2)
-    what_box = f"{'bbox' if xywh else 'box'}={_short(raw)}"
+    what_box = f"{'bbox' if xywh else 'box'}={short(raw)}"
     if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
         issues.report(
             DataError(file, where, f"box is not finite ({what_box})", f"{prefix} with a non-finite box: skipped")
@@ -189,29 +325,29 @@ def _images(file, data) -> dict:
     """{image id: (width, height, file_name)} in file order, every image checked."""
     images = data["images"]
     if not isinstance(images, list):
-        raise DataError(file, None, f'not a COCO annotations file: "images" is {_json_type(images)}, not a list')
+        raise DataError(file, None, f'not a COCO annotations file: "images" is {json_type(images)}, not a list')
     if not images:
         raise DataError(file, None, 'no images (the "images" list is empty)')
     out: dict = {}
     position: dict = {}
     for i, im in enumerate(images):
         if not isinstance(im, dict):
-            raise DataError(file, f"images[{i}]", f"is {_json_type(im)}, not an object")
+            raise DataError(file, f"images[{i}]", f"is {json_type(im)}, not an object")
         iid = im.get("id")
-        if not _is_int(iid):
-            raise DataError(file, f"images[{i}]", f"image id must be an integer, got {_short(iid)}")
+        if not is_int(iid):
+            raise DataError(file, f"images[{i}]", f"image id must be an integer, got {short(iid)}")
         where = f"image {iid}"
         if iid in out:
             raise DataError(file, where, f"duplicate image id (images[{position[iid]}] and images[{i}])")
         sides = []
         for key in ("width", "height"):
             v = im.get(key)
-            if not (_is_number(v) and math.isfinite(v) and v > 0 and v == int(v)):
-                raise DataError(file, where, f"{key} must be a positive integer, got {_short(v)}")
+            if not (is_number(v) and math.isfinite(v) and v > 0 and v == int(v)):
+                raise DataError(file, where, f"{key} must be a positive integer, got {short(v)}")
             sides.append(int(v))
         name = im.get("file_name", "")
         if not isinstance(name, str):
-            raise DataError(file, where, f"file_name must be a string, got {_short(name)}")
+            raise DataError(file, where, f"file_name must be a string, got {short(name)}")
         out[iid] = (sides[0], sides[1], name)
         position[iid] = i
     return out
@@ -219,19 +355,7 @@ def _images(file, data) -> dict:
 
 def _categories(file, data):
     """The set of category ids, or None when the file lists none (then any id is accepted)."""
-    cats = data.get("categories")
-    if cats is None:
-        return None
-    if not isinstance(cats, list):
-        raise DataError(file, None, f'"categories" is {_json_type(cats)}, not a list')
-    ids = set()
-    for i, c in enumerate(cats):
-        if not isinstance(c, dict) or not _is_int(c.get("id")):
-            raise DataError(
-                file, f"categories[{i}]", f"a category must be an object with an integer id, got {_short(c)}"
-            )
-        ids.add(c["id"])
-    return ids or None
+    return {int(c["id"]) for c in category_list(file, data)} or None
 
 
 def load_coco(annotations, *, issues: DataIssues | None = None, name: str = "<annotations>") -> list:
@@ -247,12 +371,12 @@ def load_coco(annotations, *, issues: DataIssues | None = None, name: str = "<an
         raise DataError(
             file,
             None,
-            f"not a COCO annotations file: the top level is {_json_type(data)}, "
+            f"not a COCO annotations file: the top level is {json_type(data)}, "
             'not an object with "images" and "annotations"',
         )
     missing = [k for k in ("images", "annotations") if k not in data]
     if missing:
-        keys = ", ".join(_short(k, 20) for k in list(data)[:6]) + (", ..." if len(data) > 6 else "")
+        keys = ", ".join(short(k, 20) for k in list(data)[:6]) + (", ..." if len(data) > 6 else "")
         raise DataError(
             file,
             None,
@@ -263,7 +387,7 @@ def load_coco(annotations, *, issues: DataIssues | None = None, name: str = "<an
     categories = _categories(file, data)
     anns = data["annotations"]
     if not isinstance(anns, list):
-        raise DataError(file, None, f'not a COCO annotations file: "annotations" is {_json_type(anns)}, not a list')
+        raise DataError(file, None, f'not a COCO annotations file: "annotations" is {json_type(anns)}, not a list')
 
     ids = sorted(images)
     rank = {iid: r for r, iid in enumerate(ids)}
@@ -348,43 +472,31 @@ def load_coco(annotations, *, issues: DataIssues | None = None, name: str = "<an
 
 def _annotation_label(k, a) -> str:
     aid = a.get("id") if isinstance(a, dict) else None
-    return f"annotation {aid}" if _is_int(aid) else f"annotations[{k}]"
+    return f"annotation {aid}" if is_int(aid) else f"annotations[{k}]"
 
 
 def _annotation_problem(file, k, a, images, categories):
     """What is wrong with annotation ``k`` (a DataError), or its (image id, bbox, category, crowd)
     when nothing is."""
-    malformed = "annotation that is malformed: skipped"
-    if not isinstance(a, dict):
-        return DataError(file, f"annotations[{k}]", f"is {_json_type(a)}, not an object", malformed)
-    label = _annotation_label(k, a)
-    iid = a.get("image_id")
-    if not _is_int(iid):
-        return DataError(file, label, f"image_id must be an integer, got {_short(iid)}", malformed)
-    iid = int(iid)
-    if iid not in images:
-        return DataError(
-            file, label, f'unknown image id {iid} (not in "images")', "annotation of an unknown image: skipped"
-        )
-    where = f"image {iid}, {label}"
-    bbox = a.get("bbox")
-    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-        return DataError(file, where, f"bbox must be [x, y, width, height] numbers, got {_short(bbox)}", malformed)
-    cat = a.get("category_id")
-    if not _is_int(cat):
-        return DataError(file, where, f"category_id must be an integer, got {_short(cat)}", malformed)
-    cat = int(cat)
-    if categories is not None and cat not in categories:
-        return DataError(
-            file,
-            where,
-            f'unknown category id {cat} (not in "categories")',
-            "annotation of an unknown category: skipped",
-        )
-    crowd = a.get("iscrowd", 0)
-    if not (_is_number(crowd) and crowd in (0, 1)):
-        return DataError(file, where, f"iscrowd must be 0 or 1, got {_short(crowd)}", malformed)
-    return iid, [float(v) for v in bbox], cat, crowd
+    rows = RowChecker(
+        file,
+        images=images,
+        categories=categories,
+        malformed="annotation that is malformed: skipped",
+        unknown_image="annotation of an unknown image: skipped",
+        unknown_category="annotation of an unknown category: skipped",
+    )
+    try:
+        rows.entry(f"annotations[{k}]", a)
+        label = _annotation_label(k, a)
+        iid = rows.image_id(label, a)
+        where = f"image {iid}, {label}"
+        bbox = rows.bbox(where, a)
+        cat = rows.category_id(where, a)
+        crowd = rows.crowd(where, a)
+    except DataError as e:
+        return e
+    return iid, bbox, cat, crowd
 
 
 def load_proposals(
@@ -463,19 +575,19 @@ def load_proposals(
         raise DataError(
             file,
             None,
-            f"not a proposals file: the top level is {_json_type(obj)}; expected COCO "
+            f"not a proposals file: the top level is {json_type(obj)}; expected COCO "
             "detection results (a list) or {image_id: [[x1, y1, x2, y2], ...]}",
         )
     for key, rows in obj.items():  # {image id: [[x1, y1, x2, y2(, score)], ...]}
         try:
             iid = int(key)
         except (TypeError, ValueError):
-            raise DataError(file, None, f"key {_short(key)} is not an image id (an integer)") from None
+            raise DataError(file, None, f"key {short(key)} is not an image id (an integer)") from None
         if not isinstance(rows, (list, tuple, np.ndarray)):
             raise DataError(
                 file,
                 f"image {iid}",
-                f"proposals must be a list of [x1, y1, x2, y2(, score)] rows, got {_json_type(rows)}",
+                f"proposals must be a list of [x1, y1, x2, y2(, score)] rows, got {json_type(rows)}",
             )
         if known is not None and iid not in known and len(rows):
             error = DataError(file, f"image {iid}", f"unknown image id {iid} (not in the annotations' images)", unknown)
@@ -495,7 +607,7 @@ def load_proposals(
         else:  # something is malformed: row by row
             good, well_formed = [], []
             for j, row in enumerate(rows):
-                if isinstance(row, (list, tuple)) and len(row) in (4, 5) and all(_is_number(v) for v in row):
+                if isinstance(row, (list, tuple)) and len(row) in (4, 5) and all(is_number(v) for v in row):
                     good.append(j)
                     well_formed.append([float(v) for v in row[:4]])
                 else:
@@ -505,7 +617,7 @@ def load_proposals(
                             DataError(
                                 file,
                                 f"image {iid}, proposal {j}",
-                                f"a proposal must be [x1, y1, x2, y2(, score)] numbers, got {_short(row)}",
+                                f"a proposal must be [x1, y1, x2, y2(, score)] numbers, got {short(row)}",
                                 malformed,
                             ),
                         )
@@ -530,19 +642,13 @@ def load_proposals(
 
 def _result_problem(file, k, r, known, malformed, unknown):
     """What is wrong with detection result ``k`` (a DataError), or its (image id, bbox)."""
-    if not isinstance(r, dict):
-        return DataError(file, f"results[{k}]", f"is {_json_type(r)}, not an object", malformed)
-    iid, bbox = r.get("image_id"), r.get("bbox")
-    if not _is_int(iid):
-        return DataError(file, f"results[{k}]", f"image_id must be an integer, got {_short(iid)}", malformed)
-    iid = int(iid)
-    if known is not None and iid not in known:
-        return DataError(file, f"results[{k}]", f"unknown image id {iid} (not in the annotations' images)", unknown)
-    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
-        return DataError(
-            file,
-            f"image {iid}, results[{k}]",
-            f"bbox must be [x, y, width, height] numbers, got {_short(bbox)}",
-            malformed,
-        )
-    return iid, [float(v) for v in bbox]
+    rows = RowChecker(
+        file, images=known, images_in="the annotations' images", malformed=malformed, unknown_image=unknown
+    )
+    try:
+        rows.entry(f"results[{k}]", r)
+        iid = rows.image_id(f"results[{k}]", r)
+        bbox = rows.bbox(f"image {iid}, results[{k}]", r)
+    except DataError as e:
+        return e
+    return iid, bbox
