@@ -8,7 +8,7 @@ policy for data errors that may be skipped or repaired.
 * :class:`ConfigError`: a configuration that cannot be used (unknown key, wrong type, bad
   value); exit 2 when it came from the command line.
 
-Loaders (:func:`sniper_ext.chips.load_coco`, :func:`sniper_ext.chips.load_proposals`) raise
+Loaders (:func:`sniper_ext.data.load_coco`, :func:`sniper_ext.data.load_proposals`) raise
 :class:`DataError` naming the file, the place in it and the problem, so that a command line can
 print one line such as ``ann.json: image 17, annotation 4: box has negative width (w=-3.0)``.
 Problems that real datasets have (a box slightly outside its image, a zero-size box, an

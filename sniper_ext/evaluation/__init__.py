@@ -4,7 +4,7 @@
     metrics = evaluate_coco("instances_val2017.json", "results.json")   # {"AP": 0.41, "AP50": ...}
     print(format_table(metrics))
 
-The ``sniper eval`` command is :mod:`sniper_ext.evaluation.command`.
+The ``sniper eval`` command is :mod:`sniper_ext.cli.eval`.
 """
 
 from .coco_eval import METRIC_KEYS, check_results, evaluate_coco, format_per_class, format_table, write_metrics_json
