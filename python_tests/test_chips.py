@@ -730,3 +730,65 @@ def test_malformed_rows_are_reported_in_file_order():
         load_proposals({"17": np.array([[1, 1, 5, 5], [np.nan, 1, 2, 3]])}, recs)
     with pytest.raises(DataError, match=r"image 17, proposal 0: box has negative width \(x1=5.0, x2=1.0\)"):
         load_proposals({"17": np.array([[5, 1, 1, 5]])}, recs)  # an int array
+
+
+# ---------------------------------------------------------------------------------------------
+# The vectorised planner equals the plain per-image, per-chip loop (reference_planner.py)
+
+
+def _reference_db(records, proposals, config, seed, batch_size=1000):
+    import reference_planner
+
+    copies = [
+        ImageRecord(r.image_id, r.width, r.height, r.boxes.copy(), r.labels.copy(), r.crowd.copy(), None, r.file_name)
+        for r in records
+    ]
+    return reference_planner.plan_dataset(copies, proposals, config, seed=seed, batch_size=batch_size, progress=False)
+
+
+def _assert_same_db(want, got):
+    for key in want._ARRAYS:
+        a, b = getattr(want, key), getattr(got, key)
+        assert a.dtype == b.dtype and a.shape == b.shape, (key, a.dtype, b.dtype, a.shape, b.shape)
+        assert np.array_equal(a, b), key
+    assert want.uncoverable == got.uncoverable and want.stride == got.stride
+
+
+@pytest.mark.parametrize(
+    "n,seed,config",
+    [
+        (40, None, ChipConfig()),
+        (90, 3, ChipConfig()),
+        (60, 0, ChipConfig(chip_size=256, stride=16, neg_min_proposals=(2, 2, 2))),
+        (70, 1, ChipConfig(neg_min_proposals=(1, 3, 5))),
+        (50, 2, ChipConfig(scales=(2.0, None), valid_ranges=((0, 60), (40, math.inf)), neg_min_proposals=(4, 4))),
+    ],
+)
+def test_vectorised_planner_equals_the_reference_loop(n, seed, config):
+    coco, props = synthetic_coco(n, seed=n)
+    coco["annotations"][0]["iscrowd"] = 1  # a crowd box: never valid, still carried
+    recs = load_coco(coco)
+    proposals = load_proposals(props, recs)
+    want = _reference_db(recs, proposals, config, seed)
+    _assert_same_db(want, plan_dataset(recs, proposals, config, seed=seed, progress=False))
+    if n == 70:
+        assert (want.chip_kind == NEGATIVE).sum() > 50  # the negative path is exercised
+    # batches, records given as a list, and processes do not change the plan
+    small = _reference_db(recs, proposals, config, seed, batch_size=7)
+    _assert_same_db(small, plan_dataset(list(recs), proposals, config, seed=seed, batch_size=7, progress=False))
+    _assert_same_db(small, plan_dataset(recs, proposals, config, seed=seed, batch_size=7, workers=2, progress=False))
+
+
+def test_planner_edge_cases_equal_the_reference():
+    """No GT, only crowd GT, boxes larger than a chip, degenerate (zero-size) GT, no images."""
+    recs = [
+        ImageRecord(1, 640, 480, np.zeros((0, 4)), np.zeros(0)),
+        ImageRecord(2, 640, 480, [[10, 10, 50, 50]], [3], crowd=[True]),
+        ImageRecord(3, 4000, 300, [[0, 0, 3900, 290], [5, 5, 9, 9], [100, 100, 100, 140]], [1, 2, 3]),
+        ImageRecord(4, 1, 1, [[0, 0, 1, 1]], [1]),
+    ]
+    proposals = {1: np.array([[400, 300, 420, 330]] * 30, float), 3: np.zeros((0, 4))}
+    cfg = ChipConfig(neg_min_proposals=(1, 1, 1))
+    _assert_same_db(_reference_db(recs, proposals, cfg, 0), plan_dataset(recs, proposals, cfg, seed=0, progress=False))
+    empty = plan_dataset([], None, cfg, progress=False)
+    assert len(empty) == 0 and len(empty.image_ids) == 0

@@ -9,9 +9,11 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
+from sniper_ext.chips import ChipDB, plan_dataset
 from sniper_ext.config import (
     ConfigError,
     apply_overrides,
@@ -21,6 +23,7 @@ from sniper_ext.config import (
     preset,
     save_config,
 )
+from sniper_ext.data import load_coco, read_proposals_npz
 from sniper_ext.engine import lr_at
 from sniper_ext.engine.metrics import MetricsLog, plot_losses, read_metrics
 from sniper_ext.errors import DataError
@@ -176,6 +179,14 @@ def test_train_writes_the_contract_files(uninterrupted):
     assert [c["name"] for c in state["categories"]] == ["disc", "square", "triangle"]
     cfg = load_config(out / "config.json")
     assert cfg.name == "tiny" and cfg.solver.max_iter == 8
+    # The RPN stage's proposals in the binary format; the chips are the plan of them.
+    records = load_coco(str(out / "data" / "train.json"))
+    proposals = read_proposals_npz(str(out / "proposals.rank0.npz"), records)
+    assert sorted(proposals) == records.image_ids.tolist() and proposals.num_proposals > 0
+    want = plan_dataset(records, proposals, cfg.chips, seed=cfg.seed, progress=False)
+    got = ChipDB.load(str(out / "chips.npz"))
+    assert all(np.array_equal(getattr(want, k), getattr(got, k)) for k in ChipDB._ARRAYS)
+    assert (got.chip_kind == 1).any() and ChipDB.load(str(out / "chips_positive.npz")).extra["plan_key"]
 
 
 def _kill_when(out, predicate, extra, timeout=240):
@@ -249,6 +260,32 @@ def test_ddp_two_gloo_processes_equal_one_process(tmp_path):
     assert la == pytest.approx(lb, rel=1e-4, abs=1e-5)
 
 
+def test_two_ranks_mine_negatives_in_shards(tmp_path):
+    """torchrun with 2 processes up to the negatives stage: each rank writes the proposals of its
+    planning batches (disjoint, together every image) and the merged chips are the plan of all
+    of them."""
+    out = tmp_path / "run"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+        "-m", "sniper_ext.cli", "train", "--out", str(out), *SMALL, "--max-iter", "2", "--stage", "negatives",
+        "--set", "data.synthetic_images=12", "--set", "chips.neg_min_proposals=[2,2,2]",
+    ]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**env, "SNIPER_PLAN_BATCH": "5"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    records = load_coco(str(out / "data" / "train.json"))
+    shards = [read_proposals_npz(str(out / f"proposals.rank{k}.npz"), records) for k in (0, 1)]
+    ids = [sorted(s) for s in shards]
+    assert ids[0] and ids[1] and not set(ids[0]) & set(ids[1])
+    assert sorted(ids[0] + ids[1]) == records.image_ids.tolist()
+    merged = {i: s[i] for s in shards for i in s}
+    cfg = load_config(out / "config.json")
+    want = plan_dataset(records, merged, cfg.chips, seed=cfg.seed, progress=False, batch_size=5)
+    got = ChipDB.load(str(out / "chips.npz"))
+    assert all(np.array_equal(getattr(want, k), getattr(got, k)) for k in ChipDB._ARRAYS)
+    assert (got.chip_kind == 1).any()
+
+
 def test_train_bad_input_is_one_line(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text(
@@ -269,7 +306,8 @@ def test_stage_by_stage_equals_one_command(uninterrupted, tmp_path):
     args = ("--max-iter", "8", "--checkpoint-every", "3")
     r = _train(out, *args, "--stage", "rpn")
     assert "stopped after the rpn stage" in r.stdout and not (out / "chips.npz").exists()
-    _train(out, *args, "--stage", "negatives", "--resume")
+    r = _train(out, *args, "--stage", "negatives", "--resume")
+    assert "positive chips: " + str(out / "chips_positive.npz") in r.stdout  # reused, not planned again
     assert (out / "chips.npz").exists() and load_checkpoint(out / "last.pt")["stage"] == "negatives"
     _train(out, *args, "--resume")
     want, got = _weights(uninterrupted / "last.pt"), _weights(out / "last.pt")

@@ -131,6 +131,13 @@ class DataConfig:
     image_root: str | None = None
     #: "error": stop at the first bad image/annotation; "skip": skip and count
     bad_data: str = "error"
+    #: keep the checked annotations as a memory-mapped index, reused by later starts
+    index_cache: bool = True
+    #: the index's folder (default: $SNIPER_CACHE_DIR, else ~/.cache/sniper_ext)
+    cache_dir: str | None = None
+    #: check every image file (header, end marker, size) at the start; unchanged files are
+    #: not read again once they passed
+    check_images: bool = True
     workers: int = 2
     synthetic_images: int = 64
     synthetic_seed: int = 0

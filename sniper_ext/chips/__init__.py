@@ -24,13 +24,14 @@ its inputs come from :mod:`sniper_ext.data` (``load_coco``, ``load_proposals``).
 from .config import INF, NEGATIVE, POSITIVE, ChipConfig
 from .database import ChipDB
 from .planner import plan_dataset, plan_images
-from .records import ImageRecord
+from .records import ImageRecord, ImageTable
 from .stats import chip_stats, format_stats
 from .validity import canvas_size, image_scales, resolution_scale, valid_at_scale
 
 __all__ = [
     "ChipConfig",
     "ImageRecord",
+    "ImageTable",
     "ChipDB",
     "image_scales",
     "canvas_size",

@@ -1,8 +1,18 @@
 """§2–§4: planning chips for images: positive chips over the valid GT (through the batched
 ``greedy_chip_cover`` op), every chip's GT cropped into chip pixels with valid/invalid flags and
-the chip's valid range (§3), and a pool of negative chips from proposals (§4)."""
+the chip's valid range (§3), and a pool of negative chips from proposals (§4).
+
+The work is vectorised over a batch of images (every image, scale, chip and GT of the batch in
+a few array operations; no Python loop per image or chip), and a dataset's batches are
+independent: :func:`plan_dataset` can spread them over processes (``workers``) and planning a
+subset of the batches (:func:`plan_batches`, for one rank's share) gives exactly their part of
+the whole plan."""
 
 from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import torch
@@ -11,208 +21,254 @@ from tqdm import tqdm
 from ..ops import greedy_chip_cover
 from .config import NEGATIVE, POSITIVE, ChipConfig
 from .database import ChipDB
-from .validity import canvas_size, image_scales, valid_at_scale
+from .records import ImageTable
 
-__all__ = ["plan_images", "plan_dataset"]
+__all__ = ["batch_bounds", "merge_plans", "plan_batches", "plan_dataset", "plan_images", "proposals_for"]
+
+_EMPTY4 = np.zeros((0, 4))
 
 
-def _cover(problems, config: ChipConfig, stride: int, seed):
-    """Runs one greedy_chip_cover call over many (canvas, boxes) problems.
-    Returns per problem (chips [C, 4] canvas coords, box_chip [N])."""
-    if not problems:
-        return []
-    boxes = np.concatenate([p[1] for p in problems])
-    group = np.concatenate([np.full(len(p[1]), k, dtype=np.int64) for k, p in enumerate(problems)])
-    canvas = np.array([p[0] for p in problems], dtype=np.float64)
+def _batch_scales(widths: np.ndarray, heights: np.ndarray, config: ChipConfig) -> np.ndarray:
+    """[I, S] the training scales of each image (:func:`~.validity.image_scales`, vectorised)."""
+    longest = np.maximum(widths, heights).astype(np.float64)
+    cols = [config.chip_size / longest if s is None else np.full(len(widths), float(s)) for s in config.scales]
+    return np.stack(cols, axis=1) if cols else np.zeros((len(widths), 0))
+
+
+def _valid(boxes: np.ndarray, scale: np.ndarray, si: int, config: ChipConfig, d: int, crowd=None) -> np.ndarray:
+    """:func:`~.validity.valid_at_scale` with one scale per box (``scale`` [N])."""
+    w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    size = np.sqrt(np.clip(w, 0, None) * np.clip(h, 0, None))
+    lo, hi = config.valid_ranges[si]
+    ok = (size >= lo) & (size < hi) & (np.minimum(w, h) >= config.min_valid_side)
+    if si != len(config.scales) - 1:
+        ok &= np.maximum(w, h) * scale <= config.chip_size - d
+    if crowd is not None:
+        ok &= ~crowd
+    return ok
+
+
+def _problems(img: np.ndarray, si: np.ndarray, S: int):
+    """Groups rows by (image, scale), image-major: (order of the rows, problem id per ordered row,
+    the (image, scale) key of each problem)."""
+    key = img * S + si
+    order = np.lexsort((np.arange(len(key)), key))
+    keys, problem = np.unique(key[order], return_inverse=True)
+    return order, problem.reshape(-1), keys
+
+
+def _cover(boxes, problem, canvas, config: ChipConfig, d: int, seed):
+    """One greedy_chip_cover call: (chips [C, 4] float64, chip_problem [C], box_chip [N])."""
+    if len(boxes) == 0:
+        return _EMPTY4, np.zeros(0, np.int64), np.zeros(0, np.int64)
     chips, chip_group, box_chip = greedy_chip_cover(
-        torch.from_numpy(boxes),
-        torch.from_numpy(group),
-        torch.from_numpy(canvas),
+        torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float64)),
+        torch.from_numpy(np.ascontiguousarray(problem, dtype=np.int64)),
+        torch.from_numpy(np.ascontiguousarray(canvas, dtype=np.float64)),
         chip_size=config.chip_size,
-        stride=stride,
+        stride=d,
         seed=seed,
     )
-    chips_np, groups_np, box_chip_np = chips.double().numpy(), chip_group.numpy(), box_chip.numpy()
-    first = np.searchsorted(groups_np, np.arange(len(problems)))
-    last = np.searchsorted(groups_np, np.arange(len(problems)), side="right")
-    out, start = [], 0
-    for k, p in enumerate(problems):
-        n = len(p[1])
-        bc = box_chip_np[start : start + n]
-        out.append((chips_np[first[k] : last[k]], np.where(bc >= 0, bc - first[k], -1)))
-        start += n
-    return out
+    return chips.double().numpy(), chip_group.numpy().astype(np.int64), box_chip.numpy().astype(np.int64)
 
 
-def _inside(boxes, chips):
-    """[N, C]: box entirely inside chip (both in the same coordinates)."""
+def _pairs(starts: np.ndarray, counts: np.ndarray):
+    """Item a has ``counts[a]`` partners, rows ``starts[a] .. starts[a] + counts[a] - 1``: (item of
+    each pair, partner row of each pair), item-major, partners ascending."""
+    item = np.repeat(np.arange(len(counts)), counts)
+    first = np.repeat(np.cumsum(counts) - counts, counts)
+    return item, np.repeat(starts, counts) + (np.arange(len(item)) - first)
+
+
+def _inside_pairs(boxes, chips):
+    """Row-wise: box i entirely inside chip i."""
     return (
-        (chips[None, :, 0] <= boxes[:, None, 0])
-        & (chips[None, :, 1] <= boxes[:, None, 1])
-        & (boxes[:, None, 2] <= chips[None, :, 2])
-        & (boxes[:, None, 3] <= chips[None, :, 3])
+        (chips[:, 0] <= boxes[:, 0])
+        & (chips[:, 1] <= boxes[:, 1])
+        & (boxes[:, 2] <= chips[:, 2])
+        & (boxes[:, 3] <= chips[:, 3])
     )
 
 
-def _intersection(boxes, chips):
-    w = np.minimum(boxes[:, None, 2], chips[None, :, 2]) - np.maximum(boxes[:, None, 0], chips[None, :, 0])
-    h = np.minimum(boxes[:, None, 3], chips[None, :, 3]) - np.maximum(boxes[:, None, 1], chips[None, :, 1])
-    return np.clip(w, 0, None) * np.clip(h, 0, None)
-
-
-def _clip(boxes, w, h):
-    b = boxes.copy()
-    b[:, 0::2] = np.clip(b[:, 0::2], 0, w)
-    b[:, 1::2] = np.clip(b[:, 1::2], 0, h)
-    return b
-
-
-def plan_images(images: list, config: ChipConfig, stride: int | None = None, seed: int | None = None) -> dict:
-    """Plans chips for a batch of images: two op calls (positives, then negatives) for all of them.
+def plan_images(images, config: ChipConfig, stride: int | None = None, seed: int | None = None, proposals=None) -> dict:
+    """Plans chips for a batch of images (an ImageTable or ImageRecords): two op calls
+    (positives, then negatives) for all of them. ``proposals``: one ``[P, 4]`` array (or None)
+    per image, original pixels; default each record's ``proposals``.
 
     Returns columns (numpy arrays) for :class:`ChipDB`, with ``chip_image`` indexing ``images``.
     """
+    if proposals is None and not isinstance(images, ImageTable):
+        proposals = [im.proposals for im in images]
+    table = ImageTable.from_records(images)
     d = config.stride if stride is None else stride
-    per_image = []
-    pos_problems, pos_keys = [], []
-    for ii, im in enumerate(images):
-        scales = image_scales(im.width, im.height, config)
-        info = {"scales": scales, "canvas": [], "valid": []}
-        for si, s in enumerate(scales):
-            cw, ch = canvas_size(im.width, im.height, s)
-            valid = valid_at_scale(im.boxes, si, s, config, d, im.crowd)
-            info["canvas"].append((cw, ch))
-            info["valid"].append(valid)
-            if valid.any():
-                pos_problems.append(((cw, ch), im.boxes[valid] * s))
-                pos_keys.append((ii, si))
-        per_image.append(info)
-    pos = dict(zip(pos_keys, _cover(pos_problems, config, d, seed)))
+    S = len(config.scales)
+    n_img = len(table)
+    scales = _batch_scales(table.widths, table.heights, config)  # [I, S]
+    canvas = np.floor(table.sizes[:, None, :] * scales[:, :, None] + 0.5)  # [I, S, 2] (W, H)
+    gt = table.boxes
+    gimg = np.repeat(np.arange(n_img), table.box_counts())
+    gstart = table.box_offsets[:-1]
+    valid = np.zeros((len(gt), S), bool)
+    for si in range(S):
+        valid[:, si] = _valid(gt, scales[gimg, si], si, config, d, table.crowd)
 
-    # §4: proposals valid at the scale and not inside any positive chip of it.
-    neg_problems, neg_keys = [], []
-    for ii, im in enumerate(images):
-        if im.proposals is None or len(im.proposals) == 0:
-            continue
-        info = per_image[ii]
-        for si, s in enumerate(info["scales"]):
-            cw, ch = info["canvas"][si]
-            p = im.proposals[valid_at_scale(im.proposals, si, s, config, d)]
-            if len(p) == 0:
-                continue
-            pc = _clip(p * s, cw, ch)
-            if (ii, si) in pos and len(pos[ii, si][0]):
-                pc = pc[~_inside(pc, pos[ii, si][0]).any(axis=1)]
-            if len(pc):
-                neg_problems.append(((cw, ch), pc))
-                neg_keys.append((ii, si))
-    neg = {}
-    for key, problem, (chips, _) in zip(neg_keys, neg_problems, _cover(neg_problems, config, d, seed)):
-        if len(chips):
-            enough = _inside(problem[1], chips).sum(axis=0) >= config.neg_min_proposals[key[1]]
-            if enough.any():
-                neg[key] = chips[enough]
+    # §2: positive chips over the valid GT of every (image, scale), one op call.
+    rows, row_si = np.nonzero(valid)
+    order, problem, pos_keys = _problems(gimg[rows], row_si, S)
+    rows, row_si = rows[order], row_si[order]
+    p_img, p_si = pos_keys // S, pos_keys % S
+    pos_chips, pos_problem, box_chip = _cover(
+        gt[rows] * scales[gimg[rows], row_si][:, None], problem, canvas[p_img, p_si], config, d, seed
+    )
+    uncoverable = int((box_chip < 0).sum())
+    pos_img, pos_si = p_img[pos_problem], p_si[pos_problem]
 
-    cols: dict[str, list] = {
-        k: []
-        for k in (
-            "chip_image",
-            "chip_scale_index",
-            "chip_scale",
-            "chip_canvas",
-            "chip_kind",
-            "chip_valid_range",
-            "gt_count",
-            "gt_boxes",
-            "gt_labels",
-            "gt_valid",
-            "gt_index",
-        )
+    # §4: proposals valid at the scale and not inside any positive chip of it, one op call.
+    neg_chips, neg_img, neg_si = _EMPTY4, np.zeros(0, np.int64), np.zeros(0, np.int64)
+    if proposals is not None and any(p is not None and len(p) for p in proposals):
+        plist = [np.zeros((0, 4)) if p is None else np.asarray(p, np.float64).reshape(-1, 4) for p in proposals]
+        props = np.concatenate(plist)
+        pimg = np.repeat(np.arange(n_img), [len(p) for p in plist])
+        cand, cand_si = [], []
+        for si in range(S):
+            ok = np.flatnonzero(_valid(props, scales[pimg, si], si, config, d))
+            cand.append(ok)
+            cand_si.append(np.full(len(ok), si))
+        prow, psi = np.concatenate(cand), np.concatenate(cand_si)
+        s = scales[pimg[prow], psi][:, None]
+        pc = props[prow] * s
+        cw, ch = canvas[pimg[prow], psi, 0], canvas[pimg[prow], psi, 1]
+        pc[:, 0] = np.clip(pc[:, 0], 0, cw)
+        pc[:, 2] = np.clip(pc[:, 2], 0, cw)
+        pc[:, 1] = np.clip(pc[:, 1], 0, ch)
+        pc[:, 3] = np.clip(pc[:, 3], 0, ch)
+        # drop those inside a positive chip of their (image, scale)
+        key = pimg[prow] * S + psi
+        pos_key = pos_img * S + pos_si  # ascending (chips come per problem, problems sorted)
+        chip_first = np.searchsorted(pos_key, key)
+        chip_count = np.searchsorted(pos_key, key, side="right") - chip_first
+        pair_p, pair_c = _pairs(chip_first, chip_count)
+        inside = np.bincount(pair_p, weights=_inside_pairs(pc[pair_p], pos_chips[pair_c]), minlength=len(key))
+        keep = inside == 0
+        pc, key = pc[keep], key[keep]
+        porder = np.lexsort((prow[keep], key))  # (image, scale), then the proposal's order
+        pc, key = pc[porder], key[porder]
+        neg_keys, nproblem = np.unique(key, return_inverse=True)
+        nproblem = nproblem.reshape(-1)
+        nk_img, nk_si = neg_keys // S, neg_keys % S
+        chips, chip_problem, _ = _cover(pc, nproblem, canvas[nk_img, nk_si], config, d, seed)
+        # a negative chip needs enough of its problem's proposals inside it
+        pstart = np.searchsorted(nproblem, np.arange(len(neg_keys)))
+        pcount = np.searchsorted(nproblem, np.arange(len(neg_keys)), side="right") - pstart
+        pair_c, pair_p = _pairs(pstart[chip_problem], pcount[chip_problem])
+        hits = np.bincount(pair_c, weights=_inside_pairs(pc[pair_p], chips[pair_c]), minlength=len(chips))
+        need = np.asarray(config.neg_min_proposals, dtype=np.float64)[nk_si[chip_problem]]
+        enough = hits >= need
+        neg_chips, neg_img, neg_si = chips[enough], nk_img[chip_problem][enough], nk_si[chip_problem][enough]
+
+    # §3: every chip of an (image, scale), positives first, carries the GT it intersects.
+    chips = np.concatenate([pos_chips, neg_chips])
+    c_img = np.concatenate([pos_img, neg_img]).astype(np.int64)
+    c_si = np.concatenate([pos_si, neg_si]).astype(np.int64)
+    c_kind = np.concatenate([np.full(len(pos_chips), POSITIVE), np.full(len(neg_chips), NEGATIVE)]).astype(np.int8)
+    corder = np.lexsort((np.arange(len(chips)), c_kind, c_si, c_img))
+    chips, c_img, c_si, c_kind = chips[corder], c_img[corder], c_si[corder], c_kind[corder]
+    c_scale = scales[c_img, c_si]
+    pair_c, pair_g = _pairs(gstart[c_img], table.box_counts()[c_img])
+    g = gt[pair_g] * c_scale[pair_c][:, None]
+    ch = chips[pair_c]
+    w = np.minimum(g[:, 2], ch[:, 2]) - np.maximum(g[:, 0], ch[:, 0])
+    h = np.minimum(g[:, 3], ch[:, 3]) - np.maximum(g[:, 1], ch[:, 1])
+    inter = np.clip(w, 0, None) * np.clip(h, 0, None)
+    # each valid GT belongs to the positive chip of its scale it overlaps most (first on ties)
+    pos_pair = c_kind[pair_c] == POSITIVE
+    own = np.zeros(len(pair_c), bool)
+    if pos_pair.any():
+        pp = np.flatnonzero(pos_pair)
+        gkey = pair_g[pp] * S + c_si[pair_c[pp]]
+        best = np.lexsort((pair_c[pp], -inter[pp], gkey))
+        head = np.r_[True, gkey[best][1:] != gkey[best][:-1]]
+        own[pp[best[head]]] = True
+    crop = np.empty_like(g)
+    crop[:, 0::2] = np.clip(g[:, 0::2], ch[:, 0:1], ch[:, 2:3]) - ch[:, 0:1]
+    crop[:, 1::2] = np.clip(g[:, 1::2], ch[:, 1:2], ch[:, 3:4]) - ch[:, 1:2]
+    carried = (
+        (inter > 0)
+        & ((crop[:, 2] - crop[:, 0]) >= config.min_box_size)
+        & ((crop[:, 3] - crop[:, 1]) >= config.min_box_size)
+    )
+    sel = np.flatnonzero(carried)
+    pc_, pg = pair_c[sel], pair_g[sel]
+    lo = np.array([r[0] for r in config.valid_ranges], dtype=np.float64)
+    hi = np.array([r[1] for r in config.valid_ranges], dtype=np.float64)
+    n_chips = len(chips)
+    return {
+        "chip_image": c_img,
+        "chip_scale_index": c_si.astype(np.int8),
+        "chip_scale": c_scale.astype(np.float64),
+        "chip_canvas": chips.reshape(n_chips, 4),
+        "chip_kind": c_kind,
+        "chip_valid_range": np.stack([lo[c_si] * c_scale, hi[c_si] * c_scale], axis=1).reshape(n_chips, 2),
+        "gt_offsets": np.concatenate([[0], np.cumsum(np.bincount(pc_, minlength=n_chips), dtype=np.int64)]),
+        "gt_boxes": crop[sel].reshape(-1, 4),
+        "gt_labels": table.labels[pg].astype(np.int64),
+        "gt_valid": valid[pg, c_si[pc_]] & own[sel] & (c_kind[pc_] == POSITIVE),
+        "gt_index": (pg - gstart[c_img[pc_]]).astype(np.int64),
+        "uncoverable": uncoverable,
     }
-    for ii, im in enumerate(images):
-        info = per_image[ii]
-        for si, s in enumerate(info["scales"]):
-            cw, ch = info["canvas"][si]
-            pos_chips = pos[ii, si][0] if (ii, si) in pos else np.zeros((0, 4))
-            neg_chips = neg.get((ii, si), np.zeros((0, 4)))
-            chips = np.concatenate([pos_chips, neg_chips])
-            if len(chips) == 0:
-                continue
-            gt = im.boxes * s
-            valid = info["valid"][si]
-            inter_all = _intersection(gt, chips) if len(gt) else np.zeros((0, len(chips)))
-            # §3: each valid GT belongs to the positive chip it overlaps most (first on ties);
-            # positive chips come first in `chips`.
-            owner = np.full(len(gt), -1)
-            if len(pos_chips) and valid.any():
-                owner[valid] = np.argmax(inter_all[valid][:, : len(pos_chips)], axis=1)
-            lo, hi = config.valid_ranges[si]
-            for c, chip in enumerate(chips):
-                hit = np.flatnonzero(inter_all[:, c] > 0)
-                crop = np.empty((len(hit), 4))
-                crop[:, 0::2] = np.clip(gt[hit][:, 0::2], chip[0], chip[2]) - chip[0]
-                crop[:, 1::2] = np.clip(gt[hit][:, 1::2], chip[1], chip[3]) - chip[1]
-                keep = ((crop[:, 2] - crop[:, 0]) >= config.min_box_size) & (
-                    (crop[:, 3] - crop[:, 1]) >= config.min_box_size
-                )
-                hit, crop = hit[keep], crop[keep]
-                kind = POSITIVE if c < len(pos_chips) else NEGATIVE
-                cols["chip_image"].append(ii)
-                cols["chip_scale_index"].append(si)
-                cols["chip_scale"].append(s)
-                cols["chip_canvas"].append(chip)
-                cols["chip_kind"].append(kind)
-                cols["chip_valid_range"].append((lo * s, hi * s))
-                cols["gt_count"].append(len(hit))
-                cols["gt_boxes"].append(crop)
-                cols["gt_labels"].append(im.labels[hit])
-                cols["gt_valid"].append(valid[hit] & (owner[hit] == c) & (kind == POSITIVE))
-                cols["gt_index"].append(hit)
-    n_chips = len(cols["chip_image"])
-    out = {
-        "chip_image": np.array(cols["chip_image"], dtype=np.int64),
-        "chip_scale_index": np.array(cols["chip_scale_index"], dtype=np.int8),
-        "chip_scale": np.array(cols["chip_scale"], dtype=np.float64),
-        "chip_canvas": np.array(cols["chip_canvas"], dtype=np.float64).reshape(n_chips, 4),
-        "chip_kind": np.array(cols["chip_kind"], dtype=np.int8),
-        "chip_valid_range": np.array(cols["chip_valid_range"], dtype=np.float64).reshape(n_chips, 2),
-        "gt_offsets": np.concatenate([[0], np.cumsum(cols["gt_count"], dtype=np.int64)]).astype(np.int64),
-        "gt_boxes": np.concatenate(cols["gt_boxes"]) if n_chips else np.zeros((0, 4)),
-        "gt_labels": np.concatenate(cols["gt_labels"]).astype(np.int64) if n_chips else np.zeros(0, np.int64),
-        "gt_valid": np.concatenate(cols["gt_valid"]).astype(bool) if n_chips else np.zeros(0, bool),
-        "gt_index": np.concatenate(cols["gt_index"]).astype(np.int64) if n_chips else np.zeros(0, np.int64),
-        "uncoverable": sum(int((bc < 0).sum()) for _, bc in pos.values()),
-    }
-    return out
 
 
-def plan_dataset(
-    images: list,
-    proposals: dict | None = None,
-    config: ChipConfig | None = None,
+def batch_bounds(n: int, batch_size: int) -> list:
+    """The (start, end) image ranges of consecutive batches of ``batch_size`` images."""
+    return [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+
+
+def _plan_one(args):
+    table, proposals, config, d, seed, start = args
+    torch.set_num_threads(1)
+    part = plan_images(table, config, stride=d, seed=seed, proposals=proposals)
+    part["chip_image"] = part["chip_image"] + start
+    return part
+
+
+def plan_batches(
+    table: ImageTable,
+    proposals,
+    config: ChipConfig,
+    batches,
     *,
     stride: int | None = None,
     seed: int | None = None,
-    batch_size: int = 1000,
-    progress: bool = True,
-) -> ChipDB:
-    """Plans a whole dataset, ``batch_size`` images per op call, with a progress bar."""
-    config = config or ChipConfig()
+    workers: int = 0,
+    progress: bool = False,
+) -> list:
+    """The plans of ``batches`` ((start, end) image ranges of ``table``), each with ``chip_image``
+    indexing ``table``; ``proposals``: one array or None per image of ``table`` (or None).
+    ``workers`` > 0 plans the batches in that many processes."""
     d = config.stride if stride is None else stride
-    if proposals:
-        for im in images:
-            if im.image_id in proposals:
-                im.proposals = proposals[im.image_id]
-    parts, offset = [], 0
-    bar = tqdm(total=len(images), unit="img", desc="planning chips", disable=not progress, mininterval=0.5)
-    for start in range(0, len(images), batch_size):
-        batch = images[start : start + batch_size]
-        part = plan_images(batch, config, stride=d, seed=seed)
-        part["chip_image"] = part["chip_image"] + offset
-        parts.append(part)
-        offset += len(batch)
-        bar.update(len(batch))
+    jobs = [(table[s:e], None if proposals is None else proposals[s:e], config, d, seed, s) for s, e in batches]
+    bar = tqdm(
+        total=sum(e - s for s, e in batches), unit="img", desc="planning chips", disable=not progress, mininterval=0.5
+    )
+    parts = []
+    if workers and len(jobs) > 1:
+        ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=ctx) as pool:
+            for (s, e), part in zip(batches, pool.map(_plan_one, jobs)):
+                parts.append(part)
+                bar.update(e - s)
+    else:
+        for (s, e), job in zip(batches, jobs):
+            part = plan_images(job[0], config, stride=d, seed=seed, proposals=job[1])
+            part["chip_image"] = part["chip_image"] + s
+            parts.append(part)
+            bar.update(e - s)
     bar.close()
+    return parts
+
+
+def merge_plans(table: ImageTable, parts: list, config: ChipConfig, stride: int) -> ChipDB:
+    """The ChipDB of ``table`` from the plans of its batches, in batch order."""
 
     def cat(key, empty):
         arrays = [p[key] for p in parts]
@@ -224,10 +280,10 @@ def plan_dataset(
         base += p["gt_offsets"][-1]
     return ChipDB(
         config=config,
-        stride=d,
-        image_ids=np.array([im.image_id for im in images], dtype=np.int64),
-        image_sizes=np.array([[im.width, im.height] for im in images], dtype=np.int64).reshape(-1, 2),
-        file_names=np.array([im.file_name for im in images], dtype=str),
+        stride=stride,
+        image_ids=np.asarray(table.image_ids, dtype=np.int64),
+        image_sizes=np.asarray(table.sizes, dtype=np.int64).reshape(-1, 2),
+        file_names=np.asarray(table.file_names).astype(str),
         chip_image=cat("chip_image", np.zeros(0, np.int64)),
         chip_scale_index=cat("chip_scale_index", np.zeros(0, np.int8)),
         chip_scale=cat("chip_scale", np.zeros(0)),
@@ -239,5 +295,50 @@ def plan_dataset(
         gt_labels=cat("gt_labels", np.zeros(0, np.int64)),
         gt_valid=cat("gt_valid", np.zeros(0, bool)),
         gt_index=cat("gt_index", np.zeros(0, np.int64)),
-        uncoverable=sum(p["uncoverable"] for p in parts),
+        uncoverable=int(sum(p["uncoverable"] for p in parts)),
     )
+
+
+def proposals_for(images, proposals) -> list | None:
+    """One proposals array (or None) per image: ``proposals[image_id]`` of a dict, or each
+    record's own ``proposals`` when ``proposals`` is None (None for a table)."""
+    if proposals is None:
+        if isinstance(images, ImageTable):
+            return None
+        got = [im.proposals for im in images]
+        return got if any(p is not None for p in got) else None
+    ids = images.image_ids.tolist() if isinstance(images, ImageTable) else [im.image_id for im in images]
+    return [proposals.get(i) for i in ids]
+
+
+def plan_dataset(
+    images,
+    proposals: dict | None = None,
+    config: ChipConfig | None = None,
+    *,
+    stride: int | None = None,
+    seed: int | None = None,
+    batch_size: int = 1000,
+    workers: int = 0,
+    progress: bool = True,
+) -> ChipDB:
+    """Plans a whole dataset (an ImageTable or ImageRecords), ``batch_size`` images per op call,
+    with a progress bar. ``proposals``: {image_id: [P, 4]} (default: the records' own).
+    ``workers`` > 0 spreads the batches over that many processes; the plan is the same."""
+    config = config or ChipConfig()
+    d = config.stride if stride is None else stride
+    props = proposals_for(images, proposals)
+    table = ImageTable.from_records(images)
+    if workers is None or workers < 0:
+        workers = os.cpu_count() or 1
+    parts = plan_batches(
+        table,
+        props,
+        config,
+        batch_bounds(len(table), batch_size),
+        stride=d,
+        seed=seed,
+        workers=workers,
+        progress=progress,
+    )
+    return merge_plans(table, parts, config, d)

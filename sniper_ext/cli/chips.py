@@ -10,7 +10,7 @@ import time
 from PIL import Image
 
 from ..chips import ChipConfig, format_stats, plan_dataset
-from ..data import load_coco, load_proposals, synthetic_coco
+from ..data import load_coco, load_proposals, read_proposals, synthetic_coco
 from ..errors import DataIssues
 from ..viz import draw_chips, save_png
 from .common import (
@@ -46,9 +46,17 @@ def add_parser(subparsers):
     )
     c.add_argument(
         "--proposals",
-        metavar="P.json",
-        help="proposals: COCO detection results or {image_id: [[x1,y1,x2,y2],...]}, for negative "
-        "chips (default: none, so no negative chips; the synthetic dataset brings its own)",
+        metavar="P",
+        help="proposals for negative chips: the binary .npz format (what sniper train's RPN stage writes, "
+        "see docs/api.md), COCO detection results or {image_id: [[x1,y1,x2,y2],...]} (default: "
+        "none, so no negative chips; the synthetic dataset brings its own)",
+    )
+    c.add_argument(
+        "--workers",
+        metavar="N",
+        type=nonnegative_int,
+        default=0,
+        help="planning processes (0: in this process); the plan is the same for any N",
     )
     c.add_argument(
         "--out",
@@ -149,7 +157,7 @@ def run(args) -> int:
         if args.proposals:
             if progress:
                 print(f"reading {args.proposals}", file=sys.stderr, flush=True)
-            proposals = load_proposals(args.proposals, records, issues=issues)
+            proposals = read_proposals(args.proposals, records, issues=issues)
     if args.skip_bad:
         lines = issues.summary()
         head = (
@@ -172,7 +180,7 @@ def run(args) -> int:
 
     # 3. The long work.
     t = time.perf_counter()
-    db = plan_dataset(records, proposals, cfg, seed=args.order_seed, progress=progress)
+    db = plan_dataset(records, proposals, cfg, seed=args.order_seed, workers=args.workers, progress=progress)
     elapsed = time.perf_counter() - t
     print(format_stats(db.stats()), flush=True)
     if args.out:

@@ -1,10 +1,12 @@
 """The datasets a run reads, opened and checked in one place for training and inference: a
-COCO-format file with its image folder (:func:`open_coco`), the dataset of a training
-configuration (that file, or the embedded synthetic one rendered on first use:
-:func:`open_dataset`), or a folder of images without annotations (:func:`open_images`).
+COCO-format file with its image folder (:func:`open_coco`, through the dataset index of
+:mod:`.index`), the dataset of a training configuration (that file, or the embedded synthetic
+one rendered on first use: :func:`open_dataset`), or a folder of images without annotations
+(:func:`open_images`).
 
-Each gives a :class:`Dataset`: its records (checked: annotations, then the image files' headers),
-the image folder and the categories (contiguous label = position in the sorted ids + 1).
+Each gives a :class:`Dataset`: its records as an :class:`~sniper_ext.chips.ImageTable` (checked:
+annotations, then the image files' headers), the image folder and the categories (contiguous
+label = position in the sorted ids + 1).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..chips.records import ImageRecord
+from ..chips.records import ImageTable
 from ..errors import DataError, DataIssues, PathError
-from .coco import categories_of, load_coco, read_json
-from .images import check_images, image_header
+from .coco import categories_of, load_coco
+from .images import image_header
+from .index import check_image_files, image_record_path, open_index
 from .synthetic import make_synthetic_dataset
 
 __all__ = ["Dataset", "DatasetInfo", "IMAGE_EXTENSIONS", "open_coco", "open_dataset", "open_images"]
@@ -34,7 +37,7 @@ class Dataset:
 
     annotations: str
     image_root: str
-    records: list
+    records: ImageTable
     categories: list
     issues: DataIssues = field(default_factory=DataIssues)
     synthetic: bool = False
@@ -59,30 +62,47 @@ def open_coco(
     issues: DataIssues | None = None,
     require_categories: bool = False,
     data=None,
+    cache_dir=None,
+    use_cache: bool = True,
+    check_files: bool = True,
 ) -> Dataset:
-    """The dataset of a COCO annotations file: its records (checked by
-    :func:`~sniper_ext.data.load_coco`), their image files checked (header and end marker), the
-    image folder ``image_root`` (default: the annotations' folder) and the categories (the
-    file's, else the labels used). ``require_categories``: a file without "categories" is an
-    error (inference needs them to check a checkpoint's class count). ``data``: the file's parsed
-    JSON when the caller has it (a big file is parsed once). Raises PathError for a missing file
-    or folder, DataError naming the file and the entry for bad content or a dataset without any
-    usable image; ``issues=DataIssues(skip=True)`` skips bad entries and images instead."""
+    """The dataset of a COCO annotations file: its images as an ImageTable (checked by
+    :func:`~sniper_ext.data.load_coco`), their image files checked (header, end marker, size;
+    ``check_files=False`` skips it), the image folder ``image_root`` (default: the annotations'
+    folder) and the categories (the file's, else the labels used).
+
+    The checked annotations are kept in the dataset index (:mod:`sniper_ext.data.index`, under
+    ``cache_dir``) and reused by later calls on the same file content, memory-mapped;
+    ``use_cache=False`` parses every time. ``data``: the file's parsed JSON when the caller has
+    it (then nothing is cached). ``require_categories``: a file without "categories" is an error
+    (inference needs them to check a checkpoint's class count).
+
+    Raises PathError for a missing file or folder, DataError naming the file and the entry for
+    bad content or a dataset without any usable image; ``issues=DataIssues(skip=True)`` skips
+    bad entries and images instead."""
     path = os.fspath(annotations)
-    if data is None:
-        if not os.path.isfile(path):
-            raise PathError(path, "no such file" if not os.path.isdir(path) else "is a directory, not a JSON file")
-        data = read_json(path)
+    if data is None and not os.path.isfile(path):
+        raise PathError(path, "no such file" if not os.path.isdir(path) else "is a directory, not a JSON file")
     issues = issues if issues is not None else DataIssues()
     root = os.fspath(image_root) if image_root is not None else os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(root):
         raise PathError(root, "image folder not found")
-    records = load_coco(data, issues=issues, name=path)
-    categories = categories_of(data, records)
-    if require_categories and not (isinstance(data, dict) and data.get("categories")):
+    folder = None
+    if data is None:
+        records, categories, has_categories, folder = open_index(
+            path, issues=issues, cache_dir=cache_dir, use_cache=use_cache
+        )
+    else:
+        records = load_coco(data, issues=issues, name=path)
+        categories, has_categories = (
+            categories_of(data, records),
+            isinstance(data, dict) and bool(data.get("categories")),
+        )
+    if require_categories and not has_categories:
         raise DataError(path, None, 'no "categories": the class count of the checkpoint cannot be checked')
-    records = check_images(records, root, issues)
-    if not records:
+    if check_files:
+        records = check_image_files(records, root, issues, record=image_record_path(folder, root))
+    if not len(records):
         raise DataError(path, None, "no usable image (every image was skipped or the file lists none)")
     return Dataset(path, root, records, categories, issues)
 
@@ -91,14 +111,21 @@ def open_dataset(data_cfg, cache_dir: str, *, split: str = "train", progress: bo
     """The dataset of a :class:`~sniper_ext.config.DataConfig`: ``data_cfg.annotations`` (with
     ``image_root``), or the synthetic dataset rendered (once) under ``cache_dir``.
     ``data_cfg.bad_data == "skip"`` skips bad annotations and images, counted in ``issues``;
-    otherwise the first raises DataError."""
+    otherwise the first raises DataError. The index cache and the image check follow
+    ``data_cfg.index_cache`` and ``data_cfg.check_images``."""
     issues = DataIssues(skip=data_cfg.bad_data == "skip")
+    options = dict(
+        issues=issues,
+        cache_dir=data_cfg.cache_dir,
+        use_cache=data_cfg.index_cache,
+        check_files=data_cfg.check_images,
+    )
     if data_cfg.annotations is not None:
-        return open_coco(data_cfg.annotations, data_cfg.image_root, issues=issues)
+        return open_coco(data_cfg.annotations, data_cfg.image_root, **options)
     seed = data_cfg.synthetic_seed + (0 if split == "train" else 1000)
     n = data_cfg.synthetic_images if split == "train" else max(8, data_cfg.synthetic_images // 4)
     path = make_synthetic_dataset(cache_dir, num_images=n, seed=seed, split=split, progress=progress)
-    ds = open_coco(path, os.path.join(cache_dir, "images"), issues=issues)
+    ds = open_coco(path, os.path.join(cache_dir, "images"), **options)
     ds.synthetic = True
     return ds
 
@@ -122,17 +149,14 @@ def open_images(path) -> Dataset:
         root, names = os.path.dirname(path) or ".", [os.path.basename(path)]
     else:
         raise PathError(path, "no such file or directory")
-    records = []
-    for k, name in enumerate(names, 1):
-        w, h = image_header(os.path.join(root, name), k)
-        records.append(
-            ImageRecord(
-                image_id=k,
-                width=w,
-                height=h,
-                boxes=np.zeros((0, 4)),
-                labels=np.zeros(0, np.int64),
-                file_name=name,
-            )
-        )
-    return Dataset("", root, records, [])
+    sizes = [image_header(os.path.join(root, name), k) for k, name in enumerate(names, 1)]
+    table = ImageTable(
+        image_ids=np.arange(1, len(names) + 1),
+        sizes=np.array(sizes, dtype=np.int64).reshape(-1, 2),
+        file_names=np.array(names, dtype=str),
+        box_offsets=np.zeros(len(names) + 1, np.int64),
+        boxes=np.zeros((0, 4)),
+        labels=np.zeros(0, np.int64),
+        crowd=np.zeros(0, bool),
+    )
+    return Dataset("", root, table, [])

@@ -16,6 +16,7 @@ import warnings
 import numpy as np
 from PIL import Image
 
+from ..chips.records import ImageTable
 from ..errors import DataError, DataIssues
 
 __all__ = ["image_path", "open_image", "read_image", "image_header", "check_images"]
@@ -121,12 +122,13 @@ def image_header(path, image_id=None) -> tuple:
     return size
 
 
-def check_images(records: list, image_root, issues: DataIssues | None = None, *, decode: bool = False) -> list:
-    """Checks the image file of every record (``ImageRecord`` s from :func:`load_coco`): it exists,
-    is a readable image (header and end marker; every pixel too with ``decode=True``, slow), and
-    its size is the annotation's width x height. Raises DataError naming the file and the image
-    id at the first problem; with ``issues=DataIssues(skip=True)`` such images are dropped and
-    counted in ``issues``. Returns the records that passed, in order."""
+def check_images(records, image_root, issues: DataIssues | None = None, *, decode: bool = False):
+    """Checks the image file of every record (an ImageTable from :func:`load_coco`, or
+    ImageRecords): it exists, is a readable image (header and end marker; every pixel too with
+    ``decode=True``, slow), and its size is the annotation's width x height. Raises DataError
+    naming the file and the image id at the first problem; with ``issues=DataIssues(skip=True)``
+    such images are dropped and counted in ``issues``. Returns the records that passed, in order
+    (``records`` itself when all did)."""
     issues = issues if issues is not None else DataIssues()
     kept = []
     for r in records:
@@ -149,4 +151,9 @@ def check_images(records: list, image_root, issues: DataIssues | None = None, *,
             issues.report(e)
             continue
         kept.append(r)
+    if len(kept) == len(records):
+        return records
+    if isinstance(records, ImageTable):
+        ids = {r.image_id for r in kept}
+        return records.take([i for i, iid in enumerate(records.image_ids.tolist()) if iid in ids])
     return kept

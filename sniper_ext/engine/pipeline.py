@@ -23,17 +23,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from ..chips import NEGATIVE, ChipDB, plan_dataset
+from ..chips import NEGATIVE, ChipDB
 from ..config import TrainConfig, config_to_dict, save_config
-from ..data import ChipDataset, ChipStream, Dataset, make_chip_loader, open_dataset
+from ..data import ChipDataset, ChipStream, Dataset, make_chip_loader, open_dataset, write_proposals_npz
 from ..inference import MultiScaleInference
 from ..modeling import SniperRCNN, build_model
 from ..modeling.resnet import load_torchvision_weights
 from ..runtime import (
     DistInfo,
     barrier,
+    broadcast_object,
     init_distributed,
     load_checkpoint,
     load_detector,
@@ -41,6 +43,7 @@ from ..runtime import (
     save_checkpoint,
 )
 from .metrics import MetricsLog, plot_losses
+from .planning import load_plan, plan_key, plan_shared, rank_batches
 from .single_scale import single_scale_db
 from .trainer import StageResult, make_optimizer, train_stage
 
@@ -207,22 +210,32 @@ def stage_negatives(ctx: RunContext) -> None:
         ctx.rpn_model.load_state_dict(load_checkpoint(src, map_location=dist.device)["model"])
     t = time.perf_counter()
     ctx.say("proposals of the RPN over the training images at the inference resolutions (method §4)")
+    # Each rank takes its planning batches: their proposals (written as this rank's shard, in the
+    # binary format), then their chips; the parts meet in chips.npz.
+    table = ctx.dataset.records
+    mine = rank_batches(len(table), dist)
+    idx = np.concatenate([np.arange(s, e) for s, e in mine]) if mine else np.zeros(0, np.int64)
     engine = MultiScaleInference.for_config(
         ctx.rpn_model,
         cfg,
         device=dist.device,
         precision=cfg.solver.precision,
         workers=cfg.data.workers,
-        dist=dist,
-        progress=ctx.progress,
+        progress=ctx.progress and dist.is_main,
     )
-    records = ctx.dataset.records
-    proposals = engine.proposals(records, ctx.dataset.image_root)
-    ctx.db = plan_dataset(records, proposals, cfg.chips, seed=cfg.seed, progress=False)
-    for r in records:  # plan_dataset attached them; the records stay reusable
-        r.proposals = None
-    if dist.is_main:
-        ctx.db.save(ctx.path("chips.npz"))
+    proposals = engine.proposals(table.take(idx), ctx.dataset.image_root)
+    write_proposals_npz(ctx.path(f"proposals.rank{dist.rank}.npz"), proposals)
+    per_image = [proposals.get(i) for i in table.image_ids.tolist()]
+    ctx.db = plan_shared(
+        table,
+        cfg.chips,
+        seed=cfg.seed,
+        dist=dist,
+        out_path=ctx.path("chips.npz"),
+        proposals=per_image,
+        key=plan_key(table, cfg.chips, cfg.seed, "negatives"),
+        workers=cfg.data.workers,
+    )
     ctx.completed.append("negatives")
     if dist.is_main:
         extra = ctx.checkpoint_extra()()
@@ -232,7 +245,7 @@ def stage_negatives(ctx: RunContext) -> None:
         )
     n_neg = int((ctx.db.chip_kind == NEGATIVE).sum())
     ctx.summary.stages.append(StageResult("negatives", 0, time.perf_counter() - t))
-    ctx.say(f"negative-chip pools: {n_neg} chips over {len(records)} images")
+    ctx.say(f"negative-chip pools: {n_neg} chips over {len(table)} images")
     ctx.summary.chip_stats = ctx.db.stats()
     ctx.rpn_model = None
 
@@ -254,10 +267,30 @@ STAGES: dict[str, Callable[[RunContext], None]] = {
 # The run
 
 
-def _positive_db(cfg: TrainConfig, dataset: Dataset, progress: bool) -> ChipDB:
+def _positive_db(cfg: TrainConfig, dataset: Dataset, dist: DistInfo, out_dir: str, progress: bool, say) -> ChipDB:
+    """The positive chips: reused from ``chips_positive.npz`` when it was planned for this
+    configuration and dataset (a resumed or staged run), else planned by all ranks together."""
     if cfg.mode == "single_scale":
         return single_scale_db(dataset.records, cfg.single_scale_resolution, cfg.chips)
-    return plan_dataset(dataset.records, None, cfg.chips, seed=cfg.seed, progress=progress)
+    path = os.path.join(out_dir, "chips_positive.npz")
+    key = plan_key(dataset.records, cfg.chips, cfg.seed)
+    db = load_plan(path, key) if dist.is_main else None
+    if broadcast_object(dist, db is not None):  # every rank takes the same path (collectives)
+        say(f"positive chips: {path} (planned for this configuration and dataset)")
+        return db if db is not None else ChipDB.load(path)
+    t = time.perf_counter()
+    db = plan_shared(
+        dataset.records,
+        cfg.chips,
+        seed=cfg.seed,
+        dist=dist,
+        out_path=path,
+        key=key,
+        workers=cfg.data.workers,
+        progress=progress,
+    )
+    say(f"positive chips: planned {len(db)} for {len(dataset.records)} images in {time.perf_counter() - t:.1f} s")
+    return db
 
 
 def open_run(
@@ -282,7 +315,13 @@ def open_run(
         say(f"resuming from {last}: {state['stage']} stage, iteration {state['iter']}")
     elif resume:
         say(f"--resume: no {last} yet, starting from the beginning")
-    dataset = open_dataset(cfg.data, os.path.join(out_dir, "data"), progress=progress and dist.is_main)
+    # The first rank renders the synthetic data and builds the dataset index; the others then
+    # open what it wrote.
+    if dist.is_main:
+        dataset = open_dataset(cfg.data, os.path.join(out_dir, "data"), progress=progress)
+    barrier(dist)
+    if not dist.is_main:
+        dataset = open_dataset(cfg.data, os.path.join(out_dir, "data"))
     for line in dataset.issues.summary():
         say(f"skipped: {line}")
     resolved = resolve_config(cfg, dataset)
@@ -296,7 +335,7 @@ def open_run(
         keep_until=(state["stage"], int(state["iter"])) if state is not None else None,
         fresh=state is None,
     )
-    db = _positive_db(resolved, dataset, progress and dist.is_main)
+    db = _positive_db(resolved, dataset, dist, out_dir, progress and dist.is_main, say)
     chips_path = os.path.join(out_dir, "chips.npz")
     if resolved.mode != "two_stage":
         if dist.is_main:  # two_stage writes it with the negative pools

@@ -13,9 +13,9 @@ import math
 
 import torch
 
-from ..ops import soft_nms
+from ..ops import batched_nms, soft_nms
 
-__all__ = ["in_valid_range", "merge_detections"]
+__all__ = ["in_valid_range", "merge_detections", "merge_proposals", "split_by_image"]
 
 
 def in_valid_range(boxes: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
@@ -136,3 +136,24 @@ def merge_detections(
     return [
         (boxes[k], s, labels[k]) for k, s in zip(torch.split(keep, sizes), torch.split(new_scores, sizes), strict=True)
     ]
+
+
+def split_by_image(rows: torch.Tensor, image: torch.Tensor, num_images: int) -> list:
+    """``rows`` (indices, in their order) split by ``image[rows]``: one index tensor per image
+    0..num_images-1, each keeping the order of ``rows``. Linear in the rows (one stable sort and
+    a split by counts), not a scan of every row per image."""
+    img = image[rows]
+    ordered = rows[torch.sort(img, stable=True).indices]
+    counts = torch.bincount(img, minlength=num_images).tolist()
+    return list(torch.split(ordered, counts))
+
+
+def merge_proposals(boxes: list, scores: list, *, nms_iou: float = 0.7) -> list:
+    """§4 step 2's merge: per image, the proposals of all scales (``boxes[i]`` [P_i, 4],
+    ``scores[i]`` [P_i]) through NMS at ``nms_iou``, in one batched call over the images.
+    Returns per image the kept boxes as float64 numpy arrays, by descending score."""
+    counts = torch.tensor([len(b) for b in boxes], dtype=torch.int64)
+    image = torch.repeat_interleave(torch.arange(len(boxes)), counts)
+    allb, alls = torch.cat(boxes), torch.cat(scores)
+    keep = batched_nms(allb, alls, image, nms_iou)
+    return [allb[k].double().numpy() for k in split_by_image(keep, image, len(boxes))]

@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..chips.records import ImageTable
 from ..chips.validity import resolution_scale
 from ..config import DataConfig, InferenceConfig, TrainConfig
 from ..data.image_batches import image_loader
-from ..ops import batched_nms
 from ..runtime.distributed import DistInfo, all_gather_objects
 from ..runtime.precision import autocast_for
-from .merge import in_valid_range, merge_detections
+from .merge import in_valid_range, merge_detections, merge_proposals
 from .results import detections_to_coco
 
 __all__ = ["InferenceRun", "MultiScaleInference"]
@@ -45,7 +45,7 @@ class InferenceRun:
     time of the whole run on this rank; ``stats``: the timings of this rank's share
     (``seconds``, ``merge_seconds``, ``images``)."""
 
-    records: list
+    records: ImageTable
     detections: list
     results: list
     category_ids: list
@@ -111,7 +111,7 @@ class MultiScaleInference:
         """This rank's slice of ``records``, their indices, and a progress bar over its images x
         resolutions (first rank only)."""
         rank, world = (self.dist.rank, self.dist.world_size) if self.dist is not None else (0, 1)
-        idx = list(range(rank, len(records), world))
+        idx = np.arange(rank, len(records), world)
         bar = tqdm(
             total=len(idx) * len(self.config.resolutions),
             unit="img",
@@ -119,7 +119,7 @@ class MultiScaleInference:
             disable=not self.progress or rank != 0,
             mininterval=0.5,
         )
-        return [records[i] for i in idx], idx, bar
+        return records.take(idx), idx.tolist(), bar
 
     def _gather(self, idx, local: list, n: int) -> list:
         """Every rank's outputs (``local`` for the records at ``idx``) in record order."""
@@ -136,8 +136,8 @@ class MultiScaleInference:
         pixels). Images are batched in order of aspect ratio (landscape with landscape), so that a
         batch pads little; the results do not depend on the grouping except through that padding."""
         icfg = self.config
-        order = sorted(range(len(records)), key=lambda i: (records[i].width / records[i].height, i))
-        grouped = [records[i] for i in order]
+        order = np.lexsort((np.arange(len(records)), records.widths / records.heights)).tolist()
+        grouped = records.take(order)
         self.model.eval()
         for ri, res in enumerate(icfg.resolutions):
             loader = image_loader(
@@ -171,12 +171,13 @@ class MultiScaleInference:
         ``seconds``, ``merge_seconds``, ``images``."""
         icfg = self.config
         t0 = time.perf_counter()
+        records = ImageTable.from_records(records)
         mine, idx, bar = self._share(records, "detecting")
         parts: list = [[] for _ in mine]
         for ri, i, o in self._passes(mine, image_root, bar, proposals_per_image=icfg.proposals_per_scale):
             boxes, probs = o["boxes"].float(), o["scores"].float()
             # clipped in the resized image (round(W*s) x round(H*s)), so up to 0.5/s px beyond (W, H)
-            w, h = float(mine[i].width), float(mine[i].height)
+            w, h = (float(v) for v in mine.sizes[i])
             boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w, h, w, h]))
             lo, hi = icfg.valid_ranges[ri]
             ok = in_valid_range(boxes, lo, hi)
@@ -212,13 +213,14 @@ class MultiScaleInference:
         sorted by id; label c is the c-th)."""
         stats: dict = {}
         t = time.perf_counter()
+        records = ImageTable.from_records(records)
         dets = self.detect(records, image_root, stats=stats)
         seconds = time.perf_counter() - t
         cat_ids = [int(c["id"]) for c in categories]
         return InferenceRun(
-            records=list(records),
+            records=records,
             detections=dets,
-            results=detections_to_coco([r.image_id for r in records], dets, cat_ids),
+            results=detections_to_coco(records.image_ids.tolist(), dets, cat_ids),
             category_ids=cat_ids,
             seconds=seconds,
             stats=stats,
@@ -233,27 +235,23 @@ class MultiScaleInference:
     def proposals(self, records, image_root, *, nms_iou: float = 0.7) -> dict:
         """§4 step 2: the top ``proposals_per_scale`` RPN proposals per image at each inference
         resolution, merged over the scales with NMS at ``nms_iou``. Returns {image_id: float64
-        [P, 4]} in original pixels."""
+        [P, 4]} in original pixels, inside the image."""
+        records = ImageTable.from_records(records)
         mine, idx, bar = self._share(records, "RPN proposals")
         boxes: list = [[] for _ in mine]
         scores: list = [[] for _ in mine]
         passes = self._passes(mine, image_root, bar, proposals_per_image=self.config.proposals_per_scale, rpn_only=True)
         for _, i, o in passes:
-            boxes[i].append(o["proposals"].float().cpu())
+            # clipped to the image: up to 0.5/s px beyond it in the resized image's pixels
+            w, h = (float(v) for v in mine.sizes[i])
+            p = o["proposals"].float()
+            boxes[i].append(torch.minimum(p.clamp(min=0), p.new_tensor([w, h, w, h])).cpu())
             scores[i].append(o["objectness"].float().cpu())
         bar.close()
-        out: list = []
-        if mine:
-            b = [torch.cat(x) for x in boxes]
-            counts = torch.tensor([len(x) for x in b], dtype=torch.int64)
-            img = torch.repeat_interleave(torch.arange(len(b)), counts)
-            allb, alls = torch.cat(b), torch.cat([torch.cat(x) for x in scores])
-            keep = batched_nms(allb, alls, img, nms_iou)
-            # Split the kept boxes by image in one pass (linear in the proposals): a stable sort
-            # by image keeps each image's boxes in NMS order (descending score).
-            kept_img = img[keep]
-            keep = keep[torch.sort(kept_img, stable=True).indices]
-            per_image = torch.bincount(kept_img, minlength=len(b)).tolist()
-            out = [p.double().numpy() for p in torch.split(allb[keep], per_image)]
+        out = (
+            merge_proposals([torch.cat(x) for x in boxes], [torch.cat(x) for x in scores], nms_iou=nms_iou)
+            if len(mine)
+            else []
+        )
         gathered = self._gather(idx, out, len(records))
-        return {r.image_id: p for r, p in zip(records, gathered)}
+        return dict(zip(records.image_ids.tolist(), gathered))
