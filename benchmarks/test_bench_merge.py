@@ -4,6 +4,8 @@ class with Gaussian Soft-NMS and cut to the top 200 per image. ``sniper`` is
 classes); the in-run baselines are the same op called per image and per class from a Python
 loop (``loop``), and the NumPy Soft-NMS of sniper_ext.baselines per image (``numpy``)."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -82,3 +84,40 @@ def test_merge(benchmark, impl):
     for (wb, ws, _), (gb, gs, _) in zip(want, got):  # same survivors, same decayed scores
         assert len(gb) == len(wb) == TOP_K
         assert torch.allclose(gs.float(), ws, rtol=1e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Negative mining (method §4): the kept RPN proposals of many images split per image. `sniper`
+# is split_by_image (one stable sort, a split by counts: linear); the in-run baseline `loop` is
+# the scan it replaced, every kept proposal compared with every image id (images x proposals).
+
+# The issue's measure is 8,000 images (SNIPER_BENCH_SPLIT_IMAGES=8000: the loop takes minutes).
+SPLIT_IMAGES = int(os.environ.get("SNIPER_BENCH_SPLIT_IMAGES", 300 if QUICK else 2000))
+SPLIT_PER_IMAGE = 600  # kept of ~900 (300 per scale x 3) after NMS at 0.7
+SPLIT_GROUP = f"negative mining: split {SPLIT_IMAGES} images x {SPLIT_PER_IMAGE} kept proposals per image"
+
+
+def _kept(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.arange(SPLIT_IMAGES).repeat_interleave(900)
+    keep = torch.randperm(len(image), generator=g)[: SPLIT_IMAGES * SPLIT_PER_IMAGE]  # NMS order: any
+    return keep, image
+
+
+def _scan(keep, image):
+    kept_img = image[keep]
+    return [keep[kept_img == k] for k in range(SPLIT_IMAGES)]
+
+
+@pytest.mark.parametrize("impl", ["sniper", "loop"])
+def test_negative_mining_split(benchmark, impl):
+    from sniper_ext.inference.merge import split_by_image
+
+    benchmark.group = SPLIT_GROUP
+    benchmark.extra_info["impl"] = impl
+    keep, image = _kept()
+    fn = (lambda: split_by_image(keep, image, SPLIT_IMAGES)) if impl == "sniper" else (lambda: _scan(keep, image))
+    out = benchmark.pedantic(fn, rounds=3 if impl == "sniper" else 1, iterations=1, warmup_rounds=0)
+    assert len(out) == SPLIT_IMAGES
+    for k in range(0, SPLIT_IMAGES, max(1, SPLIT_IMAGES // 50)):  # the same split as the scan
+        assert torch.equal(out[k], keep[image[keep] == k])
