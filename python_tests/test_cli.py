@@ -361,7 +361,7 @@ def test_draws_on_the_real_images(tmp_path, capsys):
         ]
     )
     err = capsys.readouterr().err.splitlines()
-    assert rc == 1 and len(err) == 1 and "b.png: cannot read image 18" in err[0]
+    assert rc == 1 and len(err) == 1 and "b.png: image 18: cannot decode the image" in err[0] and "--viz" in err[0]
 
 
 # -- files, help, progress, and what must keep working ----------------------------------------------

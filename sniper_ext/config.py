@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +33,7 @@ __all__ = [
     "config_to_dict",
     "config_from_dict",
     "ConfigError",
+    "validate_config",
 ]
 
 
@@ -121,6 +123,9 @@ class SolverConfig:
     checkpoint_every: int = 1000
     log_every: int = 20
     max_iter: int | None = None
+    #: training steps whose loss is not finite that may be skipped (each counted and logged)
+    #: before the run stops; 0 stops at the first
+    max_bad_steps: int = 0
 
 
 @dataclass
@@ -138,6 +143,8 @@ class DataConfig:
     #: check every image file (header, end marker, size) at the start; unchanged files are
     #: not read again once they passed
     check_images: bool = True
+    #: the largest image side accepted (pixels); a larger declared size is a data error
+    max_image_side: int = 20000
     workers: int = 2
     synthetic_images: int = 64
     synthetic_seed: int = 0
@@ -239,6 +246,161 @@ def preset(name: str) -> TrainConfig:
 
 
 # ---------------------------------------------------------------------------------------------
+# Validation: every field checked in one pass, before any work
+
+
+def _fail(key: str, need: str, value) -> None:
+    raise ConfigError(f"{key}: must be {need}, got {value!r}")
+
+
+def _int(key, v, lo=None, none_ok=False):
+    if v is None and none_ok:
+        return
+    if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
+        _fail(key, "an integer" + (f" >= {lo}" if lo is not None else "") + (" or null" if none_ok else ""), v)
+
+
+def _num(key, v, lo=None, hi=None, *, lo_open=False, hi_open=False, none_ok=False):
+    if v is None and none_ok:
+        return
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if ok and lo is not None:
+        ok = v > lo if lo_open else v >= lo
+    if ok and hi is not None:
+        ok = v < hi if hi_open else v <= hi
+    if not ok:
+        bounds = []
+        if lo is not None:
+            bounds.append(f"{'>' if lo_open else '>='} {lo}")
+        if hi is not None:
+            bounds.append(f"{'<' if hi_open else '<='} {hi}")
+        _fail(
+            key, "a finite number" + (" " + " and ".join(bounds) if bounds else "") + (" or null" if none_ok else ""), v
+        )
+
+
+def _choice(key, v, choices):
+    if v not in choices:
+        raise ConfigError(f"{key}: must be one of {', '.join(map(str, choices))}, got {v!r}")
+
+
+def _numbers(key, v, n=None, lo=None, lo_open=False):
+    if not isinstance(v, (tuple, list)) or (n is not None and len(v) != n) or (n is None and not v):
+        _fail(key, f"a list of {n} numbers" if n else "a non-empty list of numbers", v)
+    for k, x in enumerate(v):
+        _num(f"{key}[{k}]", x, lo, lo_open=lo_open)
+
+
+def validate_config(cfg: TrainConfig) -> TrainConfig:
+    """Raises ConfigError naming the first field that cannot be used (``solver.base_lr: must be a
+    finite number > 0, got -0.1``); returns ``cfg``. Every value the training and inference code
+    relies on is checked here, so that a bad ``--set`` or config file fails before any work."""
+    m, sv, d, inf = cfg.model, cfg.solver, cfg.data, cfg.inference
+    if not isinstance(cfg.name, str):
+        _fail("name", "a string", cfg.name)
+    _int("seed", cfg.seed, 0)
+    _choice("mode", cfg.mode, ("two_stage", "positives", "single_scale"))
+    _numbers("single_scale_resolution", cfg.single_scale_resolution, 2, 0, lo_open=True)
+    if cfg.backbone_weights is not None and not isinstance(cfg.backbone_weights, str):
+        _fail("backbone_weights", "a path or null", cfg.backbone_weights)
+    # model
+    _choice("model.depth", m.depth, (18, 34, 50, 101, 152))
+    _num("model.width", m.width, 0, lo_open=True)
+    _choice("model.norm", m.norm, ("train", "frozen"))
+    _int("model.freeze_at", m.freeze_at, 0)
+    if m.freeze_at > 5:
+        _fail("model.freeze_at", "an integer in [0, 5]", m.freeze_at)
+    if not isinstance(m.deformable_res5, bool):
+        _fail("model.deformable_res5", "true or false", m.deformable_res5)
+    for key in ("offset_groups", "num_classes", "rpn_channels", "rpn_batch_per_chip", "proposal_post_nms_top_n"):
+        _int(f"model.{key}", getattr(m, key), 1)
+    _int("model.proposal_pre_nms_top_n", m.proposal_pre_nms_top_n, 1, none_ok=True)
+    for key in ("rcnn_reduce_channels", "roi_output_size", "fc_channels"):
+        _int(f"model.{key}", getattr(m, key), 1)
+    _int("model.roi_sampling_ratio", m.roi_sampling_ratio)
+    if m.anchor_stride != 16:
+        _fail("model.anchor_stride", "16 (the stride of the concat(res4, res5) features)", m.anchor_stride)
+    _num("model.anchor_base", m.anchor_base, 0, lo_open=True)
+    _numbers("model.anchor_ratios", m.anchor_ratios, None, 0, lo_open=True)
+    _numbers("model.anchor_scales", m.anchor_scales, None, 0, lo_open=True)
+    for key in ("rpn_pos_iou", "rpn_neg_iou", "rpn_invalid_iou", "proposal_nms_iou", "rcnn_fg_iou"):
+        _num(f"model.{key}", getattr(m, key), 0, 1)
+    if m.rpn_neg_iou > m.rpn_pos_iou:
+        _fail("model.rpn_neg_iou", f"<= model.rpn_pos_iou ({m.rpn_pos_iou})", m.rpn_neg_iou)
+    _num("model.rpn_positive_fraction", m.rpn_positive_fraction, 0, 1)
+    _num("model.rpn_allowed_border", m.rpn_allowed_border, 0)
+    _num("model.proposal_min_size", m.proposal_min_size, 0)
+    _numbers("model.rcnn_bbox_stds", m.rcnn_bbox_stds, 4, 0, lo_open=True)
+    _choice("model.roi_pooler", m.roi_pooler, ("deform_roi_pool", "roi_align"))
+    # solver
+    _int("solver.batch_size", sv.batch_size, 1)
+    _num("solver.base_lr", sv.base_lr, 0, lo_open=True)
+    _int("solver.reference_batch", sv.reference_batch, 1)
+    _num("solver.momentum", sv.momentum, 0, 1, hi_open=True)
+    _num("solver.weight_decay", sv.weight_decay, 0)
+    _int("solver.warmup_iters", sv.warmup_iters, 0)
+    _num("solver.warmup_factor", sv.warmup_factor, 0, 1, lo_open=True)
+    _num("solver.epochs", sv.epochs, 0, lo_open=True)
+    _num("solver.rpn_epochs", sv.rpn_epochs, 0, lo_open=True)
+    if not isinstance(sv.steps, (tuple, list)):
+        _fail("solver.steps", "a list of epochs", sv.steps)
+    for k, v in enumerate(sv.steps):
+        _num(f"solver.steps[{k}]", v, 0)
+    _num("solver.gamma", sv.gamma, 0, lo_open=True)
+    _choice("solver.precision", sv.precision, ("auto", "bf16", "fp16", "fp32"))
+    _num("solver.clip_grad_norm", sv.clip_grad_norm, 0, lo_open=True, none_ok=True)
+    _int("solver.checkpoint_every", sv.checkpoint_every, 0)
+    _int("solver.log_every", sv.log_every, 1)
+    _int("solver.max_iter", sv.max_iter, 1, none_ok=True)
+    _int("solver.max_bad_steps", sv.max_bad_steps, 0)
+    # data
+    _choice("data.bad_data", d.bad_data, ("error", "skip"))
+    _int("data.workers", d.workers, 0)
+    _int("data.synthetic_images", d.synthetic_images, 1)
+    _int("data.synthetic_seed", d.synthetic_seed, 0)
+    _numbers("data.pixel_mean", d.pixel_mean, 3, 0)
+    if any(v > 1 for v in d.pixel_mean):
+        _fail("data.pixel_mean", "three numbers in [0, 1]", d.pixel_mean)
+    _numbers("data.pixel_std", d.pixel_std, 3, 0, lo_open=True)
+    for key in ("index_cache", "check_images"):
+        if not isinstance(getattr(d, key), bool):
+            _fail(f"data.{key}", "true or false", getattr(d, key))
+    _int("data.max_image_side", d.max_image_side, 1)
+    for key in ("annotations", "image_root", "cache_dir"):
+        v = getattr(d, key)
+        if v is not None and not isinstance(v, str):
+            _fail(f"data.{key}", "a path or null", v)
+    # inference
+    res, ranges = tuple(inf.resolutions), tuple(inf.valid_ranges)
+    if not res:
+        raise ConfigError("inference.resolutions: needs at least one (min side, max side) pair")
+    if len(ranges) != len(res):
+        raise ConfigError(
+            f"inference: {len(res)} resolutions but {len(ranges)} valid ranges; give one (lo, hi) range per resolution"
+        )
+    for k, r in enumerate(res):
+        if (
+            not isinstance(r, (tuple, list))
+            or len(r) != 2
+            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < math.inf for v in r)
+        ):
+            raise ConfigError(f"inference.resolutions[{k}]: must be (min side, max side) > 0, got {list(r)}")
+    for k, r in enumerate(ranges):
+        if not isinstance(r, (tuple, list)) or len(r) != 2 or not (0 <= float(r[0]) < float(r[1])):
+            raise ConfigError(f"inference.valid_ranges[{k}]: must be (lo, hi) with 0 <= lo < hi, got {list(r)}")
+    for key in ("batch_size", "detections_per_image", "proposals_per_scale", "size_divisibility"):
+        v = getattr(inf, key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ConfigError(f"inference.{key}: must be a positive integer, got {v!r}")
+    if inf.nms_method not in ("gaussian", "linear", "hard"):
+        raise ConfigError(f"inference.nms_method: must be gaussian, linear or hard, got {inf.nms_method!r}")
+    _num("inference.score_threshold", inf.score_threshold, 0, 1)
+    _num("inference.soft_nms_sigma", inf.soft_nms_sigma, 0, lo_open=True)
+    _num("inference.nms_iou", inf.nms_iou, 0, 1)
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------
 # dict / JSON round trip
 
 
@@ -308,7 +470,7 @@ def config_from_dict(d: dict, base: TrainConfig | None = None) -> TrainConfig:
         raise ConfigError(f"a configuration must be a JSON object, got {type(d).__name__}")
     if base is None:
         base = preset(d["name"]) if d.get("name") in PRESETS else TrainConfig()
-    return _from_dict(TrainConfig, d, "", base=base)
+    return validate_config(_from_dict(TrainConfig, d, "", base=base))
 
 
 def save_config(cfg: TrainConfig, path: str) -> str:

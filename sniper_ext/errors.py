@@ -5,6 +5,7 @@ policy for data errors that may be skipped or repaired.
 * :class:`PathError`: a path that cannot be used (missing, a folder where a file is needed);
   exit 1. The command line names the option that gave the path.
 * :class:`DeviceError`: a device that was asked for and is not there; exit 1.
+* :class:`TrainingDiverged`: training stopped on a non-finite loss, gradient or weight; exit 1.
 * :class:`ConfigError`: a configuration that cannot be used (unknown key, wrong type, bad
   value); exit 2 when it came from the command line.
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 
-__all__ = ["ConfigError", "DataError", "DataIssues", "DeviceError", "PathError"]
+__all__ = ["ConfigError", "DataError", "DataIssues", "DeviceError", "PathError", "TrainingDiverged", "RunLocked"]
 
 
 class ConfigError(ValueError):
@@ -47,6 +48,16 @@ class PathError(Exception):
 
 class DeviceError(RuntimeError):
     """A device that was asked for is not available (``cuda`` without a GPU)."""
+
+
+class TrainingDiverged(Exception):
+    """Training met a non-finite loss, gradient norm or weight (more often than
+    ``solver.max_bad_steps`` allows); the message names the stage, the iteration and the last
+    good checkpoint."""
+
+
+class RunLocked(Exception):
+    """Another process is writing into the same run folder."""
 
 
 class DataError(ValueError):

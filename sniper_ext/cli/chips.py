@@ -7,11 +7,9 @@ import os
 import sys
 import time
 
-from PIL import Image
-
 from ..chips import ChipConfig, format_stats, plan_dataset
-from ..data import load_coco, load_proposals, read_proposals, synthetic_coco
-from ..errors import DataIssues
+from ..data import load_coco, load_proposals, open_image, read_proposals, synthetic_coco
+from ..errors import DataError, DataIssues
 from ..viz import draw_chips, save_png
 from .common import (
     EXIT_OK,
@@ -169,6 +167,7 @@ def run(args) -> int:
     if args.limit:
         records = records[: args.limit]
     shown = [i for i in range(len(records)) if len(records[i].boxes)][: args.num_viz] if args.viz else []
+    pictures = {}  # the drawn images, read (and so checked) before anything is written
     if args.images is not None:
         for i in shown:
             rec = records[i]
@@ -177,6 +176,11 @@ def run(args) -> int:
                     f"--images {args.images}: no image file {rec.file_name or '(no file_name)'!r} "
                     f"for image {rec.image_id} (drawn by --viz)"
                 )
+            file = os.path.join(args.images, rec.file_name)
+            try:
+                pictures[i] = open_image(file, rec.image_id, (rec.width, rec.height))
+            except DataError as e:  # --skip-bad does not skip a picture: no hint
+                raise CommandError(f"{e} (drawn by --viz)") from None
 
     # 3. The long work.
     t = time.perf_counter()
@@ -189,14 +193,7 @@ def run(args) -> int:
     if shown:
         for i in shown:
             rec = records[i]
-            image = None
-            if args.images is not None:
-                file = os.path.join(args.images, rec.file_name)
-                try:
-                    with Image.open(file) as f:
-                        image = f.convert("RGB")
-                except OSError as e:  # PIL's "cannot identify image file" carries no filename
-                    raise CommandError(f"{file}: cannot read image {rec.image_id} ({e})") from None
+            image = pictures.get(i)
             path = save_png(draw_chips(db, i, rec, image=image), os.path.join(args.viz, f"chips_{rec.image_id}.png"))
             print(f"wrote {path}")
     return EXIT_OK

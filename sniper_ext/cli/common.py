@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 from ..data import Dataset, open_coco, open_images
-from ..errors import ConfigError, DataError, DeviceError, PathError
+from ..errors import ConfigError, DataError, DeviceError, PathError, RunLocked, TrainingDiverged
 from ..inference import InferenceRun, MultiScaleInference, check_class_count, check_overrides, inference_config
 from ..runtime import cleanup, init_distributed, load_detector, resolve_checkpoint
 
@@ -201,7 +201,7 @@ def run_command(prog: str, fn, args) -> int:
     except CommandError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return e.code
-    except (PathError, DeviceError) as e:
+    except (PathError, DeviceError, TrainingDiverged, RunLocked) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return EXIT_DATA
     except DataError as e:

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..chips.records import ImageTable
 from ..errors import DataError, DataIssues, PathError
-from .coco import categories_of, load_coco
+from .coco import MAX_IMAGE_SIDE, categories_of, load_coco
 from .images import image_header
 from .index import check_image_files, image_record_path, open_index
 from .synthetic import make_synthetic_dataset
@@ -65,6 +65,7 @@ def open_coco(
     cache_dir=None,
     use_cache: bool = True,
     check_files: bool = True,
+    max_image_side: int = MAX_IMAGE_SIDE,
 ) -> Dataset:
     """The dataset of a COCO annotations file: its images as an ImageTable (checked by
     :func:`~sniper_ext.data.load_coco`), their image files checked (header, end marker, size;
@@ -90,10 +91,10 @@ def open_coco(
     folder = None
     if data is None:
         records, categories, has_categories, folder = open_index(
-            path, issues=issues, cache_dir=cache_dir, use_cache=use_cache
+            path, issues=issues, cache_dir=cache_dir, use_cache=use_cache, max_image_side=max_image_side
         )
     else:
-        records = load_coco(data, issues=issues, name=path)
+        records = load_coco(data, issues=issues, name=path, max_image_side=max_image_side)
         categories, has_categories = (
             categories_of(data, records),
             isinstance(data, dict) and bool(data.get("categories")),
@@ -119,6 +120,7 @@ def open_dataset(data_cfg, cache_dir: str, *, split: str = "train", progress: bo
         cache_dir=data_cfg.cache_dir,
         use_cache=data_cfg.index_cache,
         check_files=data_cfg.check_images,
+        max_image_side=data_cfg.max_image_side,
     )
     if data_cfg.annotations is not None:
         return open_coco(data_cfg.annotations, data_cfg.image_root, **options)

@@ -33,6 +33,7 @@ __all__ = [
     "categories_of",
     "category_list",
     "check_proposal_rows",
+    "MAX_IMAGE_SIDE",
     "RowChecker",
     "json_type",
     "is_int",
@@ -402,7 +403,16 @@ def check_proposal_rows(file, image_ids, offsets, boxes, images, issues: DataIss
     return None if keep.all() else keep
 
 
-def _images(file, data) -> dict:
+#: the largest image side accepted by default (pixels): larger declared sizes are data errors
+MAX_IMAGE_SIDE = 20000
+
+
+def _leaves_root(name: str) -> bool:
+    """A file name that is absolute or climbs out of its folder (``..``)."""
+    return name.startswith(("/", "\\")) or ".." in re.split(r"[\\/]", name) or re.match(r"^[A-Za-z]:", name) is not None
+
+
+def _images(file, data, max_side: int = MAX_IMAGE_SIDE) -> dict:
     """{image id: (width, height, file_name)} in file order, every image checked."""
     images = data["images"]
     if not isinstance(images, list):
@@ -426,9 +436,17 @@ def _images(file, data) -> dict:
             if not (is_number(v) and math.isfinite(v) and v > 0 and v == int(v)):
                 raise DataError(file, where, f"{key} must be a positive integer, got {short(v)}")
             sides.append(int(v))
+        if max(sides) > max_side:
+            raise DataError(
+                file,
+                where,
+                f"{sides[0]}x{sides[1]} exceeds the largest image side accepted, {max_side} px (data.max_image_side)",
+            )
         name = im.get("file_name", "")
         if not isinstance(name, str):
             raise DataError(file, where, f"file_name must be a string, got {short(name)}")
+        if _leaves_root(name):
+            raise DataError(file, where, f"file_name {short(name)} leaves the image folder (no absolute paths or '..')")
         out[iid] = (sides[0], sides[1], name)
         position[iid] = i
     return out
@@ -439,7 +457,9 @@ def _categories(file, data):
     return {int(c["id"]) for c in category_list(file, data)} or None
 
 
-def load_coco(annotations, *, issues: DataIssues | None = None, name: str = "<annotations>") -> ImageTable:
+def load_coco(
+    annotations, *, issues: DataIssues | None = None, name: str = "<annotations>", max_image_side: int = MAX_IMAGE_SIDE
+) -> ImageTable:
     """The images, sorted by id, of a COCO-format annotations file (path) or its parsed dict
     (``name`` stands for the file in messages), as an :class:`~sniper_ext.chips.ImageTable`
     (rows read as ImageRecords). Boxes become xyxy in image pixels. A path is read with
@@ -466,7 +486,7 @@ def load_coco(annotations, *, issues: DataIssues | None = None, name: str = "<an
             f"not a COCO annotations file: no {' or '.join(json.dumps(k) for k in missing)} "
             f"(top-level keys: {keys or 'none'})",
         )
-    images = _images(file, data)
+    images = _images(file, data, max_image_side)
     categories = _categories(file, data)
     anns = data["annotations"]
     if not isinstance(anns, list):
@@ -483,7 +503,11 @@ def load_coco(annotations, *, issues: DataIssues | None = None, name: str = "<an
     cats: list = []
     crowds: list = []
     problems: list = []
+    repeated = _repeated_ids(file, anns)
     for k, a in enumerate(anns):
+        if k in repeated:
+            problems.append((k, repeated[k]))
+            continue
         try:
             iid, b, cat, crowd = a["image_id"], a["bbox"], a["category_id"], a.get("iscrowd", 0)
             ok = (
@@ -544,6 +568,29 @@ def load_coco(annotations, *, issues: DataIssues | None = None, name: str = "<an
         labels=labels,
         crowd=crowd,
     )
+
+
+def _repeated_ids(file, anns: list) -> dict:
+    """{position: DataError} of the annotations whose integer ``id`` an earlier one has."""
+    ids = [a.get("id") if isinstance(a, dict) else None for a in anns]
+    ints = np.array([v if type(v) is int else -(2**62) for v in ids], dtype=np.int64) if ids else np.zeros(0, np.int64)
+    if len(ints) == len(np.unique(ints[ints != -(2**62)])) + int((ints == -(2**62)).sum()):
+        return {}
+    first: dict = {}
+    out = {}
+    for k, v in enumerate(ids):
+        if type(v) is not int:
+            continue
+        if v in first:
+            out[k] = DataError(
+                file,
+                f"annotation {v}",
+                f"duplicate annotation id (annotations[{first[v]}] and annotations[{k}])",
+                "annotation with a duplicate id: skipped",
+            )
+        else:
+            first[v] = k
+    return out
 
 
 def _annotation_label(k, a) -> str:

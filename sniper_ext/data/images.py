@@ -1,4 +1,11 @@
-"""Reading images: RGB uint8 through PIL, and a fast pre-pass over a dataset's image files.
+"""Reading images: every image as users have it (8- or 16-bit, grayscale, palette, RGBA, CMYK,
+EXIF-rotated) read into the same 8-bit RGB through one reader, :func:`open_image`, used by
+planning pictures, training, inference and ``sniper detect``; and a fast pre-pass over a dataset's
+image files.
+
+16-bit images are scaled to 8 bits (value / 257, rounded), not clipped; an alpha channel is
+dropped; an EXIF orientation is applied, so sizes are those of the image as shown (the header
+check reports them alike).
 
 Every failure is a :class:`~sniper_ext.errors.DataError` naming the file and the image id
 (``images/000017.jpg: image 17: cannot decode the image (broken data stream ...)``), never a raw
@@ -14,12 +21,12 @@ import os
 import warnings
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..chips.records import ImageTable
 from ..errors import DataError, DataIssues
 
-__all__ = ["image_path", "open_image", "read_image", "image_header", "check_images"]
+__all__ = ["image_path", "open_image", "read_image", "image_header", "check_images", "to_rgb8"]
 
 # Kinds (see DataIssues): what skipping the problem means.
 MISSING = "missing image file: image skipped"
@@ -47,8 +54,35 @@ def _where(image_id) -> str | None:
 
 
 def _reason(e: BaseException) -> str:
+    if isinstance(e, Image.UnidentifiedImageError):  # its text names a BytesIO, not the file
+        return "not an image file, or one in a format PIL cannot read"
     text = str(e).strip()
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+_ORIENTATION = 0x0112  # EXIF tag; values 5..8 swap width and height
+
+
+def to_rgb8(im: Image.Image) -> Image.Image:
+    """An image of any PIL mode as 8-bit RGB, upright (EXIF orientation applied). 16-bit and
+    32-bit integer modes are scaled from 0..65535 to 0..255; float images from 0..1 (or clipped
+    to 0..255 when their values exceed 1)."""
+    try:
+        im = ImageOps.exif_transpose(im) or im
+    except (OSError, ValueError, SyntaxError, TypeError, KeyError):
+        pass  # an unreadable EXIF block: the pixels as stored
+    if im.mode == "RGB":
+        return im
+    if im.mode.startswith("I;16") or im.mode == "I":
+        a = np.asarray(im).astype(np.float64)
+        return Image.fromarray(np.clip(np.floor(a / 257.0 + 0.5), 0, 255).astype(np.uint8), "L").convert("RGB")
+    if im.mode == "F":
+        a = np.asarray(im).astype(np.float64)
+        a = a * 255.0 if np.nanmax(a, initial=0.0) <= 1.0 else a
+        return Image.fromarray(np.clip(np.nan_to_num(a), 0, 255).round().astype(np.uint8), "L").convert("RGB")
+    if im.mode in ("P", "PA") and "transparency" in im.info:
+        im = im.convert("RGBA")
+    return im.convert("RGB")
 
 
 def open_image(path, image_id=None, size: tuple | None = None) -> Image.Image:
@@ -64,7 +98,7 @@ def open_image(path, image_id=None, size: tuple | None = None) -> Image.Image:
             with open(path, "rb") as f:
                 im = Image.open(io.BytesIO(f.read()))
                 im.load()
-            rgb = im.convert("RGB") if im.mode != "RGB" else im
+            rgb = to_rgb8(im)
     except FileNotFoundError:
         raise DataError(path, _where(image_id), "image file is missing", MISSING) from None
     except IsADirectoryError:
@@ -106,6 +140,11 @@ def image_header(path, image_id=None) -> tuple:
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
                 with Image.open(f) as im:
                     size = im.size
+                    try:
+                        if im.getexif().get(_ORIENTATION) in (5, 6, 7, 8):  # shown rotated by 90 degrees
+                            size = (size[1], size[0])
+                    except (OSError, ValueError, SyntaxError, TypeError, KeyError):
+                        pass
     except FileNotFoundError:
         raise DataError(path, where, "image file is missing", MISSING) from None
     except IsADirectoryError:

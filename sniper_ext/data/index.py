@@ -31,7 +31,7 @@ import numpy as np
 from .._atomic import atomic_write
 from ..chips.records import ImageTable
 from ..errors import DataError, DataIssues
-from .coco import categories_of, load_coco, read_annotations_json
+from .coco import MAX_IMAGE_SIDE, categories_of, load_coco, read_annotations_json
 from .images import MISSING, WRONG_SIZE, image_header, image_path
 
 __all__ = [
@@ -43,7 +43,7 @@ __all__ = [
     "open_index",
 ]
 
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2
 _COLUMNS = ImageTable.COLUMNS
 
 
@@ -149,7 +149,9 @@ def _has_categories(data) -> bool:
     return isinstance(data, dict) and bool(data.get("categories"))
 
 
-def open_index(path, *, issues: DataIssues, cache_dir=None, use_cache: bool = True):
+def open_index(
+    path, *, issues: DataIssues, cache_dir=None, use_cache: bool = True, max_image_side: int = MAX_IMAGE_SIDE
+):
     """(ImageTable, categories, whether the file lists categories, index folder or None) of a
     COCO annotations file: from its index when there is a whole one, else parsed and checked
     (:func:`~sniper_ext.data.load_coco`) and saved as one. ``issues`` receives what was skipped
@@ -157,10 +159,11 @@ def open_index(path, *, issues: DataIssues, cache_dir=None, use_cache: bool = Tr
     path = os.fspath(path)
     if not use_cache:
         data = read_annotations_json(path)
-        table = load_coco(data, issues=issues, name=path)
+        table = load_coco(data, issues=issues, name=path, max_image_side=max_image_side)
         return table, categories_of(data, table), _has_categories(data), None
     root = cache_root(cache_dir)
-    key = _sha1(f"{INDEX_FORMAT}:{file_digest(path, root)}:{'skip' if issues.skip else 'error'}")
+    policy = f"{'skip' if issues.skip else 'error'}:{max_image_side}"
+    key = _sha1(f"{INDEX_FORMAT}:{file_digest(path, root)}:{policy}")
     folder = os.path.join(root, "datasets", key)
     got = _load(folder)
     if got is not None:
@@ -169,7 +172,7 @@ def open_index(path, *, issues: DataIssues, cache_dir=None, use_cache: bool = Tr
         return table, meta["categories"], bool(meta.get("file_categories")), folder
     mine = DataIssues(skip=issues.skip)
     data = read_annotations_json(path)
-    table = load_coco(data, issues=mine, name=path)
+    table = load_coco(data, issues=mine, name=path, max_image_side=max_image_side)
     categories = categories_of(data, table)
     has_categories = _has_categories(data)
     del data

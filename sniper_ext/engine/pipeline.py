@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,8 +28,9 @@ import numpy as np
 import torch
 
 from ..chips import NEGATIVE, ChipDB
-from ..config import TrainConfig, config_to_dict, save_config
+from ..config import TrainConfig, config_to_dict, save_config, validate_config
 from ..data import ChipDataset, ChipStream, Dataset, make_chip_loader, open_dataset, write_proposals_npz
+from ..errors import DataError
 from ..inference import MultiScaleInference
 from ..modeling import SniperRCNN, build_model
 from ..modeling.resnet import load_torchvision_weights
@@ -36,6 +38,7 @@ from ..runtime import (
     DistInfo,
     barrier,
     broadcast_object,
+    checkpoint_config,
     init_distributed,
     load_checkpoint,
     load_detector,
@@ -44,6 +47,7 @@ from ..runtime import (
 )
 from .metrics import MetricsLog, plot_losses
 from .planning import load_plan, plan_key, plan_shared, rank_batches
+from .run_folder import RunLock, remove_stale_temporaries, resume_changes
 from .single_scale import single_scale_db
 from .trainer import StageResult, make_optimizer, train_stage
 
@@ -293,6 +297,18 @@ def _positive_db(cfg: TrainConfig, dataset: Dataset, dist: DistInfo, out_dir: st
     return db
 
 
+def _check_backbone_weights(cfg: TrainConfig) -> None:
+    """The backbone weight file fits the configured backbone (checked before any file is written)."""
+    if not cfg.backbone_weights:
+        return
+    model = build_model(cfg.model, cfg.data)
+    try:
+        load_torchvision_weights(model.backbone, cfg.backbone_weights)
+    except ValueError as e:
+        msg = str(e).removeprefix("load_torchvision_weights: ")
+        raise DataError(cfg.backbone_weights, None, msg.replace(f"{cfg.backbone_weights!r}", "it")) from None
+
+
 def open_run(
     cfg: TrainConfig,
     out_dir: str,
@@ -304,10 +320,15 @@ def open_run(
     max_iter: int | None,
 ) -> RunContext:
     """The run's context: the checkpoint resumed from, the dataset (checked), the configuration
-    resolved for it and saved, the metrics log, and the chips of the next stage."""
+    resolved for it and saved, the metrics log, and the chips of the next stage. Everything is
+    checked (configuration, resume compatibility, data, backbone weights) before the first file
+    of the run is written."""
     say = echo if dist.is_main else (lambda *a, **k: None)
-    os.makedirs(out_dir, exist_ok=True)
+    validate_config(cfg)
     last = os.path.join(out_dir, "last.pt")
+    if dist.is_main:
+        for name in remove_stale_temporaries(out_dir):
+            say(f"removed {name}, left by a killed run")
     state = load_checkpoint(last) if resume and os.path.exists(last) else None
     completed: list = []
     if state is not None:
@@ -327,6 +348,18 @@ def open_run(
     resolved = resolve_config(cfg, dataset)
     if resolved is not cfg:
         say(f"model.num_classes {cfg.model.num_classes} -> {resolved.model.num_classes} (the dataset's categories)")
+    if state is not None:
+        saved = checkpoint_config(last, state)
+        changes = resume_changes(saved, resolved, out_dir)
+        if changes:
+            say("--resume: applying changed settings: " + ", ".join(f"{k} {a!r} -> {b!r}" for k, a, b in changes))
+        # a kill between the RPN stage's last.pt and its rpn.pt: rpn.pt from the checkpoint
+        rpn_path = os.path.join(out_dir, "rpn.pt")
+        if "rpn" in completed and not os.path.exists(rpn_path) and state["stage"] in ("rpn", "negatives"):
+            if dist.is_main:
+                save_checkpoint(rpn_path, {k: v for k, v in state.items() if k not in ("optimizer", "scaler", "rng")})
+            say(f"rewrote {rpn_path} from {last}")
+    _check_backbone_weights(resolved)
     if dist.is_main:
         save_config(resolved, os.path.join(out_dir, "config.json"))
     log = MetricsLog(
@@ -361,6 +394,41 @@ def open_run(
     )
 
 
+class _Rollback:
+    """Until the run has something to resume from (its first checkpoint), a failure leaves the
+    output folder as it was: what this call created in it is removed (the folder too, if it
+    created it)."""
+
+    def __init__(self, out_dir: str, enabled: bool):
+        self.out_dir = out_dir
+        self.enabled = enabled
+        self.folder_existed = os.path.isdir(out_dir)
+        self.before = set(os.listdir(out_dir)) if self.folder_existed else set()
+        self.last_mtime = self._mtime()
+
+    def _mtime(self):
+        try:
+            return os.stat(os.path.join(self.out_dir, "last.pt")).st_mtime_ns
+        except OSError:
+            return None
+
+    def undo(self) -> None:
+        if not self.enabled or self._mtime() != self.last_mtime:  # a checkpoint was written: keep
+            return
+        if not self.folder_existed:
+            shutil.rmtree(self.out_dir, ignore_errors=True)
+            return
+        for name in set(os.listdir(self.out_dir)) - self.before:
+            path = os.path.join(self.out_dir, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
+
+
 def train(
     cfg: TrainConfig,
     out_dir: str,
@@ -383,17 +451,27 @@ def train(
         if stop_after not in stages:
             raise ValueError(f"stop_after must be one of the stages of mode {cfg.mode}: {', '.join(stages)}")
         stages = stages[: stages.index(stop_after) + 1]
-    ctx = open_run(cfg, out_dir, resume=resume, progress=progress, dist=dist, echo=echo, max_iter=max_iter)
-    ctx.say(
-        f"{len(ctx.dataset.records)} training images, {len(ctx.dataset.categories)} classes; stages: {', '.join(stages)}"
-    )
+    rollback = _Rollback(out_dir, enabled=dist.is_main)
+    lock = RunLock(out_dir)
+    if dist.is_main:
+        lock.acquire()  # before anything is written; a folder locked by another run is not ours to tidy
     try:
-        for stage in stages:
-            if stage not in ctx.completed:
-                STAGES[stage](ctx)
-            barrier(dist)
-    finally:
-        ctx.log.close()
+        ctx = open_run(cfg, out_dir, resume=resume, progress=progress, dist=dist, echo=echo, max_iter=max_iter)
+        ctx.say(
+            f"{len(ctx.dataset.records)} training images, {len(ctx.dataset.categories)} classes; "
+            f"stages: {', '.join(stages)}"
+        )
+        try:
+            for stage in stages:
+                if stage not in ctx.completed:
+                    STAGES[stage](ctx)
+                barrier(dist)
+        finally:
+            ctx.log.close()
+    except BaseException:
+        lock.release()
+        rollback.undo()
+        raise
     if dist.is_main:
         plot_losses(ctx.path("metrics.jsonl"), ctx.path("loss.png"), title=f"{ctx.cfg.name}: loss")
     summary = ctx.summary
@@ -403,4 +481,5 @@ def train(
         ctx.say(f"stopped after the {stages[-1]} stage; continue with --resume")
     if not summary.chip_stats:
         summary.chip_stats = ctx.db.stats()
+    lock.release()
     return summary

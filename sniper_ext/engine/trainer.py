@@ -4,12 +4,14 @@ clipping, DDP, atomic checkpoints every N iterations, metrics and a progress bar
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
 import torch
 from tqdm import tqdm
 
+from ..errors import TrainingDiverged
 from ..runtime import autocast_for, resolve_precision, save_checkpoint
 from .lr_schedule import lr_at, scaled_lr
 
@@ -32,6 +34,22 @@ class StageResult:
 def make_optimizer(model: torch.nn.Module, solver) -> torch.optim.SGD:
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.SGD(params, lr=solver.base_lr, momentum=solver.momentum, weight_decay=solver.weight_decay)
+
+
+def _finite(params) -> bool:
+    """Every parameter finite (one reduction per tensor, one sync)."""
+    if not params:
+        return True
+    return bool(torch.stack([torch.isfinite(p.detach()).all() for p in params]).all())
+
+
+def _any_rank(flag: bool, dist) -> bool:
+    """``flag`` of any rank, on every rank."""
+    if not dist.distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=dist.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return bool(t.item() > 0)
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -83,8 +101,25 @@ def train_stage(
     )
     t_start, t_window, chips_window = time.perf_counter(), time.perf_counter(), 0
     it = start_iter
+    params = [p for p in model.parameters() if p.requires_grad]
+    # what a user can fall back on if the run diverges
+    last_good = (
+        f"{checkpoint_path} ({stage} stage, iteration {start_iter})"
+        if start_iter
+        else (f"{checkpoint_path} (the end of the previous stage)" if os.path.exists(checkpoint_path) else "none yet")
+    )
+    bad_steps = 0
+
+    def diverged(what: str) -> TrainingDiverged:
+        return TrainingDiverged(
+            f"{stage} stage, iteration {it + 1}: {what}; the last good checkpoint is {last_good}. Lower "
+            "solver.base_lr, set solver.clip_grad_norm, or let solver.max_bad_steps skip such steps"
+        )
 
     def save(it_done: int, done: bool) -> None:
+        nonlocal last_good
+        if not _finite(params):  # never a checkpoint of diverged weights
+            raise diverged("the weights are not finite")
         if dist.is_main:
             state = dict(checkpoint_extra())
             state.update(
@@ -97,6 +132,7 @@ def train_stage(
                 rng=torch.get_rng_state(),
             )
             save_checkpoint(checkpoint_path, state)
+        last_good = f"{checkpoint_path} ({stage} stage, iteration {it_done})"
 
     for batch in loader:
         if it >= num_iters:
@@ -112,23 +148,44 @@ def train_stage(
                 gamma=solver.gamma,
             )
         batch = _to_device(batch, device)
-        with autocast_for(device, precision):
-            losses = ddp_model(batch, rpn_only=rpn_only)
+        try:
+            with autocast_for(device, precision):
+                losses = ddp_model(batch, rpn_only=rpn_only)
+        except (ValueError, RuntimeError) as e:
+            # an op's input check tripped over diverged weights or the activations they give
+            if not _finite(params):
+                raise diverged("the weights are not finite") from None
+            if "must be finite" in str(e):
+                raise diverged(f"the model's outputs are not finite ({e})") from None
+            raise
         loss = losses["loss"]
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(
-                f"{stage} stage, iteration {it + 1}: the loss is {float(loss)} "
-                f"({', '.join(f'{k} {float(v):.4g}' for k, v in losses.items())}); lower solver.base_lr or "
-                "set solver.clip_grad_norm"
-            )
+        # Every rank takes the same decision (a skipped step must be skipped by all: collectives).
+        bad = _any_rank(not math.isfinite(float(loss.detach())), dist)
+        what = (
+            "the loss is not finite ("
+            + ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items() if k.startswith(("rpn_", "rcnn_", "loss")))
+            + ")"
+        )
         optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-        else:
-            loss.backward()
-        if solver.clip_grad_norm:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], solver.clip_grad_norm)
+        if not bad:
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            max_norm = solver.clip_grad_norm or math.inf
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.zeros(())
+            if scaler is None and not math.isfinite(float(norm)):  # the scaler skips such steps itself
+                bad, what = True, f"the gradient norm is {float(norm)}"
+        if bad:
+            bad_steps += 1
+            optimizer.zero_grad(set_to_none=True)
+            if bad_steps > solver.max_bad_steps:
+                raise diverged(what)
+            log.log({"stage": stage, "iter": it + 1, "skipped": what, "skipped_steps": bad_steps})
+            it += 1
+            bar.update(1)
+            continue
         if scaler is not None:
             scaler.step(optimizer)
             scaler.update()

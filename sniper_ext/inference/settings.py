@@ -28,26 +28,9 @@ def inference_config(icfg: InferenceConfig, *, single_scale: bool = False, overr
     outside ``inference.``, an unknown key, or an inconsistent result (a resolution count that
     differs from the valid-range count, a range with lo >= hi)."""
     check_overrides(overrides)
+    # the whole configuration is validated on the way (sniper_ext.config.validate_config)
     icfg = apply_overrides(TrainConfig(inference=icfg), list(overrides)).inference
-    res, ranges = tuple(icfg.resolutions), tuple(icfg.valid_ranges)
-    if not res:
-        raise ConfigError("inference.resolutions: needs at least one (min side, max side) pair")
-    if len(ranges) != len(res):
-        raise ConfigError(
-            f"inference: {len(res)} resolutions but {len(ranges)} valid ranges; give one (lo, hi) range per resolution"
-        )
-    for k, r in enumerate(res):
-        if len(r) != 2 or not all(isinstance(v, (int, float)) and 0 < v < math.inf for v in r):
-            raise ConfigError(f"inference.resolutions[{k}]: must be (min side, max side) > 0, got {list(r)}")
-    for k, r in enumerate(ranges):
-        if len(r) != 2 or not (0 <= float(r[0]) < float(r[1])):
-            raise ConfigError(f"inference.valid_ranges[{k}]: must be (lo, hi) with 0 <= lo < hi, got {list(r)}")
-    for key in ("batch_size", "detections_per_image", "proposals_per_scale", "size_divisibility"):
-        v = getattr(icfg, key)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ConfigError(f"inference.{key}: must be a positive integer, got {v!r}")
-    if icfg.nms_method not in ("gaussian", "linear", "hard"):
-        raise ConfigError(f"inference.nms_method: must be gaussian, linear or hard, got {icfg.nms_method!r}")
+    res = tuple(icfg.resolutions)
     if single_scale:
         mid = len(res) // 2
         icfg = dataclasses.replace(icfg, resolutions=(tuple(res[mid]),), valid_ranges=((0.0, math.inf),))
