@@ -13,6 +13,22 @@ import torch
 from bench_utils import HAS_CUDA
 
 
+def _resources(tr, benchmarks):
+    """CPU seconds and peak RSS of the benchmarks that measure them (extra_info "cpu_s" and
+    "peak_rss_mib", e.g. test_bench_scale.py's child processes), per workload."""
+    measured = [b for b in benchmarks if "cpu_s" in b.extra_info and "peak_rss_mib" in b.extra_info]
+    if not measured:
+        return
+    tr.section("CPU seconds and peak RSS (of the measured work; RSS includes the process's base)")
+    for b in sorted(measured, key=lambda b: (b.group or "", b.extra_info.get("impl", b.name))):
+        x = b.extra_info
+        base = f" (base {x['ready_rss_mib']:,.0f} MiB)" if "ready_rss_mib" in x else ""
+        tr.write_line(
+            f"{b.group or b.name:<40} {x.get('impl', b.name):>16} {x['cpu_s']:10.2f} s CPU "
+            f"{x['peak_rss_mib']:10,.0f} MiB peak{base}"
+        )
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     session = getattr(config, "_benchmarksession", None)
     if session is None or not session.benchmarks:
@@ -43,6 +59,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                         "speedup": t / impls[ours],
                     }
                 )
+    _resources(terminalreporter, session.benchmarks)
     if not rows:
         return
     tr = terminalreporter

@@ -1,9 +1,12 @@
 """COCO evaluation (sniper_ext.evaluation), results files (sniper_ext.inference.results) and the
 `sniper eval` command: numbers equal pycocotools' own, inputs checked with messages naming the
-file and the entry, empty results score 0."""
+file and the entry, empty results score 0; the faster-coco-eval backend gives pycocotools'
+numbers (bit for bit but where pycocotools' precision is 1 - 2**-52 for 1, see below), and its
+absence leaves the pycocotools path whole."""
 
 import contextlib
 import copy
+import importlib.util
 import io
 import json
 import math
@@ -19,10 +22,39 @@ from pycocotools.cocoeval import COCOeval
 
 from sniper_ext import cli
 from sniper_ext.errors import DataError
-from sniper_ext.evaluation import METRIC_KEYS, evaluate_coco, format_per_class, format_table, write_metrics_json
+from sniper_ext.evaluation import (
+    METRIC_KEYS,
+    evaluate_coco,
+    format_per_class,
+    format_table,
+    resolve_backend,
+    write_metrics_json,
+)
 from sniper_ext.inference import detections_to_coco, read_results_jsonl, write_results_json, write_results_jsonl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+HAS_FASTER = importlib.util.find_spec("faster_coco_eval") is not None
+needs_faster = pytest.mark.skipif(
+    not HAS_FASTER, reason="faster-coco-eval is not installed (pip install faster-coco-eval)"
+)
+#: Every behaviour test runs on both backends; the faster one only where it is installed.
+BACKENDS = ["pycocotools", pytest.param("faster", marks=needs_faster)]
+
+#: How far an AP of the two backends may differ: pycocotools' precision is tp / (tp + fp + eps),
+#: so a ranking that starts with a true positive has 1 / (1 + 2**-52) = 1 - 2**-52 there, where
+#: faster-coco-eval has 1; every other precision entry and every recall entry is bitwise equal
+#: (test_backends_differ_only_in_the_eps_of_a_first_true_positive). An AP, a mean of precision
+#: entries of which some are 2**-52 lower, is at most 2**-52 lower (summing in the same order).
+#: ARs are means of bitwise-equal recalls: no tolerance.
+AP_TOLERANCE = 2.0**-52
+AP_KEYS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+AR_KEYS = ("AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    return request.param
 
 
 def _gt(with_small=True):
@@ -99,81 +131,87 @@ def _random_results(gt, n, seed):
     return res
 
 
-def test_perfect_detections_score_one():
-    m = evaluate_coco(_gt(), _perfect(_gt()))
+def test_perfect_detections_score_one(backend):
+    m = evaluate_coco(_gt(), _perfect(_gt()), backend=backend)
+    assert m["backend"] == backend
     for k in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR10", "AR100", "ARs", "ARm", "ARl"):
         assert m[k] == pytest.approx(1.0), k
     assert m["num_images"] == 3 and m["num_annotations"] == 5 and m["num_detections"] == 5
 
 
-def test_empty_results_score_zero():
-    m = evaluate_coco(_gt(), [])
+def test_empty_results_score_zero(backend):
+    m = evaluate_coco(_gt(), [], backend=backend)
     assert all(m[k] == 0.0 for k in METRIC_KEYS), m
     assert m["num_detections"] == 0
 
 
-def test_no_gt_of_a_size_is_none_not_minus_one():
-    m = evaluate_coco(_gt(with_small=False), _perfect(_gt(with_small=False)))
+def test_no_gt_of_a_size_is_none_not_minus_one(backend):
+    m = evaluate_coco(_gt(with_small=False), _perfect(_gt(with_small=False)), backend=backend)
     assert m["APs"] is None and m["ARs"] is None and m["AP"] == pytest.approx(1.0)
     assert "APs" in json.dumps(m) and "null" in json.dumps(m)
     assert "area= small | maxDets=100 ] = -1.000" in format_table(m)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_numbers_equal_pycocotools_directly(seed):
+def test_numbers_equal_pycocotools_directly(seed, backend):
     gt = _gt()
     res = _random_results(gt, 40, seed)
-    before = copy.deepcopy(res)
-    m = evaluate_coco(gt, res)
+    before, gt_before = copy.deepcopy(res), copy.deepcopy(gt)
+    m = evaluate_coco(gt, res, backend=backend)
     stats, printed = _pycocotools(gt, res)
-    assert res == before  # the caller's list is not modified (loadRes would add keys)
+    assert res == before and gt == gt_before  # the caller's data is not modified (loadRes would add keys)
+    tolerance = AP_TOLERANCE if backend == "faster" else 0.0  # pycocotools on the same input: bit for bit
     for k, v in zip(METRIC_KEYS, stats):
-        assert (m[k] is None and v == -1) or m[k] == pytest.approx(v, abs=1e-12), k
+        if v == -1:
+            assert m[k] is None, k
+        else:
+            assert abs(m[k] - v) <= (tolerance if k in AP_KEYS else 0.0), (k, m[k], v)
     table_lines = [ln for ln in printed.splitlines() if ln.startswith(" Average")]
     assert format_table(m).splitlines() == table_lines  # the same 12 lines pycocotools prints
 
 
-def test_shifted_boxes_lower_ap():
+def test_shifted_boxes_lower_ap(backend):
     gt = _gt()
-    perfect = evaluate_coco(gt, _perfect(gt))
+    perfect = evaluate_coco(gt, _perfect(gt), backend=backend)
     shifted = _perfect(gt)
     for r in shifted:
         r["bbox"][0] += 0.15 * r["bbox"][2]  # IoU ~0.74: counts at 0.5, not at 0.75+
-    m = evaluate_coco(gt, shifted)
+    m = evaluate_coco(gt, shifted, backend=backend)
     assert m["AP50"] == pytest.approx(1.0)
     assert m["AP75"] == pytest.approx(0.0)
     assert 0 < m["AP"] < perfect["AP"]
 
 
-def test_per_class_and_format():
+def test_per_class_and_format(backend):
     gt = _gt()
     gt["categories"].append({"id": 9, "name": "bird"})  # no GT: AP undefined
     res = _perfect(gt)
     res = [r for r in res if r["category_id"] == 3] + [
         {"image_id": 2, "category_id": 7, "bbox": [0, 0, 5, 5], "score": 0.5}
     ]
-    m = evaluate_coco(gt, res, per_class=True)
+    m = evaluate_coco(gt, res, per_class=True, backend=backend)
     assert list(m["per_class"]) == ["cat", "dog", "bird"]
     assert m["per_class"]["cat"] == pytest.approx(1.0)
     assert m["per_class"]["dog"] == 0.0
     assert m["per_class"]["bird"] is None
     text = format_per_class(m)
     assert "cat" in text and "n/a" in text and "1.000" in text
-    assert "per_class" not in evaluate_coco(gt, res)
+    assert "per_class" not in evaluate_coco(gt, res, backend=backend)
 
 
-def test_duplicate_category_names_stay_apart():
+def test_duplicate_category_names_stay_apart(backend):
     gt = _gt()
     gt["categories"][1]["name"] = "cat"
-    m = evaluate_coco(gt, _perfect(gt), per_class=True)
+    m = evaluate_coco(gt, _perfect(gt), per_class=True, backend=backend)
     assert set(m["per_class"]) == {"cat (id 3)", "cat (id 7)"}
 
 
-def test_paths_and_json_output(tmp_path):
+def test_paths_and_json_output(tmp_path, backend):
     gt, res = tmp_path / "gt.json", tmp_path / "r.json"
     gt.write_text(json.dumps(_gt()))
     res.write_text(json.dumps(_perfect(_gt())))
-    m = evaluate_coco(str(gt), res, per_class=True)
+    m = evaluate_coco(str(gt), res, per_class=True, backend=backend)
+    assert m["backend"] == backend
     out = write_metrics_json(tmp_path / "sub" / "m.json", m)
     assert json.loads(open(out).read()) == m
     assert os.listdir(tmp_path / "sub") == ["m.json"]  # no temporary file left behind
@@ -198,11 +236,11 @@ BAD_RESULTS = [
 
 
 @pytest.mark.parametrize("entry,message", BAD_RESULTS)
-def test_bad_results_name_file_and_entry(tmp_path, entry, message):
+def test_bad_results_name_file_and_entry(tmp_path, entry, message, backend):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(_perfect(_gt())[:2] + [entry]))
     with pytest.raises(DataError) as e:
-        evaluate_coco(_gt(), str(path))
+        evaluate_coco(_gt(), str(path), backend=backend)
     assert e.value.file == str(path) and e.value.where == "results[2]"
     assert message in str(e.value)
 
@@ -232,12 +270,200 @@ def test_bad_results_files(tmp_path, text, message):
         (lambda g: g["annotations"][0].update(iscrowd=2), "image 1, annotations[0]", "iscrowd"),
     ],
 )
-def test_bad_annotations(mutate, where, message):
+def test_bad_annotations(mutate, where, message, backend):
     gt = _gt()
     mutate(gt)
     with pytest.raises(DataError) as e:
-        evaluate_coco(gt, [])
+        evaluate_coco(gt, [], backend=backend)
     assert e.value.file == "<annotations>" and e.value.where == where and message in str(e.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends: faster-coco-eval against pycocotools
+
+
+def _random_case(seed, images=60, categories=12, dets_per_image=30, ties=False, integer_boxes=False):
+    """A COCO-like case (annotations, results): ``categories`` of the ids 1..90, objects from 4 to
+    400 px (small, medium and large; GT ``area`` below the box's, as a mask's is), 5% crowd, 15%
+    of the images without GT; per image Poisson(``dets_per_image``) detections, 60% jittered from
+    its GT (15% of those with a wrong class), the rest anywhere. ``ties``: scores from {0, 1/4,
+    .., 1}, so most detections tie with others; ``integer_boxes``: GT on whole pixels."""
+    rng = np.random.default_rng(seed)
+    cats = sorted(int(c) for c in rng.choice(np.arange(1, 91), categories, replace=False))
+    gt = {"images": [], "annotations": [], "categories": [{"id": c, "name": f"class {c}"} for c in cats]}
+    for i in range(images):
+        iid, w_img, h_img = 3 * i + 1, int(rng.integers(200, 641)), int(rng.integers(200, 641))
+        gt["images"].append({"id": iid, "width": w_img, "height": h_img})
+        for _ in range(0 if rng.random() < 0.15 else rng.poisson(6)):
+            side, aspect = np.exp(rng.uniform(np.log(4), np.log(400))), np.exp(rng.uniform(-1, 1))
+            x, y, w, h = rng.uniform(0, w_img), rng.uniform(0, h_img), side * aspect**0.5, side / aspect**0.5
+            if integer_boxes:
+                x, y, w, h = round(x), round(y), max(1, round(w)), max(1, round(h))
+            gt["annotations"].append(
+                {
+                    "image_id": iid,
+                    "category_id": int(rng.choice(cats)),
+                    "bbox": [float(x), float(y), float(w), float(h)],
+                    "area": float(w * h * rng.uniform(0.5, 1.0)),
+                    "iscrowd": int(rng.random() < 0.05),
+                }
+            )
+    by_image: dict = {}
+    for a in gt["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    results = []
+    for im in gt["images"]:
+        mine = by_image.get(im["id"], [])
+        for _ in range(rng.poisson(dets_per_image)):
+            if mine and rng.random() < 0.6:
+                a = mine[rng.integers(len(mine))]
+                x, y, w, h = a["bbox"]
+                j = rng.normal(0, 0.1, 4) * [w, h, w, h]
+                box = [x + j[0], y + j[1], abs(w + j[2]), abs(h + j[3])]
+                cid = a["category_id"] if rng.random() < 0.85 else int(rng.choice(cats))
+            else:
+                side = np.exp(rng.uniform(np.log(4), np.log(400)))
+                box = [rng.uniform(0, im["width"]), rng.uniform(0, im["height"]), side, side * rng.uniform(0.5, 2)]
+                cid = int(rng.choice(cats))
+            score = rng.integers(0, 5) / 4 if ties else rng.random()
+            results.append(
+                {"image_id": im["id"], "category_id": cid, "bbox": [float(v) for v in box], "score": float(score)}
+            )
+    return gt, results
+
+
+def _project_cases():
+    """The cases of the tests above: (name, annotations, results)."""
+    gt = _gt()
+    with_bird = _gt()
+    with_bird["categories"].append({"id": 9, "name": "bird"})
+    shifted = _perfect(gt)
+    for r in shifted:
+        r["bbox"][0] += 0.15 * r["bbox"][2]
+    cases = [
+        ("perfect", gt, _perfect(gt)),
+        ("empty results", gt, []),
+        ("no small GT", _gt(with_small=False), _perfect(_gt(with_small=False))),
+        ("shifted", gt, shifted),
+        ("category without GT", with_bird, [r for r in _perfect(with_bird) if r["category_id"] == 3]),
+    ]
+    return cases + [(f"random {seed}", gt, _random_results(gt, 40, seed)) for seed in range(3)]
+
+
+#: (name, kwargs of _random_case)
+RANDOM_CASES = [
+    ("coco-like", dict(seed=10)),
+    ("whole-pixel boxes", dict(seed=11, integer_boxes=True)),
+    ("ties in scores", dict(seed=12, ties=True)),
+    ("ties, whole pixels", dict(seed=13, ties=True, integer_boxes=True)),
+    # 400 detections per image and class: the 100 kept per image cut through tied scores
+    ("over maxDets, ties", dict(seed=14, images=10, categories=2, dets_per_image=400, ties=True)),
+    ("many images and classes", dict(seed=15, images=250, categories=80, dets_per_image=50)),
+]
+
+
+def _assert_same_numbers(ref: dict, fast: dict):
+    """``fast`` (faster-coco-eval) against ``ref`` (pycocotools): the same keys and undefined
+    numbers, ARs and counts equal, APs (and per-class APs) within AP_TOLERANCE."""
+    assert ref["backend"] == "pycocotools" and fast["backend"] == "faster"
+    assert set(ref) == set(fast)
+    for k in ("num_images", "num_annotations", "num_detections", *AR_KEYS):
+        assert fast[k] == ref[k], k
+    pairs = [(k, ref[k], fast[k]) for k in AP_KEYS] + [
+        (f"per_class[{n}]", v, fast["per_class"][n]) for n, v in ref.get("per_class", {}).items()
+    ]
+    assert list(ref.get("per_class", {})) == list(fast.get("per_class", {}))
+    for k, a, b in pairs:
+        assert (a is None) == (b is None), k
+        if a is not None:
+            assert abs(a - b) <= AP_TOLERANCE, (k, a, b, (a - b) / AP_TOLERANCE)
+
+
+@needs_faster
+@pytest.mark.parametrize("case", range(8), ids=[c[0] for c in _project_cases()])
+def test_backends_agree_on_the_project_cases(case):
+    _, gt, res = _project_cases()[case]
+    ref = evaluate_coco(gt, res, per_class=True, backend="pycocotools")
+    _assert_same_numbers(ref, evaluate_coco(gt, res, per_class=True, backend="faster"))
+
+
+@needs_faster
+@pytest.mark.parametrize("name,kwargs", RANDOM_CASES, ids=[c[0] for c in RANDOM_CASES])
+def test_backends_agree_on_random_cases(name, kwargs):
+    gt, res = _random_case(**kwargs)
+    before = copy.deepcopy((gt, res))
+    ref = evaluate_coco(gt, res, per_class=True, backend="pycocotools")
+    fast = evaluate_coco(gt, res, per_class=True, backend="faster")
+    assert (gt, res) == before  # neither backend touches the caller's data
+    _assert_same_numbers(ref, fast)
+    assert ref["APs"] is not None and ref["APm"] is not None and ref["APl"] is not None  # all sizes present
+    assert 0 < ref["AP"] < 1
+
+
+def _library_eval(gt, results, faster: bool):
+    """(precision, recall) arrays of pycocotools' or faster-coco-eval's COCOeval used directly
+    (not through evaluate_coco)."""
+    if faster:
+        from faster_coco_eval.core.coco import COCO as Coco
+        from faster_coco_eval.core.faster_eval_api import COCOeval_faster as Eval
+    else:
+        Coco, Eval = COCO, COCOeval
+    dataset = copy.deepcopy(gt)
+    for k, a in enumerate(dataset["annotations"]):
+        a["id"] = k + 1
+    dets = [{**r, "area": r["bbox"][2] * r["bbox"][3], "id": k + 1, "iscrowd": 0} for k, r in enumerate(results)]
+    with contextlib.redirect_stdout(io.StringIO()):
+        cg, cd = Coco(), Coco()
+        cg.dataset = dataset
+        cd.dataset = {"images": dataset["images"], "categories": dataset["categories"], "annotations": dets}
+        cg.createIndex()
+        cd.createIndex()
+        ev = Eval(cg, cd, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+    return np.asarray(ev.eval["precision"]), np.asarray(ev.eval["recall"])
+
+
+@needs_faster
+@pytest.mark.parametrize("name,kwargs", RANDOM_CASES[:5], ids=[c[0] for c in RANDOM_CASES[:5]])
+def test_backends_differ_only_in_the_eps_of_a_first_true_positive(name, kwargs):
+    """Why AP_TOLERANCE: the two libraries' recall arrays are bitwise equal, and so are their
+    precision arrays once pycocotools' 1 / (1 + eps) (its tp / (tp + fp + eps) at one true
+    positive and no false one) reads as 1, which faster-coco-eval has there."""
+    gt, res = _random_case(**kwargs)
+    p_ref, r_ref = _library_eval(gt, res, faster=False)
+    p_fast, r_fast = _library_eval(gt, res, faster=True)
+    assert np.array_equal(r_ref, r_fast)
+    one_minus_eps = 1 / (1 + np.spacing(1))
+    assert one_minus_eps == 1 - 2.0**-52
+    differ = p_ref != p_fast
+    assert np.all(p_ref[differ] == one_minus_eps) and np.all(p_fast[differ] == 1.0)
+    assert np.array_equal(np.where(p_ref == one_minus_eps, 1.0, p_ref), p_fast)
+
+
+@needs_faster
+def test_auto_is_faster_when_installed():
+    assert resolve_backend() == resolve_backend("auto") == "faster"
+    assert evaluate_coco(_gt(), _perfect(_gt()))["backend"] == "faster"
+
+
+@pytest.fixture
+def no_faster(monkeypatch):
+    """faster-coco-eval made unimportable, as on a machine without it."""
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)
+
+
+def test_without_faster_auto_is_pycocotools_and_faster_an_error(no_faster):
+    assert resolve_backend("auto") == "pycocotools"
+    m = evaluate_coco(_gt(), _perfect(_gt()))
+    assert m["backend"] == "pycocotools" and m["AP"] == pytest.approx(1.0)
+    with pytest.raises(ImportError, match="faster-coco-eval cannot be imported .*pip install faster-coco-eval"):
+        evaluate_coco("no-such-file.json", [], backend="faster")  # before reading any file
+
+
+def test_unknown_backend():
+    with pytest.raises(ValueError, match="`backend` must be one of auto, faster, pycocotools, got 'fast'"):
+        evaluate_coco(_gt(), [], backend="fast")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -395,3 +621,36 @@ def test_cli_as_module(files):
         env=env,
     )
     assert p.returncode == 1 and p.stderr.count("\n") == 1 and "is a directory" in p.stderr, p.stderr
+
+
+def test_cli_backend_is_reported(files, capsys, backend):
+    rc = cli.main(
+        ["eval", "--annotations", "gt.json", "--results", "perfect.json", "--out", "m.json"] + ["--backend", backend]
+    )
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert f"5 detections on 3 images (5 ground-truth objects), backend {backend}" in out
+    m = json.loads((files / "m.json").read_text())
+    assert m["backend"] == backend and m["AP"] == pytest.approx(1.0)
+
+
+def test_cli_backend_auto_without_faster_is_pycocotools(files, capsys, no_faster):
+    assert cli.main(["eval", "--annotations", "gt.json", "--results", "perfect.json"]) == 0
+    assert "backend pycocotools" in capsys.readouterr().out
+
+
+def test_cli_backend_faster_without_it_one_line_exit_1(files, capsys, no_faster):
+    """Like --device cuda without a GPU: a fine command line on a machine that lacks the thing
+    (exit 1), said before anything is read (the missing annotations are not reached)."""
+    rc = cli.main(["eval", "--annotations", "missing.json", "--results", "empty.json", "--backend", "faster"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("sniper eval: error: --backend faster: faster-coco-eval cannot be imported"), err
+    assert "pip install faster-coco-eval" in err and "missing.json" not in err
+
+
+def test_cli_backend_bad_choice_exit_2(files, capsys):
+    assert cli.main(["eval", "--annotations", "gt.json", "--results", "empty.json", "--backend", "fast"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "argument --backend: invalid choice: 'fast'" in err, err
