@@ -359,20 +359,20 @@ def check_proposal_rows(file, image_ids, offsets, boxes, images, issues: DataIss
     """The box rules of :func:`load_proposals` on proposals held as arrays (the binary format):
     image ``image_ids[i]`` owns rows ``offsets[i]:offsets[i + 1]`` of ``boxes`` [P, 4] xyxy.
     With ``images`` (an ImageTable or ImageRecords), unknown image ids and boxes outside their
-    image are problems too. Vectorised: only flagged rows are looked at one by one. Repairs
+    image are problems too. Vectorised over chunks of rows (memory beyond ``boxes`` stays
+    bounded: about one byte per proposal); only flagged rows are looked at one by one. Repairs
     (clipping) are written into ``boxes``. Returns None when every row is kept, else the keep
     mask [P]."""
     known = None if images is None else _sizes_by_id(images)
     counts = np.diff(offsets)
-    owner = np.repeat(np.arange(len(image_ids)), counts)
     keep = np.ones(len(boxes), dtype=bool)
-    sizes = None
+    image_wh = None
     if known is not None:
-        sizes = np.zeros((len(boxes), 2))
+        image_wh = np.zeros((len(image_ids), 2), np.float64)
         for k, iid in enumerate(image_ids.tolist()):
-            if counts[k] == 0:
-                continue
-            if iid not in known:
+            if iid in known:
+                image_wh[k] = known[iid]
+            elif counts[k]:
                 error = DataError(
                     file, f"image {iid}", f"unknown image id {iid} (not in the annotations' images)",
                     "proposal of an unknown image: skipped",
@@ -380,26 +380,29 @@ def check_proposal_rows(file, image_ids, offsets, boxes, images, issues: DataIss
                 for _ in range(int(counts[k])):  # counted per proposal
                     issues.report(error)
                 keep[offsets[k] : offsets[k + 1]] = False
+    chunk = 1 << 18
+    for start in range(0, len(boxes), chunk):
+        end = min(start + chunk, len(boxes))
+        owner = np.searchsorted(offsets, np.arange(start, end), side="right") - 1
+        sizes = None if image_wh is None else image_wh[owner]
+        flagged = np.flatnonzero(_screen(boxes[start:end], sizes) & keep[start:end])
+        for j in flagged.tolist():
+            row, k = start + j, int(owner[j])
+            raw = [float(v) for v in boxes[row]]
+            box = _checked_box(  # type: ignore[call-arg]  # mypy miscounts the *raw unpacking
+                file,
+                f"image {int(image_ids[k])}, proposal {row - int(offsets[k])}",
+                raw,
+                *raw,
+                None if sizes is None else sizes[j],
+                issues,
+                "proposal",
+                False,
+            )
+            if box is None:
+                keep[row] = False
             else:
-                sizes[offsets[k] : offsets[k + 1]] = known[iid]
-    b64 = np.asarray(boxes, dtype=np.float64)
-    flagged = np.flatnonzero(_screen(b64, sizes) & keep)
-    for row in flagged.tolist():
-        k = int(owner[row])
-        box = _checked_box(  # type: ignore[call-arg]  # mypy miscounts the *b64[row] unpacking
-            file,
-            f"image {int(image_ids[k])}, proposal {row - int(offsets[k])}",
-            b64[row].tolist(),
-            *b64[row],
-            None if sizes is None else sizes[row],
-            issues,
-            "proposal",
-            False,
-        )
-        if box is None:
-            keep[row] = False
-        else:
-            boxes[row] = box
+                boxes[row] = box
     return None if keep.all() else keep
 
 
