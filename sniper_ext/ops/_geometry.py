@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DYNAMIC", "Out", "register_fake"]
+__all__ = ["DYNAMIC", "GEOMETRIES", "Out", "register_fake"]
 
 #: A data-dependent size in an output shape (the number of kept boxes, of chips): one size per call,
 #: shared by every output that has it.
@@ -27,6 +27,9 @@ class Out:
 
 
 Geometry = Callable[..., "Out | tuple[Out, ...]"]
+
+#: The geometry function of every raw op, by name (without the ``sniper::`` namespace).
+GEOMETRIES: dict[str, Geometry] = {}
 
 
 def register_fake(op: str, geometry: Geometry) -> Geometry:
@@ -47,4 +50,5 @@ def register_fake(op: str, geometry: Geometry) -> Geometry:
 
     fake.__name__ = fake.__qualname__ = f"{op}_fake"
     torch.library.register_fake(f"sniper::{op}")(fake)
+    GEOMETRIES[op] = geometry
     return geometry

@@ -167,7 +167,8 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     L = oh * ow
     per_sample = c * kh * kw * L
     chunk = max(1, MAX_COLUMN_ELEMENTS // max(per_sample, 1))
-    w_mat = weight.reshape(groups, oc // groups, cg * kh * kw)
+    # A contiguous weight: the matmul then rounds alike whatever the layout of the given weight.
+    w_mat = weight.contiguous().reshape(groups, oc // groups, cg * kh * kw)
     outs = []
     for s in range(0, max(n, 1), chunk):  # an empty batch still runs once (shapes, autograd)
         e = min(n, s + chunk)
