@@ -110,6 +110,18 @@ class Sample:
         return out
 
 
+def _cuda_sim():
+    """A Sim of the cuda_sim harness in random orders, or a skip where it cannot be built (no g++ or no
+    CUDA headers)."""
+    from cuda_sim.build import Unavailable
+    from cuda_sim.sim import Sim
+
+    try:
+        return Sim(order="random", reduce="random", seed=7)
+    except Unavailable as e:
+        pytest.skip(f"cuda_sim harness unavailable: {e}")
+
+
 def _dtype_id(dtype):
     return str(dtype).removeprefix("torch.")
 
@@ -375,6 +387,28 @@ class OpTester:
                 results.append([out] + [v.grad for v in leaves])
             for got, want in zip(*results):
                 torch.testing.assert_close(got, want, msg=lambda m, n=s.name: f"{n}: {m}")
+
+    @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=_dtype_id)
+    def test_cuda_sim(self, dtype):
+        """The CUDA registrations and kernels, run on the CPU by the cuda_sim harness (python_tests/cuda_sim,
+        random thread and reduction orders), give the CPU op's outputs on every sample and its
+        non-contiguous copies: exactly where the op promises it, else to cuda_tol."""
+        sim = _cuda_sim()
+        (rtol, atol), _ = self.cuda_tol(dtype)
+        for s in self.sample_inputs("cpu", dtype):
+            for v in [s] + [v for _kind, v in s.noncontiguous()]:
+                for op, args in self.raw_calls(v):
+                    name = op.name().removeprefix("sniper::")
+                    got, want = _as_tuple(sim.op(name, *args)), _as_tuple(op(*args))
+                    exact = self.exact if isinstance(self.exact, tuple) else (self.exact,) * len(want)
+                    for i, (g, w) in enumerate(zip(got, want)):
+                        what = f"{v.name}: {name} output {i}"
+                        if exact[i] if i < len(exact) else exact[0]:
+                            assert_identical(g, w, what)
+                        else:
+                            torch.testing.assert_close(
+                                g, w, rtol=rtol, atol=atol, msg=lambda m, what=what: f"{what}: {m}"
+                            )
 
     @requires_cuda
     @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=_dtype_id)

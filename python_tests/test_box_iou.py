@@ -38,7 +38,9 @@ class TestBoxIou(OpTester):
 
     def backward_inputs(self, device):
         g = torch.Generator().manual_seed(3)
-        yield Sample((random_boxes(6, generator=g, canvas=20), random_boxes(5, generator=g, canvas=20))).to(device)
+        yield Sample(
+            (random_boxes(6, generator=g, canvas=20), random_boxes(5, generator=g, canvas=20)), name="6 x 5"
+        ).to(device)
 
     def fuzz_args(self, ctx, target):
         dt = ctx.dtype()

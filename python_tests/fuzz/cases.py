@@ -12,6 +12,7 @@ geometry ...). ``judge`` applies the acceptance rule of ``python_tests/test_fuzz
 
 from __future__ import annotations
 
+import glob
 import importlib
 import math
 import os
@@ -599,24 +600,26 @@ def _():
 
 # -- the ops: valid calls from their specs -------------------------------------------------------------
 
-#: The test modules whose op specs (OpTester subclasses, ``fuzz_targets`` and ``fuzz_args``) build the
-#: valid calls of the op targets below.
-SPEC_MODULES = (
-    "test_box_iou",
-    "test_nms",
-    "test_soft_nms",
-    "test_greedy_chip_cover",
-    "test_anchors",
-    "test_deform_conv",
-    "test_roi_align",
+#: The test modules with op specs (OpTester subclasses, whose ``fuzz_targets`` and ``fuzz_args`` build the
+#: valid calls of the op targets): every python_tests/test_*.py that defines one.
+SPEC_MODULES = tuple(
+    sorted(
+        name
+        for name, text in (
+            (os.path.basename(p)[:-3], open(p).read())
+            for p in glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test_*.py"))
+        )
+        if re.search(r"^class Test\w*\(OpTester\):", text, re.M)
+    )
 )
 _COVER_SPECIALS = (_cover_giant_canvas, _cover_tiny_stride, _cover_huge_ints)
 _IM2COL_SPECIALS = (_im2col_huge_padding, _im2col_overflow)
-#: The fuzz side of every op target (``raw.<op>``: torch.ops.sniper.<op>; ``ops.<op>``: the wrapper):
-#: post-conditions, limit probes, the arguments a backward pass differentiates, RoI pooling.
+#: What the fuzz cases add to an op target (``raw.<op>``: torch.ops.sniper.<op>; ``ops.<op>``: the wrapper)
+#: beyond its spec: post-conditions of a successful call, limit probes, and RoI pooling (see
+#: ROI_FUZZ_PENDING). A backward pass differentiates the spec's grad_args.
 OP_TARGETS: dict[str, dict] = {
     "raw.box_iou": dict(post=_post_iou, specials=(_huge_boxes_pair,)),
-    "ops.box_iou": dict(post=_post_iou, specials=(_huge_boxes_pair,), grad=("boxes1", "boxes2")),
+    "ops.box_iou": dict(post=_post_iou, specials=(_huge_boxes_pair,)),
     "raw.nms": dict(post=_post_keep),
     "ops.nms": dict(post=_post_keep),
     "raw.batched_nms": dict(post=_post_keep),
@@ -629,13 +632,13 @@ OP_TARGETS: dict[str, dict] = {
     "ops.label_anchors": dict(post=_post_labels, specials=(_label_huge,)),
     "raw.deform_im2col": dict(specials=_IM2COL_SPECIALS),
     "raw.deform_col2im": dict(specials=_IM2COL_SPECIALS),
-    "ops.deform_conv2d": dict(specials=(_conv_huge,), grad=("input", "offset", "weight", "bias", "mask")),
+    "ops.deform_conv2d": dict(specials=(_conv_huge,)),
     "raw.roi_align": dict(roi=True, specials=ROI_SPECIALS),
     "raw.roi_align_backward": dict(roi=True, specials=ROI_SPECIALS),
     "raw.deform_roi_pool": dict(roi=True, specials=ROI_SPECIALS),
     "raw.deform_roi_pool_backward": dict(roi=True, specials=ROI_SPECIALS),
-    "ops.roi_align": dict(roi=True, specials=ROI_SPECIALS, grad=("input",)),
-    "ops.deform_roi_pool": dict(roi=True, specials=ROI_SPECIALS, grad=("input", "offset")),
+    "ops.roi_align": dict(roi=True, specials=ROI_SPECIALS),
+    "ops.deform_roi_pool": dict(roi=True, specials=ROI_SPECIALS),
 }
 
 
@@ -645,17 +648,16 @@ def _add_op_targets():
     from op_tester import SPECS
 
     specs = {name: spec() for spec in SPECS for name in spec.fuzz_targets}
-    if set(specs) != set(OP_TARGETS):
-        raise RuntimeError(
-            f"fuzz targets of the op specs {sorted(specs)} and OP_TARGETS {sorted(OP_TARGETS)} differ: "
-            "give every target a spec (fuzz_targets) and an OP_TARGETS entry"
-        )
+    if not set(OP_TARGETS) <= set(specs):
+        raise RuntimeError(f"OP_TARGETS names targets no op spec builds: {sorted(set(OP_TARGETS) - set(specs))}")
     for name, spec in specs.items():
         kind, op = name.split(".", 1)
-        opts = OP_TARGETS[name]
+        opts = OP_TARGETS.get(name, {})
         call = _raw(op) if kind == "raw" else _wrapped(getattr(ops, op))
-        if opts.get("grad"):
-            call = _grad_call(call, opts["grad"])
+        if kind == "ops" and spec.grad_args:
+            # The names of the differentiable arguments, from a valid call.
+            args = spec.fuzz_args(Ctx(random.Random(0), device="cpu"), name)
+            call = _grad_call(call, tuple(args[i].name for i in spec.grad_args))
         TARGETS[name] = Target(
             name,
             lambda ctx, spec=spec, name=name: spec.fuzz_args(ctx, name),
@@ -663,7 +665,7 @@ def _add_op_targets():
             (op,),
             opts.get("post"),
             tuple(opts.get("specials", ())),
-            bool(opts.get("grad")),
+            kind == "ops" and bool(spec.grad_args),
             opts.get("roi", False),
         )
 

@@ -1,21 +1,9 @@
-// CPU kernels of roi_align and deform_roi_pool (forward and backward).
-//
-// Each RoI's samples (bin-major: sample f of a RoI is bin f / ns, grid cell
-// f % ns, ns = grid_h * grid_w) get their taps (4 flat offsets and bilinear
-// weights) computed once into a table, and the channels then sweep that table
-// kBlock at a time: one tap load serves kBlock independent sums.
-//  * Forward: parallel over RoIs (and channel groups when RoIs are few).
-//  * Input gradient: tables for a chunk of RoIs are built first (in parallel),
-//    then parallel over channel blocks, each walking the RoIs in order: every
-//    element has one writer, so the result is deterministic.
-//  * Offset gradient: parallel over RoIs, channels summed per sample, a few
-//    bins at a time.
-// Every sum runs in the order of the definition the CUDA kernels use
-// (bilinear.h): per output, samples in (iy, ix) order, each adding
-// w0*v0 + w1*v1 + w2*v2 + w3*v3 (sample()); per input-gradient element, RoIs,
-// bins, samples and taps in order. Tables are bounded (kForwardTable,
-// kBackwardTable taps), whatever the RoI sizes.
-// The entry points (roi_align_common.h) validate every argument first.
+// CPU kernels of roi_align and deform_roi_pool (forward and backward): each
+// RoI's bilinear taps are computed once into a bounded table that the
+// channels sweep kBlock at a time. Every sum runs in the order of the
+// definition the CUDA kernels use (bilinear.h); the input gradient has one
+// writer per element, so it is deterministic. Layout and parallelisation:
+// docs/kernels.md, "RoI pooling".
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
