@@ -90,6 +90,24 @@ def chip_candidates(W, H, K, d):
     return [(x, y, min(x + K, W), min(y + K, H)) for y in chip_starts(H, K, d) for x in chip_starts(W, K, d)]
 
 
+_U64 = (1 << 64) - 1
+
+
+def splitmix64(x):
+    """The SplitMix64 finaliser (Steele, Lea and Flood, 2014) on unsigned 64-bit integers."""
+    x = (x + 0x9E3779B97F4A7C15) & _U64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _U64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _U64
+    return x ^ (x >> 31)
+
+
+def chip_order(seed, group, count):
+    """The seeded candidate order of one group (method §2): candidates by the key
+    splitmix64(splitmix64(seed ^ splitmix64(group)) + candidate), ties to the lower candidate."""
+    base = splitmix64((seed ^ splitmix64(group)) & _U64)
+    return sorted(range(count), key=lambda c: (splitmix64((base + c) & _U64), c))
+
+
 def greedy_chip_cover(boxes, W, H, K=512, d=32, order=None):
     """One group. Returns (chips in selection order, chip index per box or -1)."""
     cands = chip_candidates(W, H, K, d)
@@ -211,7 +229,8 @@ def proposal_targets(
 
 def _bilinear_deform(plane, y, x):
     """Deformable-conv sampling: zero outside the image, nothing at or beyond -1 / H."""
-    H, W = len(plane), len(plane[0])
+    H = len(plane)
+    W = len(plane[0]) if H else 0
     if y <= -1 or y >= H or x <= -1 or x >= W:
         return 0.0
     y0, x0 = math.floor(y), math.floor(x)
@@ -254,12 +273,15 @@ def deform_sample_grad(plane, y, x):
 
 
 def deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask=None):
-    """The nested loops of the definition (lists in, nested lists out)."""
-    N, C, H, W = len(x), len(x[0]), len(x[0][0]), len(x[0][0][0])
+    """The nested loops of the definition (lists in, nested lists out; [] for an empty batch). The
+    output positions are those of the offsets; a plane without pixels samples 0 everywhere."""
+    N = len(x)
+    if N == 0:
+        return []
+    C = len(x[0])
     OC, Cg, kh, kw = len(weight), len(weight[0]), len(weight[0][0]), len(weight[0][0][0])
     (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
-    OH = (H + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
-    OW = (W + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    OH, OW = len(offset[0][0]), len(offset[0][0][0])
     groups, og = C // Cg, len(offset[0]) // (2 * kh * kw)
     out = [[[[0.0] * OW for _ in range(OH)] for _ in range(OC)] for _ in range(N)]
     for n in range(N):
@@ -283,8 +305,12 @@ def deform_conv2d(x, offset, weight, bias, stride, padding, dilation, mask=None)
 
 
 def _bilinear_roi(plane, y, x):
-    """RoIAlign sampling (torchvision): nothing beyond -1 / H, else clamp into the image."""
-    H, W = len(plane), len(plane[0])
+    """RoIAlign sampling (torchvision): nothing beyond -1 / H, else clamp into the image; nothing
+    from a plane without pixels."""
+    H = len(plane)
+    W = len(plane[0]) if H else 0
+    if H == 0 or W == 0:
+        return 0.0
     if y < -1 or y > H or x < -1 or x > W:
         return 0.0
     y, x = max(y, 0.0), max(x, 0.0)

@@ -2,9 +2,52 @@ import pytest
 import reference as ref
 import torch
 from common_utils import ALL_DTYPES, DEVICES, random_boxes, requires_cuda, tol
+from fuzz.values import tensor_arg
+from op_tester import OpTester, Sample
 
 from sniper_ext import ops
 from sniper_ext.baselines import box_iou_torch
+
+
+class TestBoxIou(OpTester):
+    """sniper::box_iou through ops.box_iou."""
+
+    grad_args = (0, 1)
+    fuzz_targets = ("ops.box_iou", "raw.box_iou")
+
+    def fn(self, boxes1, boxes2):
+        return ops.box_iou(boxes1, boxes2)
+
+    def expected_fn(self, boxes1, boxes2):
+        iou = ref.box_iou(boxes1.tolist(), boxes2.tolist())
+        return torch.tensor(iou, dtype=torch.float64).reshape(len(boxes1), len(boxes2))
+
+    def sample_inputs(self, device, dtype):
+        g = torch.Generator().manual_seed(1)
+        a, b = (t.to(device, dtype) for t in (random_boxes(37, generator=g), random_boxes(23, generator=g)))
+        yield Sample((a, b), name="random 37 x 23")
+        # A point (empty union with itself), a line, a box.
+        degenerate = torch.tensor([[1.0, 1, 1, 1], [0, 0, 5, 0], [0, 0, 5, 5]], dtype=dtype, device=device)
+        yield Sample((degenerate, degenerate), name="degenerate")
+        yield Sample((a[:0], b[:3]), name="no boxes1")
+        yield Sample((a[:3], b[:0]), name="no boxes2")
+        yield Sample((a[:1].expand(4, 4), b), name="expanded boxes1")
+
+    def raw_calls(self, sample):
+        return [(torch.ops.sniper.box_iou.default, sample.args)]
+
+    def backward_inputs(self, device):
+        g = torch.Generator().manual_seed(3)
+        yield Sample(
+            (random_boxes(6, generator=g, canvas=20), random_boxes(5, generator=g, canvas=20)), name="6 x 5"
+        ).to(device)
+
+    def fuzz_args(self, ctx, target):
+        dt = ctx.dtype()
+        return [
+            tensor_arg("boxes1", ctx.boxes(ctx.n(12), dtype=dt), "boxes"),
+            tensor_arg("boxes2", ctx.boxes(ctx.n(12), dtype=dt), "boxes"),
+        ]
 
 
 def test_hand_computed_values():

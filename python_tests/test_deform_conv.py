@@ -3,6 +3,7 @@ import reference as ref
 import torch
 import torch.nn.functional as F
 from common_utils import DEVICES, requires_cuda, tol
+from fuzz.values import Arg, conv_geometry, tensor_arg
 from op_tester import OpTester, Sample
 
 from sniper_ext import nn as snn
@@ -44,19 +45,95 @@ def _case(
 
 def _ref(a):
     t = lambda v: None if v is None else v.tolist()  # noqa: E731
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    n, oc, (oh, ow) = a["input"].shape[0], a["weight"].shape[0], a["offset"].shape[2:]
     return torch.tensor(
         ref.deform_conv2d(
             t(a["input"]),
             t(a["offset"]),
             t(a["weight"]),
             t(a["bias"]),
-            a["stride"],
-            a["padding"],
-            a["dilation"],
+            pair(a["stride"]),
+            pair(a["padding"]),
+            pair(a["dilation"]),
             t(a["mask"]),
         ),
         dtype=torch.float64,
+    ).reshape(n, oc, oh, ow)
+
+
+def _raw_params(a):
+    """deform_im2col's (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w,
+    offset_groups) for deform_conv2d's arguments `a`."""
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+    kh, kw = a["weight"].shape[2:]
+    return (
+        kh,
+        kw,
+        *pair(a["stride"]),
+        *pair(a["padding"]),
+        *pair(a["dilation"]),
+        a["offset"].shape[1] // (2 * kh * kw),
     )
+
+
+def im2col_fuzz_args(ctx, col2im):
+    """A random valid call of deform_im2col (deform_col2im with `col2im`)."""
+    dt = ctx.dtype()
+    g = conv_geometry(ctx)
+    og = ctx.rng.choice([1, 2])
+    c = og * ctx.rng.randint(1, 2)
+    n = ctx.n(2, p0=0.2)
+    k = g["kh"] * g["kw"]
+    mask = ctx.rand(n, og * k, g["oh"], g["ow"], dtype=dt) if ctx.rng.random() < 0.5 else None
+    args = [
+        tensor_arg("input", ctx.randn(n, c, g["h"], g["w"], dtype=dt)),
+        tensor_arg("offset", ctx.randn(n, 2 * og * k, g["oh"], g["ow"], dtype=dt, scale=1.5)),
+        tensor_arg("mask", mask),
+    ]
+    if col2im:
+        args.insert(0, tensor_arg("grad_columns", ctx.randn(n, c * k, g["oh"] * g["ow"], dtype=dt)))
+    args += [
+        Arg(name, g[key], "int")
+        for name, key in (
+            ("kernel_h", "kh"),
+            ("kernel_w", "kw"),
+            ("stride_h", "sh"),
+            ("stride_w", "sw"),
+            ("pad_h", "ph"),
+            ("pad_w", "pw"),
+            ("dilation_h", "dh"),
+            ("dilation_w", "dw"),
+        )
+    ]
+    args.append(Arg("offset_groups", og, "int"))
+    if col2im:
+        args.append(Arg("deterministic", ctx.rng.random() < 0.5, "bool"))
+    return args
+
+
+def conv_fuzz_args(ctx):
+    """A random valid call of ops.deform_conv2d."""
+    dt = ctx.dtype()
+    g = conv_geometry(ctx)
+    groups, og = ctx.rng.choice([1, 1, 2]), ctx.rng.choice([1, 2])
+    c = groups * og * ctx.rng.randint(1, 2)
+    oc = groups * ctx.rng.randint(1, 3)
+    n = ctx.n(2, p0=0.2)
+    k = g["kh"] * g["kw"]
+    mask = ctx.rand(n, og * k, g["oh"], g["ow"], dtype=dt) if ctx.rng.random() < 0.4 else None
+    bias = ctx.randn(oc, dtype=dt) if ctx.rng.random() < 0.5 else None
+    pair = lambda a, b: a if a == b and ctx.rng.random() < 0.5 else (a, b)  # noqa: E731
+    return [
+        tensor_arg("input", ctx.randn(n, c, g["h"], g["w"], dtype=dt)),
+        tensor_arg("offset", ctx.randn(n, 2 * og * k, g["oh"], g["ow"], dtype=dt, scale=1.5)),
+        tensor_arg("weight", ctx.randn(oc, c // groups, g["kh"], g["kw"], dtype=dt, scale=0.3)),
+        tensor_arg("bias", bias),
+        Arg("stride", pair(g["sh"], g["sw"]), "pair"),
+        Arg("padding", pair(g["ph"], g["pw"]), "pair"),
+        Arg("dilation", pair(g["dh"], g["dw"]), "pair"),
+        tensor_arg("mask", mask),
+    ]
 
 
 GEOMETRIES = {
@@ -68,7 +145,10 @@ _ARGS = ("input", "offset", "weight", "bias", "stride", "padding", "dilation", "
 
 
 class TestDeformConv2d(OpTester):
+    """ops.deform_conv2d over sniper::deform_im2col (forward) and sniper::deform_col2im (backward)."""
+
     grad_args = (0, 1, 2, 3, 7)  # input, offset, weight, bias, mask
+    fuzz_targets = ("ops.deform_conv2d", "raw.deform_im2col", "raw.deform_col2im")
     tolerances = {
         torch.float64: (1e-12, 1e-12),
         torch.float32: (1e-4, 1e-4),
@@ -111,6 +191,23 @@ class TestDeformConv2d(OpTester):
         for mask in (True, False):
             a = _case(mask=mask, **small)
             yield Sample(tuple(a[k] for k in _ARGS), name=f"small, mask={mask}").to(device)
+
+    def raw_calls(self, sample):
+        a = dict(zip(_ARGS, sample.args))
+        x, off, m = a["input"], a["offset"], a["mask"]
+        params = _raw_params(a)
+        sn = torch.ops.sniper
+        cols = sn.deform_im2col(x, off, m, *params)
+        gcols = torch.randn(cols.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+        return [
+            (sn.deform_im2col.default, (x, off, m) + params),
+            (sn.deform_col2im.default, (gcols.to(cols), x, off, m) + params + (False,)),
+        ]
+
+    def fuzz_args(self, ctx, target):
+        if target == "ops.deform_conv2d":
+            return conv_fuzz_args(ctx)
+        return im2col_fuzz_args(ctx, col2im=target == "raw.deform_col2im")
 
     def opcheck_calls(self, device, dtype):
         a = _case(n=1, c=4, h=5, w=5, oc=2, kh=2, kw=2, stride=(1, 1), pad=(1, 0), dil=(1, 1), og=2, dtype=dtype)

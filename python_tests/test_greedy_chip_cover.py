@@ -5,6 +5,8 @@ import pytest
 import reference as ref
 import torch
 from common_utils import ALL_DTYPES, DEVICES, requires_cuda
+from fuzz.values import Arg, tensor_arg
+from op_tester import OpTester, Sample
 
 from sniper_ext import ops
 from sniper_ext.baselines import greedy_chip_cover_numpy
@@ -27,16 +29,95 @@ def _random_problem(seed, groups=6, per_group=(0, 25)):
     return torch.cat(boxes), torch.cat(gid), canvas
 
 
-def _reference(boxes, gid, canvas, K=512, d=32):
+def _reference(boxes, gid, canvas, K=512, d=32, seed=None):
     chips, chip_group, box_chip = [], [], [-1] * len(boxes)
     for k in range(len(canvas)):
         members = [i for i in range(len(boxes)) if gid[i] == k]
-        c, bc = ref.greedy_chip_cover([boxes[i] for i in members], canvas[k][0], canvas[k][1], K, d)
+        W, H = canvas[k]
+        order = None if seed is None else ref.chip_order(seed, k, len(ref.chip_candidates(W, H, K, d)))
+        c, bc = ref.greedy_chip_cover([boxes[i] for i in members], W, H, K, d, order)
         for i, ci in zip(members, bc):
             box_chip[i] = -1 if ci < 0 else len(chips) + ci
         chips += c
         chip_group += [k] * len(c)
     return chips, chip_group, box_chip
+
+
+def chip_cover_fuzz_args(ctx):
+    """A random valid call of greedy_chip_cover (raw op and wrapper alike)."""
+    dt = ctx.dtype()
+    g = ctx.n(4)
+    n = ctx.n(20) if g else 0
+    canvas = ctx.rand(g, 2, dtype=torch.float64, lo=50, hi=1500)
+    group = ctx.ints(0, max(g, 1), n)
+    wh = canvas.cpu()[group.cpu()] if n else torch.zeros(0, 2, dtype=torch.float64)
+    xy = torch.rand(n, 2, generator=ctx.gen, dtype=torch.float64) * wh
+    size = 1 + torch.rand(n, 2, generator=ctx.gen, dtype=torch.float64) * 200
+    boxes = ctx._to(torch.cat([xy, xy + size], 1), dt)
+    if ctx.rng.random() < 0.5:
+        canvas = canvas.float()
+    return [
+        tensor_arg("boxes", boxes, "boxes"),
+        tensor_arg("box_group", group, "index", g),
+        tensor_arg("canvas_wh", canvas, "wh"),
+        Arg("chip_size", ctx.rng.choice([64, 128, 256, 512]), "int"),
+        Arg("stride", ctx.rng.choice([8, 16, 32, 64]), "int"),
+        Arg("seed", None if ctx.rng.random() < 0.5 else ctx.rng.randrange(1 << 40), "opt_int"),
+    ]
+
+
+class TestGreedyChipCover(OpTester):
+    """sniper::greedy_chip_cover through ops.greedy_chip_cover: chips, their groups and every box's chip,
+    exactly the reference's (seeded orders included)."""
+
+    grad_args = ()
+    exact = True
+    fuzz_targets = ("ops.greedy_chip_cover", "raw.greedy_chip_cover")
+    opcheck_samples = ("random problem 2", "random problem 2, seed 3")
+
+    def fn(self, boxes, box_group, canvas_wh, chip_size=512, stride=32, seed=None):
+        return ops.greedy_chip_cover(boxes, box_group, canvas_wh, chip_size, stride, seed)
+
+    def expected_fn(self, boxes, box_group, canvas_wh, chip_size=512, stride=32, seed=None):
+        chips, chip_group, box_chip = _reference(
+            boxes.tolist(), box_group.tolist(), canvas_wh.tolist(), chip_size, stride, seed
+        )
+        return (
+            torch.tensor(chips, dtype=torch.float64).reshape(-1, 4),
+            torch.tensor(chip_group, dtype=torch.int64),
+            torch.tensor(box_chip, dtype=torch.int64),
+        )
+
+    def output_dtypes(self, dtype):
+        return (torch.float64 if dtype == torch.float64 else torch.float32, torch.int64, torch.int64)
+
+    def sample_inputs(self, device, dtype):
+        def sample(boxes, gid, canvas, *args, name):
+            return Sample((boxes, gid, canvas, *args), name=name).to(device, dtype)
+
+        one = torch.zeros(1, dtype=torch.long)
+        boxes = torch.tensor([[10.0, 10, 50, 50], [600, 600, 700, 700], [0, 0, 1000, 20], [900, 10, 950, 40]])
+        yield sample(boxes, one.expand(4), torch.tensor([[1000.0, 800.0]]), name="hand example, expanded groups")
+        for seed in (2, 5):
+            yield sample(*_random_problem(seed), name=f"random problem {seed}")
+        yield sample(*_random_problem(2), 512, 32, 3, name="random problem 2, seed 3")
+        boxes, gid, canvas = _random_problem(43, groups=3)
+        yield sample(boxes / 4, gid, canvas / 2, 100, 100, name="chip size 100, stride 100")
+        two = torch.zeros(2, dtype=torch.long)
+        canvas = torch.tensor([[300.0, 200.0]])
+        yield sample(torch.tensor([[10.0, 10, 50, 50], [250, 150, 300, 200]]), two, canvas, name="canvas < chip")
+        yield sample(torch.tensor([[880.0, 5, 899, 20]]), one, torch.tensor([[900.0, 100.0]]), name="one side short")
+        yield sample(torch.zeros(0, 4), one[:0], torch.tensor([[640.0, 480.0]]), name="no boxes")
+        yield sample(torch.zeros(0, 4), one[:0], torch.zeros(0, 2), name="no boxes, no groups")
+        canvas = torch.full((1, 2), 600.0).expand(4, 2)
+        yield sample(torch.tensor([[1.0, 1, 9, 9]]), torch.tensor([2]), canvas, name="expanded canvases")
+
+    def raw_calls(self, sample):
+        args = tuple(sample.args) + (512, 32, None)[len(sample.args) - 3 :]
+        return [(torch.ops.sniper.greedy_chip_cover.default, args)]
+
+    def fuzz_args(self, ctx, target):
+        return chip_cover_fuzz_args(ctx)
 
 
 def test_hand_example():
@@ -217,14 +298,6 @@ def test_raw_op_checks_values():
         torch.ops.sniper.greedy_chip_cover(
             torch.tensor([[1.0, 0, 0, 1]]), torch.tensor([0]), torch.ones(1, 2), 512, 32, None
         )
-
-
-@pytest.mark.parametrize("device", DEVICES)
-def test_opcheck(device):
-    boxes, gid, canvas = _random_problem(2)
-    args = (boxes.float().to(device), gid.to(device), canvas.to(device), 512, 32)
-    torch.library.opcheck(torch.ops.sniper.greedy_chip_cover.default, args + (None,))
-    torch.library.opcheck(torch.ops.sniper.greedy_chip_cover.default, args + (3,))
 
 
 @requires_cuda

@@ -2,8 +2,10 @@ import pytest
 import reference as ref
 import torch
 from common_utils import ALL_DTYPES, DEVICES, MMCV_BOXES, MMCV_SCORES, random_boxes, requires_cuda
+from fuzz.values import Arg, random_scores, tensor_arg
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from op_tester import OpTester, Sample
 
 from sniper_ext import ops
 from sniper_ext.baselines import box_iou_torch
@@ -11,6 +13,100 @@ from sniper_ext.baselines import box_iou_torch
 
 def _scores(n, seed=0, dtype=torch.float64):
     return torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).to(dtype)
+
+
+def nms_fuzz_args(ctx, idxs=False):
+    """A random valid call of nms (batched_nms with `idxs`): the same for the raw op and the wrapper."""
+    dt = ctx.dtype()
+    n = ctx.n(30)
+    args = [tensor_arg("boxes", ctx.boxes(n, dtype=dt), "boxes"), tensor_arg("scores", random_scores(ctx, n, dt))]
+    if idxs:
+        args.append(tensor_arg("idxs", ctx.ints(0, 4, n), "index", 4))
+    args.append(Arg("iou_threshold", ctx.uniform(0, 1), "float"))
+    return args
+
+
+def _edge_cases(device, dtype):
+    """(boxes, scores, iou_threshold, name) of test_edge_cases and the mmcv fixture."""
+    f = lambda x: torch.tensor(x, dtype=dtype, device=device)  # noqa: E731
+    yield f(MMCV_BOXES), f(MMCV_SCORES), 0.3, "mmcv fixture"
+    yield f([[0, 0, 0, 0]])[:0], f([0.0])[:0], 0.5, "no boxes"
+    yield f([[0, 0, 1, 1]]), f([0.5]), 0.5, "one box"
+    yield f([[0, 0, 2, 2]] * 3), f([0.7] * 3), 0.5, "identical boxes and scores: the lower index survives"
+    yield f([[1, 1, 1, 1], [1, 1, 1, 1], [0, 0, 3, 0]]), f([0.1, 0.3, 0.2]), 0.0, "zero-area boxes overlap nothing"
+    yield f([[0, 0, 2, 1], [0, 0, 1, 1]]), f([0.9, 0.8]), 0.5, "IoU at the threshold is kept"
+    yield f([[0, 0, 2, 1], [0, 0, 1, 1]]), f([0.9, 0.8]), 0.49, "IoU above the threshold"
+    yield f([[0, 0, 2, 2]]).expand(3, 4), f([0.7]).expand(3), 0.5, "expanded boxes and scores"
+
+
+class TestNms(OpTester):
+    """sniper::nms through ops.nms: kept indices, exactly those of the reference in every dtype."""
+
+    grad_args = ()
+    exact = True
+    fuzz_targets = ("ops.nms", "raw.nms")
+    opcheck_samples = ("150 random boxes", "no boxes")
+
+    def fn(self, boxes, scores, iou_threshold):
+        return ops.nms(boxes, scores, iou_threshold)
+
+    def expected_fn(self, boxes, scores, iou_threshold):
+        return torch.tensor(ref.nms(boxes.tolist(), scores.tolist(), iou_threshold), dtype=torch.int64)
+
+    def output_dtypes(self, dtype):
+        return (torch.int64,)
+
+    def sample_inputs(self, device, dtype):
+        for boxes, scores, thr, name in _edge_cases(device, dtype):
+            yield Sample((boxes, scores, thr), name=name)
+        # test_dtypes' input: decided alike in every dtype.
+        boxes, scores = random_boxes(150, dtype=dtype, device=device), _scores(150, 3, dtype).to(device)
+        yield Sample((boxes, scores, 0.5), name="150 random boxes")
+        boxes, scores = random_boxes(200, dtype=dtype, device=device), _scores(200, 0, dtype).to(device)
+        yield Sample((boxes, scores, 0.0), name="200 random boxes, threshold 0")
+
+    def raw_calls(self, sample):
+        return [(torch.ops.sniper.nms.default, sample.args)]
+
+    def fuzz_args(self, ctx, target):
+        return nms_fuzz_args(ctx)
+
+
+class TestBatchedNms(OpTester):
+    """sniper::batched_nms through ops.batched_nms."""
+
+    grad_args = ()
+    exact = True
+    fuzz_targets = ("ops.batched_nms", "raw.batched_nms")
+    opcheck_samples = ("300 boxes, 10 groups",)
+
+    def fn(self, boxes, scores, idxs, iou_threshold):
+        return ops.batched_nms(boxes, scores, idxs, iou_threshold)
+
+    def expected_fn(self, boxes, scores, idxs, iou_threshold):
+        keep = ref.nms(boxes.tolist(), scores.tolist(), iou_threshold, idxs.tolist())
+        return torch.tensor(keep, dtype=torch.int64)
+
+    def output_dtypes(self, dtype):
+        return (torch.int64,)
+
+    def sample_inputs(self, device, dtype):
+        # test_batched_matches_reference's input: negative and sparse group ids, int64 and int32.
+        boxes, scores = random_boxes(300, dtype=dtype, device=device), _scores(300, 1, dtype).to(device)
+        idxs = torch.randint(-3, 7, (300,), generator=torch.Generator().manual_seed(2)).to(device)
+        yield Sample((boxes, scores, idxs, 0.4), name="300 boxes, 10 groups")
+        yield Sample((boxes, scores, idxs.int(), 0.4), name="300 boxes, int32 group ids")
+        for b, s, thr, name in _edge_cases(device, dtype):
+            ids = (torch.arange(len(b), device=device) % 2).flip(0)
+            yield Sample((b, s, ids, thr), name=f"{name}, two groups")
+        one = torch.zeros(1, dtype=torch.int64, device=device).expand(150)
+        yield Sample((boxes[:150], scores[:150], one, 0.5), name="expanded group ids: one group")
+
+    def raw_calls(self, sample):
+        return [(torch.ops.sniper.batched_nms.default, sample.args)]
+
+    def fuzz_args(self, ctx, target):
+        return nms_fuzz_args(ctx, idxs=True)
 
 
 def test_fixture():

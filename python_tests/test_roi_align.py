@@ -2,6 +2,7 @@ import pytest
 import reference as ref
 import torch
 from common_utils import requires_cuda
+from fuzz.values import Arg, output_size_arg, roi_boxes_arg, roi_offset, roi_problem, tensor_arg
 from op_tester import OpTester, Sample
 
 from sniper_ext import nn as snn
@@ -53,21 +54,129 @@ def _sample_tensors(seed, device, dtype):
     return x.to(device, dtype), rois.to(device, dtype), off.to(device, dtype)
 
 
+def _rois_of(rois):
+    """A [K, 5] RoI tensor from the wrappers' `boxes` (the tensor itself, or a list of [L, 4] per image)."""
+    if isinstance(rois, torch.Tensor):
+        return rois
+    return torch.cat([torch.cat([torch.full((len(b), 1), float(i), dtype=b.dtype), b], 1) for i, b in enumerate(rois)])
+
+
+def _pooled(x, rois, output_size, spatial_scale, sampling_ratio, aligned, offset=None, gamma=0.1):
+    """The reference's RoI pooling, [K, C, ph, pw], for the wrappers' arguments."""
+    ph, pw = (output_size, output_size) if isinstance(output_size, int) else output_size
+    rois = _rois_of(rois).to(x.dtype)
+    off = None if offset is None else offset.tolist()
+    out = ref.roi_pool(x.tolist(), rois.tolist(), ph, pw, spatial_scale, sampling_ratio, aligned, off, gamma)
+    return torch.tensor(out, dtype=torch.float64).reshape(len(rois), x.shape[1], ph, pw)
+
+
+def _raw_size(output_size):
+    return (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+
+
+def roi_fuzz_args(ctx, target):
+    """A random valid call of one of the RoI pooling fuzz targets (raw ops and wrappers)."""
+    r = roi_problem(ctx)
+    rois = tensor_arg("rois", r["rois"], "rois", r["n"])
+    raw_size = [Arg("pooled_h", r["ph"], "int"), Arg("pooled_w", r["pw"], "int")]
+    if target == "raw.roi_align":
+        return [
+            tensor_arg("input", r["input"]),
+            rois,
+            Arg("spatial_scale", r["scale"], "float"),
+            *raw_size,
+            Arg("sampling_ratio", r["sampling"], "int"),
+            Arg("aligned", ctx.rng.random() < 0.5, "bool"),
+        ]
+    if target == "raw.roi_align_backward":
+        return [
+            tensor_arg("grad", ctx.randn(r["k"], r["c"], r["ph"], r["pw"], dtype=r["dt"])),
+            rois,
+            Arg("spatial_scale", r["scale"], "float"),
+            *raw_size,
+            Arg("batch", r["n"], "int"),
+            Arg("channels", r["c"], "int"),
+            Arg("height", r["h"], "int"),
+            Arg("width", r["w"], "int"),
+            Arg("sampling_ratio", r["sampling"], "int"),
+            Arg("aligned", ctx.rng.random() < 0.5, "bool"),
+        ]
+    if target == "raw.deform_roi_pool":
+        return [
+            tensor_arg("input", r["input"]),
+            rois,
+            tensor_arg("offset", roi_offset(ctx, r)),
+            Arg("spatial_scale", r["scale"], "float"),
+            *raw_size,
+            Arg("sampling_ratio", r["sampling"], "int"),
+            Arg("gamma", ctx.uniform(0, 0.5), "float"),
+        ]
+    if target == "raw.deform_roi_pool_backward":
+        return [
+            tensor_arg("grad", ctx.randn(r["k"], r["c"], r["ph"], r["pw"], dtype=r["dt"])),
+            tensor_arg("input", r["input"]),
+            rois,
+            tensor_arg("offset", roi_offset(ctx, r)),
+            Arg("spatial_scale", r["scale"], "float"),
+            *raw_size,
+            Arg("sampling_ratio", r["sampling"], "int"),
+            Arg("gamma", ctx.uniform(0, 0.5), "float"),
+        ]
+    if target == "ops.roi_align":
+        return [
+            tensor_arg("input", r["input"]),
+            roi_boxes_arg(ctx, r, "boxes"),
+            output_size_arg(ctx, r),
+            Arg("spatial_scale", r["scale"], "float"),
+            Arg("sampling_ratio", r["sampling"] - 1, "int"),
+            Arg("aligned", ctx.rng.random() < 0.5, "bool"),
+        ]
+    assert target == "ops.deform_roi_pool", target
+    return [
+        tensor_arg("input", r["input"]),
+        roi_boxes_arg(ctx, r, "rois"),
+        tensor_arg("offset", roi_offset(ctx, r)),
+        output_size_arg(ctx, r),
+        Arg("spatial_scale", r["scale"], "float"),
+        Arg("sampling_ratio", r["sampling"], "int"),
+        Arg("gamma", ctx.uniform(0, 0.5), "float"),
+    ]
+
+
 class TestRoIAlign(OpTester):
+    """sniper::roi_align (and roi_align_backward) through ops.roi_align."""
+
+    fuzz_targets = ("ops.roi_align", "raw.roi_align", "raw.roi_align_backward")
+
     def fn(self, x, rois, output_size, spatial_scale, sampling_ratio, aligned):
         return ops.roi_align(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
 
     def expected_fn(self, x, rois, output_size, spatial_scale, sampling_ratio, aligned):
-        return torch.tensor(
-            ref.roi_pool(x.tolist(), rois.tolist(), *output_size, spatial_scale, sampling_ratio, aligned),
-            dtype=torch.float64,
-        )
+        return _pooled(x, rois, output_size, spatial_scale, sampling_ratio, aligned)
+
+    def raw_calls(self, sample):
+        x, rois, output_size, scale, sampling, aligned = sample.args
+        (ph, pw), sampling = _raw_size(output_size), max(sampling, 0)
+        grad = torch.ones(len(rois), x.shape[1], ph, pw, dtype=x.dtype, device=x.device)
+        sn = torch.ops.sniper
+        return [
+            (sn.roi_align.default, (x, rois, scale, ph, pw, sampling, aligned)),
+            (sn.roi_align_backward.default, (grad, rois, scale, ph, pw, *x.shape, sampling, aligned)),
+        ]
+
+    def fuzz_args(self, ctx, target):
+        return roi_fuzz_args(ctx, target)
 
     def sample_inputs(self, device, dtype):
         x, rois, _ = _sample_tensors(0, device, dtype)
         for aligned in (False, True):
             for sampling in (0, 2):
                 yield Sample((x, rois, (3, 2), 0.5, sampling, aligned), name=f"aligned={aligned}, sampling={sampling}")
+        yield Sample((x, rois[:0], 2, 0.5, 2, True), name="no RoIs")
+        yield Sample((x[:1].expand(2, -1, -1, -1), rois, (3, 2), 0.5, 2, False), name="expanded feature maps")
+
+    def backward_inputs(self, device):
+        return [s for s in self.sample_inputs(device, torch.float64) if s.name.startswith("aligned=")]
 
     def opcheck_calls(self, device, dtype):
         x, rois, _ = _sample_tensors(5, device, dtype)
@@ -81,18 +190,30 @@ class TestRoIAlign(OpTester):
 
 
 class TestDeformRoIPool(OpTester):
+    """sniper::deform_roi_pool (and deform_roi_pool_backward) through ops.deform_roi_pool."""
+
     grad_args = (0, 2)
     cuda_grad_tol_factor = 10
+    fuzz_targets = ("ops.deform_roi_pool", "raw.deform_roi_pool", "raw.deform_roi_pool_backward")
 
     def fn(self, x, rois, offset, output_size, spatial_scale, sampling_ratio, gamma):
         return ops.deform_roi_pool(x, rois, offset, output_size, spatial_scale, sampling_ratio, gamma=gamma)
 
     def expected_fn(self, x, rois, offset, output_size, spatial_scale, sampling_ratio, gamma):
-        off = None if offset is None else offset.tolist()
-        return torch.tensor(
-            ref.roi_pool(x.tolist(), rois.tolist(), *output_size, spatial_scale, sampling_ratio, True, off, gamma),
-            dtype=torch.float64,
-        )
+        return _pooled(x, rois, output_size, spatial_scale, sampling_ratio, True, offset, gamma)
+
+    def raw_calls(self, sample):
+        x, rois, offset, output_size, scale, sampling, gamma = sample.args
+        ph, pw = _raw_size(output_size)
+        grad = torch.ones(len(rois), x.shape[1], ph, pw, dtype=x.dtype, device=x.device)
+        sn = torch.ops.sniper
+        return [
+            (sn.deform_roi_pool.default, (x, rois, offset, scale, ph, pw, sampling, gamma)),
+            (sn.deform_roi_pool_backward.default, (grad, x, rois, offset, scale, ph, pw, sampling, gamma)),
+        ]
+
+    def fuzz_args(self, ctx, target):
+        return roi_fuzz_args(ctx, target)
 
     def loss(self, out):
         return out.float().square().sum()
@@ -103,6 +224,8 @@ class TestDeformRoIPool(OpTester):
             yield Sample((x, rois, off, (3, 2), 0.5, sampling, 0.1), name=f"sampling={sampling}")
         yield Sample((x, rois, None, (3, 2), 0.5, 2, 0.1), name="offset=None")
         yield Sample((x, rois, off, (3, 2), 0.5, 2, 1.0), name="gamma=1")
+        yield Sample((x, rois[:0], off[:0], (3, 2), 0.5, 2, 0.1), name="no RoIs")
+        yield Sample((x, rois, off[:1].expand_as(off), (3, 2), 0.5, 0, 0.1), name="expanded offsets")
 
     def backward_inputs(self, device):
         keep = ("sampling=0", "sampling=2", "offset=None")

@@ -15,12 +15,115 @@ from common_utils import (
     requires_cuda,
     tol,
 )
+from fuzz.values import Arg, random_scores, tensor_arg
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from op_tester import OpTester, Sample
 
 from sniper_ext import ops
+from sniper_ext.ops import SOFT_NMS_METHODS
 
 METHODS = ["linear", "gaussian", "hard"]
+
+
+def soft_nms_fuzz_args(ctx, raw):
+    """A random valid call of soft_nms: the raw op's (method an int) or the wrapper's (keywords)."""
+    dt = ctx.dtype()
+    n = ctx.n(30)
+    idxs = ctx.ints(0, 3, n) if ctx.rng.random() < 0.6 else None
+    method = ctx.rng.randrange(3)
+    rest = [
+        ("sigma", ctx.uniform(0.05, 1.0)),
+        ("iou_threshold", ctx.uniform(0, 1)),
+        ("score_threshold", ctx.uniform(0, 0.2)),
+    ]
+    args = [
+        tensor_arg("boxes", ctx.boxes(n, dtype=dt), "boxes"),
+        tensor_arg("scores", random_scores(ctx, n, dt)),
+        tensor_arg("idxs", idxs, "index", 3),
+    ]
+    if raw:
+        args.append(Arg("method", method, "int"))
+        args += [Arg(k, v, "float") for k, v in rest]
+    else:
+        args.append(Arg("method", ["linear", "gaussian", "hard"][method], "str", keyword=True))
+        args += [Arg(k, v, "float", keyword=True) for k, v in rest]
+    return args
+
+
+class TestSoftNms(OpTester):
+    """sniper::soft_nms through ops.soft_nms: kept indices exactly, decayed scores to rounding."""
+
+    grad_args = ()
+    exact = (True, False)
+    fuzz_targets = ("ops.soft_nms", "raw.soft_nms")
+    opcheck_samples = ("250 boxes, 5 groups, gaussian", "250 boxes, one group, linear")
+    # Decayed scores: to the last bits in float64 (exp_ is within 1 ulp), test_dtypes' bound in float32.
+    tolerances = {
+        **OpTester.tolerances,
+        torch.float64: (0.0, 1e-12),
+        torch.float32: (0.0, 4 * tol(torch.float32) + 1e-6),
+    }
+
+    def fn(self, boxes, scores, idxs=None, **kwargs):
+        return ops.soft_nms(boxes, scores, idxs, **kwargs)
+
+    def expected_fn(self, boxes, scores, idxs=None, **kwargs):
+        keep, kept = ref.soft_nms(boxes.tolist(), scores.tolist(), None if idxs is None else idxs.tolist(), **kwargs)
+        return torch.tensor(keep, dtype=torch.int64), torch.tensor(kept, dtype=torch.float64)
+
+    def output_dtypes(self, dtype):
+        return (torch.int64, dtype)
+
+    def check_forward(self, got, want, dtype, name):
+        if dtype in (torch.float32, torch.float64):
+            return super().check_forward(got, want, dtype, name)
+        # test_dtypes: float32 math on half inputs decides alike except right at a threshold.
+        keep, kept = (t.cpu() for t in got)
+        rk, rs = want
+        assert len(set(keep.tolist()) ^ set(rk.tolist())) <= 2, name
+        common = dict(zip(rk.tolist(), rs.tolist()))
+        for i, v in zip(keep.tolist(), kept.double().tolist()):
+            if i in common:
+                assert abs(v - common[i]) <= 4 * tol(dtype) + 1e-6, name
+
+    def sample_inputs(self, device, dtype):
+        f = lambda x: torch.tensor(x, dtype=dtype, device=device)  # noqa: E731
+        for method in METHODS:
+            kw = dict(method=method, sigma=0.5, iou_threshold=0.3, score_threshold=0.01)
+            yield Sample((f(MMCV_BOXES), f(MMCV_SCORES)), kw, name=f"mmcv fixture, {method}")
+        g = torch.Generator().manual_seed(9)
+        boxes, scores = random_boxes(120, generator=g, dtype=dtype), torch.rand(120, generator=g).to(dtype)
+        yield Sample((boxes.to(device), scores.to(device)), dict(score_threshold=0.05), name="test_dtypes' input")
+        g = torch.Generator().manual_seed(7)
+        boxes = random_boxes(250, generator=g).to(device, dtype)
+        scores = torch.rand(250, generator=g, dtype=torch.float64).to(device, dtype)
+        idxs = torch.randint(0, 5, (250,), generator=g).to(device)
+        yield Sample((boxes, scores, idxs), dict(method="gaussian"), name="250 boxes, 5 groups, gaussian")
+        kw = dict(method="linear", sigma=0.1, iou_threshold=0.6, score_threshold=0.05)
+        yield Sample((boxes, scores), kw, name="250 boxes, one group, linear")
+        kw = dict(method="hard", iou_threshold=0.0, score_threshold=0.0)
+        yield Sample((boxes, scores, idxs), kw, name="250 boxes, 5 groups, hard at 0")
+        # test_edge_cases
+        yield Sample((f([[0, 0, 0, 0]])[:0], f([0.0])[:0]), name="no boxes")
+        yield Sample((f([[0, 0, 1, 1]]), f([0.5])), name="one box")
+        yield Sample((f([[0, 0, 2, 2]] * 3), f([0.9] * 3)), dict(score_threshold=0), name="identical boxes")
+        yield Sample((f([[1, 1, 1, 1]] * 2), f([0.2, 0.4])), dict(method="hard"), name="zero-area boxes")
+        kw = dict(score_threshold=0.05)
+        yield Sample((f([[0, 0, 1, 1], [5, 5, 6, 6]]), f([0.5, 0.01])), kw, name="below the threshold from the start")
+        kw = dict(method="hard", iou_threshold=0.5)
+        yield Sample((f([[0, 0, 2, 1], [0, 0, 1, 1]]), f([0.9, 0.8])), kw, name="hard drops at the threshold")
+        one = torch.zeros(1, dtype=torch.int64, device=device).expand(250)
+        yield Sample((boxes, scores, one), dict(method="linear"), name="expanded group ids: one group")
+
+    def raw_calls(self, sample):
+        boxes, scores, *idxs = sample.args
+        kw = dict(method="gaussian", sigma=0.5, iou_threshold=0.3, score_threshold=1e-3) | sample.kwargs
+        args = (boxes, scores, idxs[0] if idxs else None, SOFT_NMS_METHODS[kw["method"]])
+        return [(torch.ops.sniper.soft_nms.default, args + (kw["sigma"], kw["iou_threshold"], kw["score_threshold"]))]
+
+    def fuzz_args(self, ctx, target):
+        return soft_nms_fuzz_args(ctx, raw=target.startswith("raw."))
 
 
 @pytest.mark.parametrize("dtype", ALL_DTYPES)

@@ -1,34 +1,24 @@
-"""opcheck on every op, torch.compile(fullgraph=True), and the info report."""
+"""opcheck on every op (the op specs' list), torch.compile(fullgraph=True), and the info report."""
 
 import subprocess
 import sys
 
-import pytest
+import op_tester
 import torch
-from common_utils import DEVICES, random_boxes
+from common_utils import random_boxes
+from fuzz.cases import SPEC_MODULES
 
 from sniper_ext import info, modeling, ops
 
 
-def _nms_args(device, dtype=torch.float32):
-    g = torch.Generator().manual_seed(0)
-    boxes = random_boxes(40, generator=g, dtype=dtype, device=device)
-    scores = torch.rand(40, generator=g).to(dtype=dtype, device=device)
-    idxs = torch.randint(0, 4, (40,), generator=g).to(device)
-    return boxes, scores, idxs
-
-
-@pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_opcheck(device, dtype):
-    boxes, scores, idxs = _nms_args(device, dtype)
-    sn = torch.ops.sniper
-    torch.library.opcheck(sn.box_iou.default, (boxes, boxes[:7].clone().requires_grad_(dtype == torch.float64)))
-    torch.library.opcheck(sn.nms.default, (boxes, scores, 0.5))
-    torch.library.opcheck(sn.batched_nms.default, (boxes, scores, idxs, 0.5))
-    torch.library.opcheck(sn.soft_nms.default, (boxes, scores, idxs, 1, 0.5, 0.3, 1e-3))
-    torch.library.opcheck(sn.soft_nms.default, (boxes, scores, None, 0, 0.5, 0.3, 1e-3))
-    torch.library.opcheck(sn.nms.default, (boxes[:0], scores[:0], 0.5))
+def test_opcheck_list_covers_every_op():
+    """Every raw op of the dispatcher is in the opcheck list of some op spec (OpTester.opcheck_calls, which
+    each spec's test_opcheck runs in float32 and float64 on every device), and every spec is in a module
+    the fuzz cases read."""
+    specs = [spec() for spec in op_tester.SPECS]
+    assert {spec.__module__ for spec in op_tester.SPECS} == set(SPEC_MODULES)
+    covered = {op.name() for spec in specs for op, _ in spec.opcheck_calls("cpu", torch.float32)}
+    assert covered == {f"sniper::{name}" for name in info.op_names()}
 
 
 def test_compile_fullgraph():

@@ -10,7 +10,7 @@ from torch import nn
 
 from .ops import deform_conv2d, deform_roi_pool, roi_align
 from .ops._checks import FLOAT_DTYPES, MAX_ELEMENTS, check_int, check_number, check_tensor
-from .ops.deform_conv import _autocast
+from .ops.deform_conv import _autocast, output_size
 from .ops.deform_conv import pair as _checked_pair
 from .ops.roi_align import _size as _roi_size
 
@@ -104,7 +104,7 @@ class DeformConv2d(nn.Module):
         h, w = x.shape[2:]
         if h == 0 or w == 0:
             raise ValueError(f"{op}: `input` must have non-empty spatial dimensions, got {tuple(x.shape)}")
-        if (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1 <= 0 or (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1 <= 0:
+        if min(output_size(h, w, kh, kw, sh, sw, ph, pw, dh, dw)) <= 0:
             raise ValueError(
                 f"{op}: input {h}x{w} is too small for kernel {kh}x{kw} with padding {self.padding} "
                 f"and dilation {self.dilation}"

@@ -1,5 +1,10 @@
-// Argument checks and geometry shared by the CPU and CUDA registrations of
-// deform_im2col / deform_col2im.
+// Argument checks, geometry and the schema entry points of sniper::deform_im2col and
+// sniper::deform_col2im (DeformConvEntries), shared by the CPU and CUDA registrations; the
+// backends' kernels, for n > 0 samples with channels and pixels, contiguous inputs:
+//   deform_im2col(input, offset, mask, geometry, columns)            writes every column
+//   deform_col2im(grad_columns, input, offset, mask, geometry, deterministic,
+//                 grad_input, grad_offset, grad_mask)                 writes every gradient
+// (mask nullopt without a mask; grad_mask is then an empty tensor).
 #pragma once
 
 #include <sniper/bilinear.h>
@@ -8,6 +13,8 @@
 #include <algorithm>
 #include <tuple>
 #include <vector>
+
+#include "op_entry.h"
 
 namespace sniper {
 
@@ -108,6 +115,44 @@ inline std::tuple<Tensor, Tensor, Tensor> deform_col2im_outputs(const Tensor& in
   Tensor grad_offset = make({n, 2 * g.offset_groups * K, g.out_h, g.out_w});
   Tensor grad_mask = mask.has_value() ? make({n, g.offset_groups * K, g.out_h, g.out_w}) : new_empty(input, {0}, dt);
   return std::make_tuple(grad_input, grad_offset, grad_mask);
+}
+
+template <typename B>
+struct DeformConvEntries {
+  static Tensor deform_im2col(Tensor input, Tensor offset, std::optional<Tensor> mask, int64_t kh, int64_t kw,
+                              int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t og) {
+    const char* op = "deform_im2col";
+    const DeformGeometry g = deform_geometry(input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og, op);
+    typename B::Guard guard(input);
+    const int64_t n = input.size(0);
+    Tensor cols = new_output(input, {n, g.channels * g.taps(), g.positions()}, input.scalar_type(), op, "the columns");
+    if (n == 0 || g.channels == 0) return cols;
+    if (g.height == 0 || g.width == 0) return torch::stable::zero_(cols);  // no pixel: every sample is 0
+    B::deform_im2col(torch::stable::contiguous(input), torch::stable::contiguous(offset), contiguous_opt(mask), g,
+                     cols);
+    return cols;
+  }
+
+  static std::tuple<Tensor, Tensor, Tensor> deform_col2im(Tensor grad_columns, Tensor input, Tensor offset,
+                                                          std::optional<Tensor> mask, int64_t kh, int64_t kw,
+                                                          int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                                                          int64_t dw, int64_t og, bool deterministic) {
+    const DeformGeometry g =
+        deform_col2im_geometry(grad_columns, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og);
+    typename B::Guard guard(input);
+    auto grads = deform_col2im_outputs(input, mask, g);
+    if (deform_no_work(g, input.size(0))) return grads;
+    B::deform_col2im(contiguous_as(grad_columns, input.scalar_type()), torch::stable::contiguous(input),
+                     torch::stable::contiguous(offset), contiguous_opt(mask), g, deterministic, std::get<0>(grads),
+                     std::get<1>(grads), std::get<2>(grads));
+    return grads;
+  }
+};
+
+template <typename B>
+void register_deform_conv(OpLibrary& m) {
+  m.impl("deform_im2col", TORCH_BOX(&DeformConvEntries<B>::deform_im2col));
+  m.impl("deform_col2im", TORCH_BOX(&DeformConvEntries<B>::deform_col2im));
 }
 
 }  // namespace sniper

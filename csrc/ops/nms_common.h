@@ -1,9 +1,14 @@
-// Argument checks and schema entry points (NmsEntries, SoftNmsEntries) shared by the CPU and CUDA registrations of the
-// NMS family.
+// Argument checks and the schema entry points of sniper::nms and sniper::batched_nms (NmsEntries),
+// shared by the CPU and CUDA registrations; the backends' kernel:
+//   nms(boxes [n, 4], scores [n], ids, iou_threshold, keep [n]) -> count
+// with n > 0, contiguous boxes and scores of one floating dtype, ids nullopt (one group) or
+// contiguous int64 [n]; it writes the kept indices in output order to keep[0, count).
 #pragma once
 
 #include <sniper/nms_rules.h>
 #include <sniper/stable_utils.h>
+
+#include "op_entry.h"
 
 namespace sniper {
 
@@ -25,24 +30,7 @@ inline std::optional<Tensor> checked_group_ids(const Tensor& boxes, const Tensor
   return group_ids(*idxs, boxes.size(0), op);
 }
 
-inline void check_soft_nms_args(int64_t method, double sigma, double iou_threshold, double score_threshold) {
-  const char* op = "soft_nms";
-  STD_TORCH_CHECK(method == kSoftNmsLinear || method == kSoftNmsGaussian || method == kSoftNmsHard, op,
-                  ": `method` must be 0 (linear), 1 (gaussian) or 2 (hard), got ", method);
-  STD_TORCH_CHECK(method != kSoftNmsGaussian || sigma > 0.0, op, ": `sigma` must be > 0, got ", sigma);
-  check_threshold(iou_threshold, op, "iou_threshold");
-  check_threshold(score_threshold, op, "score_threshold");
-}
-
-// The schema entry points of nms and batched_nms, defined once over a
-// backend's
-//   Nms(boxes, scores, ids, iou_threshold, op) -> keep
-// and of soft_nms over a backend's
-//   SoftNms(boxes, scores, ids, spec) -> (keep, kept_scores)
-// so that CPU and CUDA check and map the schema arguments identically. The
-// backends get checked arguments and n > 0: boxes [n, 4] and scores [n]
-// contiguous, ids nullopt (one group) or contiguous int64 [n].
-template <auto Nms>
+template <typename B>
 struct NmsEntries {
   static Tensor nms(Tensor boxes, Tensor scores, double iou_threshold) {
     return run(boxes, scores, std::nullopt, iou_threshold, "nms");
@@ -56,23 +44,20 @@ struct NmsEntries {
                     const char* op) {
     const std::optional<Tensor> ids = checked_group_ids(boxes, scores, idxs, op);
     check_threshold(iou_threshold, op, "iou_threshold");
-    if (boxes.size(0) == 0) return new_empty(boxes, {0}, ScalarType::Long);
-    return Nms(torch::stable::contiguous(boxes), torch::stable::contiguous(scores), ids, iou_threshold, op);
+    typename B::Guard guard(boxes);
+    const int64_t n = boxes.size(0);
+    Tensor keep = new_empty(boxes, {n}, ScalarType::Long);
+    if (n == 0) return keep;
+    const int64_t count =
+        B::nms(torch::stable::contiguous(boxes), torch::stable::contiguous(scores), ids, iou_threshold, keep);
+    return first_n(keep, count);
   }
 };
 
-template <auto SoftNms>
-struct SoftNmsEntries {
-  static std::tuple<Tensor, Tensor> soft_nms(Tensor boxes, Tensor scores, std::optional<Tensor> idxs, int64_t method,
-                                             double sigma, double iou_threshold, double score_threshold) {
-    const std::optional<Tensor> ids = checked_group_ids(boxes, scores, idxs, "soft_nms");
-    check_soft_nms_args(method, sigma, iou_threshold, score_threshold);
-    if (boxes.size(0) == 0) {
-      return std::make_tuple(new_empty(boxes, {0}, ScalarType::Long), new_empty(boxes, {0}, boxes.scalar_type()));
-    }
-    return SoftNms(torch::stable::contiguous(boxes), torch::stable::contiguous(scores), ids,
-                   SoftNmsSpec{method, sigma, iou_threshold, score_threshold});
-  }
-};
+template <typename B>
+void register_nms(OpLibrary& m) {
+  m.impl("nms", TORCH_BOX(&NmsEntries<B>::nms));
+  m.impl("batched_nms", TORCH_BOX(&NmsEntries<B>::batched_nms));
+}
 
 }  // namespace sniper

@@ -1,14 +1,21 @@
-// Argument checks and schema entry points (RoiPoolEntries) shared by the CPU and CUDA
-// registrations of roi_align and deform_roi_pool. Everything a kernel relies on for memory safety is checked here,
-// once, for both backends (the raw torch.ops.sniper ops skip the Python checks): shapes, dtypes and devices, finite
-// scalars, and the RoIs themselves (batch indices, finite coordinates, a bounded number of samples per RoI), read on
-// the host (one small device-to-host copy and sync for CUDA tensors).
+// Argument checks and the schema entry points of roi_align and deform_roi_pool and their backward
+// ops (RoiPoolEntries), shared by the CPU and CUDA registrations; the backends' kernels, for
+// K > 0 RoIs, C > 0 channels and a non-empty feature map, contiguous inputs:
+//   roi_pool_forward(input, rois, offset, spec, out [K, C, ph, pw])             writes every bin
+//   roi_pool_backward(grad, rois, input, offset, spec, grad_input, grad_offset) adds into the
+//     zero-filled gradients (grad_input [N, C, H, W]; grad_offset [K, 2, ph, pw] with an offset).
+// Everything a kernel relies on for memory safety is checked here, once, for both backends (the
+// raw torch.ops.sniper ops skip the Python checks): shapes, dtypes and devices, finite scalars,
+// and the RoIs themselves (batch indices, finite coordinates, a bounded number of samples per
+// RoI), read on the host (one small device-to-host copy and sync for CUDA tensors).
 #pragma once
 
 #include <cmath>
 
 #include <sniper/bilinear.h>
 #include <sniper/stable_utils.h>
+
+#include "op_entry.h"
 
 namespace sniper {
 
@@ -84,13 +91,8 @@ inline void check_rois(const Tensor& rois_in, int64_t batch, const RoiPoolSpec& 
   });
 }
 
-// The four schema entry points, defined once over a backend's
-//   Forward(input, rois, offset, spec) -> out
-//   Backward(grad, rois, input, offset, n, c, h, w, spec) -> (grad_input, grad_offset)
-// so CPU and CUDA agree on how arguments map to a RoiPoolSpec (deformable
-// pooling is always aligned) and on every check; the backends get
-// validated arguments.
-template <auto Forward, auto Backward>
+// Deformable pooling is always aligned: both backends map the arguments to a RoiPoolSpec here.
+template <typename B>
 struct RoiPoolEntries {
   static Tensor forward(const Tensor& input, const Tensor& rois, const std::optional<Tensor>& offset,
                         const RoiPoolSpec& s, const char* op) {
@@ -98,7 +100,14 @@ struct RoiPoolEntries {
     check_roi_pool_args(input, "input", rois, offset, s, op);
     check_numel({rois.size(0), input.size(1), s.ph, s.pw}, op, "the output");
     check_rois(rois, input.size(0), s, op);
-    return Forward(input, rois, offset, s);
+    typename B::Guard guard(input);
+    const int64_t k = rois.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
+    // An empty feature map: every sample lies outside it, every bin is 0.
+    if (k == 0 || c == 0 || h == 0 || w == 0) return torch::stable::new_zeros(input, {k, c, s.ph, s.pw});
+    Tensor out = new_empty(input, {k, c, s.ph, s.pw}, input.scalar_type());
+    B::roi_pool_forward(torch::stable::contiguous(input), torch::stable::contiguous(rois), contiguous_opt(offset), s,
+                        out);
+    return out;
   }
   static std::tuple<Tensor, Tensor> backward(const Tensor& grad, const Tensor& rois, const std::optional<Tensor>& input,
                                              const std::optional<Tensor>& offset, int64_t n, int64_t c, int64_t h,
@@ -115,7 +124,15 @@ struct RoiPoolEntries {
         grad.dim() == 4 && grad.size(0) == k && grad.size(1) == c && grad.size(2) == s.ph && grad.size(3) == s.pw, op,
         ": `grad` must have shape [", k, ", ", c, ", ", s.ph, ", ", s.pw, "]");
     check_rois(rois, n, s, op);
-    return Backward(grad, rois, input, offset, n, c, h, w, s);
+    typename B::Guard guard(grad);
+    Tensor grad_input = torch::stable::new_zeros(grad, {n, c, h, w});
+    Tensor grad_offset =
+        offset ? torch::stable::new_zeros(*offset, {k, 2, s.ph, s.pw}) : new_empty(grad, {0}, grad.scalar_type());
+    // No samples reach an empty feature map: both gradients are 0.
+    if (k == 0 || c == 0 || h == 0 || w == 0) return std::make_tuple(grad_input, grad_offset);
+    B::roi_pool_backward(torch::stable::contiguous(grad), torch::stable::contiguous(rois), contiguous_opt(input),
+                         contiguous_opt(offset), s, grad_input, grad_offset);
+    return std::make_tuple(grad_input, grad_offset);
   }
 
   static Tensor roi_align(Tensor input, Tensor rois, double scale, int64_t ph, int64_t pw, int64_t sampling,
@@ -143,5 +160,14 @@ struct RoiPoolEntries {
                     RoiPoolSpec{scale, ph, pw, sampling, true, gamma}, op);
   }
 };
+
+template <typename B>
+void register_roi_pool(OpLibrary& m) {
+  using E = RoiPoolEntries<B>;
+  m.impl("roi_align", TORCH_BOX(&E::roi_align));
+  m.impl("roi_align_backward", TORCH_BOX(&E::roi_align_backward));
+  m.impl("deform_roi_pool", TORCH_BOX(&E::deform_roi_pool));
+  m.impl("deform_roi_pool_backward", TORCH_BOX(&E::deform_roi_pool_backward));
+}
 
 }  // namespace sniper

@@ -1,17 +1,22 @@
-"""The CUDA launchers of csrc/ops/cuda, run on the CPU by the simulation
-harness, with the signatures and outputs of the ops (torch.ops.sniper.*).
+"""The CUDA ops of csrc/ops/cuda run on the CPU by the simulation harness, with
+the signatures and outputs of the ops (torch.ops.sniper.*).
 
     from cuda_sim.sim import Sim
     s = Sim(order="random", seed=3)          # mode="fiber" | "asan" | "tsan"
     keep = s.nms(boxes, scores, 0.5)
 
-Outputs are allocated the way csrc/ops/cuda/*_cuda.cpp allocate them
-(uninitialised memory is poisoned here, zeroed memory stays zeroed); inputs
-must be CPU tensors. The fiber mode runs in process (ctypes); the sanitizer
-modes send each call to a driver process built with the sanitizer (one per
-Sim, ended by Sim.close(), which also collects ASan's leak report). Defaults come
-from $SNIPER_SIM_ORDER (forward | reverse | random), $SNIPER_SIM_SEED,
-$SNIPER_SIM_REDUCE (cub | sequential | random) and $SNIPER_SIM_POISON.
+In the fiber mode (in process) a call runs the project's CUDA registration code
+itself (csrc/ops/cuda/*_cuda.cpp: the entry points' checks, the output
+allocation, the launcher calls), registered by the harness library under a
+namespace of its own for CPU tensors (build.py), with the simulated kernels;
+every CPU allocation during the call is poisoned. The sanitizer modes send each
+call to a driver process built with the sanitizer (one per Sim, ended by
+Sim.close(), which also collects ASan's leak report); it has no torch, so there
+the launchers are called directly (runtime/sim_capi.cpp), with outputs
+allocated here as the registrations allocate them. Inputs must be CPU tensors.
+Defaults come from $SNIPER_SIM_ORDER (forward | reverse | random),
+$SNIPER_SIM_SEED, $SNIPER_SIM_REDUCE (cub | sequential | random) and
+$SNIPER_SIM_POISON.
 """
 
 from __future__ import annotations
@@ -46,8 +51,27 @@ class SanitizerError(RuntimeError):
     """The sanitizer driver died: a sanitizer report (in the message) or a crash."""
 
 
+#: The ops, by the names of torch.ops.sniper: Sim.<name>(...) takes the raw op's arguments.
+OPS = (
+    "box_iou",
+    "nms",
+    "batched_nms",
+    "soft_nms",
+    "greedy_chip_cover",
+    "label_anchors",
+    "deform_im2col",
+    "deform_col2im",
+    "roi_align",
+    "roi_align_backward",
+    "deform_roi_pool",
+    "deform_roi_pool_backward",
+)
+#: The environment variables of the NMS-family size thresholds (csrc/ops/cuda/nms_tuning.h), in the order of Sim.tuning.
+TUNING_VARIABLES = ("SNIPER_NMS_LARGE_SEGMENT", "SNIPER_NMS_MASK_BUDGET", "SNIPER_SOFT_NMS_LARGE_GROUP")
+
 _LIBS: dict[str, ctypes.CDLL] = {}
 _BUILT: dict[tuple, _build.Built] = {}
+_NAMESPACES: dict[str, str] = {}  # library path -> the torch.ops namespace its registrations are under
 
 
 def get_build(mode: str = "fiber", variant: str | None = None) -> _build.Built:
@@ -68,6 +92,22 @@ def _load(path: str) -> ctypes.CDLL:
         lib.sim_last_error.restype = ctypes.c_char_p
         _LIBS[path] = lib
     return lib
+
+
+def _registered_ops(built: _build.Built, variant: str | None):
+    """torch.ops.<ns> of the library's CUDA registrations, registered once per process under a
+    namespace per library (sniper_sim, or sniper_sim_<variant>)."""
+    if built.lib not in _NAMESPACES:
+        lib = _load(built.lib)
+        lib.sim_register_ops.argtypes = [ctypes.c_char_p]
+        lib.sim_poison_allocations.argtypes = [ctypes.c_int]
+        ns = "sniper_sim" + (f"_{variant}" if variant else "")
+        if ns in _NAMESPACES.values():
+            raise SimError(f"cuda_sim: namespace {ns} is taken by another build of the harness in this process")
+        if lib.sim_register_ops(ns.encode()) != 0:
+            raise SimError(f"cuda_sim: registering the ops under {ns} failed: {lib.sim_last_error().decode()}")
+        _NAMESPACES[built.lib] = ns
+    return getattr(torch.ops, _NAMESPACES[built.lib])
 
 
 def _poisoned(shape, dtype, poison: int) -> torch.Tensor:
@@ -111,6 +151,7 @@ class Sim:
         self.variant = variant
         self.built = get_build(mode, variant)
         self._lib = _load(self.built.lib) if mode == "fiber" else None
+        self._ops = _registered_ops(self.built, variant) if mode in _build.REGISTRATION_MODES else None
         self._proc = None
         self._stderr = None
         self.calls = 0
@@ -287,14 +328,76 @@ class Sim:
 
     # -- the ops (same arguments and results as torch.ops.sniper.*) -----------------------------
 
-    def box_iou(self, boxes1, boxes2):
+    def op(self, name: str, *args):
+        """Runs op `name` (one of OPS) with the raw op's arguments: through the CUDA registration code
+        in the fiber mode, else by calling its launcher."""
+        if self._ops is None:
+            return getattr(self, "_launch_" + name)(*args)
+        lib = self._lib
+        seed = self.seed * 1000003 + self.calls  # a fresh, reproducible stream per call
+        self.calls += 1
+        lib.sim_configure(ORDERS[self.order], seed, REDUCE_ORDERS[self.reduce], self.poison)
+        saved = {v: os.environ.get(v) for v in TUNING_VARIABLES}
+        os.environ.update({v: str(int(t)) for v, t in zip(TUNING_VARIABLES, self.tuning)})
+        lib.sim_poison_allocations(1)
+        try:
+            return getattr(self._ops, name)(*args)
+        except RuntimeError as e:
+            raise SimError(f"cuda_sim.{name}: {e}") from e
+        finally:
+            lib.sim_poison_allocations(0)
+            for v, old in saved.items():
+                if old is None:
+                    os.environ.pop(v, None)
+                else:
+                    os.environ[v] = old
+
+    def box_iou(self, *args):
+        return self.op("box_iou", *args)
+
+    def nms(self, *args):
+        return self.op("nms", *args)
+
+    def batched_nms(self, *args):
+        return self.op("batched_nms", *args)
+
+    def soft_nms(self, *args):
+        return self.op("soft_nms", *args)
+
+    def greedy_chip_cover(self, *args):
+        return self.op("greedy_chip_cover", *args)
+
+    def label_anchors(self, *args):
+        return self.op("label_anchors", *args)
+
+    def deform_im2col(self, *args):
+        return self.op("deform_im2col", *args)
+
+    def deform_col2im(self, *args):
+        return self.op("deform_col2im", *args)
+
+    def roi_align(self, *args):
+        return self.op("roi_align", *args)
+
+    def roi_align_backward(self, *args):
+        return self.op("roi_align_backward", *args)
+
+    def deform_roi_pool(self, *args):
+        return self.op("deform_roi_pool", *args)
+
+    def deform_roi_pool_backward(self, *args):
+        return self.op("deform_roi_pool_backward", *args)
+
+    # -- the launchers, called directly (sanitizer modes): outputs allocated as the registrations do
+
+    def _launch_box_iou(self, boxes1, boxes2):
         n, m = boxes1.shape[0], boxes2.shape[0]
         out = self.empty((n, m), boxes1.dtype)
         a, b = boxes1.contiguous(), boxes2.contiguous()
         self.call("box_iou", [a, b, out], [n, m, _dt(a)])
         return out
 
-    def _nms(self, boxes, scores, idxs, iou_threshold):
+    def _launch_nms_family(self, boxes, scores, idxs, iou_threshold):
         n = boxes.shape[0]
         keep = self.empty((n,), torch.int64)
         if n == 0:
@@ -304,13 +407,13 @@ class Sim:
         count = self.call("nms", [b, s, ids, keep], [n, _dt(b)] + list(self.tuning), [iou_threshold])[0]
         return keep[:count].clone()
 
-    def nms(self, boxes, scores, iou_threshold):
-        return self._nms(boxes, scores, None, iou_threshold)
+    def _launch_nms(self, boxes, scores, iou_threshold):
+        return self._launch_nms_family(boxes, scores, None, iou_threshold)
 
-    def batched_nms(self, boxes, scores, idxs, iou_threshold):
-        return self._nms(boxes, scores, idxs, iou_threshold)
+    def _launch_batched_nms(self, boxes, scores, idxs, iou_threshold):
+        return self._launch_nms_family(boxes, scores, idxs, iou_threshold)
 
-    def soft_nms(self, boxes, scores, idxs, method, sigma, iou_threshold, score_threshold):
+    def _launch_soft_nms(self, boxes, scores, idxs, method, sigma, iou_threshold, score_threshold):
         n = boxes.shape[0]
         keep, kept = self.empty((n,), torch.int64), self.empty((n,), boxes.dtype)
         if n == 0:
@@ -325,7 +428,7 @@ class Sim:
         )[0]
         return keep[:count].clone(), kept[:count].clone()
 
-    def greedy_chip_cover(self, boxes, box_group, canvas_wh, chip_size, stride, seed=None):
+    def _launch_greedy_chip_cover(self, boxes, box_group, canvas_wh, chip_size, stride, seed=None):
         n = boxes.shape[0]
         b = boxes.contiguous()
         g = box_group.to(torch.int64).contiguous()
@@ -345,7 +448,7 @@ class Sim:
         )[0]
         return chips[:count].clone(), chip_group[:count].clone(), box_chip
 
-    def label_anchors(
+    def _launch_label_anchors(
         self, anchors, gt_boxes, gt_state, canvas_wh, pos_iou=0.7, neg_iou=0.3, invalid_iou=0.3, allowed_border=0.0
     ):
         chips, g, a = gt_boxes.shape[0], gt_boxes.shape[1], anchors.shape[0]
@@ -370,7 +473,7 @@ class Sim:
         out_w = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
         return [c, h, w, kh, kw, sh, sw, ph, pw, dh, dw, og, out_h, out_w]
 
-    def deform_im2col(self, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og):
+    def _launch_deform_im2col(self, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og):
         g = self._geometry(input, kh, kw, sh, sw, ph, pw, dh, dw, og)
         n = input.shape[0]
         cols = self.empty((n, g[0] * kh * kw, g[12] * g[13]), input.dtype)
@@ -378,7 +481,9 @@ class Sim:
         self.call("deform_im2col", bufs, g + [n, _dt(input)])
         return cols
 
-    def deform_col2im(self, grad_columns, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og, deterministic):
+    def _launch_deform_col2im(
+        self, grad_columns, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og, deterministic
+    ):
         g = self._geometry(input, kh, kw, sh, sw, ph, pw, dh, dw, og)
         n, dt = input.shape[0], input.dtype
         grad_input = self.empty(tuple(input.shape), dt)
@@ -421,15 +526,15 @@ class Sim:
         self.call("roi_pool_backward", bufs, [n, c, h, w, k, ph, pw, sampling, int(aligned), _dt(grad)], [scale, gamma])
         return grad_input, grad_offset
 
-    def roi_align(self, input, rois, scale, ph, pw, sampling, aligned):
+    def _launch_roi_align(self, input, rois, scale, ph, pw, sampling, aligned):
         return self._roi_forward(input, rois, None, scale, ph, pw, sampling, aligned, 0.0)
 
-    def roi_align_backward(self, grad, rois, scale, ph, pw, n, c, h, w, sampling, aligned):
+    def _launch_roi_align_backward(self, grad, rois, scale, ph, pw, n, c, h, w, sampling, aligned):
         return self._roi_backward(grad, rois, None, None, n, c, h, w, scale, ph, pw, sampling, aligned, 0.0)[0]
 
-    def deform_roi_pool(self, input, rois, offset, scale, ph, pw, sampling, gamma):
+    def _launch_deform_roi_pool(self, input, rois, offset, scale, ph, pw, sampling, gamma):
         return self._roi_forward(input, rois, offset, scale, ph, pw, sampling, True, gamma)
 
-    def deform_roi_pool_backward(self, grad, input, rois, offset, scale, ph, pw, sampling, gamma):
+    def _launch_deform_roi_pool_backward(self, grad, input, rois, offset, scale, ph, pw, sampling, gamma):
         n, c, h, w = input.shape
         return self._roi_backward(grad, rois, input, offset, n, c, h, w, scale, ph, pw, sampling, True, gamma)

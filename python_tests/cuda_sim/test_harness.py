@@ -1,6 +1,7 @@
-"""The harness itself: the launch rewrite, the host CUB stand-ins, and that
-deliberately broken kernels (small ones in kernels/selftest.cu, patched copies
-of the project's kernels in variants.py) fail under it."""
+"""The harness itself: the launch rewrite, the host CUB stand-ins, the CUDA
+registrations run through it, and that deliberately broken kernels (small ones
+in kernels/selftest.cu, patched copies of the project's kernels and
+registrations in variants.py) fail under it."""
 
 import math
 import struct
@@ -9,6 +10,8 @@ import pytest
 import test_greedy_chip_cover as chip_cover_tests
 import torch
 from common_utils import random_boxes
+
+from sniper_ext import modeling
 
 from . import build
 from .conftest import ORDERS, assert_bitwise, harness
@@ -281,3 +284,49 @@ def test_chip_cover_with_order_dependent_tiebreak_is_caught():
         got = s.greedy_chip_cover(boxes, gid, canvas, 512, 32, None)
         failed[s.reduce] = not all(torch.equal(a, b) for a, b in zip(got, want))
     assert failed["random"], failed
+
+
+# -- the CUDA registration code (csrc/ops/cuda/*_cuda.cpp) ------------------------------------------
+
+
+def test_ops_run_the_cuda_registrations():
+    """The fiber mode calls the ops through the CUDA registration code: its entry points' checks
+    (the messages of the CPU op), empty-input returns, and what it passes to the launchers."""
+    harness()
+    s = Sim()
+    assert s._ops is torch.ops.sniper_sim  # the harness library registered the ops there
+    with pytest.raises(SimError, match=r"nms: `scores` must have shape \[2\]"):
+        s.nms(torch.zeros(2, 4), torch.zeros(3), 0.5)
+    with pytest.raises(SimError, match=r"label_anchors: `gt_boxes` must have shape \[B, G, 4\]"):
+        s.label_anchors(
+            torch.zeros(1, 4),
+            torch.zeros(1, 4),
+            torch.zeros(1, 1, dtype=torch.int8),
+            torch.ones(1, 2),
+            0.5,
+            0.4,
+            0.3,
+            32.0,
+        )
+    keep, scores = s.soft_nms(torch.zeros(0, 4), torch.zeros(0), None, 1, 0.5, 0.3, 1e-3)
+    assert keep.shape == scores.shape == (0,) and keep.dtype == torch.int64
+    # Outputs come from torch's allocator, poisoned while the registration runs.
+    chips, chip_group, box_chip = s.greedy_chip_cover(
+        torch.tensor([[1.0, 1, 9, 9]]), torch.tensor([0]), torch.full((1, 2), 600.0), 512, 32, None
+    )
+    assert chips.tolist() == [[0.0, 0.0, 512.0, 512.0]] and chip_group.tolist() == [0] and box_chip.tolist() == [0]
+
+
+def test_registration_bug_is_caught():
+    anchors = modeling.make_anchors((8, 8), stride=16, scales=(1, 2, 4))
+    gen = torch.Generator().manual_seed(3)
+    gt = torch.stack([random_boxes(20, generator=gen, canvas=128, max_size=90) for _ in range(3)]).float()
+    state = torch.randint(-1, 2, (3, 20), generator=gen, dtype=torch.int8)
+    canvas = torch.full((3, 2), 128.0)
+    args = (anchors, gt, state, canvas, 0.6, 0.3, 0.3, 8.0)
+    want = ops.label_anchors(*args)
+    for s in sims():
+        got = s.label_anchors(*args)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), s
+    for s in sims(variant="label_anchors_registration_swaps_thresholds"):
+        assert not torch.equal(s.label_anchors(*args)[0], want[0]), s

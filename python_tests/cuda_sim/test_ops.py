@@ -1,6 +1,7 @@
-"""Every CUDA launcher of csrc/ops/cuda/launchers.h, run by the harness,
-against the CPU op on the inputs of the CUDA/CPU equality tests of
-python_tests/*.py (test_cuda_matches_cpu): bitwise where those tests expect
+"""Every CUDA op, run by the harness through its registration code
+(csrc/ops/cuda/*_cuda.cpp) and its launchers, against the CPU op on the
+inputs of the CUDA/CPU equality tests of python_tests/*.py
+(test_cuda_matches_cpu): bitwise where those tests expect
 exact equality, else with their tolerances. Every test runs in the three
 thread orders; the costlier ones run each dtype/method/seed in one order, the
 orders taking turns (SNIPER_SIM_FULL=1: all of them in every order)."""

@@ -1,7 +1,7 @@
-"""Deliberately broken copies of the project's kernels. The build script
-applies each variant's patches to a copy of csrc/ops/cuda (the sources stay
-untouched) and links a library of its own; the harness's tests check that
-every variant is caught. A pattern that no longer matches fails the build
+"""Deliberately broken copies of the project's kernels and CUDA registrations.
+The build script applies each variant's patches to a copy of csrc/ops/cuda (the
+sources stay untouched) and links a library of its own; the harness's tests
+check that every variant is caught. A pattern that no longer matches fails the build
 with a message naming the variant: update it to the current kernel."""
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ VARIANTS: dict[str, tuple[Patch, ...]] = {
     # ThreadSanitizer on the threaded build does.
     "chip_cover_plain_add": (
         Patch("greedy_chip_cover_kernel.cu", r"atomicAdd\(&cnt\[iy \* nx \+ ix\], 1\)", "cnt[iy * nx + ix] += 1"),
+    ),
+    # A bug in registration code (label_anchors_cuda.cpp passes the positive and negative IoU
+    # thresholds to the launcher swapped): the harness runs the registrations, so it shows.
+    "label_anchors_registration_swaps_thresholds": (
+        Patch("label_anchors_cuda.cpp", r"t\.pos_iou,\s*t\.neg_iou", "t.neg_iou, t.pos_iou"),
     ),
     # RoIAlign's input gradient with a plain += instead of atomicAdd.
     "roi_pool_plain_add": (

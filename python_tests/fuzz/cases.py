@@ -12,6 +12,8 @@ geometry ...). ``judge`` applies the acceptance rule of ``python_tests/test_fuzz
 
 from __future__ import annotations
 
+import glob
+import importlib
 import math
 import os
 import random
@@ -24,26 +26,26 @@ from typing import Any
 
 import torch
 
-import sniper_ext
 from sniper_ext import modeling, ops
 from sniper_ext import nn as snn
 
-FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+from .values import (
+    FLOATS,
+    HAS_CUDA,
+    Arg,
+    Ctx,
+    conv_geometry,
+    output_size_arg,
+    roi_boxes_arg,
+    roi_problem,
+    small_anchors,
+    tensor_arg,
+)
+
+_t = tensor_arg
 OTHER_DTYPES = (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8, torch.bool, torch.complex64)
-HAS_CUDA = torch.cuda.is_available() and sniper_ext._loader.library_paths().get("cuda") is not None
 ACCEPTED_ERRORS = (ValueError, TypeError, IndexError, RuntimeError)
 BIG = 1 << 21  # rows of an expanded input whose *product* with another is a huge (>= 2**42) output
-
-
-@dataclass
-class Arg:
-    name: str
-    value: Any
-    # tensor | int | opt_int | float | bool | pair | seq | str | dtype | device | generator | tensors | size | fixed
-    kind: str
-    role: str = "data"  # tensors: data | boxes | rois | index | state | wh | range | labels
-    hi: int = 0  # role "index": valid values are in [0, hi)
-    keyword: bool = False  # passed by keyword (wrappers' keyword-only arguments)
 
 
 @dataclass
@@ -86,57 +88,6 @@ def _short(v) -> str:
         return f"Generator({v.device})"
     r = repr(v)
     return r if len(r) <= 60 else r[:57] + "..."
-
-
-# -- random building blocks -----------------------------------------------------------------------
-
-
-class Ctx:
-    def __init__(self, rng: random.Random):
-        self.rng = rng
-        self.gen = torch.Generator().manual_seed(rng.getrandbits(62))
-        self.device = "cuda" if HAS_CUDA and rng.random() < 0.5 else "cpu"
-
-    def n(self, hi: int, p0: float = 0.15, lo: int = 1) -> int:
-        return 0 if self.rng.random() < p0 else self.rng.randint(lo, hi)
-
-    def dtype(self) -> torch.dtype:
-        return self.rng.choices(FLOATS, weights=(5, 3, 1, 1))[0]
-
-    def _to(self, t, dtype):
-        return t.to(dtype=dtype, device=self.device)
-
-    def randn(self, *shape, dtype, scale=1.0):
-        return self._to(torch.randn(*shape, generator=self.gen, dtype=torch.float64) * scale, dtype)
-
-    def rand(self, *shape, dtype, lo=0.0, hi=1.0):
-        return self._to(lo + torch.rand(*shape, generator=self.gen, dtype=torch.float64) * (hi - lo), dtype)
-
-    def ints(self, lo, hi, *shape, dtype=torch.int64):
-        return self._to(torch.randint(lo, hi, shape, generator=self.gen), dtype)
-
-    def boxes(self, *lead, dtype, canvas=100.0, max_size=40.0):
-        """Valid xyxy boxes; sometimes with degenerate (zero width or height) and duplicate rows."""
-        xy = torch.rand(*lead, 2, generator=self.gen, dtype=torch.float64) * canvas
-        wh = 1 + torch.rand(*lead, 2, generator=self.gen, dtype=torch.float64) * (max_size - 1)
-        b = torch.cat([xy, xy + wh], dim=-1)
-        flat = b.view(-1, 4)
-        if len(flat) > 1 and self.rng.random() < 0.2:
-            for _ in range(self.rng.randint(1, 3)):
-                i = self.rng.randrange(len(flat))
-                if self.rng.random() < 0.5:
-                    flat[i, self.rng.choice([2, 3])] = flat[i, self.rng.choice([0, 1])]  # may also invert: fixed below
-                else:
-                    flat[i] = flat[self.rng.randrange(len(flat))]
-            flat[:, 2:] = torch.maximum(flat[:, 2:], flat[:, :2])
-        return self._to(b, dtype)
-
-    def uniform(self, lo, hi):
-        return self.rng.uniform(lo, hi)
-
-
-def _t(name, value, role="data", hi=0):
-    return Arg(name, value, "tensor", role, hi)
 
 
 # -- targets --------------------------------------------------------------------------------------
@@ -263,114 +214,6 @@ def _huge_boxes_pair(ctx, case):
     return "boxes expanded to 2**21 x 2**21 (an IoU matrix of 2**42 elements)"
 
 
-def _scores(ctx, n, dt):
-    s = ctx.rand(n, dtype=dt)
-    return (s * 4).round() / 4 if ctx.rng.random() < 0.3 else s  # ties
-
-
-def _nms_args(ctx, idxs=False):
-    dt = ctx.dtype()
-    n = ctx.n(30)
-    args = [_t("boxes", ctx.boxes(n, dtype=dt), "boxes"), _t("scores", _scores(ctx, n, dt))]
-    if idxs:
-        args.append(_t("idxs", ctx.ints(0, 4, n), "index", 4))
-    args.append(Arg("iou_threshold", ctx.uniform(0, 1), "float"))
-    return args
-
-
-@target("raw.box_iou", post=_post_iou, specials=(_huge_boxes_pair,))
-def _():
-    def build(ctx):
-        dt = ctx.dtype()
-        return [
-            _t("boxes1", ctx.boxes(ctx.n(12), dtype=dt), "boxes"),
-            _t("boxes2", ctx.boxes(ctx.n(12), dtype=dt), "boxes"),
-        ]
-
-    return build, _raw("box_iou")
-
-
-@target("ops.box_iou", post=_post_iou, specials=(_huge_boxes_pair,), grad=True)
-def _():
-    return TARGETS["raw.box_iou"].build, _grad_call(_wrapped(ops.box_iou), ("boxes1", "boxes2"))
-
-
-@target("raw.nms", post=_post_keep)
-def _():
-    return (lambda ctx: _nms_args(ctx)), _raw("nms")
-
-
-@target("ops.nms", post=_post_keep)
-def _():
-    return (lambda ctx: _nms_args(ctx)), _wrapped(ops.nms)
-
-
-@target("raw.batched_nms", post=_post_keep)
-def _():
-    return (lambda ctx: _nms_args(ctx, idxs=True)), _raw("batched_nms")
-
-
-@target("ops.batched_nms", post=_post_keep)
-def _():
-    return (lambda ctx: _nms_args(ctx, idxs=True)), _wrapped(ops.batched_nms)
-
-
-def _soft_nms_args(ctx, raw):
-    dt = ctx.dtype()
-    n = ctx.n(30)
-    idxs = ctx.ints(0, 3, n) if ctx.rng.random() < 0.6 else None
-    method = ctx.rng.randrange(3)
-    rest = [
-        ("sigma", ctx.uniform(0.05, 1.0)),
-        ("iou_threshold", ctx.uniform(0, 1)),
-        ("score_threshold", ctx.uniform(0, 0.2)),
-    ]
-    args = [
-        _t("boxes", ctx.boxes(n, dtype=dt), "boxes"),
-        _t("scores", _scores(ctx, n, dt)),
-        _t("idxs", idxs, "index", 3),
-    ]
-    if raw:
-        args.append(Arg("method", method, "int"))
-        args += [Arg(k, v, "float") for k, v in rest]
-    else:
-        args.append(Arg("method", ["linear", "gaussian", "hard"][method], "str", keyword=True))
-        args += [Arg(k, v, "float", keyword=True) for k, v in rest]
-    return args
-
-
-@target("raw.soft_nms", post=_post_keep)
-def _():
-    return (lambda ctx: _soft_nms_args(ctx, True)), _raw("soft_nms")
-
-
-@target("ops.soft_nms", post=_post_keep)
-def _():
-    return (lambda ctx: _soft_nms_args(ctx, False)), _wrapped(ops.soft_nms)
-
-
-def _cover_args(ctx):
-    dt = ctx.dtype()
-    g = ctx.n(4)
-    n = ctx.n(20) if g else 0
-    canvas = ctx.rand(g, 2, dtype=torch.float64, lo=50, hi=1500)
-    group = ctx.ints(0, max(g, 1), n)
-    wh = canvas.cpu()[group.cpu()] if n else torch.zeros(0, 2, dtype=torch.float64)
-    xy = torch.rand(n, 2, generator=ctx.gen, dtype=torch.float64) * wh
-    size = 1 + torch.rand(n, 2, generator=ctx.gen, dtype=torch.float64) * 200
-    boxes = ctx._to(torch.cat([xy, xy + size], 1), dt)
-    if ctx.rng.random() < 0.5:
-        canvas = canvas.float()
-    return [
-        _t("boxes", boxes, "boxes"),
-        _t("box_group", group, "index", g),
-        _t("canvas_wh", canvas, "wh"),
-        Arg("chip_size", ctx.rng.choice([64, 128, 256, 512]), "int"),
-        Arg("stride", ctx.rng.choice([8, 16, 32, 64]), "int"),
-        Arg("seed", None if ctx.rng.random() < 0.5 else ctx.rng.randrange(1 << 40), "opt_int"),
-    ]
-
-
 def _cover_giant_canvas(ctx, case):
     if case.arg("canvas_wh").value.shape[0] == 0:
         case.arg("canvas_wh").value = torch.ones(1, 2, dtype=torch.float64, device=ctx.device)
@@ -392,44 +235,6 @@ def _cover_huge_ints(ctx, case):
     return f"{which} = {case.arg(which).value}"
 
 
-@target("raw.greedy_chip_cover", post=_post_cover, specials=(_cover_giant_canvas, _cover_tiny_stride, _cover_huge_ints))
-def _():
-    return _cover_args, _raw("greedy_chip_cover")
-
-
-@target("ops.greedy_chip_cover", post=_post_cover, specials=(_cover_giant_canvas, _cover_tiny_stride, _cover_huge_ints))
-def _():
-    return _cover_args, _wrapped(ops.greedy_chip_cover)
-
-
-def _small_anchors(ctx, dt):
-    if ctx.rng.random() < 0.3:  # arbitrary anchors: some degenerate, some beyond the chip
-        return ctx.boxes(ctx.n(60), dtype=dt, canvas=300, max_size=150) - 50
-    h, w = ctx.rng.randint(0, 4) if ctx.rng.random() < 0.1 else ctx.rng.randint(1, 4), ctx.rng.randint(1, 4)
-    scales = ctx.rng.sample([2, 4, 7, 10], ctx.rng.randint(1, 3))
-    return modeling.make_anchors((h, w), stride=16, ratios=(0.5, 1, 2), scales=scales, dtype=dt, device=ctx.device)
-
-
-def _label_args(ctx, raw):
-    dt = ctx.dtype()
-    b, g = ctx.n(3), ctx.n(5)
-    pos = ctx.uniform(0.3, 0.8)
-    args = [
-        _t("anchors", _small_anchors(ctx, dt), "boxes"),
-        _t("gt_boxes", ctx.boxes(b, g, dtype=dt, canvas=100, max_size=80), "boxes"),
-        _t("gt_state", ctx.ints(-1, 2, b, g, dtype=torch.int8), "state"),
-        _t("canvas_wh", ctx.rand(b, 2, dtype=ctx.rng.choice([torch.float32, torch.float64]), lo=64, hi=256), "wh"),
-    ]
-    scal = [
-        ("pos_iou", pos),
-        ("neg_iou", ctx.uniform(0, pos)),
-        ("invalid_iou", ctx.uniform(0, 1)),
-        ("allowed_border", ctx.uniform(0, 40)),
-    ]
-    args += [Arg(k, v, "float", keyword=not raw) for k, v in scal]
-    return args
-
-
 def _label_huge(ctx, case):
     dt = case.arg("anchors").value.dtype
     a = ctx.boxes(1, dtype=dt)
@@ -438,16 +243,6 @@ def _label_huge(ctx, case):
     case.arg("gt_state").value = torch.zeros(1, 0, dtype=torch.int8, device=ctx.device).expand(BIG, 0)
     case.arg("canvas_wh").value = torch.full((1, 2), 64.0, device=ctx.device).expand(BIG, 2)
     return "2**21 anchors x 2**21 chips (labels of 2**42 elements)"
-
-
-@target("raw.label_anchors", post=_post_labels, specials=(_label_huge,))
-def _():
-    return (lambda ctx: _label_args(ctx, True)), _raw("label_anchors")
-
-
-@target("ops.label_anchors", post=_post_labels, specials=(_label_huge,))
-def _():
-    return (lambda ctx: _label_args(ctx, False)), _wrapped(ops.label_anchors)
 
 
 def _post_anchors(case, out):
@@ -604,7 +399,7 @@ def _post_props(case, out):
 def _():
     def build(ctx):
         dt = ctx.rng.choice([torch.float32, torch.float64])
-        anchors = _small_anchors(ctx, dt)
+        anchors = small_anchors(ctx, dt)
         a, b = anchors.shape[0], ctx.n(3)
         lo = ctx.rand(b, 1, dtype=torch.float64, lo=0, hi=20)
         hi = lo + ctx.rand(b, 1, dtype=torch.float64, lo=5, hi=300)
@@ -662,54 +457,6 @@ def _():
 # -- deformable convolution -------------------------------------------------------------------------
 
 
-def _geometry(ctx):
-    kh, kw = ctx.rng.randint(1, 3), ctx.rng.randint(1, 3)
-    sh, sw, ph, pw = ctx.rng.randint(1, 2), ctx.rng.randint(1, 2), ctx.rng.randint(0, 2), ctx.rng.randint(0, 2)
-    dh, dw = ctx.rng.randint(1, 2), ctx.rng.randint(1, 2)
-    h = max(ctx.rng.randint(1, 7), dh * (kh - 1) + 1 - 2 * ph)
-    w = max(ctx.rng.randint(1, 7), dw * (kw - 1) + 1 - 2 * pw)
-    if ctx.rng.random() < 0.1:  # an empty image side, padded to a non-empty output
-        h, ph = 0, max(ph, (dh * (kh - 1) + 2) // 2)
-    if ctx.rng.random() < 0.1:
-        w, pw = 0, max(pw, (dw * (kw - 1) + 2) // 2)
-    oh, ow = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1, (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-    return dict(kh=kh, kw=kw, sh=sh, sw=sw, ph=ph, pw=pw, dh=dh, dw=dw, h=h, w=w, oh=oh, ow=ow)
-
-
-def _im2col_args(ctx, col2im):
-    dt = ctx.dtype()
-    g = _geometry(ctx)
-    og = ctx.rng.choice([1, 2])
-    c = og * ctx.rng.randint(1, 2)
-    n = ctx.n(2, p0=0.2)
-    k = g["kh"] * g["kw"]
-    mask = ctx.rand(n, og * k, g["oh"], g["ow"], dtype=dt) if ctx.rng.random() < 0.5 else None
-    args = [
-        _t("input", ctx.randn(n, c, g["h"], g["w"], dtype=dt)),
-        _t("offset", ctx.randn(n, 2 * og * k, g["oh"], g["ow"], dtype=dt, scale=1.5)),
-        _t("mask", mask),
-    ]
-    if col2im:
-        args.insert(0, _t("grad_columns", ctx.randn(n, c * k, g["oh"] * g["ow"], dtype=dt)))
-    args += [
-        Arg(name, g[key], "int")
-        for name, key in (
-            ("kernel_h", "kh"),
-            ("kernel_w", "kw"),
-            ("stride_h", "sh"),
-            ("stride_w", "sw"),
-            ("pad_h", "ph"),
-            ("pad_w", "pw"),
-            ("dilation_h", "dh"),
-            ("dilation_w", "dw"),
-        )
-    ]
-    args.append(Arg("offset_groups", og, "int"))
-    if col2im:
-        args.append(Arg("deterministic", ctx.rng.random() < 0.5, "bool"))
-    return args
-
-
 def _im2col_huge_padding(ctx, case):
     pad = 1 << 20
     inp = case.arg("input").value
@@ -733,39 +480,6 @@ def _im2col_overflow(ctx, case):
     return f"{name} = {case.arg(name).value} (int64 overflow in the geometry)"
 
 
-@target("raw.deform_im2col", specials=(_im2col_huge_padding, _im2col_overflow))
-def _():
-    return (lambda ctx: _im2col_args(ctx, False)), _raw("deform_im2col")
-
-
-@target("raw.deform_col2im", specials=(_im2col_huge_padding, _im2col_overflow))
-def _():
-    return (lambda ctx: _im2col_args(ctx, True)), _raw("deform_col2im")
-
-
-def _conv_args(ctx):
-    dt = ctx.dtype()
-    g = _geometry(ctx)
-    groups, og = ctx.rng.choice([1, 1, 2]), ctx.rng.choice([1, 2])
-    c = groups * og * ctx.rng.randint(1, 2)
-    oc = groups * ctx.rng.randint(1, 3)
-    n = ctx.n(2, p0=0.2)
-    k = g["kh"] * g["kw"]
-    mask = ctx.rand(n, og * k, g["oh"], g["ow"], dtype=dt) if ctx.rng.random() < 0.4 else None
-    bias = ctx.randn(oc, dtype=dt) if ctx.rng.random() < 0.5 else None
-    pair = lambda a, b: a if a == b and ctx.rng.random() < 0.5 else (a, b)  # noqa: E731
-    return [
-        _t("input", ctx.randn(n, c, g["h"], g["w"], dtype=dt)),
-        _t("offset", ctx.randn(n, 2 * og * k, g["oh"], g["ow"], dtype=dt, scale=1.5)),
-        _t("weight", ctx.randn(oc, c // groups, g["kh"], g["kw"], dtype=dt, scale=0.3)),
-        _t("bias", bias),
-        Arg("stride", pair(g["sh"], g["sw"]), "pair"),
-        Arg("padding", pair(g["ph"], g["pw"]), "pair"),
-        Arg("dilation", pair(g["dh"], g["dw"]), "pair"),
-        _t("mask", mask),
-    ]
-
-
 def _conv_huge(ctx, case):
     inp = case.arg("input").value
     n, c = inp.shape[:2]
@@ -778,11 +492,6 @@ def _conv_huge(ctx, case):
     case.arg("offset").value = torch.zeros(1, 1, 1, 1, dtype=inp.dtype, device=inp.device).expand(n, 2 * og, oh, ow)
     case.arg("mask").value = None
     return "padding 2**20 with expanded offsets (columns of >= 2**42 elements)"
-
-
-@target("ops.deform_conv2d", specials=(_conv_huge,), grad=True)
-def _():
-    return _conv_args, _grad_call(_wrapped(ops.deform_conv2d), ("input", "offset", "weight", "bias", "mask"))
 
 
 def _module_call(make, forward_args):
@@ -811,7 +520,7 @@ def _module_call(make, forward_args):
 def _():
     def build(ctx):
         dt = ctx.dtype()
-        g = _geometry(ctx)
+        g = conv_geometry(ctx)
         groups, og = ctx.rng.choice([1, 1, 2]), ctx.rng.choice([1, 2])
         c = groups * og * ctx.rng.randint(1, 2)
         size = lambda a, b: a if a == b and ctx.rng.random() < 0.5 else (a, b)  # noqa: E731
@@ -836,32 +545,6 @@ def _():
 # -- RoI pooling --------------------------------------------------------------------------------------
 
 
-def _roi_common(ctx):
-    dt = ctx.dtype()
-    n, c = ctx.rng.randint(1, 2), ctx.rng.randint(1, 3)
-    h, w = (0 if ctx.rng.random() < 0.05 else ctx.rng.randint(1, 10) for _ in range(2))  # sometimes empty
-    scale = ctx.rng.choice([1.0, 0.5, 0.25])
-    k = ctx.n(6)
-    boxes = ctx.boxes(k, dtype=torch.float64, canvas=max(h, w, 1) / scale, max_size=max(h, w, 2) / scale)
-    batch = torch.randint(0, n, (k, 1), generator=ctx.gen).double()
-    rois = ctx._to(torch.cat([batch, boxes.cpu()], 1), dt)
-    ph, pw = ctx.rng.randint(1, 4), ctx.rng.randint(1, 4)
-    return dict(
-        dt=dt,
-        n=n,
-        c=c,
-        h=h,
-        w=w,
-        scale=scale,
-        k=k,
-        rois=rois,
-        ph=ph,
-        pw=pw,
-        sampling=ctx.rng.randint(0, 2),
-        input=ctx.randn(n, c, h, w, dtype=dt),
-    )
-
-
 def _roi_huge(ctx, case):
     for name in ("pooled_h", "pooled_w", "output_size"):
         if case.has(name):
@@ -881,143 +564,14 @@ def _roi_sampling(ctx, case):
 ROI_SPECIALS = (_roi_huge, _roi_sampling)
 
 
-@target("raw.roi_align", roi=True, specials=ROI_SPECIALS)
-def _():
-    def build(ctx):
-        r = _roi_common(ctx)
-        return [
-            _t("input", r["input"]),
-            _t("rois", r["rois"], "rois", r["n"]),
-            Arg("spatial_scale", r["scale"], "float"),
-            Arg("pooled_h", r["ph"], "int"),
-            Arg("pooled_w", r["pw"], "int"),
-            Arg("sampling_ratio", r["sampling"], "int"),
-            Arg("aligned", ctx.rng.random() < 0.5, "bool"),
-        ]
-
-    return build, _raw("roi_align")
-
-
-@target("raw.roi_align_backward", roi=True, specials=ROI_SPECIALS)
-def _():
-    def build(ctx):
-        r = _roi_common(ctx)
-        return [
-            _t("grad", ctx.randn(r["k"], r["c"], r["ph"], r["pw"], dtype=r["dt"])),
-            _t("rois", r["rois"], "rois", r["n"]),
-            Arg("spatial_scale", r["scale"], "float"),
-            Arg("pooled_h", r["ph"], "int"),
-            Arg("pooled_w", r["pw"], "int"),
-            Arg("batch", r["n"], "int"),
-            Arg("channels", r["c"], "int"),
-            Arg("height", r["h"], "int"),
-            Arg("width", r["w"], "int"),
-            Arg("sampling_ratio", r["sampling"], "int"),
-            Arg("aligned", ctx.rng.random() < 0.5, "bool"),
-        ]
-
-    return build, _raw("roi_align_backward")
-
-
-def _drp_offset(ctx, r):
-    return ctx.randn(r["k"], 2, r["ph"], r["pw"], dtype=r["dt"], scale=0.2) if ctx.rng.random() < 0.6 else None
-
-
-@target("raw.deform_roi_pool", roi=True, specials=ROI_SPECIALS)
-def _():
-    def build(ctx):
-        r = _roi_common(ctx)
-        return [
-            _t("input", r["input"]),
-            _t("rois", r["rois"], "rois", r["n"]),
-            _t("offset", _drp_offset(ctx, r)),
-            Arg("spatial_scale", r["scale"], "float"),
-            Arg("pooled_h", r["ph"], "int"),
-            Arg("pooled_w", r["pw"], "int"),
-            Arg("sampling_ratio", r["sampling"], "int"),
-            Arg("gamma", ctx.uniform(0, 0.5), "float"),
-        ]
-
-    return build, _raw("deform_roi_pool")
-
-
-@target("raw.deform_roi_pool_backward", roi=True, specials=ROI_SPECIALS)
-def _():
-    def build(ctx):
-        r = _roi_common(ctx)
-        return [
-            _t("grad", ctx.randn(r["k"], r["c"], r["ph"], r["pw"], dtype=r["dt"])),
-            _t("input", r["input"]),
-            _t("rois", r["rois"], "rois", r["n"]),
-            _t("offset", _drp_offset(ctx, r)),
-            Arg("spatial_scale", r["scale"], "float"),
-            Arg("pooled_h", r["ph"], "int"),
-            Arg("pooled_w", r["pw"], "int"),
-            Arg("sampling_ratio", r["sampling"], "int"),
-            Arg("gamma", ctx.uniform(0, 0.5), "float"),
-        ]
-
-    return build, _raw("deform_roi_pool_backward")
-
-
-def _roi_boxes_arg(ctx, r, name):
-    if ctx.rng.random() < 0.3:  # a list of [L, 4] per image
-        rois = r["rois"]
-        per = [rois[rois[:, 0] == i][:, 1:] for i in range(r["n"])]
-        return Arg(name, per, "tensors", "boxes")
-    return _t(name, r["rois"], "rois", r["n"])
-
-
-def _size_arg(ctx, r, keyword=False):
-    return Arg(
-        "output_size",
-        r["ph"] if r["ph"] == r["pw"] and ctx.rng.random() < 0.5 else (r["ph"], r["pw"]),
-        "pair",
-        keyword=keyword,
-    )
-
-
-@target("ops.roi_align", roi=True, specials=ROI_SPECIALS, grad=True)
-def _():
-    def build(ctx):
-        r = _roi_common(ctx)
-        return [
-            _t("input", r["input"]),
-            _roi_boxes_arg(ctx, r, "boxes"),
-            _size_arg(ctx, r),
-            Arg("spatial_scale", r["scale"], "float"),
-            Arg("sampling_ratio", r["sampling"] - 1, "int"),
-            Arg("aligned", ctx.rng.random() < 0.5, "bool"),
-        ]
-
-    return build, _grad_call(_wrapped(ops.roi_align), ("input",))
-
-
-@target("ops.deform_roi_pool", roi=True, specials=ROI_SPECIALS, grad=True)
-def _():
-    def build(ctx):
-        r = _roi_common(ctx)
-        return [
-            _t("input", r["input"]),
-            _roi_boxes_arg(ctx, r, "rois"),
-            _t("offset", _drp_offset(ctx, r)),
-            _size_arg(ctx, r),
-            Arg("spatial_scale", r["scale"], "float"),
-            Arg("sampling_ratio", r["sampling"], "int"),
-            Arg("gamma", ctx.uniform(0, 0.5), "float"),
-        ]
-
-    return build, _grad_call(_wrapped(ops.deform_roi_pool), ("input", "offset"))
-
-
 @target("nn.RoIAlign", names=("RoIAlign", "roi_align"), roi=True, specials=ROI_SPECIALS, grad=True)
 def _():
     def build(ctx):
-        r = _roi_common(ctx)
+        r = roi_problem(ctx)
         return [
             _t("input", r["input"]),
-            _roi_boxes_arg(ctx, r, "rois"),
-            _size_arg(ctx, r, keyword=True),
+            roi_boxes_arg(ctx, r, "rois"),
+            output_size_arg(ctx, r, keyword=True),
             Arg("spatial_scale", r["scale"], "float", keyword=True),
             Arg("sampling_ratio", r["sampling"] - 1, "int", keyword=True),
             Arg("aligned", ctx.rng.random() < 0.5, "bool", keyword=True),
@@ -1029,12 +583,12 @@ def _():
 @target("nn.DeformRoIPool", names=("DeformRoIPool", "deform_roi_pool"), roi=True, specials=ROI_SPECIALS, grad=True)
 def _():
     def build(ctx):
-        r = _roi_common(ctx)
+        r = roi_problem(ctx)
         return [
             _t("input", r["input"]),
-            _roi_boxes_arg(ctx, r, "rois"),
+            roi_boxes_arg(ctx, r, "rois"),
             Arg("in_channels", r["c"], "size", keyword=True),
-            _size_arg(ctx, r, keyword=True),
+            output_size_arg(ctx, r, keyword=True),
             Arg("spatial_scale", r["scale"], "float", keyword=True),
             Arg("sampling_ratio", r["sampling"], "int", keyword=True),
             Arg("gamma", ctx.uniform(0, 0.5), "float", keyword=True),
@@ -1042,6 +596,81 @@ def _():
         ]
 
     return build, _module_call(snn.DeformRoIPool, ("input",))
+
+
+# -- the ops: valid calls from their specs -------------------------------------------------------------
+
+#: The test modules with op specs (OpTester subclasses, whose ``fuzz_targets`` and ``fuzz_args`` build the
+#: valid calls of the op targets): every python_tests/test_*.py that defines one.
+SPEC_MODULES = tuple(
+    sorted(
+        name
+        for name, text in (
+            (os.path.basename(p)[:-3], open(p).read())
+            for p in glob.glob(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "test_*.py"))
+        )
+        if re.search(r"^class Test\w*\(OpTester\):", text, re.M)
+    )
+)
+_COVER_SPECIALS = (_cover_giant_canvas, _cover_tiny_stride, _cover_huge_ints)
+_IM2COL_SPECIALS = (_im2col_huge_padding, _im2col_overflow)
+#: What the fuzz cases add to an op target (``raw.<op>``: torch.ops.sniper.<op>; ``ops.<op>``: the wrapper)
+#: beyond its spec: post-conditions of a successful call, limit probes, and RoI pooling (see
+#: ROI_FUZZ_PENDING). A backward pass differentiates the spec's grad_args.
+OP_TARGETS: dict[str, dict] = {
+    "raw.box_iou": dict(post=_post_iou, specials=(_huge_boxes_pair,)),
+    "ops.box_iou": dict(post=_post_iou, specials=(_huge_boxes_pair,)),
+    "raw.nms": dict(post=_post_keep),
+    "ops.nms": dict(post=_post_keep),
+    "raw.batched_nms": dict(post=_post_keep),
+    "ops.batched_nms": dict(post=_post_keep),
+    "raw.soft_nms": dict(post=_post_keep),
+    "ops.soft_nms": dict(post=_post_keep),
+    "raw.greedy_chip_cover": dict(post=_post_cover, specials=_COVER_SPECIALS),
+    "ops.greedy_chip_cover": dict(post=_post_cover, specials=_COVER_SPECIALS),
+    "raw.label_anchors": dict(post=_post_labels, specials=(_label_huge,)),
+    "ops.label_anchors": dict(post=_post_labels, specials=(_label_huge,)),
+    "raw.deform_im2col": dict(specials=_IM2COL_SPECIALS),
+    "raw.deform_col2im": dict(specials=_IM2COL_SPECIALS),
+    "ops.deform_conv2d": dict(specials=(_conv_huge,)),
+    "raw.roi_align": dict(roi=True, specials=ROI_SPECIALS),
+    "raw.roi_align_backward": dict(roi=True, specials=ROI_SPECIALS),
+    "raw.deform_roi_pool": dict(roi=True, specials=ROI_SPECIALS),
+    "raw.deform_roi_pool_backward": dict(roi=True, specials=ROI_SPECIALS),
+    "ops.roi_align": dict(roi=True, specials=ROI_SPECIALS),
+    "ops.deform_roi_pool": dict(roi=True, specials=ROI_SPECIALS),
+}
+
+
+def _add_op_targets():
+    for module in SPEC_MODULES:
+        importlib.import_module(module)
+    from op_tester import SPECS
+
+    specs = {name: spec() for spec in SPECS for name in spec.fuzz_targets}
+    if not set(OP_TARGETS) <= set(specs):
+        raise RuntimeError(f"OP_TARGETS names targets no op spec builds: {sorted(set(OP_TARGETS) - set(specs))}")
+    for name, spec in specs.items():
+        kind, op = name.split(".", 1)
+        opts = OP_TARGETS.get(name, {})
+        call = _raw(op) if kind == "raw" else _wrapped(getattr(ops, op))
+        if kind == "ops" and spec.grad_args:
+            # The names of the differentiable arguments, from a valid call.
+            args = spec.fuzz_args(Ctx(random.Random(0), device="cpu"), name)
+            call = _grad_call(call, tuple(args[i].name for i in spec.grad_args))
+        TARGETS[name] = Target(
+            name,
+            lambda ctx, spec=spec, name=name: spec.fuzz_args(ctx, name),
+            call,
+            (op,),
+            opts.get("post"),
+            tuple(opts.get("specials", ())),
+            kind == "ops" and bool(spec.grad_args),
+            opts.get("roi", False),
+        )
+
+
+_add_op_targets()
 
 
 # Targets that only test the harness (SNIPER_FUZZ_SELFTEST=1): a crash, a hang, a foreign exception,

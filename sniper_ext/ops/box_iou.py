@@ -5,16 +5,20 @@ from __future__ import annotations
 import torch
 
 from ._checks import _values_known, check_box_values, check_boxes, check_same_device
+from ._geometry import Out, register_fake
 
 __all__ = ["box_iou"]
 
 
-def _check_iou_args(op, boxes1, boxes2):
+def box_iou_geometry(boxes1, boxes2) -> Out:
+    """sniper::box_iou: [N, 4] x [M, 4] boxes of one dtype and device -> IoU [N, M] of that dtype."""
+    op = "box_iou"
     check_boxes(op, "boxes1", boxes1)
     check_boxes(op, "boxes2", boxes2)
     check_same_device(op, "boxes1", boxes1, "boxes2", boxes2)
     if boxes1.dtype != boxes2.dtype:
         raise TypeError(f"{op}: `boxes2` must have the dtype of `boxes1` ({boxes1.dtype}), got {boxes2.dtype}")
+    return Out((boxes1.shape[0], boxes2.shape[0]), boxes1.dtype)
 
 
 def _check_iou_range(op, name, boxes):
@@ -48,17 +52,14 @@ def box_iou(boxes1: torch.Tensor, boxes2: torch.Tensor) -> torch.Tensor:
         (two zero-area boxes) have IoU 0. Differentiable w.r.t. both inputs.
     """
     op = "box_iou"
-    _check_iou_args(op, boxes1, boxes2)
+    box_iou_geometry(boxes1, boxes2)
     for name, b in (("boxes1", boxes1), ("boxes2", boxes2)):
         check_box_values(op, name, b)
         _check_iou_range(op, name, b)
     return torch.ops.sniper.box_iou(boxes1, boxes2)
 
 
-@torch.library.register_fake("sniper::box_iou")
-def _box_iou_fake(boxes1, boxes2):
-    _check_iou_args("box_iou", boxes1, boxes2)
-    return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]))
+register_fake("box_iou", box_iou_geometry)
 
 
 def _box_iou_setup_context(ctx, inputs, output):

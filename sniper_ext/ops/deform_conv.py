@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from ._checks import FLOAT_DTYPES, check_devices, check_numel, check_tensor
+from ._geometry import Out, register_fake
 
 __all__ = ["deform_conv2d", "MAX_COLUMN_ELEMENTS"]
 
@@ -46,9 +47,13 @@ def _autocast(device_type: str) -> bool:
     return torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type)
 
 
+def output_size(h, w, kh, kw, sh, sw, ph, pw, dh, dw):
+    """(out_h, out_w) of a convolution (<= 0 when the padded input is smaller than the dilated kernel)."""
+    return (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1, (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+
+
 def _check_geometry(op, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og):
-    """The C++ checks of deform_im2col / deform_col2im (deform_conv_common.h), for the fake kernels:
-    returns (out_h, out_w)."""
+    """The C++ checks of deform_im2col / deform_col2im (deform_conv_common.h): returns (out_h, out_w)."""
     check_devices(op, input=input, offset=offset, mask=mask)
     if input.dim() != 4:
         raise ValueError(f"{op}: `input` must have shape [N, C, H, W], got {tuple(input.shape)}")
@@ -70,8 +75,7 @@ def _check_geometry(op, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og)
     n, c, h, w = input.shape
     if c % og:
         raise ValueError(f"{op}: `offset_groups` ({og}) must divide the input channels ({c})")
-    oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
-    ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    oh, ow = output_size(h, w, kh, kw, sh, sw, ph, pw, dh, dw)
     if oh <= 0 or ow <= 0:
         raise ValueError(f"{op}: the output would be empty (input {h}x{w} too small for the kernel)")
     check_numel(op, "the columns", (max(n, 1), max(c, 2 * og), kh * kw, oh * ow))
@@ -124,8 +128,7 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     groups = c // cg
     if oc % groups:
         raise ValueError(f"{op}: out channels ({oc}) must be divisible by the weight groups ({groups})")
-    oh = (h + 2 * ph - (dh * (kh - 1) + 1)) // sh + 1
-    ow = (w + 2 * pw - (dw * (kw - 1) + 1)) // sw + 1
+    oh, ow = output_size(h, w, kh, kw, sh, sw, ph, pw, dh, dw)
     if oh <= 0 or ow <= 0:
         raise ValueError(f"{op}: input {h}x{w} is too small for kernel {kh}x{kw} with this padding/dilation")
     check_numel(op, "the sampled columns of one sample", (c, kh, kw, oh, ow))
@@ -164,7 +167,8 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     L = oh * ow
     per_sample = c * kh * kw * L
     chunk = max(1, MAX_COLUMN_ELEMENTS // max(per_sample, 1))
-    w_mat = weight.reshape(groups, oc // groups, cg * kh * kw)
+    # A contiguous weight: the matmul then rounds alike whatever the layout of the given weight.
+    w_mat = weight.contiguous().reshape(groups, oc // groups, cg * kh * kw)
     outs = []
     for s in range(0, max(n, 1), chunk):  # an empty batch still runs once (shapes, autograd)
         e = min(n, s + chunk)
@@ -179,15 +183,19 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     return out
 
 
-@torch.library.register_fake("sniper::deform_im2col")
-def _im2col_fake(input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og):
+def deform_im2col_geometry(input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og) -> Out:
+    """sniper::deform_im2col: input [N, C, H, W], offset [N, 2*og*kh*kw, OH, OW], mask None or
+    [N, og*kh*kw, OH, OW] -> columns [N, C*kh*kw, OH*OW] in the input's dtype."""
     oh, ow = _check_geometry("deform_im2col", input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og)
     n, c = input.shape[:2]
-    return input.new_empty((n, c * kh * kw, oh * ow))
+    return Out((n, c * kh * kw, oh * ow), input.dtype)
 
 
-@torch.library.register_fake("sniper::deform_col2im")
-def _col2im_fake(grad_columns, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og, deterministic):
+def deform_col2im_geometry(
+    grad_columns, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og, deterministic
+) -> tuple[Out, Out, Out]:
+    """sniper::deform_col2im: the columns' gradient [N, C*kh*kw, OH*OW] and deform_im2col's arguments ->
+    the gradients of input, offset and mask (an empty [0] without a mask), in the input's dtype."""
     op = "deform_col2im"
     oh, ow = _check_geometry(op, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, dw, og)
     check_devices(op, input=input, grad_columns=grad_columns)
@@ -196,8 +204,16 @@ def _col2im_fake(grad_columns, input, offset, mask, kh, kw, sh, sw, ph, pw, dh, 
         raise ValueError(
             f"{op}: `grad_columns` must have shape [{n}, {c * kh * kw}, {oh * ow}], got {tuple(grad_columns.shape)}"
         )
-    gm = mask.new_empty(mask.shape) if mask is not None else input.new_empty((0,))
-    return input.new_empty(input.shape), offset.new_empty(offset.shape), gm
+    dt = input.dtype
+    return (
+        Out(tuple(input.shape), dt),
+        Out(tuple(offset.shape), dt),
+        Out(tuple(mask.shape) if mask is not None else (0,), dt),
+    )
+
+
+register_fake("deform_im2col", deform_im2col_geometry)
+register_fake("deform_col2im", deform_col2im_geometry)
 
 
 def _im2col_setup(ctx, inputs, output):

@@ -5,8 +5,30 @@ from __future__ import annotations
 import torch
 
 from ._checks import _compiling, check_box_values, check_boxes, check_same_device, check_tensor
+from ._geometry import DYNAMIC, Out, register_fake
 
 __all__ = ["greedy_chip_cover"]
+
+
+def greedy_chip_cover_geometry(boxes, box_group, canvas_wh, chip_size, stride, seed) -> tuple[Out, Out, Out]:
+    """sniper::greedy_chip_cover: boxes [N, 4], box_group [N] int64/int32, canvas_wh [G, 2] on one device
+    -> chips [C, 4] (float32, float64 for float64 boxes), chip_group [C] int64, box_chip [N] int64
+    (C data-dependent)."""
+    op = "greedy_chip_cover"
+    check_boxes(op, "boxes", boxes)
+    check_tensor(op, "box_group", box_group)
+    check_tensor(op, "canvas_wh", canvas_wh)
+    n = boxes.shape[0]
+    if box_group.dim() != 1 or box_group.shape[0] != n:
+        raise ValueError(f"{op}: `box_group` must have shape [{n}] (one group per box), got {tuple(box_group.shape)}")
+    if box_group.dtype not in (torch.int64, torch.int32):
+        raise TypeError(f"{op}: `box_group` must be int64 or int32, got {box_group.dtype}")
+    if canvas_wh.dim() != 2 or canvas_wh.shape[1] != 2:
+        raise ValueError(f"{op}: `canvas_wh` must have shape [G, 2] (width, height), got {tuple(canvas_wh.shape)}")
+    check_same_device(op, "boxes", boxes, "box_group", box_group)
+    check_same_device(op, "boxes", boxes, "canvas_wh", canvas_wh)
+    chip_dtype = torch.float64 if boxes.dtype == torch.float64 else torch.float32
+    return Out((DYNAMIC, 4), chip_dtype), Out((DYNAMIC,), torch.int64), Out((n,), torch.int64)
 
 
 def greedy_chip_cover(
@@ -39,18 +61,8 @@ def greedy_chip_cover(
         group; for every box the index of the chip that covered it, -1 if no candidate can.
     """
     op = "greedy_chip_cover"
-    check_boxes(op, "boxes", boxes)
-    check_tensor(op, "box_group", box_group)
-    check_tensor(op, "canvas_wh", canvas_wh)
+    greedy_chip_cover_geometry(boxes, box_group, canvas_wh, chip_size, stride, seed)
     n = boxes.shape[0]
-    if box_group.dim() != 1 or box_group.shape[0] != n:
-        raise ValueError(f"{op}: `box_group` must have shape [{n}] (one group per box), got {tuple(box_group.shape)}")
-    if box_group.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"{op}: `box_group` must be int64 or int32, got {box_group.dtype}")
-    if canvas_wh.dim() != 2 or canvas_wh.shape[1] != 2:
-        raise ValueError(f"{op}: `canvas_wh` must have shape [G, 2] (width, height), got {tuple(canvas_wh.shape)}")
-    check_same_device(op, "boxes", boxes, "box_group", box_group)
-    check_same_device(op, "boxes", boxes, "canvas_wh", canvas_wh)
     for name, v in (("chip_size", chip_size), ("stride", stride)):
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise ValueError(f"{op}: `{name}` must be a positive int, got {v!r}")
@@ -71,12 +83,4 @@ def greedy_chip_cover(
     return torch.ops.sniper.greedy_chip_cover(boxes, box_group, canvas_wh, chip_size, stride, seed)
 
 
-@torch.library.register_fake("sniper::greedy_chip_cover")
-def _greedy_chip_cover_fake(boxes, box_group, canvas_wh, chip_size, stride, seed):
-    c = torch.library.get_ctx().new_dynamic_size()
-    dtype = torch.float64 if boxes.dtype == torch.float64 else torch.float32
-    return (
-        boxes.new_empty((c, 4), dtype=dtype),
-        boxes.new_empty((c,), dtype=torch.int64),
-        boxes.new_empty((boxes.shape[0],), dtype=torch.int64),
-    )
+register_fake("greedy_chip_cover", greedy_chip_cover_geometry)

@@ -14,12 +14,17 @@ from ._checks import (
     check_tensor,
     check_threshold,
 )
+from ._geometry import Out, register_fake
 
 __all__ = ["label_anchors"]
 
 
-def _check_label_anchors_args(op, anchors, gt_boxes, gt_state, canvas_wh):
-    """Types, shapes, dtypes and devices (shared by the wrapper and the fake kernel)."""
+def label_anchors_geometry(
+    anchors, gt_boxes, gt_state, canvas_wh, pos_iou, neg_iou, invalid_iou, allowed_border
+) -> tuple[Out, Out]:
+    """sniper::label_anchors: anchors [A, 4], gt_boxes [B, G, 4] of the anchors' dtype, gt_state [B, G]
+    int8, canvas_wh [B, 2] on one device -> labels [B, A] int8 and matched_gt [B, A] int64."""
+    op = "label_anchors"
     for name, t in (("anchors", anchors), ("gt_boxes", gt_boxes), ("gt_state", gt_state), ("canvas_wh", canvas_wh)):
         check_tensor(op, name, t)
     if anchors.dim() != 2 or anchors.shape[-1] != 4:
@@ -42,6 +47,7 @@ def _check_label_anchors_args(op, anchors, gt_boxes, gt_state, canvas_wh):
     for name, t in (("gt_boxes", gt_boxes), ("gt_state", gt_state), ("canvas_wh", canvas_wh)):
         check_same_device(op, "anchors", anchors, name, t)
     check_numel(op, "the labels", (b, anchors.shape[0]))
+    return Out((b, anchors.shape[0]), torch.int8), Out((b, anchors.shape[0]), torch.int64)
 
 
 def label_anchors(
@@ -72,7 +78,7 @@ def label_anchors(
         IoU (lowest index on ties), else -1.
     """
     op = "label_anchors"
-    _check_label_anchors_args(op, anchors, gt_boxes, gt_state, canvas_wh)
+    label_anchors_geometry(anchors, gt_boxes, gt_state, canvas_wh, pos_iou, neg_iou, invalid_iou, allowed_border)
     pos = check_threshold(op, "pos_iou", pos_iou)
     neg = check_threshold(op, "neg_iou", neg_iou)
     if neg > pos:
@@ -95,8 +101,4 @@ def label_anchors(
     return torch.ops.sniper.label_anchors(anchors, gt_boxes, gt_state, canvas_wh, pos, neg, inv, border)
 
 
-@torch.library.register_fake("sniper::label_anchors")
-def _label_anchors_fake(anchors, gt_boxes, gt_state, canvas_wh, pos_iou, neg_iou, invalid_iou, allowed_border):
-    _check_label_anchors_args("label_anchors", anchors, gt_boxes, gt_state, canvas_wh)
-    shape = (gt_boxes.shape[0], anchors.shape[0])
-    return anchors.new_empty(shape, dtype=torch.int8), anchors.new_empty(shape, dtype=torch.int64)
+register_fake("label_anchors", label_anchors_geometry)

@@ -12,6 +12,7 @@ from ._checks import (
     check_scores,
     check_threshold,
 )
+from ._geometry import DYNAMIC, Out, register_fake
 
 __all__ = ["nms", "batched_nms", "soft_nms", "SOFT_NMS_METHODS"]
 
@@ -24,6 +25,32 @@ def _check_scored(op, boxes, scores):
     check_scores(op, boxes, scores)
     check_box_values(op, "boxes", boxes)
     check_finite(op, "scores", scores)
+
+
+def nms_geometry(boxes, scores, iou_threshold) -> Out:
+    """sniper::nms: [N, 4] boxes, [N] scores -> the kept indices, int64 [K] (K data-dependent)."""
+    _check_scored_shapes("nms", boxes, scores, None)
+    return Out((DYNAMIC,), torch.int64)
+
+
+def batched_nms_geometry(boxes, scores, idxs, iou_threshold) -> Out:
+    """sniper::batched_nms: as nms, with [N] integer group ids."""
+    _check_scored_shapes("batched_nms", boxes, scores, idxs)
+    return Out((DYNAMIC,), torch.int64)
+
+
+def soft_nms_geometry(boxes, scores, idxs, method, sigma, iou_threshold, score_threshold) -> tuple[Out, Out]:
+    """sniper::soft_nms: as batched_nms (idxs may be None) -> kept indices int64 [K] and their decayed
+    scores [K] in the dtype of scores."""
+    _check_scored_shapes("soft_nms", boxes, scores, idxs)
+    return Out((DYNAMIC,), torch.int64), Out((DYNAMIC,), scores.dtype)
+
+
+def _check_scored_shapes(op, boxes, scores, idxs):
+    check_boxes(op, "boxes", boxes)
+    check_scores(op, boxes, scores)
+    if idxs is not None:
+        check_idxs(op, boxes, idxs)
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
@@ -39,6 +66,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         int64 ``[K]`` indices of the kept boxes, by descending score (ties: lower index first).
     """
     _check_scored("nms", boxes, scores)
+    nms_geometry(boxes, scores, iou_threshold)
     thr = check_threshold("nms", "iou_threshold", iou_threshold)
     return torch.ops.sniper.nms(boxes, scores, thr)
 
@@ -50,7 +78,7 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, i
     coordinates or many groups). Returns kept indices by descending score.
     """
     _check_scored("batched_nms", boxes, scores)
-    check_idxs("batched_nms", boxes, idxs)
+    batched_nms_geometry(boxes, scores, idxs, iou_threshold)
     thr = check_threshold("batched_nms", "iou_threshold", iou_threshold)
     return torch.ops.sniper.batched_nms(boxes, scores, idxs, thr)
 
@@ -86,8 +114,7 @@ def soft_nms(
     """
     op = "soft_nms"
     _check_scored(op, boxes, scores)
-    if idxs is not None:
-        check_idxs(op, boxes, idxs)
+    soft_nms_geometry(boxes, scores, idxs, method, sigma, iou_threshold, score_threshold)
     if method not in SOFT_NMS_METHODS:
         raise ValueError(f"{op}: `method` must be one of {sorted(SOFT_NMS_METHODS)}, got {method!r}")
     sig = check_threshold(op, "sigma", sigma, positive=True)
@@ -96,22 +123,6 @@ def soft_nms(
     return torch.ops.sniper.soft_nms(boxes, scores, idxs, SOFT_NMS_METHODS[method], sig, iou, sthr)
 
 
-def _dynamic_keep(boxes):
-    n = torch.library.get_ctx().new_dynamic_size()
-    return boxes.new_empty((n,), dtype=torch.int64)
-
-
-@torch.library.register_fake("sniper::nms")
-def _nms_fake(boxes, scores, iou_threshold):
-    return _dynamic_keep(boxes)
-
-
-@torch.library.register_fake("sniper::batched_nms")
-def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
-    return _dynamic_keep(boxes)
-
-
-@torch.library.register_fake("sniper::soft_nms")
-def _soft_nms_fake(boxes, scores, idxs, method, sigma, iou_threshold, score_threshold):
-    keep = _dynamic_keep(boxes)
-    return keep, scores.new_empty(keep.shape)
+register_fake("nms", nms_geometry)
+register_fake("batched_nms", batched_nms_geometry)
+register_fake("soft_nms", soft_nms_geometry)

@@ -8,6 +8,7 @@ import operator
 import torch
 
 from ._checks import FLOAT_DTYPES, _compiling, check_devices, check_numel, check_tensor, check_threshold
+from ._geometry import Out, register_fake
 
 __all__ = ["roi_align", "deform_roi_pool"]
 
@@ -106,6 +107,7 @@ def roi_align(
     ph, pw = _size(op, output_size)
     scale, sampling, _ = _scalars(op, spatial_scale, sampling_ratio, ph, pw)
     rois = _rois(op, input, boxes)
+    roi_align_geometry(input, rois, scale, ph, pw, sampling, bool(aligned))
     return torch.ops.sniper.roi_align(input, rois, scale, ph, pw, sampling, bool(aligned))
 
 
@@ -127,12 +129,13 @@ def deform_roi_pool(
                 f"{op}: `offset` must have shape [{rois.shape[0]}, 2, {ph}, {pw}], got {tuple(offset.shape)}"
             )
         offset = offset.to(input.dtype)
+    deform_roi_pool_geometry(input, rois, offset, scale, ph, pw, sampling, gamma)
     return torch.ops.sniper.deform_roi_pool(input, rois, offset, scale, ph, pw, sampling, gamma)
 
 
-# The fake kernels check what the C++ entry points check about shapes and devices (a meta tensor mixed
-# with real ones reaches them too, and must not yield an uninitialised "result").
-def _fake_checks(op, features, name, rois, offset, ph, pw, input=None):
+# The geometry functions check what the C++ entry points check about shapes and devices (a meta tensor
+# mixed with real ones reaches the fake kernels too, and must not yield an uninitialised "result").
+def _check_shapes(op, features, name, rois, offset, ph, pw, input=None):
     tensors = {name: features, "rois": rois, "offset": offset}
     if input is not None:
         tensors["input"] = input
@@ -145,30 +148,36 @@ def _fake_checks(op, features, name, rois, offset, ph, pw, input=None):
         raise ValueError(f"{op}: `offset` must have shape [{rois.shape[0]}, 2, {ph}, {pw}]")
 
 
-@torch.library.register_fake("sniper::roi_align")
-def _roi_align_fake(input, rois, scale, ph, pw, sampling, aligned):
-    _fake_checks("roi_align", input, "input", rois, None, ph, pw)
-    return input.new_empty((rois.shape[0], input.shape[1], ph, pw))
+def roi_align_geometry(input, rois, scale, ph, pw, sampling, aligned) -> Out:
+    """sniper::roi_align: input [N, C, H, W], rois [K, 5] -> [K, C, ph, pw] in the input's dtype."""
+    _check_shapes("roi_align", input, "input", rois, None, ph, pw)
+    return Out((rois.shape[0], input.shape[1], ph, pw), input.dtype)
 
 
-@torch.library.register_fake("sniper::roi_align_backward")
-def _roi_align_backward_fake(grad, rois, scale, ph, pw, n, c, h, w, sampling, aligned):
-    _fake_checks("roi_align_backward", grad, "grad", rois, None, ph, pw)
-    check_numel("roi_align_backward", "the input gradient", (n, c, h, w))
-    return grad.new_empty((n, c, h, w))
+def roi_align_backward_geometry(grad, rois, scale, ph, pw, n, c, h, w, sampling, aligned) -> Out:
+    """sniper::roi_align_backward: grad [K, C, ph, pw], rois [K, 5] -> the input's gradient [n, c, h, w]."""
+    op = "roi_align_backward"
+    _check_shapes(op, grad, "grad", rois, None, ph, pw)
+    check_numel(op, "the input gradient", (n, c, h, w))
+    return Out((n, c, h, w), grad.dtype)
 
 
-@torch.library.register_fake("sniper::deform_roi_pool")
-def _deform_roi_pool_fake(input, rois, offset, scale, ph, pw, sampling, gamma):
-    _fake_checks("deform_roi_pool", input, "input", rois, offset, ph, pw)
-    return input.new_empty((rois.shape[0], input.shape[1], ph, pw))
+def deform_roi_pool_geometry(input, rois, offset, scale, ph, pw, sampling, gamma) -> Out:
+    """sniper::deform_roi_pool: as roi_align, with offset None or [K, 2, ph, pw]."""
+    _check_shapes("deform_roi_pool", input, "input", rois, offset, ph, pw)
+    return Out((rois.shape[0], input.shape[1], ph, pw), input.dtype)
 
 
-@torch.library.register_fake("sniper::deform_roi_pool_backward")
-def _deform_roi_pool_backward_fake(grad, input, rois, offset, scale, ph, pw, sampling, gamma):
-    _fake_checks("deform_roi_pool_backward", grad, "grad", rois, offset, ph, pw, input=input)
-    go = offset.new_empty(offset.shape) if offset is not None else grad.new_empty((0,))
-    return input.new_empty(input.shape), go
+def deform_roi_pool_backward_geometry(grad, input, rois, offset, scale, ph, pw, sampling, gamma) -> tuple[Out, Out]:
+    """sniper::deform_roi_pool_backward: -> the gradients of input and offset (an empty [0] without one)."""
+    _check_shapes("deform_roi_pool_backward", grad, "grad", rois, offset, ph, pw, input=input)
+    return Out(tuple(input.shape), input.dtype), Out(tuple(offset.shape) if offset is not None else (0,), grad.dtype)
+
+
+register_fake("roi_align", roi_align_geometry)
+register_fake("roi_align_backward", roi_align_backward_geometry)
+register_fake("deform_roi_pool", deform_roi_pool_geometry)
+register_fake("deform_roi_pool_backward", deform_roi_pool_backward_geometry)
 
 
 def _alert_nondeterministic(op, grad):

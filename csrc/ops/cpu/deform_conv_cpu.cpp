@@ -41,165 +41,143 @@ void fill_taps(const DeformGeometry& g, const scalar_t* off, const scalar_t* msk
   }
 }
 
-Tensor deform_im2col_cpu(Tensor input_in, Tensor offset_in, std::optional<Tensor> mask_in, int64_t kh, int64_t kw,
-                         int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw, int64_t og) {
-  const DeformGeometry g =
-      deform_geometry(input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og, "deform_im2col");
-  const int64_t n = input_in.size(0), K = g.taps(), L = g.positions();
-  Tensor cols = new_output(input_in, {n, g.channels * K, L}, input_in.scalar_type(), "deform_im2col", "the columns");
-  if (n == 0 || g.channels == 0) return cols;
-  if (g.height == 0 || g.width == 0) return torch::stable::zero_(cols);  // no pixel: every sample is 0
-  const Tensor input = torch::stable::contiguous(input_in);
-  const Tensor offset = torch::stable::contiguous(offset_in);
-  std::optional<Tensor> mask;
-  if (mask_in) mask = torch::stable::contiguous(*mask_in);
-  SNIPER_DISPATCH_FLOATING(input.scalar_type(), "deform_im2col", [&] {
-    using A = acc_t<scalar_t>;
-    const scalar_t* pin = input.const_data_ptr<scalar_t>();
-    const scalar_t* poff = offset.const_data_ptr<scalar_t>();
-    const scalar_t* pmask = mask ? mask->const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* pcol = cols.mutable_data_ptr<scalar_t>();
-    auto load = [](scalar_t v) { return static_cast<A>(v); };
-    const int64_t cpg = g.channels / og, HW = g.height * g.width;
-    // Each (sample, group, tap) computes its sampling points once for all
-    // positions, then streams every channel of the group through them.
-    torch::stable::parallel_for(0, n * og * K, 1, [&](int64_t b, int64_t e) {
-      std::vector<Taps<A>> taps(L);
-      std::vector<A> scale(L);
-      for (int64_t r = b; r < e; ++r) {
-        const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
-        const scalar_t* off = poff + s * 2 * og * K * L;
-        const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
-        fill_taps<scalar_t, A>(g, off, msk, grp, k, taps, scale);
-        for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
-          const scalar_t* plane = pin + (s * g.channels + c) * HW;
-          scalar_t* row = pcol + (s * g.channels * K + c * K + k) * L;
-          for (int64_t l = 0; l < L; ++l) {
-            row[l] = static_cast<scalar_t>(scale[l] * deform_sample<A>(plane, taps[l], load));
-          }
-        }
-      }
-    });
-  });
-  return cols;
-}
-
-std::tuple<Tensor, Tensor, Tensor> deform_col2im_cpu(Tensor grad_cols_in, Tensor input_in, Tensor offset_in,
-                                                     std::optional<Tensor> mask_in, int64_t kh, int64_t kw, int64_t sh,
-                                                     int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
-                                                     int64_t og, bool /*deterministic: always*/) {
-  const DeformGeometry g =
-      deform_col2im_geometry(grad_cols_in, input_in, offset_in, mask_in, kh, kw, sh, sw, ph, pw, dh, dw, og);
-  const int64_t n = input_in.size(0), K = g.taps(), L = g.positions(), C = g.channels;
-  const auto grads = deform_col2im_outputs(input_in, mask_in, g);
-  Tensor grad_input = std::get<0>(grads), grad_offset = std::get<1>(grads), grad_mask = std::get<2>(grads);
-  if (deform_no_work(g, n)) return std::make_tuple(grad_input, grad_offset, grad_mask);
-  const char* op = "deform_col2im";
-  const ScalarType dt = input_in.scalar_type();
-  const Tensor gcols = contiguous_as(grad_cols_in, dt);
-  const Tensor input = torch::stable::contiguous(input_in);
-  const Tensor offset = torch::stable::contiguous(offset_in);
-  std::optional<Tensor> mask;
-  if (mask_in) mask = torch::stable::contiguous(*mask_in);
-  SNIPER_DISPATCH_FLOATING(dt, op, [&] {
-    using A = acc_t<scalar_t>;
-    auto load = [](scalar_t v) { return static_cast<A>(v); };
-    const scalar_t* pg = gcols.const_data_ptr<scalar_t>();
-    const scalar_t* pin = input.const_data_ptr<scalar_t>();
-    const scalar_t* poff = offset.const_data_ptr<scalar_t>();
-    const scalar_t* pmask = mask ? mask->const_data_ptr<scalar_t>() : nullptr;
-    scalar_t* pgi = grad_input.mutable_data_ptr<scalar_t>();
-    scalar_t* pgo = grad_offset.mutable_data_ptr<scalar_t>();
-    scalar_t* pgm = mask ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr;
-    const int64_t cpg = C / og, HW = g.height * g.width;
-    // Sampling taps of every (sample, group, tap, position), weights times mask.
-    struct Tap4 {
-      int32_t idx[4];
-      A w[4];
-    };
-    std::vector<Tap4> table(n * og * K * L);
-    torch::stable::parallel_for(0, n * og * K, 1, [&](int64_t b, int64_t e) {
-      std::vector<Taps<A>> taps(L);
-      std::vector<A> scale(L);
-      for (int64_t r = b; r < e; ++r) {
-        const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
-        fill_taps<scalar_t, A>(g, poff + s * 2 * og * K * L, pmask ? pmask + s * og * K * L : nullptr, grp, k, taps,
-                               scale);
-        for (int64_t l = 0; l < L; ++l) {
-          Tap4& q = table[r * L + l];
-          for (int i = 0; i < 4; ++i) {  // idx -1: a tap of weight 0 (e.g. outside the image), never touched
-            const bool used = taps[l].w[i] != A(0);
-            q.idx[i] = used ? static_cast<int32_t>(taps[l].idx[i]) : -1;
-            q.w[i] = used ? scale[l] * taps[l].w[i] : A(0);
-          }
-        }
-      }
-    });
-    // Input: one (sample, channel) plane per task, accumulated in A.
-    torch::stable::parallel_for(0, n * C, 1, [&](int64_t b, int64_t e) {
-      std::vector<A> acc(HW);
-      for (int64_t nc = b; nc < e; ++nc) {
-        const int64_t s = nc / C, c = nc % C, grp = c / cpg;
-        std::fill(acc.begin(), acc.end(), A(0));
-        for (int64_t k = 0; k < K; ++k) {
-          const scalar_t* grow = pg + (s * C * K + c * K + k) * L;
-          const Tap4* taps = table.data() + ((s * og + grp) * K + k) * L;
-          for (int64_t l = 0; l < L; ++l) {
-            const A gv = static_cast<A>(grow[l]);
-            if (gv == A(0)) continue;
-            const Tap4& q = taps[l];
-            for (int i = 0; i < 4; ++i) {
-              if (q.idx[i] >= 0) acc[q.idx[i]] += gv * q.w[i];
+struct DeformConvCpu : CpuBackend {
+  static void deform_im2col(const Tensor& input, const Tensor& offset, const std::optional<Tensor>& mask,
+                            const DeformGeometry& g, Tensor& cols) {
+    const int64_t n = input.size(0), K = g.taps(), L = g.positions(), og = g.offset_groups;
+    SNIPER_DISPATCH_FLOATING(input.scalar_type(), "deform_im2col", [&] {
+      using A = acc_t<scalar_t>;
+      const scalar_t* pin = input.const_data_ptr<scalar_t>();
+      const scalar_t* poff = offset.const_data_ptr<scalar_t>();
+      const scalar_t* pmask = mask ? mask->const_data_ptr<scalar_t>() : nullptr;
+      scalar_t* pcol = cols.mutable_data_ptr<scalar_t>();
+      auto load = [](scalar_t v) { return static_cast<A>(v); };
+      const int64_t cpg = g.channels / og, HW = g.height * g.width;
+      // Each (sample, group, tap) computes its sampling points once for all
+      // positions, then streams every channel of the group through them.
+      torch::stable::parallel_for(0, n * og * K, 1, [&](int64_t b, int64_t e) {
+        std::vector<Taps<A>> taps(L);
+        std::vector<A> scale(L);
+        for (int64_t r = b; r < e; ++r) {
+          const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
+          const scalar_t* off = poff + s * 2 * og * K * L;
+          const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
+          fill_taps<scalar_t, A>(g, off, msk, grp, k, taps, scale);
+          for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
+            const scalar_t* plane = pin + (s * g.channels + c) * HW;
+            scalar_t* row = pcol + (s * g.channels * K + c * K + k) * L;
+            for (int64_t l = 0; l < L; ++l) {
+              row[l] = static_cast<scalar_t>(scale[l] * deform_sample<A>(plane, taps[l], load));
             }
           }
         }
-        for (int64_t i = 0; i < HW; ++i) pgi[nc * HW + i] = static_cast<scalar_t>(acc[i]);
-      }
+      });
     });
-    // Offset and mask: one (sample, group, tap) per task, summing its channels
-    // (channels outer, positions inner, so rows are read contiguously).
-    torch::stable::parallel_for(0, n * og * K, 1, [&](int64_t b, int64_t e) {
-      std::vector<Taps<A>> taps(L);
-      std::vector<A> scale(L), gy(L), gx(L), gm(L);
-      for (int64_t r = b; r < e; ++r) {
-        const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
-        const scalar_t* off = poff + s * 2 * og * K * L;
-        const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
-        fill_taps<scalar_t, A>(g, off, msk, grp, k, taps, scale);
-        std::fill(gy.begin(), gy.end(), A(0));
-        std::fill(gx.begin(), gx.end(), A(0));
-        std::fill(gm.begin(), gm.end(), A(0));
-        for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
-          const scalar_t* grow = pg + (s * C * K + c * K + k) * L;
-          const scalar_t* plane = pin + (s * C + c) * HW;
+  }
+
+  // Always deterministic: every output element has one writer.
+  static void deform_col2im(const Tensor& gcols, const Tensor& input, const Tensor& offset,
+                            const std::optional<Tensor>& mask, const DeformGeometry& g, bool /*deterministic*/,
+                            Tensor& grad_input, Tensor& grad_offset, Tensor& grad_mask) {
+    const int64_t n = input.size(0), K = g.taps(), L = g.positions(), C = g.channels, og = g.offset_groups;
+    const char* op = "deform_col2im";
+    const ScalarType dt = input.scalar_type();
+    SNIPER_DISPATCH_FLOATING(dt, op, [&] {
+      using A = acc_t<scalar_t>;
+      auto load = [](scalar_t v) { return static_cast<A>(v); };
+      const scalar_t* pg = gcols.const_data_ptr<scalar_t>();
+      const scalar_t* pin = input.const_data_ptr<scalar_t>();
+      const scalar_t* poff = offset.const_data_ptr<scalar_t>();
+      const scalar_t* pmask = mask ? mask->const_data_ptr<scalar_t>() : nullptr;
+      scalar_t* pgi = grad_input.mutable_data_ptr<scalar_t>();
+      scalar_t* pgo = grad_offset.mutable_data_ptr<scalar_t>();
+      scalar_t* pgm = mask ? grad_mask.mutable_data_ptr<scalar_t>() : nullptr;
+      const int64_t cpg = C / og, HW = g.height * g.width;
+      // Sampling taps of every (sample, group, tap, position), weights times mask.
+      struct Tap4 {
+        int32_t idx[4];
+        A w[4];
+      };
+      std::vector<Tap4> table(n * og * K * L);
+      torch::stable::parallel_for(0, n * og * K, 1, [&](int64_t b, int64_t e) {
+        std::vector<Taps<A>> taps(L);
+        std::vector<A> scale(L);
+        for (int64_t r = b; r < e; ++r) {
+          const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
+          fill_taps<scalar_t, A>(g, poff + s * 2 * og * K * L, pmask ? pmask + s * og * K * L : nullptr, grp, k, taps,
+                                 scale);
           for (int64_t l = 0; l < L; ++l) {
-            const A gv = static_cast<A>(grow[l]);
-            if (gv == A(0)) continue;
-            A v, vy, vx;
-            deform_sample_grad<A>(plane, taps[l], load, &v, &vy, &vx);
-            gy[l] += gv * vy;
-            gx[l] += gv * vx;
-            gm[l] += gv * v;
+            Tap4& q = table[r * L + l];
+            for (int i = 0; i < 4; ++i) {  // idx -1: a tap of weight 0 (e.g. outside the image), never touched
+              const bool used = taps[l].w[i] != A(0);
+              q.idx[i] = used ? static_cast<int32_t>(taps[l].idx[i]) : -1;
+              q.w[i] = used ? scale[l] * taps[l].w[i] : A(0);
+            }
           }
         }
-        scalar_t* go_y = pgo + (s * 2 * og * K + 2 * (grp * K + k)) * L;
-        scalar_t* go_x = go_y + L;
-        for (int64_t l = 0; l < L; ++l) {
-          go_y[l] = static_cast<scalar_t>(scale[l] * gy[l]);
-          go_x[l] = static_cast<scalar_t>(scale[l] * gx[l]);
-          if (pgm) pgm[(s * og * K + grp * K + k) * L + l] = static_cast<scalar_t>(gm[l]);
+      });
+      // Input: one (sample, channel) plane per task, accumulated in A.
+      torch::stable::parallel_for(0, n * C, 1, [&](int64_t b, int64_t e) {
+        std::vector<A> acc(HW);
+        for (int64_t nc = b; nc < e; ++nc) {
+          const int64_t s = nc / C, c = nc % C, grp = c / cpg;
+          std::fill(acc.begin(), acc.end(), A(0));
+          for (int64_t k = 0; k < K; ++k) {
+            const scalar_t* grow = pg + (s * C * K + c * K + k) * L;
+            const Tap4* taps = table.data() + ((s * og + grp) * K + k) * L;
+            for (int64_t l = 0; l < L; ++l) {
+              const A gv = static_cast<A>(grow[l]);
+              if (gv == A(0)) continue;
+              const Tap4& q = taps[l];
+              for (int i = 0; i < 4; ++i) {
+                if (q.idx[i] >= 0) acc[q.idx[i]] += gv * q.w[i];
+              }
+            }
+          }
+          for (int64_t i = 0; i < HW; ++i) pgi[nc * HW + i] = static_cast<scalar_t>(acc[i]);
         }
-      }
+      });
+      // Offset and mask: one (sample, group, tap) per task, summing its channels
+      // (channels outer, positions inner, so rows are read contiguously).
+      torch::stable::parallel_for(0, n * og * K, 1, [&](int64_t b, int64_t e) {
+        std::vector<Taps<A>> taps(L);
+        std::vector<A> scale(L), gy(L), gx(L), gm(L);
+        for (int64_t r = b; r < e; ++r) {
+          const int64_t s = r / (og * K), grp = (r / K) % og, k = r % K;
+          const scalar_t* off = poff + s * 2 * og * K * L;
+          const scalar_t* msk = pmask ? pmask + s * og * K * L : nullptr;
+          fill_taps<scalar_t, A>(g, off, msk, grp, k, taps, scale);
+          std::fill(gy.begin(), gy.end(), A(0));
+          std::fill(gx.begin(), gx.end(), A(0));
+          std::fill(gm.begin(), gm.end(), A(0));
+          for (int64_t c = grp * cpg; c < (grp + 1) * cpg; ++c) {
+            const scalar_t* grow = pg + (s * C * K + c * K + k) * L;
+            const scalar_t* plane = pin + (s * C + c) * HW;
+            for (int64_t l = 0; l < L; ++l) {
+              const A gv = static_cast<A>(grow[l]);
+              if (gv == A(0)) continue;
+              A v, vy, vx;
+              deform_sample_grad<A>(plane, taps[l], load, &v, &vy, &vx);
+              gy[l] += gv * vy;
+              gx[l] += gv * vx;
+              gm[l] += gv * v;
+            }
+          }
+          scalar_t* go_y = pgo + (s * 2 * og * K + 2 * (grp * K + k)) * L;
+          scalar_t* go_x = go_y + L;
+          for (int64_t l = 0; l < L; ++l) {
+            go_y[l] = static_cast<scalar_t>(scale[l] * gy[l]);
+            go_x[l] = static_cast<scalar_t>(scale[l] * gx[l]);
+            if (pgm) pgm[(s * og * K + grp * K + k) * L + l] = static_cast<scalar_t>(gm[l]);
+          }
+        }
+      });
     });
-  });
-  return std::make_tuple(grad_input, grad_offset, grad_mask);
-}
+  }
+};
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) {
-  m.impl("deform_im2col", TORCH_BOX(&deform_im2col_cpu));
-  m.impl("deform_col2im", TORCH_BOX(&deform_col2im_cpu));
-}
+STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { register_deform_conv<DeformConvCpu>(m); }
 
 }  // namespace sniper

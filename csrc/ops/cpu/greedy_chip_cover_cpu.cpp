@@ -12,7 +12,7 @@
 
 #include <sniper/chip_grid.h>
 
-#include "../greedy_chip_cover_checks.h"
+#include "../greedy_chip_cover_common.h"
 #include "groups_cpu.h"
 
 namespace sniper {
@@ -117,80 +117,74 @@ void cover_group(const scalar_t* boxes, const int64_t* members, int64_t count, d
   }
 }
 
-std::tuple<Tensor, Tensor, Tensor> greedy_chip_cover_cpu(Tensor boxes_in, Tensor box_group_in, Tensor canvas_wh_in,
-                                                         int64_t chip_size, int64_t stride,
-                                                         std::optional<int64_t> seed) {
-  const char* op = "greedy_chip_cover";
-  check_chip_cover_args(boxes_in, box_group_in, canvas_wh_in, chip_size, stride, seed);
-  const int64_t n = boxes_in.size(0), groups = canvas_wh_in.size(0);
-  const Tensor boxes = torch::stable::contiguous(boxes_in);
-  const Tensor box_group = contiguous_as(box_group_in, ScalarType::Long);
-  const Tensor canvas = contiguous_as(canvas_wh_in, ScalarType::Double);
-  const int64_t* gid = box_group.const_data_ptr<int64_t>();
-  const double* wh = canvas.const_data_ptr<double>();
-  check_chip_canvases(canvas, chip_size, stride);
-  for (int64_t i = 0; i < n; ++i) {
-    STD_TORCH_CHECK(gid[i] >= 0 && gid[i] < groups, op, ": `box_group`[", i, "] = ", gid[i], " is outside [0, ", groups,
-                    ") (one group per row of canvas_wh)");
-  }
-  const ScalarType out_dtype = boxes.scalar_type() == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
-  Tensor box_chip = new_empty(boxes, {n}, ScalarType::Long);
-  int64_t* pbc = box_chip.mutable_data_ptr<int64_t>();
-  Groups g = make_groups(gid, n);
-  std::vector<CoverResult> results(g.count());
-
-  SNIPER_DISPATCH_FLOATING(boxes.scalar_type(), op, [&] {
-    const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
+struct ChipCoverCpu : CpuBackend {
+  static int64_t greedy_chip_cover(const Tensor& boxes, const Tensor& box_group, const Tensor& canvas,
+                                   int64_t chip_size, int64_t stride, std::optional<int64_t> seed, Tensor& chips,
+                                   Tensor& chip_group, Tensor& box_chip) {
+    const char* op = "greedy_chip_cover";
+    const int64_t n = boxes.size(0), groups = canvas.size(0);
+    const int64_t* gid = box_group.const_data_ptr<int64_t>();
+    const double* wh = canvas.const_data_ptr<double>();
     for (int64_t i = 0; i < n; ++i) {
-      const double x1 = pb[4 * i], y1 = pb[4 * i + 1], x2 = pb[4 * i + 2], y2 = pb[4 * i + 3];
-      STD_TORCH_CHECK(
-          std::isfinite(x1) && std::isfinite(y1) && std::isfinite(x2) && std::isfinite(y2) && x1 <= x2 && y1 <= y2, op,
-          ": `boxes`[", i, "] = (", x1, ", ", y1, ", ", x2, ", ", y2, ") must be finite with x1 <= x2 and y1 <= y2");
+      STD_TORCH_CHECK(gid[i] >= 0 && gid[i] < groups, op, ": `box_group`[", i, "] = ", gid[i], " is outside [0, ",
+                      groups, ") (one group per row of canvas_wh)");
     }
-    torch::stable::parallel_for(0, g.count(), 1, [&](int64_t b, int64_t e) {
-      for (int64_t k = b; k < e; ++k) {
-        const int64_t* members = g.order.data() + g.offsets[k];
-        const int64_t group = gid[members[0]];
-        cover_group(pb, members, g.offsets[k + 1] - g.offsets[k], wh[2 * group], wh[2 * group + 1], chip_size, stride,
-                    seed, group, results[k], pbc);
-      }
-    });
-  });
+    int64_t* pbc = box_chip.mutable_data_ptr<int64_t>();
+    Groups g = make_groups(gid, n);
+    std::vector<CoverResult> results(g.count());
 
-  // Concatenate: groups ascending, chips in selection order; make chip ids global.
-  int64_t total = 0;
-  std::vector<int64_t> first(g.count());
-  for (int64_t k = 0; k < g.count(); ++k) {
-    first[k] = total;
-    total += static_cast<int64_t>(results[k].chips.size());
-  }
-  Tensor chips = new_empty(boxes, {total, 4}, out_dtype);
-  Tensor chip_group = new_empty(boxes, {total}, ScalarType::Long);
-  int64_t* pcg = chip_group.mutable_data_ptr<int64_t>();
-  for (int64_t k = 0; k < g.count(); ++k) {
-    const int64_t* members = g.order.data() + g.offsets[k];
-    const int64_t group = gid[members[0]];
-    for (int64_t m = 0; m < g.offsets[k + 1] - g.offsets[k]; ++m) {
-      if (pbc[members[m]] >= 0) pbc[members[m]] += first[k];
-    }
-    for (size_t c = 0; c < results[k].chips.size(); ++c) pcg[first[k] + c] = group;
-  }
-  auto write = [&](auto* pc) {
-    for (int64_t k = 0; k < g.count(); ++k) {
-      for (size_t c = 0; c < results[k].chips.size(); ++c) {
-        for (int j = 0; j < 4; ++j) pc[4 * (first[k] + c) + j] = results[k].chips[c][j];
+    SNIPER_DISPATCH_FLOATING(boxes.scalar_type(), op, [&] {
+      const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
+      for (int64_t i = 0; i < n; ++i) {
+        const double x1 = pb[4 * i], y1 = pb[4 * i + 1], x2 = pb[4 * i + 2], y2 = pb[4 * i + 3];
+        STD_TORCH_CHECK(
+            std::isfinite(x1) && std::isfinite(y1) && std::isfinite(x2) && std::isfinite(y2) && x1 <= x2 && y1 <= y2,
+            op, ": `boxes`[", i, "] = (", x1, ", ", y1, ", ", x2, ", ", y2,
+            ") must be finite with x1 <= x2 and y1 <= y2");
       }
+      torch::stable::parallel_for(0, g.count(), 1, [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          const int64_t* members = g.order.data() + g.offsets[k];
+          const int64_t group = gid[members[0]];
+          cover_group(pb, members, g.offsets[k + 1] - g.offsets[k], wh[2 * group], wh[2 * group + 1], chip_size, stride,
+                      seed, group, results[k], pbc);
+        }
+      });
+    });
+
+    // Concatenate: groups ascending, chips in selection order; make chip ids global.
+    int64_t total = 0;
+    std::vector<int64_t> first(g.count());
+    for (int64_t k = 0; k < g.count(); ++k) {
+      first[k] = total;
+      total += static_cast<int64_t>(results[k].chips.size());
     }
-  };
-  if (out_dtype == ScalarType::Double)
-    write(chips.mutable_data_ptr<double>());
-  else
-    write(chips.mutable_data_ptr<float>());
-  return std::make_tuple(chips, chip_group, box_chip);
-}
+    int64_t* pcg = chip_group.mutable_data_ptr<int64_t>();
+    for (int64_t k = 0; k < g.count(); ++k) {
+      const int64_t* members = g.order.data() + g.offsets[k];
+      const int64_t group = gid[members[0]];
+      for (int64_t m = 0; m < g.offsets[k + 1] - g.offsets[k]; ++m) {
+        if (pbc[members[m]] >= 0) pbc[members[m]] += first[k];
+      }
+      for (size_t c = 0; c < results[k].chips.size(); ++c) pcg[first[k] + c] = group;
+    }
+    auto write = [&](auto* pc) {
+      for (int64_t k = 0; k < g.count(); ++k) {
+        for (size_t c = 0; c < results[k].chips.size(); ++c) {
+          for (int j = 0; j < 4; ++j) pc[4 * (first[k] + c) + j] = results[k].chips[c][j];
+        }
+      }
+    };
+    if (chips.scalar_type() == ScalarType::Double)
+      write(chips.mutable_data_ptr<double>());
+    else
+      write(chips.mutable_data_ptr<float>());
+    return total;
+  }
+};
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { m.impl("greedy_chip_cover", TORCH_BOX(&greedy_chip_cover_cpu)); }
+STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { register_greedy_chip_cover<ChipCoverCpu>(m); }
 
 }  // namespace sniper

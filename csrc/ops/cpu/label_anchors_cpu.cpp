@@ -12,7 +12,7 @@
 #include <sniper/anchor_rules.h>
 #include <sniper/box_math.h>
 
-#include "../label_anchors_checks.h"
+#include "../label_anchors_common.h"
 
 namespace sniper {
 namespace {
@@ -144,41 +144,32 @@ void label_chip(const AnchorIndex<A>& an, const scalar_t* gt, const int8_t* stat
   }
 }
 
-std::tuple<Tensor, Tensor> label_anchors_cpu(Tensor anchors_in, Tensor gt_boxes_in, Tensor gt_state_in,
-                                             Tensor canvas_wh_in, double pos_iou, double neg_iou, double invalid_iou,
-                                             double allowed_border) {
-  check_label_anchors_args(anchors_in, gt_boxes_in, gt_state_in, canvas_wh_in, pos_iou, neg_iou, invalid_iou,
-                           allowed_border);
-  const int64_t num_chips = gt_boxes_in.size(0), num_gt = gt_boxes_in.size(1);
-  const int64_t na = anchors_in.size(0);
-  Tensor labels = new_output(anchors_in, {num_chips, na}, ScalarType::Char, "label_anchors", "the labels");
-  Tensor matched = new_output(anchors_in, {num_chips, na}, ScalarType::Long, "label_anchors", "the matches");
-  if (num_chips == 0 || na == 0) return std::make_tuple(labels, matched);
-  const Tensor anchors = torch::stable::contiguous(anchors_in);
-  const Tensor gt_boxes = torch::stable::contiguous(gt_boxes_in);
-  const Tensor gt_state = torch::stable::contiguous(gt_state_in);
-  const Tensor canvas = contiguous_as(canvas_wh_in, ScalarType::Double);
-  SNIPER_DISPATCH_FLOATING(anchors.scalar_type(), "label_anchors", [&] {
-    using A = acc_t<scalar_t>;
-    const AnchorIndex<A> index(anchors.const_data_ptr<scalar_t>(), na);
-    const scalar_t* gt = gt_boxes.const_data_ptr<scalar_t>();
-    const int8_t* st = gt_state.const_data_ptr<int8_t>();
-    const double* wh = canvas.const_data_ptr<double>();
-    int8_t* pl = labels.mutable_data_ptr<int8_t>();
-    int64_t* pm = matched.mutable_data_ptr<int64_t>();
-    torch::stable::parallel_for(0, num_chips, 1, [&](int64_t b, int64_t e) {
-      for (int64_t c = b; c < e; ++c) {
-        label_chip<scalar_t, A>(index, gt + c * num_gt * 4, st + c * num_gt, num_gt, static_cast<A>(wh[2 * c]),
-                                static_cast<A>(wh[2 * c + 1]), static_cast<A>(pos_iou), static_cast<A>(neg_iou),
-                                static_cast<A>(invalid_iou), static_cast<A>(allowed_border), pl + c * na, pm + c * na);
-      }
+struct LabelAnchorsCpu : CpuBackend {
+  static void label_anchors(const Tensor& anchors, const Tensor& gt_boxes, const Tensor& gt_state, const Tensor& canvas,
+                            const AnchorThresholds& t, Tensor& labels, Tensor& matched) {
+    const int64_t num_chips = gt_boxes.size(0), num_gt = gt_boxes.size(1), na = anchors.size(0);
+    SNIPER_DISPATCH_FLOATING(anchors.scalar_type(), "label_anchors", [&] {
+      using A = acc_t<scalar_t>;
+      const AnchorIndex<A> index(anchors.const_data_ptr<scalar_t>(), na);
+      const scalar_t* gt = gt_boxes.const_data_ptr<scalar_t>();
+      const int8_t* st = gt_state.const_data_ptr<int8_t>();
+      const double* wh = canvas.const_data_ptr<double>();
+      int8_t* pl = labels.mutable_data_ptr<int8_t>();
+      int64_t* pm = matched.mutable_data_ptr<int64_t>();
+      torch::stable::parallel_for(0, num_chips, 1, [&](int64_t b, int64_t e) {
+        for (int64_t c = b; c < e; ++c) {
+          label_chip<scalar_t, A>(index, gt + c * num_gt * 4, st + c * num_gt, num_gt, static_cast<A>(wh[2 * c]),
+                                  static_cast<A>(wh[2 * c + 1]), static_cast<A>(t.pos_iou), static_cast<A>(t.neg_iou),
+                                  static_cast<A>(t.invalid_iou), static_cast<A>(t.allowed_border), pl + c * na,
+                                  pm + c * na);
+        }
+      });
     });
-  });
-  return std::make_tuple(labels, matched);
-}
+  }
+};
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { m.impl("label_anchors", TORCH_BOX(&label_anchors_cpu)); }
+STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { register_label_anchors<LabelAnchorsCpu>(m); }
 
 }  // namespace sniper

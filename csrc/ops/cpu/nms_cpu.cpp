@@ -99,43 +99,36 @@ void nms_group(const scalar_t* boxes, const scalar_t* scores, const int64_t* idx
   }
 }
 
-// Backend of NmsEntries (nms_common.h): checked, contiguous, n > 0.
-Tensor nms_cpu(const Tensor& boxes, const Tensor& scores, const std::optional<Tensor>& ids, double iou_threshold,
-               const char* op) {
-  const int64_t n = boxes.size(0);
-  std::vector<int64_t> kept;
-  SNIPER_DISPATCH_FLOATING(boxes.scalar_type(), op, [&] {
-    using A = acc_t<scalar_t>;
-    const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
-    const scalar_t* ps = scores.const_data_ptr<scalar_t>();
-    Groups g = make_groups(ids ? ids->const_data_ptr<int64_t>() : nullptr, n);
-    std::vector<uint8_t> keep(n, 0);
-    torch::stable::parallel_for(0, g.count(), group_grain(n, g.count()), [&](int64_t b, int64_t e) {
-      for (int64_t k = b; k < e; ++k) {
-        nms_group(pb, ps, g.order.data() + g.offsets[k], g.offsets[k + 1] - g.offsets[k], iou_threshold, keep.data());
+struct NmsCpu : CpuBackend {
+  static int64_t nms(const Tensor& boxes, const Tensor& scores, const std::optional<Tensor>& ids, double iou_threshold,
+                     Tensor& keep_out) {
+    const int64_t n = boxes.size(0);
+    int64_t* out_idx = keep_out.mutable_data_ptr<int64_t>();
+    int64_t count = 0;
+    SNIPER_DISPATCH_FLOATING(boxes.scalar_type(), ids ? "batched_nms" : "nms", [&] {
+      using A = acc_t<scalar_t>;
+      const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
+      const scalar_t* ps = scores.const_data_ptr<scalar_t>();
+      Groups g = make_groups(ids ? ids->const_data_ptr<int64_t>() : nullptr, n);
+      std::vector<uint8_t> keep(n, 0);
+      torch::stable::parallel_for(0, g.count(), group_grain(n, g.count()), [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          nms_group(pb, ps, g.order.data() + g.offsets[k], g.offsets[k + 1] - g.offsets[k], iou_threshold, keep.data());
+        }
+      });
+      std::vector<std::pair<int64_t, A>> out;
+      for (int64_t i = 0; i < n; ++i) {
+        if (keep[i]) out.emplace_back(i, static_cast<A>(ps[i]));
       }
+      sort_by_score(out);
+      for (const auto& p : out) out_idx[count++] = p.first;
     });
-    std::vector<std::pair<int64_t, A>> out;
-    for (int64_t i = 0; i < n; ++i) {
-      if (keep[i]) out.emplace_back(i, static_cast<A>(ps[i]));
-    }
-    sort_by_score(out);
-    kept.reserve(out.size());
-    for (const auto& p : out) kept.push_back(p.first);
-  });
-
-  const int64_t k = static_cast<int64_t>(kept.size());
-  Tensor result = new_empty(boxes, {k}, ScalarType::Long);
-  std::copy(kept.begin(), kept.end(), result.mutable_data_ptr<int64_t>());
-  return result;
-}
+    return count;
+  }
+};
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) {
-  using E = NmsEntries<&nms_cpu>;
-  m.impl("nms", TORCH_BOX(&E::nms));
-  m.impl("batched_nms", TORCH_BOX(&E::batched_nms));
-}
+STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { register_nms<NmsCpu>(m); }
 
 }  // namespace sniper

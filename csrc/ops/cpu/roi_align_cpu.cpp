@@ -1,21 +1,9 @@
-// CPU kernels of roi_align and deform_roi_pool (forward and backward).
-//
-// Each RoI's samples (bin-major: sample f of a RoI is bin f / ns, grid cell
-// f % ns, ns = grid_h * grid_w) get their taps (4 flat offsets and bilinear
-// weights) computed once into a table, and the channels then sweep that table
-// kBlock at a time: one tap load serves kBlock independent sums.
-//  * Forward: parallel over RoIs (and channel groups when RoIs are few).
-//  * Input gradient: tables for a chunk of RoIs are built first (in parallel),
-//    then parallel over channel blocks, each walking the RoIs in order: every
-//    element has one writer, so the result is deterministic.
-//  * Offset gradient: parallel over RoIs, channels summed per sample, a few
-//    bins at a time.
-// Every sum runs in the order of the definition the CUDA kernels use
-// (bilinear.h): per output, samples in (iy, ix) order, each adding
-// w0*v0 + w1*v1 + w2*v2 + w3*v3 (sample()); per input-gradient element, RoIs,
-// bins, samples and taps in order. Tables are bounded (kForwardTable,
-// kBackwardTable taps), whatever the RoI sizes.
-// The entry points (roi_align_common.h) validate every argument first.
+// CPU kernels of roi_align and deform_roi_pool (forward and backward): each
+// RoI's bilinear taps are computed once into a bounded table that the
+// channels sweep kBlock at a time. Every sum runs in the order of the
+// definition the CUDA kernels use (bilinear.h); the input gradient has one
+// writer per element, so it is deterministic. Layout and parallelisation:
+// docs/kernels.md, "RoI pooling".
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -107,16 +95,9 @@ void forward_sweep(const scalar_t* plane, int64_t HW, const RoiTap<A>* taps, int
 }
 
 // out [K, C, ph, pw]
-Tensor pool_forward(const Tensor& input_in, const Tensor& rois_in, const std::optional<Tensor>& offset_in,
-                    const RoiPoolSpec& s) {
-  const int64_t K = rois_in.size(0), C = input_in.size(1), H = input_in.size(2), W = input_in.size(3);
-  // An empty feature map: every sample lies outside it, every bin is 0.
-  if (K == 0 || C == 0 || H == 0 || W == 0) return torch::stable::new_zeros(input_in, {K, C, s.ph, s.pw});
-  Tensor out = new_empty(input_in, {K, C, s.ph, s.pw}, input_in.scalar_type());
-  const Tensor input = torch::stable::contiguous(input_in);
-  const Tensor rois = torch::stable::contiguous(rois_in);
-  std::optional<Tensor> offset;
-  if (offset_in) offset = torch::stable::contiguous(*offset_in);
+void pool_forward(const Tensor& input, const Tensor& rois, const std::optional<Tensor>& offset, const RoiPoolSpec& s,
+                  Tensor& out) {
+  const int64_t K = rois.size(0), C = input.size(1), H = input.size(2), W = input.size(3);
   const int64_t HW = H * W, nbins = s.ph * s.pw, blocks = (C + kBlock - 1) / kBlock;
   // Channel groups per RoI: enough work items for the threads when RoIs are few.
   const int64_t want = 4 * int64_t(torch::stable::get_num_threads());
@@ -161,7 +142,6 @@ Tensor pool_forward(const Tensor& input_in, const Tensor& rois_in, const std::op
       }
     });
   });
-  return out;
 }
 
 // Adds the input gradient of B channels (c0 ..) over table samples [f0, f1)
@@ -247,21 +227,12 @@ void offset_sweep(const RoiBins<A>& bn, const scalar_t* grad, const scalar_t* in
 }
 
 // Gradients of input [N, C, H, W] and (when offset is given) offset [K, 2, ph, pw].
-std::tuple<Tensor, Tensor> pool_backward(const Tensor& grad_in, const Tensor& rois_in,
-                                         const std::optional<Tensor>& input_in, const std::optional<Tensor>& offset_in,
-                                         int64_t N, int64_t C, int64_t H, int64_t W, const RoiPoolSpec& s) {
-  const int64_t K = rois_in.size(0);
-  const ScalarType dt = grad_in.scalar_type();
-  Tensor grad_input = torch::stable::new_zeros(grad_in, {N, C, H, W});
-  Tensor grad_offset =
-      offset_in ? torch::stable::new_zeros(*offset_in, {K, 2, s.ph, s.pw}) : new_empty(grad_in, {0}, dt);
-  // No samples reach an empty feature map: both gradients are 0.
-  if (K == 0 || C == 0 || H == 0 || W == 0) return std::make_tuple(grad_input, grad_offset);
-  const Tensor grad = torch::stable::contiguous(grad_in);
-  const Tensor rois = torch::stable::contiguous(rois_in);
-  std::optional<Tensor> input, offset;
-  if (input_in) input = torch::stable::contiguous(*input_in);
-  if (offset_in) offset = torch::stable::contiguous(*offset_in);
+// grad_input and grad_offset arrive zero-filled.
+void pool_backward(const Tensor& grad, const Tensor& rois, const std::optional<Tensor>& input,
+                   const std::optional<Tensor>& offset, const RoiPoolSpec& s, Tensor& grad_input, Tensor& grad_offset) {
+  const int64_t K = rois.size(0), N = grad_input.size(0), C = grad_input.size(1), H = grad_input.size(2),
+                W = grad_input.size(3);
+  const ScalarType dt = grad.scalar_type();
   const int64_t HW = H * W, nbins = s.ph * s.pw, blocks = (C + kBlock - 1) / kBlock;
   SNIPER_DISPATCH_FLOATING(dt, "roi pooling backward", [&] {
     using A = acc_t<scalar_t>;
@@ -324,17 +295,15 @@ std::tuple<Tensor, Tensor> pool_backward(const Tensor& grad_in, const Tensor& ro
       }
     });
   });
-  return std::make_tuple(grad_input, grad_offset);
 }
+
+struct RoiPoolCpu : CpuBackend {
+  static constexpr auto roi_pool_forward = &pool_forward;
+  static constexpr auto roi_pool_backward = &pool_backward;
+};
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) {
-  using E = RoiPoolEntries<&pool_forward, &pool_backward>;
-  m.impl("roi_align", TORCH_BOX(&E::roi_align));
-  m.impl("roi_align_backward", TORCH_BOX(&E::roi_align_backward));
-  m.impl("deform_roi_pool", TORCH_BOX(&E::deform_roi_pool));
-  m.impl("deform_roi_pool_backward", TORCH_BOX(&E::deform_roi_pool_backward));
-}
+STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { register_roi_pool<RoiPoolCpu>(m); }
 
 }  // namespace sniper

@@ -5,7 +5,7 @@
 #include <utility>
 #include <vector>
 
-#include "../nms_common.h"
+#include "../soft_nms_common.h"
 #include "box_soa_cpu.h"
 #include "groups_cpu.h"
 
@@ -75,47 +75,40 @@ void soft_nms_group(const scalar_t* boxes, const scalar_t* scores, const int64_t
   }
 }
 
-// Backend of SoftNmsEntries (nms_common.h): checked, contiguous, n > 0.
-std::tuple<Tensor, Tensor> soft_nms_cpu(const Tensor& boxes, const Tensor& scores, const std::optional<Tensor>& ids,
-                                        const SoftNmsSpec& spec) {
-  const char* op = "soft_nms";
-  const int64_t n = boxes.size(0);
-  const ScalarType dtype = boxes.scalar_type();
-
-  std::vector<int64_t> kept_idx;
-  Tensor kept_scores;
-  SNIPER_DISPATCH_FLOATING(dtype, op, [&] {
-    using A = acc_t<scalar_t>;
-    const SoftNmsParams<A> p{spec.method, static_cast<A>(spec.sigma), static_cast<A>(spec.iou_threshold),
-                             static_cast<A>(spec.score_threshold)};
-    const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
-    const scalar_t* ps = scores.const_data_ptr<scalar_t>();
-    Groups g = make_groups(ids ? ids->const_data_ptr<int64_t>() : nullptr, n);
-    std::vector<std::vector<std::pair<int64_t, A>>> per_group(g.count());
-    torch::stable::parallel_for(0, g.count(), group_grain(n, g.count()), [&](int64_t b, int64_t e) {
-      for (int64_t k = b; k < e; ++k) {
-        soft_nms_group(pb, ps, g.order.data() + g.offsets[k], g.offsets[k + 1] - g.offsets[k], p, per_group[k]);
+struct SoftNmsCpu : CpuBackend {
+  static int64_t soft_nms(const Tensor& boxes, const Tensor& scores, const std::optional<Tensor>& ids,
+                          const SoftNmsSpec& spec, Tensor& keep, Tensor& kept_scores) {
+    const int64_t n = boxes.size(0);
+    int64_t count = 0;
+    SNIPER_DISPATCH_FLOATING(boxes.scalar_type(), "soft_nms", [&] {
+      using A = acc_t<scalar_t>;
+      const SoftNmsParams<A> p{spec.method, static_cast<A>(spec.sigma), static_cast<A>(spec.iou_threshold),
+                               static_cast<A>(spec.score_threshold)};
+      const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
+      const scalar_t* ps = scores.const_data_ptr<scalar_t>();
+      Groups g = make_groups(ids ? ids->const_data_ptr<int64_t>() : nullptr, n);
+      std::vector<std::vector<std::pair<int64_t, A>>> per_group(g.count());
+      torch::stable::parallel_for(0, g.count(), group_grain(n, g.count()), [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          soft_nms_group(pb, ps, g.order.data() + g.offsets[k], g.offsets[k + 1] - g.offsets[k], p, per_group[k]);
+        }
+      });
+      std::vector<std::pair<int64_t, A>> all;
+      for (auto& v : per_group) all.insert(all.end(), v.begin(), v.end());
+      sort_by_score(all);
+      int64_t* out_idx = keep.mutable_data_ptr<int64_t>();
+      scalar_t* out_s = kept_scores.mutable_data_ptr<scalar_t>();
+      for (const auto& [index, score] : all) {
+        out_idx[count] = index;
+        out_s[count++] = static_cast<scalar_t>(score);
       }
     });
-    std::vector<std::pair<int64_t, A>> all;
-    for (auto& v : per_group) all.insert(all.end(), v.begin(), v.end());
-    sort_by_score(all);
-    const int64_t k = static_cast<int64_t>(all.size());
-    kept_scores = new_empty(boxes, {k}, dtype);
-    scalar_t* out_s = kept_scores.mutable_data_ptr<scalar_t>();
-    kept_idx.resize(k);
-    for (int64_t i = 0; i < k; ++i) {
-      kept_idx[i] = all[i].first;
-      out_s[i] = static_cast<scalar_t>(all[i].second);
-    }
-  });
-  Tensor keep = new_empty(boxes, {static_cast<int64_t>(kept_idx.size())}, ScalarType::Long);
-  std::copy(kept_idx.begin(), kept_idx.end(), keep.mutable_data_ptr<int64_t>());
-  return std::make_tuple(keep, kept_scores);
-}
+    return count;
+  }
+};
 
 }  // namespace
 
-STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { m.impl("soft_nms", TORCH_BOX(&SoftNmsEntries<&soft_nms_cpu>::soft_nms)); }
+STABLE_TORCH_LIBRARY_IMPL(sniper, CPU, m) { register_soft_nms<SoftNmsCpu>(m); }
 
 }  // namespace sniper

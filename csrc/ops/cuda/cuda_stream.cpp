@@ -6,8 +6,9 @@
 // torch (FORCE_CUDA=1). Instead the function is found once, at first use, in
 // the copy torch has already loaded.
 #include <dlfcn.h>
+#include <torch/csrc/inductor/aoti_torch/c/shim.h>
 
-#include "cuda_registration.h"
+#include "cuda_device.h"
 
 namespace sniper {
 namespace {

@@ -1,38 +1,9 @@
-// CUDA kernels of sniper::nms and sniper::batched_nms.
-//
-// Boxes are sorted by score (descending, ties to the lower index) and, with
-// groups, stably into per-group segments. Two paths decide the boxes of a
-// segment, both exact greedy NMS:
-//
-// * Bitmask (nms, and batched_nms groups of more than
-//   NmsTuning::nms_large_segment boxes). A mask kernel sets bit c of word
-//   (i, w) when box i suppresses box 64 w + c of the same segment (IoU >
-//   threshold, i ranked higher); its blocks cover (segment, column block,
-//   row block), so a few huge groups fill the whole GPU. Then one block per
-//   segment walks the mask 64 boxes at a time: a single thread decides the
-//   64 boxes of a word from the bits of the boxes kept so far, the others OR
-//   the mask rows of the new keepers into the words further right.
-//   A segment of n boxes needs n * ceil(n / 64) * 8 bytes of mask. Segments
-//   are batched under NmsTuning::nms_mask_budget (default 256 MiB: the 4 x
-//   18k proposal groups of filter_proposals fit in one batch of 163 MB). A
-//   segment over the budget is processed in column tiles of T boxes (T^2/8
-//   bytes, T = 46,336 by default) in score order: for each tile, a cross
-//   kernel first marks the boxes of the tile that a box kept in an earlier
-//   tile suppresses (blocks over (64-box columns, ranges of kept boxes)),
-//   then the mask and walk of the tile itself start from those marks and
-//   append the tile's keepers to the kept list. Work: T^2/2 IoUs per tile
-//   plus |kept before| x T, against N^2/2 for a full mask.
-// * One block per segment (batched_nms groups up to nms_large_segment
-//   boxes): the block runs the greedy loop over its segment; thousands of
-//   small groups share one launch and need no mask memory.
-//
-// Expected (not measured: no GPU in the sessions so far), on an H100: the
-// mask kernel evaluates ~2e11 IoU/s or more, the walk costs a few us per 64
-// boxes. nms N = 50k: ~1.2e9 IoUs + 780 walk steps, a few ms; N = 200k: 5
-// tiles, ~50 ms at most (torchvision builds the full 5 GB mask and walks it
-// on the host after copying it). batched_nms 4 x 18k: 4 x 1.6e8 IoUs over
-// all SMs plus 4 concurrent walks of 282 steps, ~1-2 ms, where one block per
-// group took 18k sequential block-wide steps each.
+// CUDA kernels of sniper::nms and sniper::batched_nms: exact greedy NMS on
+// boxes sorted by score (ties to the lower index), per group segment. nms and
+// groups above NmsTuning::nms_large_segment: a suppression bitmask (batched
+// under NmsTuning::nms_mask_budget, column tiles for a group over it) walked
+// by one block per segment; smaller groups: one block per segment running the
+// greedy loop. Design and expected timings: docs/kernels.md, "NMS".
 #include <cmath>
 #include <utility>
 #include <vector>

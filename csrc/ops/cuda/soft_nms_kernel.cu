@@ -1,41 +1,11 @@
 // CUDA kernels of sniper::soft_nms: exact sequential greedy Soft-NMS, the
 // same selections and the same bits as the CPU kernel (same comparisons,
-// same float operations; exp_ is bit-identical on both sides).
-//
-// Boxes are sorted into per-group segments on the device. Each selection
-// step of a group decays the boxes that overlap the selected one and finds
-// the next maximum: a chain of dependent steps (up to one per box), so the
-// time of a large group is (steps) x (latency of one step). What counts is
-// a short step, not a wider one:
-//
-// * Small groups (<= NmsTuning::soft_nms_large_group boxes, default 1024):
-//   one 256-thread block per group, grid-stride over the groups, so that
-//   thousands of groups (images x classes) share one launch. Each step is
-//   one pass over the group (decay, drop, candidate), then a block reduce.
-// * Large groups: one 1024-thread block each, all in one launch. The group
-//   is laid out by x1; each thread owns a run of ceil(n / 1024) consecutive
-//   boxes and keeps its best live box in registers. A step is a block
-//   reduce of the 1024 candidates, one barrier to publish the choice, and
-//   a pass over only the runs whose x-extent can meet the selected box (the
-//   CPU kernel's x1/running-max-x2 window at run granularity; outside it
-//   the IoU is exactly 0). No thread reads another's boxes, so the only
-//   shared state is the published choice.
-//
-// Why not many blocks per group: blocks of one launch may not wait on each
-// other (no grid-wide synchronisation; the CPU test harness also runs
-// blocks one after another), so a step across blocks is a kernel launch,
-// ~2-4 us each: N = 20k steps would cost 40-80 ms in launches alone. Within
-// one block a step is ~3 barriers plus the window's runs (N = 20k: 20 boxes
-// per run, a few runs per step on spread-out boxes), ~1-2 us. Expected (not
-// measured: no GPU yet) on an H100, one group, gaussian, most boxes kept:
-// N = 5k ~ 5 ms, N = 20k ~ 20-40 ms, against ~100 ms for the one-block pass
-// over the whole group per step used before (20k/256 = 80 boxes per thread
-// per step), and 4 / 23 ms for the CPU kernel (one core, same window). So
-// a single huge group is about as fast as on the CPU; beating that clearly
-// needs fewer steps: the next few best boxes, pairwise disjoint, could be
-// selected in one step (their selections cannot interact). Not done yet.
-//
-// The host waits once, at the end, to learn how many boxes were kept.
+// same float operations; exp_ is bit-identical on both sides). Groups of up
+// to NmsTuning::soft_nms_large_group boxes: a 256-thread block each, many
+// groups per launch; larger groups: a 1024-thread block each that visits
+// only the runs of boxes whose x-range can overlap the selected box. The
+// host waits once, at the end, to learn how many boxes were kept. Design
+// and expected timings: docs/kernels.md, "Soft-NMS".
 #include "segments.cuh"
 
 namespace sniper {

@@ -1,10 +1,17 @@
-// Argument checks shared by the CPU and CUDA registrations of greedy_chip_cover.
+// Argument checks and the schema entry point of sniper::greedy_chip_cover (ChipCoverEntries),
+// shared by the CPU and CUDA registrations; the backends' kernel:
+//   greedy_chip_cover(boxes [n, 4], box_group [n] int64, canvas [G, 2] float64, chip_size, stride,
+//                     seed, chips [n, 4], chip_group [n], box_chip [n]) -> count
+// with n > 0, contiguous inputs; it checks what only the data shows (group ids in range, finite
+// boxes), writes the chips and their groups to rows [0, count) and every box's chip.
 #pragma once
 
 #include <sniper/chip_grid.h>
 #include <sniper/stable_utils.h>
 
 #include <cmath>
+
+#include "op_entry.h"
 
 namespace sniper {
 
@@ -44,6 +51,33 @@ inline void check_chip_canvases(const Tensor& canvas_wh, int64_t chip_size, int6
                     candidates, " candidate chips for chip_size ", chip_size, " and stride ", stride,
                     ", more than the 2^24 one group may have (use a larger stride or a smaller canvas)");
   }
+}
+
+template <typename B>
+struct ChipCoverEntries {
+  static std::tuple<Tensor, Tensor, Tensor> greedy_chip_cover(Tensor boxes, Tensor box_group, Tensor canvas_wh,
+                                                              int64_t chip_size, int64_t stride,
+                                                              std::optional<int64_t> seed) {
+    check_chip_cover_args(boxes, box_group, canvas_wh, chip_size, stride, seed);
+    check_chip_canvases(canvas_wh, chip_size, stride);
+    typename B::Guard guard(boxes);
+    const int64_t n = boxes.size(0);
+    // Every chip covers at least one box first: at most n chips.
+    const ScalarType chip_dtype = boxes.scalar_type() == ScalarType::Double ? ScalarType::Double : ScalarType::Float;
+    Tensor chips = new_empty(boxes, {n, 4}, chip_dtype);
+    Tensor chip_group = new_empty(boxes, {n}, ScalarType::Long);
+    Tensor box_chip = new_empty(boxes, {n}, ScalarType::Long);
+    if (n == 0) return std::make_tuple(chips, chip_group, box_chip);
+    const int64_t count = B::greedy_chip_cover(
+        torch::stable::contiguous(boxes), contiguous_as(box_group, ScalarType::Long),
+        contiguous_as(canvas_wh, ScalarType::Double), chip_size, stride, seed, chips, chip_group, box_chip);
+    return std::make_tuple(first_n(chips, count), first_n(chip_group, count), box_chip);
+  }
+};
+
+template <typename B>
+void register_greedy_chip_cover(OpLibrary& m) {
+  m.impl("greedy_chip_cover", TORCH_BOX(&ChipCoverEntries<B>::greedy_chip_cover));
 }
 
 }  // namespace sniper
