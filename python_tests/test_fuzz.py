@@ -146,9 +146,10 @@ def test_fuzz_roi_ops(records):
 def test_harness_reports_crashes_hangs_and_bad_errors(monkeypatch):
     """Selftest targets: each misbehaviour is reported against exactly its case, and the run goes on."""
     monkeypatch.setenv("SNIPER_FUZZ_SELFTEST", "1")
-    got = runner.run(SEED, 5, workers=1, call_timeout=3.0)
+    got = runner.run(SEED, 6, workers=1, call_timeout=3.0)
     detail = {r["target"]: r["detail"] for r in got}
-    assert [r["status"] for r in got] == ["fail"] * 5
+    assert [r["status"] for r in got] == ["fail"] * 6
+    assert re.search("timeout: generating the case took more than 3 s", detail["?"])
     assert re.search("crash: child killed by signal SIGSEGV", detail["selftest.crash"])
     assert re.search("hang: no result after 3 s", detail["selftest.hang"])
     assert re.search("exception type not accepted: ZeroDivisionError", detail["selftest.foreign"])

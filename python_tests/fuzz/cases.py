@@ -674,7 +674,8 @@ _add_op_targets()
 
 
 # Targets that only test the harness (SNIPER_FUZZ_SELFTEST=1): a crash, a hang, a foreign exception,
-# non-finite output and an unnamed error must each be reported as a failure of exactly that case.
+# non-finite output, an unnamed error and an endless case generation must each be reported as a
+# failure of exactly that case.
 if os.environ.get("SNIPER_FUZZ_SELFTEST") == "1":
 
     def _selftest(name, fn):
@@ -685,6 +686,10 @@ if os.environ.get("SNIPER_FUZZ_SELFTEST") == "1":
     _selftest("selftest.foreign", lambda case: 1 // 0)
     _selftest("selftest.nonfinite", lambda case: torch.tensor([0.0, math.inf]))
     _selftest("selftest.unnamed", lambda case: torch.zeros(2) + torch.zeros(3))
+    # a case whose generation never ends: reported as that case's timeout, and the run goes on
+    TARGETS["selftest.slowgen"] = Target(
+        "selftest.slowgen", lambda ctx: (time.sleep(3600), [Arg("x", 1.0, "fixed")])[1], lambda case: 0, ("selftest",)
+    )
     TARGETS = {k: v for k, v in TARGETS.items() if k.startswith("selftest.")}
 
 TARGET_NAMES = sorted(TARGETS)

@@ -81,6 +81,7 @@ def _child(conn, seed: int, indices: list[int], threads: int, deadline: float, e
         if deadline and time.time() > deadline:
             conn.send(("D", {"reason": "deadline"}))
             return
+        conn.send(("G", {"i": i}))  # generating: a slow generation is this case's timeout, not the run's
         try:
             case = make_case(seed, i)
             desc, target = case.describe(), case.target
@@ -191,6 +192,8 @@ def _drive(indices, seed, threads, call_timeout, target_timeouts, deadline, reco
                             if msg == "timeout"
                             else f"crash: child {_describe_exit(rc)}"
                         )
+                        if current["target"] == "?":  # killed while generating the case
+                            why = f"timeout: generating the case took more than {timeout:g} s (killed)"
                         tail = _tail(err_path)
                         with lock:
                             records.append(
@@ -213,6 +216,9 @@ def _drive(indices, seed, threads, call_timeout, target_timeouts, deadline, reco
                 if tag == "H":
                     if os.path.realpath(payload["sniper_ext"]) != os.path.realpath(expected_module):
                         raise RuntimeError(f"fuzz child imported {payload['sniper_ext']}, not {expected_module}")
+                    timeout = call_timeout
+                elif tag == "G":
+                    current = {"index": payload["i"], "target": "?", "desc": "(case being generated)"}
                     timeout = call_timeout
                 elif tag == "S":
                     current = {"index": payload["i"], "target": payload["target"], "desc": payload["desc"]}

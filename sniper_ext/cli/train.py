@@ -100,7 +100,10 @@ def add_parser(subparsers):
     p.add_argument(
         "--resume",
         action="store_true",
-        help="continue from OUT/last.pt (from the start when there is none yet; default: off)",
+        help="continue from OUT/last.pt (from the start when there is none yet). Settings that change the "
+        "model, the data, the chips, the mode, the seed or the batch are refused (start a new --out); the "
+        "others (learning rate and schedule, precision, logging, checkpoints, workers, inference) are applied "
+        "from the checkpoint on and reported (default: off)",
     )
     p.add_argument(
         "--skip-bad",

@@ -7,7 +7,7 @@ import operator
 
 import torch
 
-from ._checks import FLOAT_DTYPES, _compiling, check_devices, check_numel, check_tensor, check_threshold
+from ._checks import FLOAT_DTYPES, _compiling, _to_float, check_devices, check_numel, check_tensor, check_threshold
 from ._geometry import Out, register_fake
 
 __all__ = ["roi_align", "deform_roi_pool"]
@@ -79,10 +79,7 @@ def _scalars(op, spatial_scale, sampling_ratio, ph, pw, gamma=0.0):
             f"{op}: `sampling_ratio` = {sampling} gives {ph}*{pw}*{sampling}*{sampling} bilinear samples "
             f"per RoI; at most {MAX_SAMPLES_PER_ROI} are supported"
         )
-    try:
-        gamma = float(gamma)
-    except (TypeError, ValueError):
-        raise TypeError(f"{op}: `gamma` must be a number, got {type(gamma).__name__}") from None
+    gamma = _to_float(op, "gamma", gamma)  # a huge int is a ValueError, not an OverflowError
     if not math.isfinite(gamma):
         raise ValueError(f"{op}: `gamma` must be finite, got {gamma}")
     return scale, sampling, gamma
