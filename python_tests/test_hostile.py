@@ -1,4 +1,4 @@
-"""Hostile input for every command: each case builds its bad input in a fresh folder, runs the
+"""Hostile input for every command (chips, train, infer, eval, detect, demo, nms-demo): each case builds its bad input in a fresh folder, runs the
 command in-process and asserts one clear line on stderr (``sniper CMD: error: ...`` with the
 expected fragments), the exit status (1 bad data or path, 2 bad command line), no traceback, and
 that nothing was written (the folder holds exactly what the case put there)."""
@@ -597,8 +597,40 @@ DETECT = [
     ),
 ]
 
+DEMO = [
+    (
+        "unknown-variant",
+        lambda d: ["demo", "--out", str(d / "demo"), "--variants", "sniper,nope"],
+        2,
+        ["--variants", "unknown nope"],
+    ),
+    (
+        "out-is-a-file",
+        lambda d: ((d / "demo").write_text(""), ["demo", "--out", str(d / "demo"), "--quick"])[1],
+        1,
+        ["--out", "not a directory"],
+    ),
+    ("iters-zero", lambda d: ["demo", "--out", str(d / "demo"), "--iters", "0"], 2, ["--iters", "positive integer"]),
+]
+
+NMS_DEMO = [
+    (
+        "out-is-a-file",
+        lambda d: ((d / "nms").write_text(""), ["nms-demo", "--out", str(d / "nms")])[1],
+        1,
+        ["--out", "not a directory"],
+    ),
+    (
+        "images-zero",
+        lambda d: ["nms-demo", "--out", str(d / "nms"), "--images", "0"],
+        2,
+        ["--images", "positive integer"],
+    ),
+]
+
 CASES = [("chips",) + c for c in CHIPS] + [("train",) + c for c in TRAIN] + [("infer",) + c for c in INFER]
 CASES += [("eval",) + c for c in EVAL] + [("detect",) + c for c in DETECT]
+CASES += [("demo",) + c for c in DEMO] + [("nms-demo",) + c for c in NMS_DEMO]
 
 
 def _listing(d) -> dict:

@@ -23,7 +23,15 @@ from __future__ import annotations
 
 import os
 
-from ..evaluation import BACKENDS, evaluate_coco, format_per_class, format_table, resolve_backend, write_metrics_json
+from ..evaluation import (
+    BACKENDS,
+    check_ground_truth,
+    evaluate_coco,
+    format_per_class,
+    format_table,
+    resolve_backend,
+    write_metrics_json,
+)
 from ..inference import write_results_json
 from .common import (
     EXIT_OK,
@@ -101,12 +109,7 @@ def _results(args):
     if args.checkpoint is None:
         return args.results
     result = run_inference(args, annotations=args.annotations, image_root=args.image_root)
-    if not result.is_main:
-        return None
-    if args.out:
-        path = write_results_json(results_path_for(args.out), result.results)
-        print(f"wrote {path}")
-    return result.results
+    return result.results if result.is_main else None
 
 
 def run(args) -> int:
@@ -134,6 +137,8 @@ def run(args) -> int:
     for path in (args.annotations, args.results):
         if path is not None:
             check_readable_file(path)
+    if args.checkpoint is not None:
+        check_ground_truth(args.annotations)  # as evaluation reads it, before the long inference
 
     results = _results(args)
     if results is None:  # a torchrun process other than the first: its share is done
@@ -146,7 +151,9 @@ def run(args) -> int:
     print(format_table(metrics))
     if args.per_class:
         print(format_per_class(metrics))
-    if args.out:
+    if args.out:  # written once everything succeeded
+        if args.checkpoint is not None:
+            print(f"wrote {write_results_json(results_path_for(args.out), results)}")
         write_metrics_json(args.out, metrics)
         print(f"wrote {args.out}")
     return EXIT_OK

@@ -11,6 +11,7 @@ The ``sniper eval`` command is :mod:`sniper_ext.cli.eval`.
 from .coco_eval import (
     BACKENDS,
     METRIC_KEYS,
+    check_ground_truth,
     check_results,
     evaluate_coco,
     format_per_class,
@@ -22,6 +23,7 @@ from .coco_eval import (
 __all__ = [
     "BACKENDS",
     "METRIC_KEYS",
+    "check_ground_truth",
     "check_results",
     "evaluate_coco",
     "format_per_class",

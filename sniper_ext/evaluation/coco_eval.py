@@ -48,6 +48,7 @@ from ..data.coco import RowChecker, json_type, read_json
 from ..errors import DataError
 
 __all__ = [
+    "check_ground_truth",
     "BACKENDS",
     "METRIC_KEYS",
     "evaluate_coco",
@@ -141,6 +142,12 @@ def _load_ground_truth(annotations) -> tuple[str, dict]:
     if "info" in data:
         gt["info"] = data["info"]
     return file, {"dataset": gt, "names": names}
+
+
+def check_ground_truth(annotations) -> None:
+    """DataError (naming the file and the entry) unless ``annotations`` (a path or a dict) are
+    ground truth that :func:`evaluate_coco` accepts."""
+    _load_ground_truth(annotations)
 
 
 def check_results(results, image_ids, category_ids, *, name: str = "<results>") -> tuple[str, list]:
