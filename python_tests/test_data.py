@@ -497,3 +497,42 @@ def test_loader_data_error_from_worker(tmp_path):
         loader = make_chip_loader(ds, ChipStream(db, 2, num_iters=2), workers=workers, pin_memory=False)
         with pytest.raises(DataError, match=r"img\.png: image 9: cannot decode the image"):
             list(loader)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole images (the baselines): grouped by orientation and scale, padded per batch
+
+
+def test_whole_image_batches_pad_to_their_own_largest_image(tmp_path):
+    from sniper_ext.data import group_by_shape
+    from sniper_ext.engine.single_scale import pyramid_db, single_scale_db
+
+    path = make_synthetic_dataset(str(tmp_path), num_images=10, seed=4)
+    records = load_coco(path)
+    cfg = preset("tiny")
+    for db in (single_scale_db(records, (320, 533), cfg.chips), pyramid_db(records, cfg.chips)):
+        assert db.extra["whole_images"]
+        dataset = ChipDataset(db, str(tmp_path / "images"), [1, 2, 3])
+        stream = ChipStream(db, 2, seed=1, num_iters=ChipStream(db, 2, seed=1).iters_for(1) - 1)
+        canvas = db.chip_canvas
+        for rows, batch in zip(stream, make_chip_loader(dataset, stream)):
+            chips = [c for c, _, _ in rows]
+            w = [int(np.floor(canvas[c, 2] - canvas[c, 0] + 0.5)) for c in chips]
+            h = [int(np.floor(canvas[c, 3] - canvas[c, 1] + 0.5)) for c in chips]
+            H, W = batch["images"].shape[2:]
+            assert H == -(-max(h) // 16) * 16 and W == -(-max(w) // 16) * 16  # the batch's own largest
+            assert len({(w_ >= h_, int(db.chip_scale_index[c])) for c, w_, h_ in zip(chips, w, h)}) <= 1 or (
+                len(chips) < 2
+            )  # one orientation and scale per batch (but an epoch's last leftovers)
+            wh = batch["canvas_wh"].numpy()
+            for k in range(len(chips)):  # outside its content, an image is the mean colour
+                pad = batch["images"][k, :, int(wh[k, 1]) :, :]
+                assert pad.numel() == 0 or bool((pad == pad[:, :1, :1]).all())
+    # the grouping: a permutation of the epoch's rows, full batches of one bucket
+    rows = np.stack([np.arange(20), np.zeros(20, np.int64)], 1)
+    bucket = np.array([0, 1, 2] * 7)[:20]
+    out = group_by_shape(rows, bucket, 3)
+    assert sorted(out[:, 0].tolist()) == list(range(20))
+    full = len(out) - sum(int((bucket == b).sum()) % 3 for b in range(3))
+    for k in range(0, full, 3):
+        assert len(set(bucket[out[k : k + 3, 0]].tolist())) == 1

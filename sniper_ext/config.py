@@ -164,7 +164,8 @@ class TrainConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     backbone_weights: str | None = None
     #: "two_stage" (RPN, negative chips, detector), "positives" (no negative chips),
-    #: "single_scale" (full images at one resolution, the baseline of method §10)
+    #: "single_scale" (full images at one resolution), "pyramid" (full images at every training
+    #: scale, SNIP-style): the baselines of method §10
     mode: str = "two_stage"
     #: for mode "single_scale": (min side, max side)
     single_scale_resolution: tuple = (800, 1333)
@@ -299,7 +300,7 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     if not isinstance(cfg.name, str):
         _fail("name", "a string", cfg.name)
     _int("seed", cfg.seed, 0)
-    _choice("mode", cfg.mode, ("two_stage", "positives", "single_scale"))
+    _choice("mode", cfg.mode, ("two_stage", "positives", "single_scale", "pyramid"))
     _numbers("single_scale_resolution", cfg.single_scale_resolution, 2, 0, lo_open=True)
     if cfg.backbone_weights is not None and not isinstance(cfg.backbone_weights, str):
         _fail("backbone_weights", "a path or null", cfg.backbone_weights)

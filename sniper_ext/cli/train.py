@@ -71,7 +71,9 @@ def add_parser(subparsers):
         help="torchvision ImageNet checkpoint of the backbone (default: random init)",
     )
     p.add_argument(
-        "--mode", choices=("two_stage", "positives", "single_scale"), help="schedule (default: the config's, two_stage)"
+        "--mode",
+        choices=("two_stage", "positives", "single_scale", "pyramid"),
+        help="schedule (default: the config's, two_stage); single_scale and pyramid are the whole-image baselines",
     )
     p.add_argument(
         "--max-iter",

@@ -23,7 +23,7 @@ from .image_batches import ResizedImages, collate_images, image_loader
 from .images import check_images, image_header, image_path, open_image, read_image
 from .index import cache_root, open_index
 from .proposals import ProposalSet, read_proposals, read_proposals_npz, write_proposals_npz
-from .sampler import ChipLoader, ChipStream, make_chip_loader, stream_keys
+from .sampler import ChipLoader, ChipStream, group_by_shape, make_chip_loader, stream_keys
 from .synthetic import CLASS_SHAPES, make_synthetic_dataset
 from .synthetic_coco import synthetic_coco
 
@@ -43,6 +43,7 @@ __all__ = [
     "check_images",
     "collate_chips",
     "collate_images",
+    "group_by_shape",
     "image_header",
     "image_loader",
     "image_path",

@@ -70,6 +70,9 @@ class ChipDataset:
             raise ValueError(f"ChipDataset: the chip database has labels {bad} that are not in `category_ids`")
         self._contiguous = (pos + 1).astype(np.int64)
         self.chip_size = int(db.config.chip_size)
+        #: whole images (the baselines' databases): each padded only to a multiple of 16, and a
+        #: batch to its own largest image (collate_chips), not every image to the largest of all
+        self.whole_images = bool(db.extra.get("whole_images"))
         self.mean = pad_colour(pixel_mean)
         if cache_size < 0:
             raise ValueError("ChipDataset: `cache_size` must be >= 0")
@@ -112,16 +115,24 @@ class ChipDataset:
         K = self.chip_size
         return min(int(math.floor(x1 - x0 + 0.5)), K), min(int(math.floor(y1 - y0 + 0.5)), K)
 
+    def padded_size(self, c: int) -> tuple:
+        """(height, width) of chip ``c``'s pixels: K x K for a chip, the canvas rounded up to a
+        multiple of 16 for a whole image."""
+        if not self.whole_images:
+            return self.chip_size, self.chip_size
+        cw, ch = self.canvas_size(c)
+        return _ceil16(ch), _ceil16(cw)
+
     def chip_pixels(self, c: int, flip: bool) -> np.ndarray:
-        """uint8 [3, K, K]: chip ``c`` cut from its image, resized, flipped, padded."""
+        """uint8 [3, K, K] (whole images: [3, ceil16(h), ceil16(w)]): chip ``c`` cut from its
+        image, resized, flipped, padded with the mean colour."""
         db = self.db
         img = self.image(int(db.chip_image[c]))
         W, H = img.size
         s = float(db.chip_scale[c])
         x0, y0, x1, y1 = (float(v) for v in db.chip_canvas[c])
         cw, ch = self.canvas_size(c)
-        K = self.chip_size
-        out = np.empty((3, K, K), np.uint8)
+        out = np.empty((3, *self.padded_size(c)), np.uint8)
         out[:] = self.mean[:, None, None]
         if cw > 0 and ch > 0:
             # The content spans canvas [x0, x0 + cw) x [y0, y0 + ch), i.e. original pixels
@@ -174,12 +185,34 @@ class ChipDataset:
             "flip": flip,
             "image_index": int(self.db.chip_image[c]),
             "seed": int(seed),
+            "pad": self.mean,
         }
+
+
+def _ceil16(v: int) -> int:
+    return int(math.ceil(v / 16) * 16)
+
+
+def _stack_images(samples: list) -> np.ndarray:
+    """[B, 3, H, W]: the samples' images, padded to the largest (with the samples' pad colour)."""
+    shapes = {s["image"].shape for s in samples}
+    if len(shapes) == 1:
+        return np.stack([s["image"] for s in samples])
+    h = max(s["image"].shape[1] for s in samples)
+    w = max(s["image"].shape[2] for s in samples)
+    pad = np.asarray(samples[0].get("pad", np.zeros(3, np.uint8)), np.uint8)
+    out = np.empty((len(samples), 3, h, w), np.uint8)
+    out[:] = pad[None, :, None, None]
+    for b, s in enumerate(samples):
+        _, sh, sw = s["image"].shape
+        out[b, :, :sh, :sw] = s["image"]
+    return out
 
 
 def collate_chips(samples: list) -> dict:
     """The batch of the contract from :meth:`ChipDataset.__getitem__` samples; G = the largest GT
-    count (at least 1), padding rows: boxes 0, labels 0, state -1."""
+    count (at least 1), padding rows: boxes 0, labels 0, state -1. Images of different sizes
+    (whole images) are padded to the batch's largest."""
     if not samples:
         raise ValueError("collate_chips: empty list of chips")
     B = len(samples)
@@ -193,7 +226,7 @@ def collate_chips(samples: list) -> dict:
         labels[b, :g] = s["gt_labels"]
         state[b, :g] = s["gt_state"]
     return {
-        "images": torch.from_numpy(np.stack([s["image"] for s in samples])),
+        "images": torch.from_numpy(_stack_images(samples)),
         "gt_boxes": torch.from_numpy(boxes),
         "gt_labels": torch.from_numpy(labels),
         "gt_state": torch.from_numpy(state),

@@ -7,7 +7,8 @@ rank ``r`` takes rows ``[r*B, (r+1)*B)`` of it. So the chips a run sees depend o
 ``(db, seed, global batch)``: two ranks together see exactly what one rank with the doubled
 batch sees, and a run restarted at iteration ``k`` continues exactly where it stopped. Every row
 also carries a 63-bit key, a hash of ``(seed, stream position)``, for the model's random choices
-(anchor sampling).
+(anchor sampling). For a database of whole images each epoch's rows are grouped so that a global
+batch holds images of one orientation and scale (:func:`group_by_shape`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..chips.database import ChipDB
 from ..errors import DataError
 from .chip_dataset import collate_chips
 
-__all__ = ["ChipStream", "make_chip_loader", "stream_keys"]
+__all__ = ["ChipStream", "group_by_shape", "make_chip_loader", "stream_keys"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -42,6 +43,24 @@ def stream_keys(seed: int, positions) -> np.ndarray:
     s = _splitmix64(np.array([int(seed) & _MASK64], dtype=np.uint64))[0]
     p = np.asarray(positions, dtype=np.int64).astype(np.uint64)
     return (_splitmix64(p ^ s) >> np.uint64(1)).astype(np.int64)
+
+
+def group_by_shape(rows: np.ndarray, bucket: np.ndarray, batch: int) -> np.ndarray:
+    """An epoch's shuffled ``rows`` (chip, flip) reordered into batches of ``batch`` rows of one
+    bucket (``bucket[chip]``: for whole images their orientation and scale), so that a batch
+    pads little: walking the rows in order, each goes to its bucket and a full bucket is the next
+    batch (as detectron2 groups by aspect ratio); the buckets' leftovers (fewer than a batch
+    each) end the epoch. A pure function of its inputs, so the stream stays deterministic."""
+    key = bucket[rows[:, 0]]
+    batches, rest = [], []
+    for b in np.unique(key).tolist():
+        idx = np.flatnonzero(key == b)
+        full = len(idx) // batch * batch
+        batches += [(int(idx[k + batch - 1]), idx[k : k + batch]) for k in range(0, full, batch)]
+        rest.append(idx[full:])
+    batches.sort(key=lambda t: t[0])
+    order = np.concatenate([x for _, x in batches] + rest) if len(rows) else np.zeros(0, np.int64)
+    return rows[order]
 
 
 class ChipStream:
@@ -80,6 +99,12 @@ class ChipStream:
         self.start_iter = int(start_iter)
         self.num_iters = None if num_iters is None else int(num_iters)
         self._epochs: dict = {}
+        # Whole images of different sizes: batches of one orientation and scale (group_by_shape).
+        self._bucket = None
+        if db.extra.get("whole_images"):
+            canvas = np.asarray(db.chip_canvas, dtype=np.float64)
+            landscape = (canvas[:, 2] - canvas[:, 0]) >= (canvas[:, 3] - canvas[:, 1])
+            self._bucket = np.asarray(db.chip_scale_index, dtype=np.int64) * 2 + landscape
         self.epoch_length = len(self._epoch(0))
         if self.epoch_length == 0:
             raise ValueError(
@@ -108,6 +133,8 @@ class ChipStream:
         rows = self._epochs.get(e)
         if rows is None:
             rows = np.asarray(self.db.epoch(e, self.seed), dtype=np.int64).reshape(-1, 2)
+            if self._bucket is not None:
+                rows = group_by_shape(rows, self._bucket, self.global_batch)
             if e and len(rows) != self.epoch_length:  # every epoch has the same count by construction
                 raise DataError(
                     "<chip database>", None, f"epoch {e} has {len(rows)} chips, epoch 0 {self.epoch_length}"

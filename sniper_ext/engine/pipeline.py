@@ -4,7 +4,8 @@ Stages (mode "two_stage"): ``rpn`` (the RPN alone on positive chips), ``negative
 over the training set at the inference resolutions -> each image's negative-chip pool), ``detector``
 (the full detector, from a fresh initialisation, on positives plus sampled negatives). Mode
 "positives" runs only ``detector`` on positive chips, "single_scale" only ``detector`` on whole
-images at one resolution. Each stage is a small function of the run's :class:`RunContext`;
+images at one resolution, "pyramid" only ``detector`` on whole images at every training scale
+(the baselines of method §10). Each stage is a small function of the run's :class:`RunContext`;
 :data:`SCHEDULES` lists them per mode.
 
 ``DIR`` receives ``config.json`` (the configuration as resolved for the dataset, saved once and
@@ -48,7 +49,7 @@ from ..runtime import (
 from .metrics import MetricsLog, plot_losses
 from .planning import load_plan, plan_key, plan_shared, rank_batches
 from .run_folder import RunLock, remove_stale_temporaries, resume_changes
-from .single_scale import single_scale_db
+from .single_scale import pyramid_db, single_scale_db
 from .trainer import StageResult, make_optimizer, train_stage
 
 __all__ = ["RunContext", "SCHEDULES", "TrainSummary", "load_detector", "resolve_config", "stages_of", "train"]
@@ -58,6 +59,7 @@ SCHEDULES = {
     "two_stage": ("rpn", "negatives", "detector"),
     "positives": ("detector",),
     "single_scale": ("detector",),
+    "pyramid": ("detector",),
 }
 
 _SALT = {"rpn": 1, "detector": 3}
@@ -84,7 +86,7 @@ class TrainSummary:
 
 def stages_of(mode: str) -> tuple:
     if mode not in SCHEDULES:
-        raise ValueError(f"mode must be 'two_stage', 'positives' or 'single_scale', got {mode!r}")
+        raise ValueError(f"mode must be one of {', '.join(SCHEDULES)}, got {mode!r}")
     return SCHEDULES[mode]
 
 
@@ -276,6 +278,8 @@ def _positive_db(cfg: TrainConfig, dataset: Dataset, dist: DistInfo, out_dir: st
     configuration and dataset (a resumed or staged run), else planned by all ranks together."""
     if cfg.mode == "single_scale":
         return single_scale_db(dataset.records, cfg.single_scale_resolution, cfg.chips)
+    if cfg.mode == "pyramid":
+        return pyramid_db(dataset.records, cfg.chips)
     path = os.path.join(out_dir, "chips_positive.npz")
     key = plan_key(dataset.records, cfg.chips, cfg.seed)
     db = load_plan(path, key) if dist.is_main else None

@@ -163,7 +163,7 @@ def train_stage(
         bad = _any_rank(not math.isfinite(float(loss.detach())), dist)
         what = (
             "the loss is not finite ("
-            + ", ".join(f"{k} {float(v):.4g}" for k, v in losses.items() if k.startswith(("rpn_", "rcnn_", "loss")))
+            + ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items() if k.startswith(("rpn_", "rcnn_", "loss")))
             + ")"
         )
         optimizer.zero_grad(set_to_none=True)
