@@ -75,6 +75,14 @@ class ModelConfig:
     roi_output_size: int = 7
     roi_sampling_ratio: int = 2
     fc_channels: int = 1024
+    # AutoFocus's FocusPixel head (§11): off in the SNIPER presets (their checkpoints still load)
+    focus_head: bool = False
+    focus_channels: int = 256
+    #: a cell is a FocusPixel (label 1) where it overlaps a box whose sqrt(area) in chip pixels is
+    #: in (lo, hi); ignored (-1) where it overlaps one <= lo or in [hi, focus_ignore_below)
+    focus_range: tuple = (5.0, 64.0)
+    focus_ignore_below: float = 90.0
+    focus_loss_weight: float = 1.0
 
 
 @dataclass
@@ -96,6 +104,19 @@ class InferenceConfig:
     #: pads every image of a batch to a multiple of this
     size_divisibility: int = 16
     batch_size: int = 2
+    # AutoFocus (§11): the cascade runs the resolutions from the coarsest (the last) to the finest,
+    # each finer one only on the FocusChips of the one before. One entry per step (coarse -> fine).
+    #: FocusPixel probability threshold t of each step
+    autofocus_thresholds: tuple = (0.02, 0.2)
+    #: dilation d (a d x d square, cells) of each step
+    autofocus_dilations: tuple = (3, 3)
+    #: the smallest FocusChip side k (cells of the coarser scale) of each step
+    autofocus_min_chip: tuple = (16, 20)
+    #: detections at a FocusChip scale with an edge within this many original pixels of a chip
+    #: edge that is not on the image border are dropped
+    autofocus_border: float = 10.0
+    #: valid ranges of the cascade, one per resolution (same order as ``resolutions``)
+    autofocus_valid_ranges: tuple = ((0.0, 75.0), (32.0, 180.0), (75.0, INF))
 
 
 @dataclass
@@ -223,6 +244,28 @@ def _tiny() -> TrainConfig:
     )
 
 
+def _tiny_autofocus() -> TrainConfig:
+    """``tiny`` with the FocusPixel head; AutoFocus's sizes scaled like the rest of the preset
+    (0.4 of COCO's: focus range (2, 25.6), ignored up to 36; FocusChips of at least 6 and 8 cells)."""
+    k = 0.4
+    cfg = _tiny()
+    cfg.name = "tiny_autofocus"
+    cfg.model.focus_head = True
+    cfg.model.focus_channels = 64
+    cfg.model.focus_range = (5 * k, 64 * k)
+    cfg.model.focus_ignore_below = 90 * k
+    cfg.inference.autofocus_min_chip = (6, 8)
+    cfg.inference.autofocus_border = 10 * k
+    cfg.inference.autofocus_valid_ranges = ((0.0, 75 * k), (32 * k, 180 * k), (75 * k, INF))
+    return cfg
+
+
+def _r101_autofocus() -> TrainConfig:
+    cfg = TrainConfig(name="sniper_r101_coco_autofocus")
+    cfg.model.focus_head = True
+    return cfg
+
+
 def _r50() -> TrainConfig:
     cfg = TrainConfig(name="sniper_r50_coco")
     cfg.model.depth = 50
@@ -235,12 +278,16 @@ PRESETS = {
     "r50": _r50,
     "sniper_r50_coco": _r50,
     "tiny": _tiny,
+    "tiny_autofocus": _tiny_autofocus,
+    "sniper_r101_coco_autofocus": _r101_autofocus,
+    "r101_autofocus": _r101_autofocus,
 }
 
 
 def preset(name: str) -> TrainConfig:
     """A fresh copy of a named configuration: ``sniper_r101_coco`` (the paper's; alias ``r101``),
-    ``r50`` (alias ``sniper_r50_coco``), ``tiny`` (CPU tests and the demo)."""
+    ``r50`` (alias ``sniper_r50_coco``), ``tiny`` (CPU tests and the demo); with AutoFocus's
+    FocusPixel head: ``sniper_r101_coco_autofocus`` (alias ``r101_autofocus``), ``tiny_autofocus``."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
     return PRESETS[name]()
@@ -333,6 +380,14 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     _num("model.proposal_min_size", m.proposal_min_size, 0)
     _numbers("model.rcnn_bbox_stds", m.rcnn_bbox_stds, 4, 0, lo_open=True)
     _choice("model.roi_pooler", m.roi_pooler, ("deform_roi_pool", "roi_align"))
+    if not isinstance(m.focus_head, bool):
+        _fail("model.focus_head", "true or false", m.focus_head)
+    _int("model.focus_channels", m.focus_channels, 1)
+    _numbers("model.focus_range", m.focus_range, 2, 0)
+    if not m.focus_range[0] < m.focus_range[1]:
+        _fail("model.focus_range", "(lo, hi) with lo < hi", list(m.focus_range))
+    _num("model.focus_ignore_below", m.focus_ignore_below, m.focus_range[1])
+    _num("model.focus_loss_weight", m.focus_loss_weight, 0)
     # solver
     _int("solver.batch_size", sv.batch_size, 1)
     _num("solver.base_lr", sv.base_lr, 0, lo_open=True)
@@ -398,6 +453,22 @@ def validate_config(cfg: TrainConfig) -> TrainConfig:
     _num("inference.score_threshold", inf.score_threshold, 0, 1)
     _num("inference.soft_nms_sigma", inf.soft_nms_sigma, 0, lo_open=True)
     _num("inference.nms_iou", inf.nms_iou, 0, 1)
+    # AutoFocus: the forms here; the counts (one per cascade step / resolution) where the cascade
+    # is built (sniper_ext.inference.AutoFocusInference), so that changing the resolutions alone
+    # still works for ordinary inference
+    for key in ("autofocus_thresholds", "autofocus_dilations", "autofocus_min_chip", "autofocus_valid_ranges"):
+        v = getattr(inf, key)
+        if not isinstance(v, (tuple, list)):
+            _fail(f"inference.{key}", "a list (one entry per cascade step or resolution)", v)
+    for k, v in enumerate(inf.autofocus_thresholds):
+        _num(f"inference.autofocus_thresholds[{k}]", v, 0, 1)
+    for key in ("autofocus_dilations", "autofocus_min_chip"):
+        for k, v in enumerate(getattr(inf, key)):
+            _int(f"inference.{key}[{k}]", v, 1)
+    _num("inference.autofocus_border", inf.autofocus_border, 0)
+    for k, r in enumerate(inf.autofocus_valid_ranges):
+        if not isinstance(r, (tuple, list)) or len(r) != 2 or not (0 <= float(r[0]) < float(r[1])):
+            _fail(f"inference.autofocus_valid_ranges[{k}]", "(lo, hi) with 0 <= lo < hi", r)
     return cfg
 
 

@@ -19,7 +19,7 @@ resolution (:mod:`.image_batches`).
 from .catalog import IMAGE_EXTENSIONS, Dataset, DatasetInfo, open_coco, open_dataset, open_images
 from .chip_dataset import ChipDataset, collate_chips, pad_colour
 from .coco import RowChecker, categories_of, load_coco, load_proposals, read_annotations_json, read_json
-from .image_batches import ResizedImages, collate_images, image_loader
+from .image_batches import ResizedCrops, ResizedImages, collate_images, crop_loader, crop_size, image_loader
 from .images import check_images, image_header, image_path, open_image, read_image
 from .index import cache_root, open_index
 from .proposals import ProposalSet, read_proposals, read_proposals_npz, write_proposals_npz
@@ -46,6 +46,9 @@ __all__ = [
     "group_by_shape",
     "image_header",
     "image_loader",
+    "crop_loader",
+    "crop_size",
+    "ResizedCrops",
     "image_path",
     "load_coco",
     "load_proposals",

@@ -14,7 +14,7 @@ from ..config import DataConfig
 from .chip_dataset import pad_colour
 from .images import image_path, open_image
 
-__all__ = ["ResizedImages", "collate_images", "image_loader"]
+__all__ = ["ResizedCrops", "ResizedImages", "collate_images", "crop_loader", "crop_size", "image_loader"]
 
 
 class ResizedImages(torch.utils.data.Dataset):
@@ -67,6 +67,57 @@ def image_loader(records, image_root, scale, *, batch_size: int, workers: int, d
     pad = tuple(int(v) for v in pad_colour(DataConfig.pixel_mean if pixel_mean is None else pixel_mean))
     return torch.utils.data.DataLoader(
         ResizedImages(records, image_root, scale),
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=collate_images(divisibility, pad),
+        pin_memory=torch.cuda.is_available(),
+    )
+
+
+def crop_size(box, scale: float) -> tuple:
+    """(w, h) in pixels of the crop ``box`` (x1, y1, x2, y2, original pixels) resized by ``scale``."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return max(1, round((x2 - x1) * scale)), max(1, round((y2 - y1) * scale))
+
+
+class ResizedCrops(torch.utils.data.Dataset):
+    """Item i: ``(uint8 [3, h, w] RGB, scale_i, i)``: the region ``boxes[i]`` (original pixels)
+    of image ``records[image[i]]`` resized by ``scales[i]`` to :func:`crop_size` (AutoFocus's
+    FocusChips, cut from the original image, resampled once)."""
+
+    def __init__(self, records, image_root, image, boxes, scales):
+        self.records = records
+        self.image_root = image_root
+        self.image = np.asarray(image, np.int64)
+        self.boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+        self.scales = np.asarray(scales, np.float64)
+
+    def __len__(self):
+        return len(self.image)
+
+    def __getitem__(self, i):
+        r = self.records[int(self.image[i])]
+        img = open_image(image_path(self.image_root, r.file_name), r.image_id, (r.width, r.height))
+        s = float(self.scales[i])
+        box = tuple(float(v) for v in self.boxes[i])
+        part = img.resize(crop_size(box, s), Image.Resampling.BILINEAR, box=box)
+        arr = torch.from_numpy(np.asarray(part, dtype=np.uint8).copy()).permute(2, 0, 1)
+        return arr, s, i
+
+
+def crop_loader(
+    records, image_root, image, boxes, scales, *, batch_size: int, workers: int, divisibility: int = 16, pixel_mean=None
+):
+    """A DataLoader of padded batches of crops (see :class:`ResizedCrops`), grouped by shape:
+    crops are taken in order of their resized (h, w), so that a batch pads little; ``index`` in
+    each batch is the crop's position in ``boxes``."""
+    pad = tuple(int(v) for v in pad_colour(DataConfig.pixel_mean if pixel_mean is None else pixel_mean))
+    data = ResizedCrops(records, image_root, image, boxes, scales)
+    sizes = np.array([crop_size(b, s) for b, s in zip(data.boxes, data.scales)], np.int64).reshape(-1, 2)
+    order = np.lexsort((np.arange(len(data)), sizes[:, 0], sizes[:, 1])).tolist()
+    return torch.utils.data.DataLoader(
+        torch.utils.data.Subset(data, order),
         batch_size=batch_size,
         shuffle=False,
         num_workers=workers,

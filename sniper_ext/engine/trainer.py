@@ -163,7 +163,11 @@ def train_stage(
         bad = _any_rank(not math.isfinite(float(loss.detach())), dist)
         what = (
             "the loss is not finite ("
-            + ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in losses.items() if k.startswith(("rpn_", "rcnn_", "loss")))
+            + ", ".join(
+                f"{k} {float(v.detach()):.4g}"
+                for k, v in losses.items()
+                if k.startswith(("rpn_", "rcnn_", "focus_", "loss"))
+            )
             + ")"
         )
         optimizer.zero_grad(set_to_none=True)
@@ -195,7 +199,11 @@ def train_stage(
         n = int(batch["images"].shape[0]) * dist.world_size
         result.chips += n
         chips_window += n
-        values = {k: float(v.detach()) for k, v in losses.items() if k == "loss" or k.startswith(("rpn_", "rcnn_"))}
+        values = {
+            k: float(v.detach())
+            for k, v in losses.items()
+            if k == "loss" or k.startswith(("rpn_", "rcnn_", "focus_", "acc_"))
+        }
         if dist.distributed:  # the logged losses are the mean over ranks
             t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
             torch.distributed.all_reduce(t)
@@ -209,7 +217,8 @@ def train_stage(
                 {
                     "stage": stage,
                     "iter": it,
-                    **{k: round(v, 6) for k, v in values.items()},
+                    # an accuracy over no cell of its kind is NaN: logged as null (strict JSON)
+                    **{k: (round(v, 6) if math.isfinite(v) else None) for k, v in values.items()},
                     "lr": optimizer.param_groups[0]["lr"],
                     "epoch": round(stream.epoch_of(it), 4),
                     "chips_per_s": round(rate, 2),

@@ -1,11 +1,12 @@
 """The SNIPER detector (method §5–§7), kept apart from the compiled ops of :mod:`sniper_ext.ops`:
 the ResNet backbone (torchvision's state-dict names, dilated deformable res5, frozen stages), anchor
 generation and sampling, box coding, proposal filtering and R-CNN targets, the RPN and R-CNN heads
-and the detector that joins them."""
+AutoFocus's FocusPixel head and labels, and the detector that joins them."""
 
 from .anchors import keyed_uniform, make_anchors, sample_anchors
 from .box_coder import decode_boxes, encode_boxes
 from .detector import SniperRCNN, build_model
+from .focus import FocusHead, focus_labels, focus_losses
 from .proposals import filter_proposals, proposal_targets
 from .resnet import (
     BasicBlock,
@@ -29,6 +30,9 @@ __all__ = [
     "rpn_losses",
     "RCNNHead",
     "rcnn_losses",
+    "FocusHead",
+    "focus_labels",
+    "focus_losses",
     "keyed_uniform",
     "make_anchors",
     "sample_anchors",

@@ -9,6 +9,7 @@ from torch import nn
 
 from .anchors import make_anchors
 from .box_coder import _decode
+from .focus import FocusHead, focus_labels, focus_losses
 from .proposals import filter_proposals, proposal_targets
 from .resnet import ResNet
 from .roi_heads import RCNNHead, rcnn_losses
@@ -49,6 +50,8 @@ class SniperRCNN(nn.Module):
             spatial_scale=1.0 / cfg.anchor_stride,
             fc_channels=cfg.fc_channels,
         )
+        #: AutoFocus's FocusPixel head (method §11), with ``cfg.focus_head``
+        self.focus = FocusHead(channels, cfg.focus_channels) if getattr(cfg, "focus_head", False) else None
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1) * 255, persistent=False)
         self._anchor_cache: dict = {}
@@ -114,8 +117,10 @@ class SniperRCNN(nn.Module):
         return losses, rois, roi_chip, labels, targets
 
     def forward(self, batch: dict, rpn_only: bool = False) -> dict[str, torch.Tensor]:
-        """Losses ``rpn_cls``, ``rpn_box`` (and ``rcnn_cls``, ``rcnn_box`` unless ``rpn_only``) and
-        their sum ``loss``, plus detached counters (``num_rois``, ``num_fg``)."""
+        """Losses ``rpn_cls``, ``rpn_box`` (and ``rcnn_cls``, ``rcnn_box`` unless ``rpn_only``;
+        ``focus_cls`` with the FocusPixel head, in both stages) and their sum ``loss``, plus detached
+        counters (``num_rois``, ``num_fg``) and the FocusPixel accuracies (``acc_focus_pos``,
+        ``acc_focus_neg``)."""
         missing = [k for k in _BATCH_KEYS if k not in batch]
         if missing:
             raise KeyError(f"SniperRCNN: the batch lacks {', '.join(missing)}")
@@ -130,7 +135,21 @@ class SniperRCNN(nn.Module):
             losses.update(rcnn_losses(logits, box, roi_chip, labels, targets, feats.shape[0]))
             losses["num_rois"] = torch.tensor(float(len(labels)))
             losses["num_fg"] = (labels > 0).sum().float().cpu()
-        parts = [v for k, v in losses.items() if k.startswith(("rpn_", "rcnn_"))]
+        if self.focus is not None:
+            c = self.cfg
+            flabels = focus_labels(
+                batch["gt_boxes"],
+                batch["gt_state"],
+                batch["canvas_wh"],
+                (feats.shape[2], feats.shape[3]),
+                stride=c.anchor_stride,
+                focus_range=c.focus_range,
+                ignore_below=c.focus_ignore_below,
+            )
+            f = focus_losses(self.focus(feats), flabels)
+            f["focus_cls"] = f["focus_cls"] * c.focus_loss_weight
+            losses.update(f)
+        parts = [v for k, v in losses.items() if k.startswith(("rpn_", "rcnn_", "focus_"))]
         losses["loss"] = torch.stack(parts).sum()
         return losses
 
@@ -145,13 +164,18 @@ class SniperRCNN(nn.Module):
         proposals_per_image: int = 300,
         pre_nms_top_n: int | None = 6000,
         rpn_only: bool = False,
+        focus: bool = False,
     ) -> list[dict]:
         """Runs on a padded batch; ``image_wh [B, 2]`` is each image's content size in the batch's
         pixels. Per image: ``{"proposals" [P, 4], "objectness" [P]}`` with ``rpn_only``, else
         ``{"boxes" [R, 4], "scores" [R, C+1]}`` (softmax; column 0 background), boxes clipped to
-        the image, in the batch's pixels."""
+        the image, in the batch's pixels. With ``focus`` (needs the FocusPixel head) each also has
+        ``"focus"``: the FocusPixel probability ``[H/16, W/16]`` over the whole padded batch grid."""
         c = self.cfg
+        if focus and self.focus is None:
+            raise ValueError("SniperRCNN.detect: focus=True needs a model with the FocusPixel head (model.focus_head)")
         feats = self.features(images)
+        fmap = FocusHead.probability(self.focus(feats)) if focus and self.focus is not None else None
         obj, deltas = self.rpn(feats)
         b = feats.shape[0]
         anchors = self.anchors(feats.shape[2], feats.shape[3], feats.device)
@@ -170,16 +194,22 @@ class SniperRCNN(nn.Module):
         )
         bounds = torch.searchsorted(chip, torch.arange(b + 1, device=chip.device)).tolist()
         if rpn_only:
-            return [
+            out = [
                 {"proposals": props[bounds[i] : bounds[i + 1]], "objectness": scores[bounds[i] : bounds[i + 1]]}
                 for i in range(b)
             ]
-        logits, box = self.rcnn(feats, torch.cat([chip[:, None].to(props.dtype), props], dim=1))
-        probs = logits.float().softmax(dim=1)
-        boxes = _decode(props, box.float(), self.box_weights, clip_wh=wh[chip])
-        return [
-            {"boxes": boxes[bounds[i] : bounds[i + 1]], "scores": probs[bounds[i] : bounds[i + 1]]} for i in range(b)
-        ]
+        else:
+            logits, box = self.rcnn(feats, torch.cat([chip[:, None].to(props.dtype), props], dim=1))
+            probs = logits.float().softmax(dim=1)
+            boxes = _decode(props, box.float(), self.box_weights, clip_wh=wh[chip])
+            out = [
+                {"boxes": boxes[bounds[i] : bounds[i + 1]], "scores": probs[bounds[i] : bounds[i + 1]]}
+                for i in range(b)
+            ]
+        if fmap is not None:
+            for i in range(b):
+                out[i]["focus"] = fmap[i]
+        return out
 
 
 def build_model(cfg, data_cfg=None) -> SniperRCNN:
