@@ -100,7 +100,8 @@ class ResizedCrops(torch.utils.data.Dataset):
         r = self.records[int(self.image[i])]
         img = open_image(image_path(self.image_root, r.file_name), r.image_id, (r.width, r.height))
         s = float(self.scales[i])
-        box = tuple(float(v) for v in self.boxes[i])
+        x1, y1, x2, y2 = (float(v) for v in self.boxes[i])
+        box = (x1, y1, x2, y2)
         part = img.resize(crop_size(box, s), Image.Resampling.BILINEAR, box=box)
         arr = torch.from_numpy(np.asarray(part, dtype=np.uint8).copy()).permute(2, 0, 1)
         return arr, s, i
