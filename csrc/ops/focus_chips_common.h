@@ -34,8 +34,8 @@ inline void check_focus_chips_args(const Tensor& prob, const Tensor& sizes, doub
                   ": `prob` must be a floating tensor (float32, float64, float16 or bfloat16), got ",
                   dtype_name(prob.scalar_type()));
   const int64_t b = prob.size(0), h = prob.size(1), w = prob.size(2);
-  STD_TORCH_CHECK(sizes.dim() == 2 && sizes.size(0) == b && sizes.size(1) == 2, op, ": `sizes` must have shape [",
-                  b, ", 2] (valid height and width of each map), got ", focus_shape(sizes));
+  STD_TORCH_CHECK(sizes.dim() == 2 && sizes.size(0) == b && sizes.size(1) == 2, op, ": `sizes` must have shape [", b,
+                  ", 2] (valid height and width of each map), got ", focus_shape(sizes));
   STD_TORCH_CHECK(sizes.scalar_type() == ScalarType::Long, op, ": `sizes` must be int64, got ",
                   dtype_name(sizes.scalar_type()));
   check_same_device(prob, sizes, op, "prob", "sizes");

@@ -3,8 +3,8 @@
 //   1. dilation: a thread per row (prefix counts of the on cells, then the x window), then a thread
 //      per column (the same along y) -- O(h w) whatever the dilation;
 //   2. 8-connected labelling: a union-find over cells (atomicMin links the larger root to the
-//      smaller, so a component's root is its first cell whatever the thread order), flattened;
-//      each root takes a box slot, the component's border cells widen it with atomicMin/Max;
+//      smaller, so a component's root is its first cell whatever the thread order); each root takes
+//      a box slot, the component's border cells widen it with atomicMin/Max;
 //   3. boxes grown to the minimum size, then until no two touch (checked pairwise while there are
 //      few): painted into the mask (a 2-D difference array, summed by rows then columns) and
 //      labelled again;
@@ -27,17 +27,24 @@ namespace {
 // painting round is needed; above it the round runs and the count tells.
 constexpr int kFocusPairCheck = 1024;
 
-__device__ __forceinline__ int find_root(const int* parent, int x) {
-  const volatile int* p = parent;  // other threads relink roots while we walk
-  int q = p[x];
-  while (q != x) {
-    x = q;
-    q = p[x];
+// A load of a parent that other threads may relink meanwhile (an atomic, so that the union-find is
+// race-free also for ThreadSanitizer in the cuda_sim harness).
+__device__ __forceinline__ int load_parent(int* parent, int x) { return atomicOr(&parent[x], 0); }
+
+// The root of x's tree, halving the path on the way: parents only ever move to lower ancestors
+// (atomicMin), so every pointer stays an ancestor whatever other threads do.
+__device__ __forceinline__ int find_root(int* parent, int x) {
+  while (true) {
+    const int p = load_parent(parent, x);
+    if (p == x) return x;
+    const int grand = load_parent(parent, p);
+    if (grand != p) atomicMin(&parent[x], grand);
+    x = grand;
   }
-  return x;
 }
 
-// Links the roots of a and b, the larger to the smaller; parent[i] <= i always, so no cycles.
+// Links the roots of a and b, the larger to the smaller; parent[i] <= i always, so no cycles, and a
+// component's root ends up its least cell index whatever the thread order.
 __device__ __forceinline__ void unite(int* parent, int a, int b) {
   while (true) {
     a = find_root(parent, a);
@@ -109,11 +116,8 @@ __device__ int label(const uint8_t* mask, int* parent, FocusBox* box, int h, int
     }
   }
   __syncthreads();
-  for (int i = threadIdx.x; i < cells; i += blockDim.x) {
-    if (mask[i]) parent[i] = find_root(parent, i);
-  }
-  __syncthreads();
-  // A root is its component's first cell in row-major order: its row is the box's y1.
+  // Roots are their components' first cells in row-major order (so a root's row is the box's y1);
+  // each takes a box slot, whose id replaces its parent pointer (as -2 - id).
   for (int i = threadIdx.x; i < cells; i += blockDim.x) {
     if (mask[i] && parent[i] == i) {
       const int id = atomicAdd(n_shared, 1);
@@ -122,10 +126,13 @@ __device__ int label(const uint8_t* mask, int* parent, FocusBox* box, int h, int
     }
   }
   __syncthreads();
+  // Nothing is written to parent any more: each cell walks up to its root and widens the root's box
+  // if it is on the component's border.
   for (int i = threadIdx.x; i < cells; i += blockDim.x) {
     if (!mask[i]) continue;
-    const int r = parent[i];
-    FocusBox* b = &box[r < -1 ? -2 - r : -2 - parent[r]];
+    int q = parent[i];
+    while (q >= 0) q = parent[q];
+    FocusBox* b = &box[-2 - q];
     const int y = i / w, x = i - y * w;
     if (x == 0 || !mask[i - 1]) atomicMin(&b->x1, x);
     if (x == w - 1 || !mask[i + 1]) atomicMax(&b->x2, x + 1);
@@ -180,8 +187,8 @@ __device__ void grow_all(FocusBox* box, int n, int64_t min_size, int h, int w) {
 template <typename T>
 __global__ void __launch_bounds__(kThreads)
     focus_kernel(const T* prob, const int64_t* sizes, int64_t maps, int64_t height, int64_t width, double threshold,
-                 int64_t dilation, int64_t min_size, const int64_t* cell_off, const int64_t* box_off,
-                 uint8_t* mask_all, int* work_all, FocusBox* box_all, int64_t* count) {
+                 int64_t dilation, int64_t min_size, const int64_t* cell_off, const int64_t* box_off, uint8_t* mask_all,
+                 int* work_all, FocusBox* box_all, int64_t* count) {
   __shared__ int n_shared;
   for (int64_t b = blockIdx.x; b < maps; b += gridDim.x) {
     const int h = int(sizes[2 * b]), w = int(sizes[2 * b + 1]);
@@ -211,7 +218,7 @@ __global__ void __launch_bounds__(kThreads)
       paint(box, n, h, w, work, mask);
       const int m = label(mask, work, box, h, w, &n_shared);
       grow_all(box, m, min_size, h, w);  // a no-op: unions of grown boxes are large enough
-      if (m == n) break;                  // each component was one box: nothing changed
+      if (m == n) break;                 // each component was one box: nothing changed
       n = m;
     }
     const int cells = h * w;
@@ -294,9 +301,9 @@ void exclusive_sum(const int64_t* in, int64_t* out, int64_t n, DeviceAllocator& 
 }
 
 template <typename T>
-int64_t focus_typed(const T* prob, const int64_t* sizes, int64_t maps, int64_t height, int64_t width,
-                    double threshold, int64_t dilation, int64_t min_size, int64_t total_cells, int64_t out_rows,
-                    int64_t* out, DeviceAllocator& alloc, cudaStream_t stream) {
+int64_t focus_typed(const T* prob, const int64_t* sizes, int64_t maps, int64_t height, int64_t width, double threshold,
+                    int64_t dilation, int64_t min_size, int64_t total_cells, int64_t out_rows, int64_t* out,
+                    DeviceAllocator& alloc, cudaStream_t stream) {
   int64_t* cells = take<int64_t>(alloc, maps);
   int64_t* boxes = take<int64_t>(alloc, maps);
   int64_t* cell_off = take<int64_t>(alloc, maps);
