@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import reference as ref
 import torch
@@ -233,7 +235,9 @@ def check_invariants(prob, sizes, threshold, dilation, min_size, chips):
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize(
     "threshold, dilation, min_size",
-    [(0.5, 3, 16), (0.5, 1, 1), (0.3, 2, 5), (0.8, 5, 3), (0.5, 4, 30), (0.1, 1, 7), (0.95, 3, 2)],
+    # dilation 32 is the CPU kernel's longest direct window, 33 the first with prefix counts
+    [(0.5, 3, 16), (0.5, 1, 1), (0.3, 2, 5), (0.8, 5, 3), (0.5, 4, 30), (0.1, 1, 7), (0.95, 3, 2), (0.97, 32, 3)]
+    + [(0.97, 33, 2), (0.99, 50, 1)],
 )
 def test_random_maps_against_reference(device, threshold, dilation, min_size):
     g = torch.Generator().manual_seed(dilation * 100 + min_size)
@@ -327,6 +331,21 @@ def test_threshold_edges():
     assert ops.focus_chips(m, None, 0.5, 1, 1).tolist() == [[0, 0, 0, 1, 1], [0, 3, 0, 4, 1]]
     assert ops.focus_chips(m, None, -1e300, 1, 1).tolist() == [[0, 0, 0, 1, 1], [0, 3, 0, 4, 1]]  # NaN stays off
     assert ops.focus_chips(m, None, 1e300, 1, 1).tolist() == [[0, 3, 0, 4, 1]]
+
+
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+def test_threshold_between_representable_values(dtype):
+    """The comparison is prob >= threshold in float64 whatever the dtype (the CPU kernel compares
+    float types against the least float >= threshold, which must give the same cells)."""
+    values = torch.tensor([0.1, 1 / 3, -2.5, 1e-30, 3e38, -3e38, float("inf"), float("-inf")]).to(dtype)
+    m = torch.full((1, 1, 2 * len(values)), float("nan"), dtype=dtype)  # NaN is never on
+    m[0, 0, ::2] = values  # isolated cells, one chip each when on
+    for v in values.double().tolist():
+        for t in (v, math.nextafter(v, math.inf), math.nextafter(v, -math.inf), 1e39, -1e39):
+            if not math.isfinite(t):
+                continue
+            want = [[0, 2 * i, 0, 2 * i + 1, 1] for i, u in enumerate(values.double().tolist()) if u >= t]
+            assert ops.focus_chips(m, None, t, 1, 1).tolist() == want, (v, t)
 
 
 B2 = torch.zeros(2, 4, 5)

@@ -1,14 +1,17 @@
 // CPU kernel of sniper::focus_chips (AutoFocus's FocusChips), parallel over maps.
 //
-// Per map: the on cells (prob >= threshold) dilated in two sliding-window passes (rows, then
-// columns: O(h w) whatever the dilation), the 8-connected components of the mask's row runs (a
-// union-find over runs, so sparse maps cost little beyond one scan), their boxes grown to the
-// minimum size, then merged until no two touch: pairwise while few boxes are left, else by painting
-// them into the mask (a 2-D difference array) and labelling it again. The fixpoint does not depend
+// Per map: the on cells (prob >= threshold) dilated along rows, then columns (byte ORs over short
+// windows, prefix counts over long ones: O(h w) whatever the dilation; rows without an on cell
+// are skipped), the 8-connected components of the mask's row runs (a union-find over runs, so
+// sparse maps cost little beyond one scan), their boxes grown to the minimum size, then merged
+// until no two touch: pairwise while few boxes are left, else by painting them into the mask (a
+// 2-D difference array) and labelling it again. The fixpoint does not depend
 // on the order of the merges (docs/kernels.md), so the CUDA kernel, which only paints, finds the
 // same chips. Chips are sorted by (y1, x1, y2, x2) per map.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <limits>
 #include <vector>
 
 #include <sniper/focus_rules.h>
@@ -28,6 +31,8 @@ struct Scratch {
   std::vector<uint8_t> mask;   // the cells of the components (0/1)
   std::vector<int32_t> count;  // row prefix counts; the painting's difference array
   std::vector<int32_t> column;
+  std::vector<uint8_t> on;         // one row's on cells
+  std::vector<int32_t> row_count;  // rows with an on cell, prefix counts
   std::vector<Run> runs;
   std::vector<int32_t> parent;
   std::vector<FocusBox> run_box;
@@ -96,45 +101,96 @@ void label(const uint8_t* mask, int32_t h, int32_t w, Scratch& s, std::vector<Fo
   }
 }
 
-// s.mask = the on cells of the map dilated by a d x d square, within the valid h x w region.
+// The threshold for comparisons in the accumulation type A: v >= threshold_in<A>(t) exactly when
+// focus_on(double(v), t) (for float, the least float >= t), so comparisons vectorise in float.
+template <typename A>
+A threshold_in(double t);
+template <>
+double threshold_in<double>(double t) {
+  return t;
+}
+template <>
+float threshold_in<float>(double t) {
+  constexpr float kMax = std::numeric_limits<float>::max();
+  if (t > double(kMax)) return std::numeric_limits<float>::infinity();
+  if (t < -double(kMax)) return -kMax;
+  float f = static_cast<float>(t);
+  if (static_cast<double>(f) < t) f = std::nextafter(f, std::numeric_limits<float>::infinity());
+  return f;
+}
+
+// Windows of up to this many cells are ORed directly (vectorised byte loops); longer ones use
+// prefix counts, so any dilation costs O(h w).
+constexpr int64_t kDirectWindow = 32;
+
+// dst[x] = 1 when src[x - before .. x + after] (clipped to [0, n)) holds a 1; dst is zero on entry.
+void dilate_line(const uint8_t* src, uint8_t* dst, int32_t n, int64_t before, int64_t after, int32_t* count) {
+  if (before + after < kDirectWindow) {
+    for (int64_t s = -before; s <= after; ++s) {
+      const int32_t lo = int32_t(std::max<int64_t>(0, -s)), hi = int32_t(std::min<int64_t>(n, n - s));
+      for (int32_t x = lo; x < hi; ++x) dst[x] |= src[x + s];
+    }
+    return;
+  }
+  count[0] = 0;
+  for (int32_t x = 0; x < n; ++x) count[x + 1] = count[x] + src[x];
+  for (int32_t x = 0; x < n; ++x) {
+    int64_t first, last;
+    focus_dilation_window(before + after + 1, x, n, &first, &last);
+    dst[x] = count[last + 1] - count[first] > 0;
+  }
+}
+
+// s.mask = the on cells of the map dilated by a d x d square, within the valid h x w region: along
+// x per row (rows without an on cell are skipped), then along y.
 template <typename scalar_t>
 void dilate(const scalar_t* prob, int64_t stride, int32_t h, int32_t w, double threshold, int64_t d, Scratch& s) {
   const size_t cells = size_t(h) * size_t(w);
+  const int64_t before = d / 2, after = (d - 1) / 2;  // the source window of p: [p - before, p + after]
   s.rows.assign(cells, 0);
   s.mask.assign(cells, 0);
-  s.count.resize(size_t(w) + 1);
-  std::vector<uint8_t> row_any(size_t(h), 0);
-  // Along x: a cell is on when its window [x - d/2, x + (d-1)/2] holds an on cell (prefix counts).
+  s.on.resize(size_t(w));
+  s.count.resize(size_t(std::max(h, w)) + 1);
+  s.row_count.assign(size_t(h) + 1, 0);  // rows with an on cell among rows [0, y)
+  using A = acc_t<scalar_t>;
+  const A t = threshold_in<A>(threshold);
+  uint8_t* on = s.on.data();
   for (int32_t y = 0; y < h; ++y) {
     const scalar_t* src = prob + int64_t(y) * stride;
-    int32_t* c = s.count.data();
-    c[0] = 0;
-    for (int32_t x = 0; x < w; ++x) {
-      c[x + 1] = c[x] + (focus_on(static_cast<double>(static_cast<acc_t<scalar_t>>(src[x])), threshold) ? 1 : 0);
-    }
-    if (c[w] == 0) continue;
-    row_any[y] = 1;
-    uint8_t* dst = s.rows.data() + int64_t(y) * w;
-    for (int32_t x = 0; x < w; ++x) {
-      int64_t first, last;
-      focus_dilation_window(d, x, w, &first, &last);
-      dst[x] = c[last + 1] - c[first] > 0;
-    }
+    int any = 0;  // a reduction without stores: vectorised, and all most rows of a sparse map need
+    for (int32_t x = 0; x < w; ++x) any |= static_cast<A>(src[x]) >= t;
+    s.row_count[y + 1] = s.row_count[y] + any;
+    if (!any) continue;
+    for (int32_t x = 0; x < w; ++x) on[x] = static_cast<A>(src[x]) >= t;
+    dilate_line(on, s.rows.data() + int64_t(y) * w, w, before, after, s.count.data());
   }
-  // Along y: a sliding window of rows [y - d/2, y + (d-1)/2], counted per column.
+  const int32_t* rc = s.row_count.data();
+  if (rc[h] == 0) return;
+  if (before + after < kDirectWindow) {
+    for (int32_t y = 0; y < h; ++y) {
+      const int32_t r0 = int32_t(std::max<int64_t>(0, y - before)), r1 = int32_t(std::min<int64_t>(h - 1, y + after));
+      if (rc[r1 + 1] == rc[r0]) continue;  // no on cell in the window's rows
+      uint8_t* dst = s.mask.data() + int64_t(y) * w;
+      for (int32_t r = r0; r <= r1; ++r) {
+        if (rc[r + 1] == rc[r]) continue;
+        const uint8_t* src = s.rows.data() + int64_t(r) * w;
+        for (int32_t x = 0; x < w; ++x) dst[x] |= src[x];
+      }
+    }
+    return;
+  }
+  // Long windows: per-column counts of the rows in a sliding window.
   s.column.assign(size_t(w), 0);
   int32_t* col = s.column.data();
-  int64_t live = 0;  // rows with an on cell in the window
   auto add = [&](int64_t r, int32_t sign) {
-    if (r < 0 || r >= h || !row_any[r]) return;
+    if (r < 0 || r >= h || rc[r + 1] == rc[r]) return;
     const uint8_t* src = s.rows.data() + r * w;
     for (int32_t x = 0; x < w; ++x) col[x] += sign * src[x];
-    live += sign;
   };
-  const int64_t after = (d - 1) / 2, before = d / 2;
   for (int64_t r = 0; r <= std::min<int64_t>(after, h - 1); ++r) add(r, 1);
   for (int64_t y = 0; y < h; ++y) {
-    if (live > 0) {
+    const int64_t r0 = std::max<int64_t>(0, y - before), r1 = std::min<int64_t>(h - 1, y + after);
+    if (rc[r1 + 1] != rc[r0]) {
       uint8_t* dst = s.mask.data() + y * w;
       for (int32_t x = 0; x < w; ++x) dst[x] = col[x] > 0;
     }
