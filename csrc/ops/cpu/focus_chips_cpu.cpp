@@ -284,7 +284,7 @@ struct FocusChipsCpu : CpuBackend {
     std::vector<std::vector<FocusBox>> chips(static_cast<size_t>(maps));
     SNIPER_DISPATCH_FLOATING(prob.scalar_type(), "focus_chips", [&] {
       const scalar_t* p = prob.const_data_ptr<scalar_t>();
-      const int64_t grain = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, H * W));
+      const int64_t grain = std::max<int64_t>(1, 65536 / std::max<int64_t>(1, H * W));  // >= 64k cells a chunk
       torch::stable::parallel_for(0, maps, grain, [&](int64_t begin, int64_t end) {
         Scratch s;
         for (int64_t b = begin; b < end; ++b) {
