@@ -20,7 +20,9 @@ def focus_chips_geometry(prob, sizes, threshold, dilation, min_size) -> Out:
     check_tensor(op, "prob", prob)
     check_tensor(op, "sizes", sizes)
     if prob.dim() != 3:
-        raise ValueError(f"{op}: `prob` must have shape [B, H, W] (a batch of probability maps), got {tuple(prob.shape)}")
+        raise ValueError(
+            f"{op}: `prob` must have shape [B, H, W] (a batch of probability maps), got {tuple(prob.shape)}"
+        )
     if prob.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{op}: `prob` must be float32, float64, float16 or bfloat16, got {prob.dtype}")
     b, h, w = prob.shape
