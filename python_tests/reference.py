@@ -366,3 +366,79 @@ def roi_pool(x, rois, ph, pw, scale, sampling, aligned, offset=None, gamma=0.1):
             chans.append(rows)
         out.append(chans)
     return out
+
+
+def _focus_components(cells):
+    """Bounding boxes (x1, y1, x2, y2), half-open, of the 8-connected components of a set of (y, x)
+    cells: a breadth-first flood fill from every cell not reached yet."""
+    seen, boxes = set(), []
+    for start in sorted(cells):
+        if start in seen:
+            continue
+        seen.add(start)
+        queue = [start]
+        x1 = x2 = start[1]
+        y1 = y2 = start[0]
+        while queue:
+            y, x = queue.pop()
+            x1, x2, y1, y2 = min(x1, x), max(x2, x), min(y1, y), max(y2, y)
+            for dy in (-1, 0, 1):
+                for dx in (-1, 0, 1):
+                    n = (y + dy, x + dx)
+                    if n in cells and n not in seen:
+                        seen.add(n)
+                        queue.append(n)
+        boxes.append((x1, y1, x2 + 1, y2 + 1))
+    return boxes
+
+
+def _focus_grow_side(lo, hi, size):
+    """[lo, hi) grown about its centre to `size` if shorter, then shifted inside [0, extent)."""
+    length, extent = hi - lo, size[1]
+    want = min(size[0], extent)
+    if length >= want:
+        return lo, hi
+    lo = lo - (want - length) // 2
+    hi = lo + want
+    if lo < 0:
+        hi, lo = hi - lo, 0
+    if hi > extent:
+        lo, hi = lo - (hi - extent), extent
+    return lo, hi
+
+
+def _focus_grow(box, min_size, h, w):
+    x1, y1, x2, y2 = box
+    x1, x2 = _focus_grow_side(x1, x2, (min_size, w))
+    y1, y2 = _focus_grow_side(y1, y2, (min_size, h))
+    return (x1, y1, x2, y2)
+
+
+def focus_chips_from_cells(on, h, w, dilation, min_size):
+    """FocusChips of one map from its on cells (a set of (y, x) inside the valid h x w region): dilate,
+    components, grow, then paint, label and grow again until the set of boxes stays the same.
+    Returns the chips (x1, y1, x2, y2) sorted by (y1, x1, y2, x2)."""
+    lo, hi = -((dilation - 1) // 2), dilation // 2
+    mask = set()
+    for y, x in on:
+        for dy in range(max(lo, -y), min(hi, h - 1 - y) + 1):
+            for dx in range(max(lo, -x), min(hi, w - 1 - x) + 1):
+                mask.add((y + dy, x + dx))
+    boxes = {_focus_grow(b, min_size, h, w) for b in _focus_components(mask)}
+    while True:
+        painted = {(y, x) for x1, y1, x2, y2 in boxes for y in range(y1, y2) for x in range(x1, x2)}
+        again = {_focus_grow(b, min_size, h, w) for b in _focus_components(painted)}
+        if again == boxes:
+            break
+        boxes = again
+    return sorted(boxes, key=lambda b: (b[1], b[0], b[3], b[2]))
+
+
+def focus_chips(prob, sizes, threshold, dilation, min_size):
+    """AutoFocus's FocusChips over a batch: prob[b][y][x] floats, sizes[b] = (h, w) valid. A cell of the
+    valid region is on when prob >= threshold (NaN compares false). Returns rows [b, x1, y1, x2, y2]."""
+    rows = []
+    for b, (h, w) in enumerate(sizes):
+        on = {(y, x) for y in range(h) for x in range(w) if prob[b][y][x] >= threshold}
+        rows += [[b, *chip] for chip in focus_chips_from_cells(on, h, w, dilation, min_size)]
+    return rows

@@ -1,7 +1,7 @@
 """Fuzzing: every sniper op survives hostile input with a clear error.
 
 Every raw op (``torch.ops.sniper.*``), every wrapper in ``sniper_ext.ops`` and every module in
-``sniper_ext.nn`` (30 targets; ``fuzz/cases.py``) is called with seeded random inputs: a valid call
+``sniper_ext.nn`` (32 targets; ``fuzz/cases.py``) is called with seeded random inputs: a valid call
 (small sizes, often an empty dimension, every floating dtype, forward and, for differentiable
 targets, backward) with zero to two hostile mutations: wrong dtypes, ranks, sizes, layouts and
 devices (meta; CUDA against CPU when there is a GPU), None, lists, NaN/inf/huge/negative/zero values,

@@ -58,6 +58,7 @@ OPS = (
     "batched_nms",
     "soft_nms",
     "greedy_chip_cover",
+    "focus_chips",
     "label_anchors",
     "deform_im2col",
     "deform_col2im",
@@ -367,6 +368,9 @@ class Sim:
     def greedy_chip_cover(self, *args):
         return self.op("greedy_chip_cover", *args)
 
+    def focus_chips(self, *args):
+        return self.op("focus_chips", *args)
+
     def label_anchors(self, *args):
         return self.op("label_anchors", *args)
 
@@ -447,6 +451,23 @@ class Sim:
             [n, canvas.shape[0], chip_size, stride, -1 if seed is None else seed, _dt(b), DTYPES[chip_dtype]],
         )[0]
         return chips[:count].clone(), chip_group[:count].clone(), box_chip
+
+    def _launch_focus_chips(self, prob, sizes, threshold, dilation, min_size):
+        maps, height, width = prob.shape
+        p, sz = prob.contiguous(), sizes.to(torch.int64).contiguous()
+        hw = sz.tolist()
+        rows = sum(((h + 1) // 2) * ((w + 1) // 2) for h, w in hw)  # focus_max_chips, as the entry point
+        cells = sum(h * w for h, w in hw)
+        out = self.empty((rows, 5), torch.int64)
+        if rows == 0:
+            return out
+        count = self.call(
+            "focus_chips",
+            [p, sz, out],
+            [maps, height, width, dilation, min_size, cells, rows, _dt(p)],
+            [threshold],
+        )[0]
+        return out[:count].clone()
 
     def _launch_label_anchors(
         self, anchors, gt_boxes, gt_state, canvas_wh, pos_iou=0.7, neg_iou=0.3, invalid_iou=0.3, allowed_border=0.0

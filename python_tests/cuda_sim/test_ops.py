@@ -8,6 +8,7 @@ orders taking turns (SNIPER_SIM_FULL=1: all of them in every order)."""
 
 import pytest
 import test_deform_conv as deform_conv_tests
+import test_focus_chips as focus_tests
 import test_greedy_chip_cover as chip_cover_tests
 import test_roi_align as roi_pool_tests
 import torch
@@ -148,6 +149,30 @@ def test_greedy_chip_cover_dtypes(sim, dtype):
     want = ops.greedy_chip_cover(boxes.to(dtype), gid, canvas, 512, 32, None)
     for a, b in zip(got, want):
         assert_bitwise(a, b, "greedy_chip_cover")
+
+
+@pytest.mark.parametrize("sim, dtype", rotate(ALL_DTYPES, _name), indirect=["sim"])
+def test_focus_chips(sim, dtype):
+    for k, (prob, sizes, *args) in enumerate(focus_tests.cuda_problems()):
+        p = prob.to(dtype)
+        sizes = focus_tests.full_sizes(p) if sizes is None else sizes
+        with Unchanged(p, sizes):
+            got = sim.focus_chips(p, sizes, *args)
+        assert_bitwise(got, ops.focus_chips(p, sizes, *args), f"focus_chips problem {k}")
+    empty = torch.zeros(3, 4, 5, dtype=dtype)
+    assert sim.focus_chips(empty, torch.zeros(3, 2, dtype=torch.int64), 0.5, 3, 16).shape == (0, 5)
+    assert sim.focus_chips(empty[:0], torch.zeros(0, 2, dtype=torch.int64), 0.5, 3, 16).shape == (0, 5)
+
+
+def test_focus_chips_huge_map(sim):
+    """9e6 cells in one block (test_focus_chips.test_huge_sparse_map's map)."""
+    g = torch.Generator().manual_seed(5)
+    prob = torch.zeros(1, 3000, 3000)
+    prob.view(-1)[torch.randint(0, prob.numel(), (300,), generator=g)] = 0.9
+    prob[0, 100:140, 2000:2100] = 0.8
+    prob[0, -10:, ::7] = 0.7
+    sizes = focus_tests.full_sizes(prob)
+    assert_bitwise(sim.focus_chips(prob, sizes, 0.5, 3, 16), ops.focus_chips(prob, sizes, 0.5, 3, 16), "focus_chips")
 
 
 @pytest.mark.parametrize("sim, dtype", rotate(ALL_DTYPES, _name), indirect=["sim"])

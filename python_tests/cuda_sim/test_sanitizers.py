@@ -11,6 +11,7 @@ Each Sim runs its calls in a driver process built with the sanitizer."""
 
 import pytest
 import test_deform_conv as deform_conv_tests
+import test_focus_chips as focus_tests
 import test_greedy_chip_cover as chip_cover_tests
 import test_roi_align as roi_pool_tests
 import torch
@@ -54,6 +55,15 @@ def check_soft_nms(s, n, groups, methods=(0, 1, 2)):
             kc, scc = ops.soft_nms(boxes, scores, ids, m, 0.5, 0.3, 1e-3)
             assert_bitwise(k, kc, "soft_nms keep")
             torch.testing.assert_close(sc, scc, rtol=1e-5, atol=1e-6)
+
+
+def check_focus_chips(s, maps, h, w):
+    g = torch.Generator().manual_seed(13)
+    prob = torch.maximum(focus_tests.blobs(maps, h, w, seed=13), (torch.rand(maps, h, w, generator=g) < 0.02).double())
+    sizes = focus_tests.random_sizes(maps, h, w, g, full=0.5)
+    for dtype, args in ((torch.float32, (0.5, 3, 6)), (torch.float64, (0.5, 1, 1)), (torch.bfloat16, (0.3, 2, 4))):
+        p = prob.to(dtype)
+        assert_bitwise(s.focus_chips(p, sizes, *args), ops.focus_chips(p, sizes, *args), f"focus_chips {dtype}")
 
 
 def check_chip_cover(s, groups, per_group):
@@ -141,6 +151,7 @@ def test_asan_launchers(asan):
     check_nms(asan, (1, 65, 300), groups=5)
     check_soft_nms(asan, 300, groups=3)
     check_chip_cover(asan, groups=30, per_group=(0, 30))
+    check_focus_chips(asan, maps=12, h=40, w=47)
     check_label_anchors(asan, (8, 8), chips=3, g=140, dtypes=[torch.float32, torch.bfloat16])
     check_deform(asan, [torch.float32, torch.float64])
     check_roi_pool(asan, [torch.float32, torch.float64])
@@ -184,6 +195,7 @@ def test_tsan_launchers(tsan):
     check_nms(tsan, (70,), groups=3)
     check_soft_nms(tsan, 40, groups=2, methods=(0,))
     check_chip_cover(tsan, groups=3, per_group=(4, 12))
+    check_focus_chips(tsan, maps=2, h=9, w=11)
     check_label_anchors(tsan, (4, 4), chips=2, g=10, dtypes=[torch.float32])
     check_deform(tsan, [torch.float32], n=1, c=2, h=5, w=5, oc=2, groups=1, og=1)
     check_roi_pool(tsan, [torch.float32])

@@ -196,6 +196,40 @@ def _post_cover(case, out):
     return _index_range(chip_group, 0, g, "chip_group") or _index_range(box_chip, -1, len(chips), "box_chip")
 
 
+def _post_focus(case, out):
+    if not isinstance(out, torch.Tensor) or out.dtype != torch.int64 or out.dim() != 2 or out.shape[1] != 5:
+        return f"chips must be int64 [N, 5], got {_short(out)}"
+    if out.device.type == "meta" or len(out) == 0:
+        return None
+    prob = case.arg("prob").value
+    b, h, w = (1, *prob.shape) if prob.dim() == 2 else prob.shape
+    r = out.cpu()
+    outside = (
+        (r[:, 1] < 0) | (r[:, 2] < 0) | (r[:, 3] > w) | (r[:, 4] > h) | (r[:, 1] >= r[:, 3]) | (r[:, 2] >= r[:, 4])
+    )
+    if bool(outside.any()):
+        return f"chip {r[outside][0].tolist()} outside its {h} x {w} map or empty"
+    rows = r.tolist()
+    if rows != sorted(rows, key=lambda c: (c[0], c[2], c[1], c[4], c[3])):
+        return "chips not sorted by map, y1, x1, y2, x2"
+    return _index_range(r[:, 0], 0, b, "map index")
+
+
+def _focus_huge_map(ctx, case):
+    prob = case.arg("prob").value
+    dt = prob.dtype if isinstance(prob, torch.Tensor) and prob.is_floating_point() else torch.float32
+    case.arg("prob").value = torch.zeros(1, 1, 1, dtype=dt, device=ctx.device).expand(1, 1 << 16, (1 << 15) + 1)
+    if case.arg("sizes").value is not None:
+        case.arg("sizes").value = torch.tensor([[1 << 16, (1 << 15) + 1]], device=ctx.device)
+    return "prob expanded to 1 x 2**16 x (2**15 + 1) (a map of more than 2**31 cells)"
+
+
+def _focus_huge_ints(ctx, case):
+    which = ctx.rng.choice(["dilation", "min_size"])
+    case.arg(which).value = ctx.rng.choice([2**62, 2**40, 2**31])
+    return f"{which} = {case.arg(which).value}"
+
+
 def _post_labels(case, out):
     labels, matched = out
     if labels.device.type == "meta":
@@ -614,6 +648,7 @@ SPEC_MODULES = tuple(
 )
 _COVER_SPECIALS = (_cover_giant_canvas, _cover_tiny_stride, _cover_huge_ints)
 _IM2COL_SPECIALS = (_im2col_huge_padding, _im2col_overflow)
+_FOCUS_SPECIALS = (_focus_huge_map, _focus_huge_ints)
 #: What the fuzz cases add to an op target (``raw.<op>``: torch.ops.sniper.<op>; ``ops.<op>``: the wrapper)
 #: beyond its spec: post-conditions of a successful call, limit probes, and RoI pooling (see
 #: ROI_FUZZ_PENDING). A backward pass differentiates the spec's grad_args.
@@ -628,6 +663,8 @@ OP_TARGETS: dict[str, dict] = {
     "ops.soft_nms": dict(post=_post_keep),
     "raw.greedy_chip_cover": dict(post=_post_cover, specials=_COVER_SPECIALS),
     "ops.greedy_chip_cover": dict(post=_post_cover, specials=_COVER_SPECIALS),
+    "raw.focus_chips": dict(post=_post_focus, specials=_FOCUS_SPECIALS),
+    "ops.focus_chips": dict(post=_post_focus, specials=_FOCUS_SPECIALS),
     "raw.label_anchors": dict(post=_post_labels, specials=(_label_huge,)),
     "ops.label_anchors": dict(post=_post_labels, specials=(_label_huge,)),
     "raw.deform_im2col": dict(specials=_IM2COL_SPECIALS),

@@ -3,6 +3,7 @@ target code built on them (anchors, box coding, proposals) lives in :mod:`sniper
 
 from .box_iou import box_iou
 from .deform_conv import deform_conv2d
+from .focus_chips import focus_chips
 from .greedy_chip_cover import greedy_chip_cover
 from .label_anchors import label_anchors
 from .nms import SOFT_NMS_METHODS, batched_nms, nms, soft_nms
@@ -15,6 +16,7 @@ __all__ = [
     "deform_roi_pool",
     "box_iou",
     "greedy_chip_cover",
+    "focus_chips",
     "nms",
     "batched_nms",
     "soft_nms",

@@ -65,6 +65,15 @@ int64_t greedy_chip_cover(const void* boxes, const int64_t* group, const double*
                           int64_t chip_size, int64_t stride, int64_t seed, Dtype dtype, void* chips, Dtype chip_dtype,
                           int64_t* chip_group, int64_t* box_chip, DeviceAllocator& alloc, void* stream);
 
+// AutoFocus's FocusChips for `maps` maps: prob [maps, height, width] (`dtype`), sizes [maps, 2]
+// int64 (checked: 0 <= h <= height, 0 <= w <= width, h * w < 2^31), total_cells = the sum of h * w,
+// out_rows = the sum of focus_max_chips(h, w) (focus_rules.h), out int64 [out_rows, 5]. Writes the
+// chips (map, x1, y1, x2, y2), sorted by map, y1, x1, to the first rows of out and returns their
+// number. Synchronises with the stream once, to read it.
+int64_t focus_chips(const void* prob, const int64_t* sizes, int64_t maps, int64_t height, int64_t width,
+                    double threshold, int64_t dilation, int64_t min_size, int64_t total_cells, int64_t out_rows,
+                    Dtype dtype, int64_t* out, DeviceAllocator& alloc, void* stream);
+
 // RPN anchor labels (method §5) for `chips` chips: anchors [a, 4], gt
 // [chips, g, 4] (`dtype`), state [chips, g] int8, canvas [chips, 2] float64.
 // Writes labels [chips, a] int8 and matched [chips, a] int64. No host sync.

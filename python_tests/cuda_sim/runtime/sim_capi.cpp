@@ -118,6 +118,16 @@ SIM_OP(greedy_chip_cover) {
   });
 }
 
+// p: prob, sizes, out; i: maps, height, width, dilation, min_size, total_cells, out_rows, dtype;
+// d: threshold
+SIM_OP(focus_chips) {
+  return guarded([&] {
+    HostAllocator alloc;
+    ret[0] = sniper::cuda::focus_chips(p[0], static_cast<const int64_t*>(p[1]), i[0], i[1], i[2], d[0], i[3], i[4],
+                                       i[5], i[6], dt(i[7]), static_cast<int64_t*>(p[2]), alloc, nullptr);
+  });
+}
+
 // p: anchors, gt, state, canvas, labels, matched; i: chips, a, g, dtype;
 // d: pos_iou, neg_iou, invalid_iou, border
 SIM_OP(label_anchors) {
