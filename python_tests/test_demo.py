@@ -13,7 +13,8 @@ from sniper_ext.demo import VARIANTS, distractor_false_positives, variant_config
 
 
 def test_demo_writes_claims_summary_and_pictures(tmp_path, capsys):
-    """Five variants, two seeds: per-seed values, mean and spread, verdicts, pictures."""
+    """Six variants, two seeds: per-seed values, mean and spread, verdicts, pictures; AutoFocus
+    beside the full pyramid."""
     out = tmp_path / "demo"
     rc = cli.main(
         ["demo", "--out", str(out), "--iters", "3", "--train-images", "4", "--val-images", "2", "--quiet", "--seeds", "2"]
@@ -29,21 +30,32 @@ def test_demo_writes_claims_summary_and_pictures(tmp_path, capsys):
         assert v["spread"]["AP"]["min"] <= v["AP"] <= v["spread"]["AP"]["max"]
         assert 0 < v["anchor_coverage"] <= 1 and v["training_pixels_in_all"] > 0
         assert v["rpn_iterations"] == (3 if v["mode"] == "two_stage" else 0)
+    af = claims["autofocus"]
+    for part in ("autofocus", "full_pyramid"):
+        assert {"AP", "APs", "pixel_share", "images_per_s"} <= set(af[part])
+        assert [set(p[part]) >= {"AP", "APs", "pixel_share", "images_per_s"} for p in af["per_seed"]] == [True, True]
+    assert af["full_pyramid"]["pixel_share"]["mean"] == 1.0 and 0 < af["autofocus"]["pixel_share"]["mean"] <= 1
+    assert [p["threshold"] for p in af["autofocus_curve"]] == [0.005, 0.02, 0.1, 0.3]
     assert claims["single_scale"]["learning_rate"] == claims["pyramid"]["learning_rate"] == 0.025
     assert claims["sniper"]["learning_rate"] == 0.1
     summary = json.loads((out / "summary.json").read_text())
-    assert {"sniper_vs_pyramid", "pixels", "negatives", "three_vs_two_scales", "sniper_vs_single_scale"} <= set(
-        summary["claims"]
-    )
+    assert {
+        "sniper_vs_pyramid",
+        "pixels",
+        "negatives",
+        "three_vs_two_scales",
+        "sniper_vs_single_scale",
+        "autofocus",
+    } <= set(summary["claims"])
     assert summary["claims"]["negatives"]["verdict"] in ("reproduces", "reversed", "within noise")
     assert summary["setup"]["detector_iterations"] == 3 and summary["setup"]["seeds"] == [0, 1]
     for name in VARIANTS:
         assert (out / name / "seed0" / "last.pt").exists() and list(out.glob(f"detections_{name}_*.png"))
     assert (out / "chips_sniper.png").exists()
     printed = capsys.readouterr().out
-    assert "SNIPER claims in miniature" in printed and "pyramid: AP" in printed
+    assert "SNIPER claims in miniature" in printed and "pyramid: AP" in printed and "AutoFocus: AP" in printed
     table = printed[printed.index("== SNIPER claims") :].splitlines()
-    assert max(len(line) for line in table[:9]) <= 100  # the table fits a terminal
+    assert max(len(line) for line in table[:10]) <= 100  # the table fits a terminal
 
 
 def test_protocol_one_lr_rule_and_the_anchors_reach_measured(tmp_path):

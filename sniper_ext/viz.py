@@ -23,6 +23,7 @@ from .chips import NEGATIVE, canvas_size, image_scales, valid_at_scale
 
 __all__ = [
     "PALETTE",
+    "SCALE_COLOURS",
     "class_colour",
     "draw_boxes",
     "draw_chips",
@@ -51,6 +52,10 @@ PALETTE = (
     (255, 90, 170),  # pink
     (100, 100, 100),  # grey
 )
+
+#: AutoFocus's FocusChips, one colour per cascade step after the first (yellow, then white-ish
+#: cyan, then black): outlines that stay apart from the class colours
+SCALE_COLOURS = ((255, 200, 0), (0, 230, 255), (30, 30, 30), (255, 255, 255))
 
 _INK, _PAPER, _BORDER = (20, 20, 20), (255, 255, 255), (60, 60, 60)
 MARGIN = 8
@@ -221,6 +226,7 @@ def draw_detections(
     max_labels: int = 60,
     min_side: int = 640,
     font_size: int | None = None,
+    regions=None,
 ):
     """A picture of detections: ``boxes`` [N, 4] xyxy in ``image`` pixels, ``scores`` [N],
     ``labels`` [N] contiguous 1..C with names ``class_names[label - 1]``; ``image`` is a PIL
@@ -234,7 +240,11 @@ def draw_detections(
     or a summary) goes above, a legend of the classes shown (with counts) below, the image is
     outlined. ``image.info`` of the result holds ``labels_placed``, ``labels_dropped``,
     ``label_rects`` (in canvas pixels), ``image_box`` (where the image lies in the canvas) and
-    ``scale``."""
+    ``scale``.
+
+    ``regions``: optional ``[(name, (r, g, b), boxes [K, 4])]`` drawn under the detections as
+    outlines in their colour, each named in the legend with its count (AutoFocus's FocusChips,
+    one colour per scale: :data:`SCALE_COLOURS`)."""
     base = _as_image(image)
     b = np.asarray(boxes.detach().cpu().double() if hasattr(boxes, "detach") else boxes, dtype=np.float64)
     b = b.reshape(-1, 4)
@@ -258,6 +268,12 @@ def draw_detections(
         return class_names[c - 1] if 1 <= c <= len(class_names) else f"class {c}"
 
     draw = ImageDraw.Draw(base)
+    region_legend = []
+    for rname, rcolour, rboxes in regions or ():
+        rb = np.asarray(rboxes, dtype=np.float64).reshape(-1, 4) * scale
+        for x1, y1, x2, y2 in rb:
+            draw.rectangle([x1, y1, max(x1, x2 - 1), max(y1, y2 - 1)], outline=tuple(rcolour), width=lw + 1)
+        region_legend.append((f"{rname} ({len(rb)})", tuple(rcolour), "outline"))
     sb = b[shown] * scale
     for k in range(len(shown) - 1, -1, -1):  # weakest first, so the strongest are drawn on top
         x1, y1, x2, y2 = sb[k]
@@ -283,6 +299,7 @@ def draw_detections(
     legend = [(f"{name(c)} ({counts[c]})", class_colour(c), "fill") for c in sorted(counts)]
     if not legend:
         legend = [(f"no detections scoring >= {score_threshold:g}", _BORDER, "outline")]
+    legend = region_legend + legend
     head = title or f"{len(shown)} detections scoring >= {score_threshold:g}"
     notes = []
     if dropped:

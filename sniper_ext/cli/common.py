@@ -7,13 +7,24 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import json
+import math
 import os
 import sys
 import tempfile
 
+from .._atomic import atomic_write
 from ..data import Dataset, open_coco, open_images
 from ..errors import ConfigError, DataError, DeviceError, PathError, RunLocked, TrainingDiverged
-from ..inference import InferenceRun, MultiScaleInference, check_class_count, check_overrides, inference_config
+from ..inference import (
+    AutoFocusInference,
+    InferenceRun,
+    MultiScaleInference,
+    check_class_count,
+    check_overrides,
+    inference_config,
+)
 from ..runtime import cleanup, init_distributed, load_detector, resolve_checkpoint
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE = 0, 1, 2
@@ -260,6 +271,75 @@ def add_inference_options(p, *, single_scale: bool = True) -> None:
         "--workers", metavar="N", type=nonnegative_int, default=2, help="image-decoding processes (0: in process)"
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar (default: a progress bar on stderr)")
+    af = p.add_argument_group("AutoFocus (method §11; a checkpoint trained with the FocusPixel head)")
+    af.add_argument(
+        "--autofocus",
+        action="store_true",
+        help="AutoFocus's cascade instead of the full pyramid: the coarsest resolution on whole images, each finer "
+        "one only on the FocusChips of the one before (default: off)",
+    )
+    af.add_argument(
+        "--focus-threshold",
+        metavar="T",
+        type=unit_float,
+        nargs="+",
+        help="FocusPixel probability threshold per cascade step, coarse to fine (default: the checkpoint's, "
+        "0.02 0.2 in the presets)",
+    )
+    af.add_argument(
+        "--focus-dilation",
+        metavar="D",
+        type=positive_int,
+        nargs="+",
+        help="dilation (a DxD square, cells) per step (default: the checkpoint's, 3 3)",
+    )
+    af.add_argument(
+        "--focus-min-chip",
+        metavar="K",
+        type=positive_int,
+        nargs="+",
+        help="smallest FocusChip side in cells per step (default: the checkpoint's, 16 20 in COCO's preset)",
+    )
+
+
+def autofocus_settings(args, icfg):
+    """``icfg`` with the --focus-* options applied (UsageError for one without --autofocus, or
+    with --single-scale; ConfigError for a count that does not match the cascade's steps)."""
+    given = [
+        (opt, v)
+        for opt, v in (
+            ("--focus-threshold", getattr(args, "focus_threshold", None)),
+            ("--focus-dilation", getattr(args, "focus_dilation", None)),
+            ("--focus-min-chip", getattr(args, "focus_min_chip", None)),
+        )
+        if v is not None
+    ]
+    if not getattr(args, "autofocus", False):
+        if given:
+            raise UsageError(f"argument {given[0][0]}: only with --autofocus")
+        return icfg
+    if getattr(args, "single_scale", False):
+        raise UsageError("argument --autofocus: not with --single-scale (AutoFocus needs at least two resolutions)")
+    steps = len(icfg.resolutions) - 1
+    if steps < 1:
+        raise UsageError(
+            "argument --autofocus: the checkpoint's inference has one resolution; AutoFocus needs two or more"
+        )
+    changes = {}
+    for opt, key in (
+        ("--focus-threshold", "autofocus_thresholds"),
+        ("--focus-dilation", "autofocus_dilations"),
+        ("--focus-min-chip", "autofocus_min_chip"),
+    ):
+        v = dict(given).get(opt)
+        if v is None:
+            continue
+        if len(v) != steps:
+            raise UsageError(
+                f"argument {opt}: {len(v)} value(s) for {steps} cascade step(s); give one per step, coarse to fine"
+            )
+        changes[key] = tuple(v)
+    return dataclasses.replace(icfg, **changes)
 
 
 def run_inference(args, *, annotations=None, image_root=None, images=None) -> InferenceRun:
@@ -300,6 +380,7 @@ def run_inference(args, *, annotations=None, image_root=None, images=None) -> In
         icfg = inference_config(
             cfg.inference, single_scale=getattr(args, "single_scale", False), overrides=args.overrides
         )
+        icfg = autofocus_settings(args, icfg)
     if dist.is_main:
         scales = ", ".join(f"{lo}x{hi}" for lo, hi in icfg.resolutions)
         print(
@@ -307,7 +388,8 @@ def run_inference(args, *, annotations=None, image_root=None, images=None) -> In
             + (f", {dist.world_size} processes" if dist.distributed else ""),
             flush=True,
         )
-    engine = MultiScaleInference.for_config(
+    engine_class = AutoFocusInference if getattr(args, "autofocus", False) else MultiScaleInference
+    engine = engine_class.for_config(
         model,
         cfg,
         config=icfg,
@@ -318,6 +400,7 @@ def run_inference(args, *, annotations=None, image_root=None, images=None) -> In
         progress=progress_wanted(args) and dist.is_main,
     )
     run = engine.run(dataset.records, dataset.image_root, categories)
+    run.config = icfg
     cleanup(dist)  # the detections are gathered: no more collectives
     if dist.is_main:
         print(
@@ -325,4 +408,56 @@ def run_inference(args, *, annotations=None, image_root=None, images=None) -> In
             f"Soft-NMS merge {100 * run.merge_share:.1f}% of the inference time",
             flush=True,
         )
+        if "pixels" in run.stats:
+            print(autofocus_summary(run), flush=True)
     return run
+
+
+def autofocus_summary(run) -> str:
+    """One line: the pixels AutoFocus processed, per scale and in all, against the full pyramid."""
+    px = run.stats["pixels"]
+    per = ", ".join(
+        f"{lo}x{hi} {100 * sh:.1f}%" for (lo, hi), sh in zip(run.stats["resolutions"], px["share_per_scale"])
+    )
+    chips = sum(px["regions"][1:])
+    return (
+        f"AutoFocus: {100 * px['share']:.1f}% of the full pyramid's pixels ({per}); {chips} FocusChips; "
+        f"{run.images_per_s:.2f} images/s"
+    )
+
+
+def autofocus_report(run) -> dict:
+    """What ``--autofocus`` writes beside the results: pixels, speed, settings, FocusChips."""
+    icfg = run.config
+    return {
+        "images": len(run.records),
+        "seconds": run.seconds,
+        "images_per_s": run.images_per_s,
+        "resolutions": run.stats["resolutions"],
+        "pixels": run.stats["pixels"],
+        "settings": None
+        if icfg is None
+        else {
+            "thresholds": list(icfg.autofocus_thresholds),
+            "dilations": list(icfg.autofocus_dilations),
+            "min_chip": list(icfg.autofocus_min_chip),
+            "border": icfg.autofocus_border,
+            "valid_ranges": [
+                [float(lo), float(hi) if math.isfinite(float(hi)) else "inf"] for lo, hi in icfg.autofocus_valid_ranges
+            ],
+        },
+        "focus_chips": [
+            {"image_id": int(i), "chips": [[int(c[0]), *[round(v, 2) for v in c[1:]]] for c in chips]}
+            for i, chips in zip(run.records.image_ids.tolist(), run.stats["chips"])
+        ],
+    }
+
+
+def autofocus_path_for(out: str) -> str:
+    """Where --autofocus writes its report: ``<out stem>_autofocus.json`` beside ``out``."""
+    return os.path.splitext(out)[0] + "_autofocus.json"
+
+
+def write_autofocus_report(path: str, result) -> str:
+    text = json.dumps(autofocus_report(result), indent=1, allow_nan=False) + "\n"
+    return atomic_write(path, lambda f: f.write(text.encode()), prefix=".af-", suffix=".json.tmp")

@@ -13,11 +13,12 @@ __all__ = ["add_parser", "run"]
 DESCRIPTION = """SNIPER end to end on a CPU, on an embedded synthetic multi-scale dataset (shape
 classes from a few pixels to most of the image, textured backgrounds, look-alike
 distractors): chip planning, two-stage training (RPN, negative chips, detector), multi-scale
-inference with Soft-NMS and COCO evaluation, for five variants under one protocol (the same
+inference with Soft-NMS and COCO evaluation, for six variants under one protocol (the same
 learning-rate rule, equal detector iterations, whole images padded per batch, anchors matched
 to each variant's object sizes; docs/method.md §10): (a) SNIPER, (b) without negative chips,
 (c) two scales, (d) single-scale training on whole images, (e) training on the whole 3-scale
-image pyramid. --seeds N trains each with N seeds; claims are judged on the spread. Prints a
+image pyramid, (f) SNIPER with AutoFocus's FocusPixel head, tested with full 3-scale inference
+and with AutoFocus's cascade (AP, pixels, images/s, and AP over the threshold). --seeds N trains each with N seeds; claims are judged on the spread. Prints a
 table beside the paper's claims and writes DIR/claims.json (per variant: the metrics' mean,
 spread and per-seed values, pixels, iterations, anchors), DIR/summary.json (every claim with
 its verdict), detection and chip pictures, and each run's folder. About 15 minutes on 2 CPU

@@ -13,8 +13,8 @@ import numpy as np
 
 from .._atomic import atomic_write
 from ..data import open_image
-from ..inference import detections_to_coco
-from ..viz import draw_detections, save_png
+from ..inference import cascade_order, detections_to_coco
+from ..viz import SCALE_COLOURS, draw_detections, save_png
 from .common import EXIT_OK, add_command, add_inference_options, check_output_dir, run_inference, unit_float
 
 __all__ = ["add_parser", "run"]
@@ -22,11 +22,14 @@ __all__ = ["add_parser", "run"]
 _DESCRIPTION_DETECT = """Detects objects in an image or a folder of jpg/png images with a checkpoint of
 `sniper train` (multi-scale inference as `sniper infer`) and draws them: DIR/<name>_detections.png
 per image (boxes, class names and scores, a title and a legend) and DIR/detections.json
-({"images": [...], "categories": [...], "detections": [COCO results scoring >= the threshold]})."""
+({"images": [...], "categories": [...], "detections": [COCO results scoring >= the threshold]}).
+With --autofocus (AutoFocus's cascade, method §11) each picture also outlines the FocusChips of
+every finer scale, one colour per scale, named in the legend."""
 
 _EXAMPLES_DETECT = """examples:
   sniper detect photo.jpg --checkpoint runs/tiny/last.pt --out pictures/
-  sniper detect photos/ --checkpoint runs/tiny --out pictures/ --score-threshold 0.5 --single-scale"""
+  sniper detect photos/ --checkpoint runs/tiny --out pictures/ --score-threshold 0.5 --single-scale
+  sniper detect photos/ --checkpoint runs/af --out pictures/ --autofocus"""
 
 
 def add_parser(subparsers):
@@ -72,6 +75,18 @@ def _picture_names(records) -> list:
     ]
 
 
+def _chip_layers(result):
+    """With --autofocus: (resolution index, legend name, colour) per cascade step after the first."""
+    if "chips" not in result.stats:
+        return None
+    res = result.config.resolutions
+    order = cascade_order(res)
+    return [
+        (ri, f"FocusChips at {res[ri][0]}x{res[ri][1]}", SCALE_COLOURS[k % len(SCALE_COLOURS)])
+        for k, ri in enumerate(order[1:])
+    ]
+
+
 def run(args) -> int:
     check_output_dir("--out", args.out)
     result = run_inference(args, images=args.images)
@@ -79,15 +94,23 @@ def run(args) -> int:
         return EXIT_OK
     os.makedirs(args.out, exist_ok=True)
     names = [c["name"] for c in result.categories]
+    chip_layers = _chip_layers(result)
     kept = []
-    for rec, (boxes, scores, labels), pic in zip(result.records, result.detections, _picture_names(result.records)):
+    for i, (rec, (boxes, scores, labels), pic) in enumerate(
+        zip(result.records, result.detections, _picture_names(result.records))
+    ):
         sel = scores >= args.score_threshold
         kept.append((boxes[sel], scores[sel], labels[sel]))
         image = open_image(os.path.join(result.image_root or "", rec.file_name), rec.image_id, (rec.width, rec.height))
         n = int(np.count_nonzero(sel))
         title = f"{rec.file_name}: {n} detection{'s' if n != 1 else ''} scoring >= {args.score_threshold:g}"
+        regions = None
+        if chip_layers is not None:
+            chips = result.stats["chips"][i]
+            regions = [(name, colour, [c[1:] for c in chips if c[0] == ri]) for ri, name, colour in chip_layers]
+            title += f"; {len(chips)} FocusChips"
         picture = draw_detections(
-            image, boxes, scores, labels, names, title=title, score_threshold=args.score_threshold
+            image, boxes, scores, labels, names, title=title, score_threshold=args.score_threshold, regions=regions
         )
         path = save_png(picture, os.path.join(args.out, pic))
         print(f"wrote {path} ({n} detections)")

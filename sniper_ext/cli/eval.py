@@ -39,9 +39,11 @@ from .common import (
     UsageError,
     add_command,
     add_inference_options,
+    autofocus_path_for,
     check_output_file,
     check_readable_file,
     run_inference,
+    write_autofocus_report,
 )
 
 __all__ = ["add_parser", "run"]
@@ -51,14 +53,16 @@ COCOeval (boxes), or faster-coco-eval's (the same numbers, several times faster;
 prints the standard 12-number table, writes the numbers as JSON.
 With --checkpoint instead of --results it first runs multi-scale inference with a
 checkpoint of `sniper train` over the annotations' images (as `sniper infer`) and
-writes those results beside --out as <out stem>_results.json.
+writes those results beside --out as <out stem>_results.json; with --autofocus it runs
+AutoFocus's cascade instead and also writes <out stem>_autofocus.json (pixels, speed).
 Both files are checked first: an entry with an unknown image or category id, a bbox
 that is not [x, y, width, height] with width, height >= 0, or a missing score is an
 error naming the file and the entry. An empty results list is valid and scores 0."""
 
 EXAMPLE = """example:
   sniper eval --annotations instances_val2017.json --results results.json --out metrics.json --per-class
-  sniper eval --annotations val.json --image-root val/ --checkpoint runs/tiny/last.pt --out metrics.json"""
+  sniper eval --annotations val.json --image-root val/ --checkpoint runs/tiny/last.pt --out metrics.json
+  sniper eval --annotations val.json --checkpoint runs/af --autofocus --out metrics.json"""
 
 
 def add_parser(subparsers):
@@ -109,7 +113,7 @@ def _results(args):
     if args.checkpoint is None:
         return args.results
     result = run_inference(args, annotations=args.annotations, image_root=args.image_root)
-    return result.results if result.is_main else None
+    return result if result.is_main else None
 
 
 def run(args) -> int:
@@ -125,6 +129,7 @@ def run(args) -> int:
                 ("--image-root", args.image_root),
                 ("--single-scale", args.single_scale),
                 ("--set", args.overrides),
+                ("--autofocus", args.autofocus),
             )
             if v
         ]
@@ -134,15 +139,18 @@ def run(args) -> int:
         check_output_file("--out", args.out, example="metrics.json")
         if args.checkpoint is not None:
             check_output_file("--out", results_path_for(args.out))
+            if args.autofocus:
+                check_output_file("--out", autofocus_path_for(args.out))
     for path in (args.annotations, args.results):
         if path is not None:
             check_readable_file(path)
     if args.checkpoint is not None:
         check_ground_truth(args.annotations)  # as evaluation reads it, before the long inference
 
-    results = _results(args)
-    if results is None:  # a torchrun process other than the first: its share is done
+    inference = _results(args)
+    if inference is None:  # a torchrun process other than the first: its share is done
         return EXIT_OK
+    results = inference if isinstance(inference, str) else inference.results
     metrics = evaluate_coco(args.annotations, results, per_class=args.per_class, backend=backend)
     print(
         f"{metrics['num_detections']} detections on {metrics['num_images']} images "
@@ -154,6 +162,8 @@ def run(args) -> int:
     if args.out:  # written once everything succeeded
         if args.checkpoint is not None:
             print(f"wrote {write_results_json(results_path_for(args.out), results)}")
+            if args.autofocus:
+                print(f"wrote {write_autofocus_report(autofocus_path_for(args.out), inference)}")
         write_metrics_json(args.out, metrics)
         print(f"wrote {args.out}")
     return EXIT_OK

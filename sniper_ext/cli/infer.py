@@ -11,7 +11,16 @@ The library side, for scripts: :class:`sniper_ext.inference.MultiScaleInference`
 from __future__ import annotations
 
 from ..inference import write_results_json, write_results_jsonl
-from .common import EXIT_OK, UsageError, add_command, add_inference_options, check_output_file, run_inference
+from .common import (
+    EXIT_OK,
+    UsageError,
+    add_command,
+    add_inference_options,
+    autofocus_path_for,
+    check_output_file,
+    run_inference,
+    write_autofocus_report,
+)
 
 __all__ = ["add_parser", "run"]
 
@@ -19,6 +28,7 @@ _EXAMPLES_INFER = """examples:
   sniper infer --checkpoint runs/tiny/last.pt --annotations val.json --image-root images/ --out results.json
   sniper infer --checkpoint runs/tiny --images photos/ --out results.json --jsonl results.jsonl --single-scale
   sniper infer --checkpoint C --annotations GT.json --out R.json --set inference.batch_size=8
+  sniper infer --checkpoint runs/af --images photos/ --out R.json --autofocus --focus-threshold 0.05 0.3
   torchrun --nproc-per-node 8 -m sniper_ext.cli infer --checkpoint C --annotations GT.json --out R.json"""
 
 _DESCRIPTION_INFER = """Multi-scale inference (method §9) with a checkpoint of `sniper train`: every image
@@ -27,7 +37,11 @@ where their size suits the resolution, all scales merged per class with Gaussian
 Soft-NMS, top N per image. Writes COCO detection results (category ids of the
 annotations, or of the checkpoint for --images) and prints images/s and the merge's
 share of the time. Under torchrun each process takes a slice of the images; the first
-writes the files. The images and the checkpoint's class count are checked first."""
+writes the files. The images and the checkpoint's class count are checked first.
+With --autofocus (a checkpoint trained with the FocusPixel head, e.g. --preset
+tiny_autofocus) it runs AutoFocus's cascade instead (method §11) and also writes
+<out stem>_autofocus.json: the pixels processed per scale against the full pyramid,
+images/s, the settings and every image's FocusChips."""
 
 
 def add_parser(subparsers):
@@ -70,6 +84,8 @@ def run(args) -> int:
     check_output_file("--out", args.out, example="results.json")
     if args.jsonl:
         check_output_file("--jsonl", args.jsonl)
+    if args.autofocus:
+        check_output_file("--out", autofocus_path_for(args.out))
     if args.annotations is not None:
         open(args.annotations, "rb").close()  # OSError names the path
     result = run_inference(args, annotations=args.annotations, image_root=args.image_root, images=args.images)
@@ -82,4 +98,6 @@ def run(args) -> int:
             }
             write_results_jsonl(args.jsonl, result.results, image_ids=[r.image_id for r in result.records], extra=extra)
             print(f"wrote {args.jsonl}")
+        if args.autofocus:
+            print(f"wrote {write_autofocus_report(autofocus_path_for(args.out), result)}")
     return EXIT_OK

@@ -53,7 +53,12 @@ def add_parser(subparsers):
         examples=EXAMPLE,
     )
     p.add_argument("--out", metavar="DIR", required=True, help="run folder (required, no default)")
-    p.add_argument("--preset", default="tiny", help="named configuration: tiny, r50, sniper_r101_coco")
+    p.add_argument(
+        "--preset",
+        default="tiny",
+        help="named configuration: tiny, r50, sniper_r101_coco; with AutoFocus's FocusPixel head: "
+        "tiny_autofocus, r101_autofocus",
+    )
     p.add_argument("--config", metavar="FILE", help="a config.json to start from instead of --preset (default: none)")
     p.add_argument(
         "--set",

@@ -54,6 +54,8 @@ class InferenceRun:
     is_main: bool = True
     image_root: str | None = None
     categories: list = field(default_factory=list)
+    #: the InferenceConfig the run used (set by the command line)
+    config: object = None
 
     @property
     def images_per_s(self) -> float:
