@@ -128,8 +128,8 @@ def test_detector_trains_the_focus_head_in_both_stages():
         model.zero_grad()
         losses = model(batch, rpn_only=rpn_only)
         assert "focus_cls" in losses and "acc_focus_pos" in losses and "acc_focus_neg" in losses
-        parts = sum(float(v) for k, v in losses.items() if k.startswith(("rpn_", "rcnn_", "focus_")))
-        assert math.isclose(float(losses["loss"]), parts, rel_tol=1e-5)
+        parts = sum(float(v.detach()) for k, v in losses.items() if k.startswith(("rpn_", "rcnn_", "focus_")))
+        assert math.isclose(float(losses["loss"].detach()), parts, rel_tol=1e-5)
         losses["loss"].backward()
         assert model.focus is not None and model.focus.logits.weight.grad is not None
     # without the head: no focus loss, and detect(focus=True) is a clear error
