@@ -74,7 +74,7 @@ def test_protocol_one_lr_rule_and_the_anchors_reach_measured(tmp_path):
         derived = anchor_report(cfg, records, derive=True)
         assert derived["anchor_coverage"] >= max(0.99, got["anchor_coverage"])
     # objects beyond the largest anchor (8 x 20 = 160 px) pull a larger scale in, tiny ones a smaller
-    from sniper_ext.modeling.anchors import anchor_coverage, covering_scales
+    from sniper_ext.demo import anchor_coverage, covering_scales
 
     wh = np.array([[300.0, 290.0], [40, 40], [3, 3]])
     assert anchor_coverage(wh, 8, (0.5, 1, 2), (1, 2, 4, 7, 12, 20)) == pytest.approx(1 / 3)

@@ -53,7 +53,6 @@ from .data import ChipStream, image_path, load_coco, make_synthetic_dataset, ope
 from .engine import scaled_lr, train
 from .evaluation import evaluate_coco
 from .inference import AutoFocusInference, MultiScaleInference, detections_to_coco, write_results_json
-from .modeling.anchors import anchor_coverage, covering_scales
 from .runtime import DistInfo, load_detector
 from .viz import draw_chips, draw_detections, save_png
 
@@ -62,7 +61,9 @@ __all__ = [
     "WHOLE_IMAGE_VARIANTS",
     "distractor_false_positives",
     "run_demo",
+    "anchor_coverage",
     "anchor_report",
+    "covering_scales",
     "training_box_sizes",
     "variant_config",
     "verdict",
@@ -136,6 +137,54 @@ def variant_config(
 def effective_lr(cfg: TrainConfig) -> float:
     """The learning rate a variant trains at (one process): the linear-scaling rule."""
     return scaled_lr(cfg.solver.base_lr, cfg.solver.batch_size, cfg.solver.reference_batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Which object sizes a variant's anchors can match (the protocol's anchor report)
+
+
+def _best_anchor_iou(wh: np.ndarray, base_size: float, ratios, scales) -> np.ndarray:
+    """[N]: the best IoU of each box (``wh`` [N, 2]) with an anchor shape centred on it."""
+    r = np.asarray(ratios, np.float64)[:, None]
+    s = np.asarray(scales, np.float64)[None, :]
+    aw, ah = (base_size * s / np.sqrt(r)).reshape(-1), (base_size * s * np.sqrt(r)).reshape(-1)
+    inter = np.minimum(wh[:, None, 0], aw[None]) * np.minimum(wh[:, None, 1], ah[None])
+    return (inter / (wh[:, None, 0] * wh[:, None, 1] + (aw * ah)[None] - inter)).max(axis=1)
+
+
+def anchor_coverage(box_wh, base_size: float, ratios, scales, iou: float = 0.5) -> float:
+    """The share of boxes (``box_wh`` [N, 2] widths and heights, in the pixels the model sees)
+    that some anchor shape matches with IoU >= ``iou`` when centred on the box: the best an
+    anchor of the grid can do (a grid cell's offset only lowers it). 1.0 for no boxes."""
+    wh = np.asarray(box_wh, dtype=np.float64).reshape(-1, 2)
+    if len(wh) == 0:
+        return 1.0
+    return float((_best_anchor_iou(wh, base_size, ratios, scales) >= iou).mean())
+
+
+def covering_scales(box_wh, base_size: float, ratios, scales, *, target: float = 0.99, step: float = 1.6) -> tuple:
+    """``scales`` extended, by a factor ``step`` per new scale, above the largest or below the
+    smallest, until the anchors match ``target`` of the boxes (see :func:`anchor_coverage`); each
+    step goes to the side whose unmatched boxes it reaches. A model whose anchors stop short of
+    its objects cannot learn them."""
+    scales = sorted(float(s) for s in scales)
+    wh = np.asarray(box_wh, dtype=np.float64).reshape(-1, 2)
+    if len(wh) == 0:
+        return tuple(scales)
+    side = np.sqrt(wh[:, 0] * wh[:, 1])
+    for _ in range(24):
+        matched = _best_anchor_iou(wh, base_size, ratios, scales) >= 0.5
+        if matched.mean() >= target:
+            break
+        big = int((~matched & (side > base_size * scales[-1])).sum())
+        small = int((~matched & (side < base_size * scales[0])).sum())
+        if big == 0 and small == 0:
+            break  # what is missed lies between scales (or needs other ratios): more scales do not help
+        if big >= small:
+            scales.append(round(scales[-1] * step, 3))
+        else:
+            scales.insert(0, round(scales[0] / step, 3))
+    return tuple(scales)
 
 
 def training_box_sizes(cfg: TrainConfig, records) -> np.ndarray:

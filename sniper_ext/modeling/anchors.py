@@ -3,7 +3,6 @@ anchors (the labels come from the compiled op :func:`sniper_ext.ops.label_anchor
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from ..ops._checks import (
@@ -18,8 +17,6 @@ from ..ops._checks import (
 )
 
 __all__ = [
-    "anchor_coverage",
-    "covering_scales",
     "make_anchors",
     "sample_anchors",
 ]  # keyed_uniform: exported by sniper_ext.modeling
@@ -178,51 +175,3 @@ def sample_anchors(
     out[keep_pos] = 1
     out[keep_neg] = 0
     return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Which object sizes the anchors can match (for choosing anchor scales)
-
-
-def anchor_coverage(box_wh, base_size: float, ratios, scales, iou: float = 0.5) -> float:
-    """The share of boxes (``box_wh`` [N, 2] widths and heights, in the pixels the model sees)
-    that some anchor shape matches with IoU >= ``iou`` when centred on the box: the best an
-    anchor of the grid can do (a grid cell's offset only lowers it). 1.0 for no boxes."""
-    wh = np.asarray(box_wh, dtype=np.float64).reshape(-1, 2)
-    if len(wh) == 0:
-        return 1.0
-    r = np.asarray(ratios, np.float64)[:, None]
-    s = np.asarray(scales, np.float64)[None, :]
-    aw, ah = (base_size * s / np.sqrt(r)).reshape(-1), (base_size * s * np.sqrt(r)).reshape(-1)
-    inter = np.minimum(wh[:, None, 0], aw[None]) * np.minimum(wh[:, None, 1], ah[None])
-    union = wh[:, None, 0] * wh[:, None, 1] + (aw * ah)[None] - inter
-    return float(((inter / union).max(axis=1) >= iou).mean())
-
-
-def covering_scales(box_wh, base_size: float, ratios, scales, *, target: float = 0.99, step: float = 1.6) -> tuple:
-    """``scales`` extended, by a factor ``step`` per new scale, above the largest or below the
-    smallest, until the anchors match ``target`` of the boxes (see :func:`anchor_coverage`); each
-    step goes to the side whose unmatched boxes it reaches. A model whose anchors stop short of
-    its objects cannot learn them."""
-    scales = sorted(float(s) for s in scales)
-    wh = np.asarray(box_wh, dtype=np.float64).reshape(-1, 2)
-    if len(wh) == 0:
-        return tuple(scales)
-    side = np.sqrt(wh[:, 0] * wh[:, 1])
-    for _ in range(24):
-        if anchor_coverage(wh, base_size, ratios, scales) >= target:
-            break
-        r = np.asarray(ratios, np.float64)[:, None]
-        s = np.asarray(scales, np.float64)[None, :]
-        aw, ah = (base_size * s / np.sqrt(r)).reshape(-1), (base_size * s * np.sqrt(r)).reshape(-1)
-        inter = np.minimum(wh[:, None, 0], aw[None]) * np.minimum(wh[:, None, 1], ah[None])
-        matched = (inter / (wh[:, None, 0] * wh[:, None, 1] + (aw * ah)[None] - inter)).max(axis=1) >= 0.5
-        big = int((~matched & (side > base_size * scales[-1])).sum())
-        small = int((~matched & (side < base_size * scales[0])).sum())
-        if big == 0 and small == 0:
-            break  # what is missed lies between scales (or needs other ratios): more scales do not help
-        if big >= small:
-            scales.append(round(scales[-1] * step, 3))
-        else:
-            scales.insert(0, round(scales[0] / step, 3))
-    return tuple(scales)
