@@ -62,3 +62,66 @@ def test_autofocus_vs_full_pyramid(benchmark, trained, impl):
         benchmark.extra_info["pixel_share_per_scale"] = px["share_per_scale"]
         print(f"\nAutoFocus: {100 * px['share']:.1f}% of the full pyramid's pixels, per scale {px['share_per_scale']}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
+
+
+# -- FocusPixel labels: one batched tensor expression vs painting box by box ----------------------
+
+LABEL_CHIPS = 16 if QUICK else 64
+LABEL_BOXES = 24
+
+
+def labels_box_by_box(boxes, state, canvas, grid, stride=16, rng=(5.0, 64.0), ignore_below=90.0):
+    """The baseline, as the original code labels: per chip, paint each box's cell slice with NumPy
+    (ignored first, then positives over them), then the padding."""
+    import numpy as np
+
+    b = boxes.numpy()
+    st = state.numpy()
+    cv = canvas.numpy()
+    fh, fw = grid
+    out = np.zeros((len(b), fh, fw), np.int8)
+    for c in range(len(b)):
+        lab = out[c]
+        pos = np.zeros((fh, fw), bool)
+        ign = np.zeros((fh, fw), bool)
+        for (x1, y1, x2, y2), s in zip(b[c], st[c]):
+            if s < 0 or x2 <= x1 or y2 <= y1:
+                continue
+            size = ((x2 - x1) * (y2 - y1)) ** 0.5
+            sl = (slice(int(y1 // stride), int(-(-y2 // stride))), slice(int(x1 // stride), int(-(-x2 // stride))))
+            if rng[0] < size < rng[1]:
+                pos[sl] = True
+            elif size <= rng[0] or size < ignore_below:
+                ign[sl] = True
+        outside = np.zeros((fh, fw), bool)
+        outside[:, int(-(-cv[c, 0] // stride)) :] = True
+        outside[int(-(-cv[c, 1] // stride)) :, :] = True
+        lab[ign | outside] = -1
+        lab[pos & ~outside] = 1
+    return torch.from_numpy(out)
+
+
+@pytest.fixture(scope="module")
+def label_batch():
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(LABEL_CHIPS, LABEL_BOXES, 2, generator=g) * 480
+    wh = torch.rand(LABEL_CHIPS, LABEL_BOXES, 2, generator=g) ** 2 * 150 + 1
+    boxes = torch.cat([xy, (xy + wh).clamp(max=512)], dim=2)
+    state = torch.randint(-1, 2, (LABEL_CHIPS, LABEL_BOXES), generator=g, dtype=torch.int8)
+    canvas = torch.tensor([[512.0, 512.0]]).repeat(LABEL_CHIPS, 1)
+    canvas[::3] = torch.tensor([400.0, 300.0])
+    return boxes, state, canvas
+
+
+@pytest.mark.parametrize("impl", ["sniper", "box-by-box-numpy"])
+def test_focus_labels(benchmark, label_batch, impl):
+    from sniper_ext.modeling import focus_labels
+
+    boxes, state, canvas = label_batch
+    benchmark.group = f"FocusPixel labels, CPU: {LABEL_CHIPS} chips of 512 px x {LABEL_BOXES} boxes"
+    benchmark.extra_info["impl"] = impl
+    if impl == "sniper":
+        out = benchmark(focus_labels, boxes, state, canvas, (32, 32))
+    else:
+        out = benchmark(labels_box_by_box, boxes, state, canvas, (32, 32))
+    assert torch.equal(out, focus_labels(boxes, state, canvas, (32, 32)))
