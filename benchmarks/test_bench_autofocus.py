@@ -32,7 +32,13 @@ def trained(tmp_path_factory):
     val_json = make_synthetic_dataset(os.path.join(root, "val"), num_images=IMAGES, seed=1)
     cfg = apply_overrides(
         preset("tiny_autofocus"),
-        [f"data.annotations={train_json}", "data.workers=0", "solver.log_every=10", "solver.checkpoint_every=0"],
+        [
+            f"data.annotations={train_json}",
+            f"data.image_root={os.path.join(root, 'train', 'images')}",
+            "data.workers=0",
+            "solver.log_every=10",
+            "solver.checkpoint_every=0",
+        ],
     )
     run = os.path.join(root, "run")
     train(cfg, run, progress=False, device="cpu", max_iter=ITERS, echo=lambda *a, **k: None)
