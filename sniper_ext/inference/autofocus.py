@@ -31,7 +31,7 @@ from ..errors import ConfigError
 from ..ops import focus_chips
 from ..runtime.distributed import all_gather_objects
 from ..runtime.precision import autocast_for
-from .merge import in_valid_range, merge_detections
+from .merge import in_valid_range
 from .multiscale import MultiScaleInference
 
 __all__ = ["AutoFocusInference", "cascade_order", "chip_edge_keep", "check_autofocus_config"]
@@ -162,10 +162,7 @@ class AutoFocusInference(MultiScaleInference):
                         ok = in_valid_range(det, lo, hi) & chip_edge_keep(
                             det, torch.as_tensor(box), (w, h), icfg.autofocus_border
                         )
-                        probs = o["scores"].float()[ok, 1:]
-                        det = det[ok]
-                        r, c = (probs > icfg.score_threshold).nonzero(as_tuple=True)
-                        parts[i].append((det[r].cpu(), probs[r, c].cpu(), (c + 1).cpu()))
+                        parts[i].append(self._scored(det[ok], o["scores"].float()[ok]))
                     if not last:
                         maps = torch.stack([o["focus"].float() for o in outs])
                         cells = torch.stack(
@@ -201,24 +198,9 @@ class AutoFocusInference(MultiScaleInference):
             image = np.asarray(next_image, np.int64)
             boxes = np.asarray(next_boxes, np.float64).reshape(-1, 4)
         bar.close()
-        per_image = []
-        for p in parts:
-            if p:
-                per_image.append(tuple(torch.cat([x[j] for x in p]) for j in range(3)))
-            else:
-                per_image.append((torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)))
         t1 = time.perf_counter()
-        merged = merge_detections(
-            per_image,
-            num_classes=self.model.num_classes,
-            method=icfg.nms_method,
-            sigma=icfg.soft_nms_sigma,
-            iou_threshold=icfg.nms_iou,
-            score_threshold=icfg.score_threshold,
-            top_k=icfg.detections_per_image,
-        )
+        out = self._merge(parts)
         t2 = time.perf_counter()
-        out = [(b.numpy(), s.numpy(), lab.numpy()) for b, s, lab in merged]
         chip_lists = self._gather(idx, chips, len(records))
         pixels = _gather_pixels(self, processed, full, regions)
         if stats is not None:

@@ -165,6 +165,34 @@ class MultiScaleInference:
 
     # -- §9: detections -----------------------------------------------------------------------
 
+    def _scored(self, boxes: torch.Tensor, probs: torch.Tensor) -> tuple:
+        """(boxes, scores, labels 1..C) on the CPU of every (box, class) scoring above the threshold;
+        ``probs`` [N, C+1] with column 0 the background."""
+        probs = probs[:, 1:]
+        r, k = (probs > self.config.score_threshold).nonzero(as_tuple=True)
+        return boxes[r].cpu(), probs[r, k].cpu(), (k + 1).cpu()
+
+    def _merge(self, parts: list) -> list:
+        """Per image, its scales' (and chips') ``_scored`` parts merged per class with one batched
+        Soft-NMS call over all images: ``(boxes, scores, labels)`` NumPy arrays per image."""
+        icfg = self.config
+        per_image = []
+        for p in parts:
+            if p:
+                per_image.append(tuple(torch.cat([x[j] for x in p]) for j in range(3)))
+            else:
+                per_image.append((torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)))
+        merged = merge_detections(
+            per_image,
+            num_classes=self.model.num_classes,
+            method=icfg.nms_method,
+            sigma=icfg.soft_nms_sigma,
+            iou_threshold=icfg.nms_iou,
+            score_threshold=icfg.score_threshold,
+            top_k=icfg.detections_per_image,
+        )
+        return [(b.numpy(), s.numpy(), lab.numpy()) for b, s, lab in merged]
+
     @torch.no_grad()
     def detect(self, records, image_root, *, stats: dict | None = None) -> list:
         """Multi-scale detection of ``records``: one ``(boxes [N, 4] float32, scores [N], labels
@@ -183,28 +211,11 @@ class MultiScaleInference:
             boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w, h, w, h]))
             lo, hi = icfg.valid_ranges[ri]
             ok = in_valid_range(boxes, lo, hi)
-            boxes, probs = boxes[ok], probs[ok, 1:]
-            r, k = (probs > icfg.score_threshold).nonzero(as_tuple=True)
-            parts[i].append((boxes[r].cpu(), probs[r, k].cpu(), (k + 1).cpu()))
+            parts[i].append(self._scored(boxes[ok], probs[ok]))
         bar.close()
-        per_image = []
-        for p in parts:
-            if p:
-                per_image.append(tuple(torch.cat([x[j] for x in p]) for j in range(3)))
-            else:
-                per_image.append((torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.int64)))
         t1 = time.perf_counter()
-        merged = merge_detections(
-            per_image,
-            num_classes=self.model.num_classes,
-            method=icfg.nms_method,
-            sigma=icfg.soft_nms_sigma,
-            iou_threshold=icfg.nms_iou,
-            score_threshold=icfg.score_threshold,
-            top_k=icfg.detections_per_image,
-        )
+        out = self._merge(parts)
         t2 = time.perf_counter()
-        out = [(b.numpy(), s.numpy(), lab.numpy()) for b, s, lab in merged]
         if stats is not None:
             stats.update(seconds=t2 - t0, merge_seconds=t2 - t1, images=len(mine))
         out = self._gather(idx, out, len(records))
