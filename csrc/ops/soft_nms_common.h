@@ -3,6 +3,10 @@
 //   soft_nms(boxes [n, 4], scores [n], ids, spec, keep [n], kept_scores [n]) -> count
 // with the arguments of the nms kernel (nms_common.h); it writes the kept indices and their
 // decayed scores in output order to keep[0, count) and kept_scores[0, count).
+// The fixed-capacity variant's kernel:
+//   soft_nms_fixed(boxes, scores, ids [n], num_groups, spec, capacity, keep [G, cap], kept_scores [G, cap], count [G])
+// with the conventions of nms_fixed (nms_common.h): rows prefilled (-1, 0, 0), ids outside
+// [0, G) take no part, no host synchronisation.
 #pragma once
 
 #include <sniper/nms_rules.h>
@@ -13,8 +17,8 @@
 
 namespace sniper {
 
-inline void check_soft_nms_args(int64_t method, double sigma, double iou_threshold, double score_threshold) {
-  const char* op = "soft_nms";
+inline void check_soft_nms_args(int64_t method, double sigma, double iou_threshold, double score_threshold,
+                                const char* op = "soft_nms") {
   STD_TORCH_CHECK(method == kSoftNmsLinear || method == kSoftNmsGaussian || method == kSoftNmsHard, op,
                   ": `method` must be 0 (linear), 1 (gaussian) or 2 (hard), got ", method);
   STD_TORCH_CHECK(method != kSoftNmsGaussian || sigma > 0.0, op, ": `sigma` must be > 0, got ", sigma);
@@ -40,8 +44,28 @@ struct SoftNmsEntries {
 };
 
 template <typename B>
+struct SoftNmsFixedEntries {
+  static std::tuple<Tensor, Tensor, Tensor> soft_nms_fixed(Tensor boxes, Tensor scores, Tensor idxs, int64_t method,
+                                                           double sigma, double iou_threshold, double score_threshold,
+                                                           int64_t num_groups, int64_t capacity) {
+    const char* op = "soft_nms_fixed";
+    const std::optional<Tensor> ids = checked_group_ids(boxes, scores, idxs, op);
+    check_soft_nms_args(method, sigma, iou_threshold, score_threshold, op);
+    typename B::Guard guard(boxes);
+    FixedOutputs out(boxes, num_groups, capacity, true, op);
+    if (FixedOutputs::needed(boxes.size(0), num_groups, capacity)) {
+      B::soft_nms_fixed(torch::stable::contiguous(boxes), torch::stable::contiguous(scores), *ids, num_groups,
+                        SoftNmsSpec{method, sigma, iou_threshold, score_threshold}, capacity, out.keep, out.scores,
+                        out.count);
+    }
+    return std::make_tuple(out.keep, out.scores, out.count);
+  }
+};
+
+template <typename B>
 void register_soft_nms(OpLibrary& m) {
   m.impl("soft_nms", TORCH_BOX(&SoftNmsEntries<B>::soft_nms));
+  m.impl("soft_nms_fixed", TORCH_BOX(&SoftNmsFixedEntries<B>::soft_nms_fixed));
 }
 
 }  // namespace sniper

@@ -6,7 +6,7 @@ from .deform_conv import deform_conv2d
 from .focus_chips import focus_chips
 from .greedy_chip_cover import greedy_chip_cover
 from .label_anchors import label_anchors
-from .nms import SOFT_NMS_METHODS, batched_nms, nms, soft_nms
+from .nms import SOFT_NMS_METHODS, batched_nms, batched_nms_fixed, nms, nms_fixed, soft_nms, soft_nms_fixed
 from .roi_align import deform_roi_pool, roi_align
 
 __all__ = [
@@ -20,5 +20,8 @@ __all__ = [
     "nms",
     "batched_nms",
     "soft_nms",
+    "nms_fixed",
+    "batched_nms_fixed",
+    "soft_nms_fixed",
     "SOFT_NMS_METHODS",
 ]

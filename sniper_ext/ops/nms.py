@@ -9,12 +9,21 @@ from ._checks import (
     check_boxes,
     check_finite,
     check_idxs,
+    check_int,
     check_scores,
     check_threshold,
 )
 from ._geometry import DYNAMIC, Out, register_fake
 
-__all__ = ["nms", "batched_nms", "soft_nms", "SOFT_NMS_METHODS"]
+__all__ = [
+    "nms",
+    "batched_nms",
+    "soft_nms",
+    "nms_fixed",
+    "batched_nms_fixed",
+    "soft_nms_fixed",
+    "SOFT_NMS_METHODS",
+]
 
 #: Soft-NMS decay rules and their codes in the ``sniper::soft_nms`` schema.
 SOFT_NMS_METHODS = {"linear": 0, "gaussian": 1, "hard": 2}
@@ -44,6 +53,41 @@ def soft_nms_geometry(boxes, scores, idxs, method, sigma, iou_threshold, score_t
     scores [K] in the dtype of scores."""
     _check_scored_shapes("soft_nms", boxes, scores, idxs)
     return Out((DYNAMIC,), torch.int64), Out((DYNAMIC,), scores.dtype)
+
+
+def _check_size(op, name, value):
+    """A size argument: an int >= 0, or a symbolic size while tracing (checked by the kernel)."""
+    if isinstance(value, torch.SymInt):
+        return value
+    return check_int(op, name, value, minimum=0)
+
+
+def nms_fixed_geometry(boxes, scores, iou_threshold, capacity) -> tuple[Out, Out]:
+    """sniper::nms_fixed: [N, 4] boxes, [N] scores -> kept indices int64 [capacity] (-1 padded) and
+    their count, int64 []."""
+    _check_scored_shapes("nms_fixed", boxes, scores, None)
+    capacity = _check_size("nms_fixed", "capacity", capacity)
+    return Out((capacity,), torch.int64), Out((), torch.int64)
+
+
+def batched_nms_fixed_geometry(boxes, scores, idxs, iou_threshold, num_groups, capacity) -> tuple[Out, Out]:
+    """sniper::batched_nms_fixed: -> kept indices int64 [num_groups, capacity] (-1 padded) and the
+    count of each group, int64 [num_groups]."""
+    op = "batched_nms_fixed"
+    _check_scored_shapes(op, boxes, scores, idxs)
+    g, c = _check_size(op, "num_groups", num_groups), _check_size(op, "capacity", capacity)
+    return Out((g, c), torch.int64), Out((g,), torch.int64)
+
+
+def soft_nms_fixed_geometry(
+    boxes, scores, idxs, method, sigma, iou_threshold, score_threshold, num_groups, capacity
+) -> tuple[Out, Out, Out]:
+    """sniper::soft_nms_fixed: -> kept indices int64 [num_groups, capacity] (-1 padded), their decayed
+    scores [num_groups, capacity] (0 padded; the dtype of scores) and the counts int64 [num_groups]."""
+    op = "soft_nms_fixed"
+    _check_scored_shapes(op, boxes, scores, idxs)
+    g, c = _check_size(op, "num_groups", num_groups), _check_size(op, "capacity", capacity)
+    return Out((g, c), torch.int64), Out((g, c), scores.dtype), Out((g,), torch.int64)
 
 
 def _check_scored_shapes(op, boxes, scores, idxs):
@@ -123,6 +167,70 @@ def soft_nms(
     return torch.ops.sniper.soft_nms(boxes, scores, idxs, SOFT_NMS_METHODS[method], sig, iou, sthr)
 
 
+# -- fixed capacity: static shapes, no host synchronisation -------------------------------------
+#
+# The variants an exported or CUDA-graph-captured program uses. Their results equal the
+# variable-size ops' within the capacity; the wrappers check what needs no data (types, shapes,
+# devices, thresholds, sizes) and never read tensor values, so they add no device sync: boxes
+# that are not finite or have x2 < x1 are not reported here (the variable-size wrappers do), and
+# group ids outside [0, num_groups) are a defined way to leave a box out.
+
+
+def nms_fixed(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, capacity: int):
+    """:func:`nms` with a static output: ``(keep int64 [capacity], count int64 [])`` where
+    ``keep[:count]`` are the first ``min(K, capacity)`` indices :func:`nms` returns and the rest
+    is -1. Sync-free on CUDA; values are not checked (see above)."""
+    op = "nms_fixed"
+    nms_fixed_geometry(boxes, scores, iou_threshold, capacity)
+    thr = check_threshold(op, "iou_threshold", iou_threshold)
+    return torch.ops.sniper.nms_fixed(boxes, scores, thr, capacity)
+
+
+def batched_nms_fixed(
+    boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float, num_groups: int, capacity: int
+):
+    """:func:`batched_nms` per group with a static output: ``(keep int64 [num_groups, capacity],
+    count int64 [num_groups])``; row g holds the first ``min(K_g, capacity)`` kept indices of group
+    g (``idxs == g``) in :func:`batched_nms`'s order, then -1. Boxes whose ``idxs`` lie outside
+    ``[0, num_groups)`` take no part (a mask without a data-dependent shape). Sync-free on CUDA."""
+    op = "batched_nms_fixed"
+    batched_nms_fixed_geometry(boxes, scores, idxs, iou_threshold, num_groups, capacity)
+    thr = check_threshold(op, "iou_threshold", iou_threshold)
+    return torch.ops.sniper.batched_nms_fixed(boxes, scores, idxs, thr, num_groups, capacity)
+
+
+def soft_nms_fixed(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    idxs: torch.Tensor,
+    num_groups: int,
+    capacity: int,
+    *,
+    method: str = "gaussian",
+    sigma: float = 0.5,
+    iou_threshold: float = 0.3,
+    score_threshold: float = 1e-3,
+):
+    """:func:`soft_nms` per group with a static output: ``(keep int64 [num_groups, capacity],
+    scores [num_groups, capacity], count int64 [num_groups])``; row g holds the first
+    ``min(K_g, capacity)`` survivors of group g and their decayed scores in :func:`soft_nms`'s
+    order, then -1 and 0. Boxes whose ``idxs`` lie outside ``[0, num_groups)`` take no part.
+    Sync-free on CUDA."""
+    op = "soft_nms_fixed"
+    soft_nms_fixed_geometry(boxes, scores, idxs, method, sigma, iou_threshold, score_threshold, num_groups, capacity)
+    if method not in SOFT_NMS_METHODS:
+        raise ValueError(f"{op}: `method` must be one of {sorted(SOFT_NMS_METHODS)}, got {method!r}")
+    sig = check_threshold(op, "sigma", sigma, positive=True)
+    iou = check_threshold(op, "iou_threshold", iou_threshold)
+    sthr = check_threshold(op, "score_threshold", score_threshold)
+    return torch.ops.sniper.soft_nms_fixed(
+        boxes, scores, idxs, SOFT_NMS_METHODS[method], sig, iou, sthr, num_groups, capacity
+    )
+
+
 register_fake("nms", nms_geometry)
 register_fake("batched_nms", batched_nms_geometry)
 register_fake("soft_nms", soft_nms_geometry)
+register_fake("nms_fixed", nms_fixed_geometry)
+register_fake("batched_nms_fixed", batched_nms_fixed_geometry)
+register_fake("soft_nms_fixed", soft_nms_fixed_geometry)

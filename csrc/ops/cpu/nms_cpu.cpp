@@ -125,6 +125,35 @@ struct NmsCpu : CpuBackend {
     });
     return count;
   }
+
+  static void nms_fixed(const Tensor& boxes, const Tensor& scores, const std::optional<Tensor>& ids, int64_t num_groups,
+                        double iou_threshold, int64_t capacity, Tensor& keep_out, Tensor& count_out) {
+    const int64_t n = boxes.size(0);
+    int64_t* out_idx = keep_out.mutable_data_ptr<int64_t>();
+    int64_t* out_count = count_out.mutable_data_ptr<int64_t>();
+    SNIPER_DISPATCH_FLOATING(boxes.scalar_type(), ids ? "batched_nms_fixed" : "nms_fixed", [&] {
+      using A = acc_t<scalar_t>;
+      const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
+      const scalar_t* ps = scores.const_data_ptr<scalar_t>();
+      const RangedGroups g = make_groups_in_range(ids ? ids->const_data_ptr<int64_t>() : nullptr, n, num_groups);
+      std::vector<uint8_t> keep(n, 0);
+      torch::stable::parallel_for(0, g.count(), group_grain(n, g.count()), [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          const int64_t* idx = g.order.data() + g.offsets[k];
+          const int64_t size = g.offsets[k + 1] - g.offsets[k];
+          nms_group(pb, ps, idx, size, iou_threshold, keep.data());
+          std::vector<std::pair<int64_t, A>> kept;
+          for (int64_t q = 0; q < size; ++q) {
+            if (keep[idx[q]]) kept.emplace_back(idx[q], static_cast<A>(ps[idx[q]]));
+          }
+          sort_by_score(kept);
+          const int64_t c = std::min<int64_t>(capacity, static_cast<int64_t>(kept.size()));
+          for (int64_t q = 0; q < c; ++q) out_idx[g.id[k] * capacity + q] = kept[q].first;
+          out_count[g.id[k]] = c;
+        }
+      });
+    });
+  }
 };
 
 }  // namespace

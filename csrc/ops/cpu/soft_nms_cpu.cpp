@@ -105,6 +105,37 @@ struct SoftNmsCpu : CpuBackend {
     });
     return count;
   }
+
+  static void soft_nms_fixed(const Tensor& boxes, const Tensor& scores, const Tensor& ids, int64_t num_groups,
+                             const SoftNmsSpec& spec, int64_t capacity, Tensor& keep, Tensor& kept_scores,
+                             Tensor& count_out) {
+    const int64_t n = boxes.size(0);
+    SNIPER_DISPATCH_FLOATING(boxes.scalar_type(), "soft_nms_fixed", [&] {
+      using A = acc_t<scalar_t>;
+      const SoftNmsParams<A> p{spec.method, static_cast<A>(spec.sigma), static_cast<A>(spec.iou_threshold),
+                               static_cast<A>(spec.score_threshold)};
+      const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
+      const scalar_t* ps = scores.const_data_ptr<scalar_t>();
+      const RangedGroups g = make_groups_in_range(ids.const_data_ptr<int64_t>(), n, num_groups);
+      int64_t* out_idx = keep.mutable_data_ptr<int64_t>();
+      scalar_t* out_s = kept_scores.mutable_data_ptr<scalar_t>();
+      int64_t* out_count = count_out.mutable_data_ptr<int64_t>();
+      torch::stable::parallel_for(0, g.count(), group_grain(n, g.count()), [&](int64_t b, int64_t e) {
+        for (int64_t k = b; k < e; ++k) {
+          std::vector<std::pair<int64_t, A>> kept;
+          soft_nms_group(pb, ps, g.order.data() + g.offsets[k], g.offsets[k + 1] - g.offsets[k], p, kept);
+          sort_by_score(kept);
+          const int64_t c = std::min<int64_t>(capacity, static_cast<int64_t>(kept.size()));
+          const int64_t row = g.id[k] * capacity;
+          for (int64_t q = 0; q < c; ++q) {
+            out_idx[row + q] = kept[q].first;
+            out_s[row + q] = static_cast<scalar_t>(kept[q].second);
+          }
+          out_count[g.id[k]] = c;
+        }
+      });
+    });
+  }
 };
 
 }  // namespace
