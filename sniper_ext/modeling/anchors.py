@@ -79,17 +79,38 @@ def make_anchors(
             f"{op}: anchors would reach coordinate {reach:.4g}, beyond the range of {dtype} "
             f"({torch.finfo(dtype).max:.4g}); check stride, base_size, ratios and scales"
         )
-    shape = torch.stack([-aw / 2, -ah / 2, aw / 2, ah / 2], dim=1)  # [A, 4] around (0, 0)
+    shape = _shape(aw, ah)
     try:
-        cy, cx = torch.meshgrid(
-            (torch.arange(h, dtype=torch.float64) + 0.5) * stride_px,
-            (torch.arange(w, dtype=torch.float64) + 0.5) * stride_px,
-            indexing="ij",
-        )
-        centres = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)
-        return (centres + shape[None]).reshape(-1, 4).to(dtype=dtype, device=device)
+        return grid_anchors(shape, h, w, stride_px).to(dtype=dtype, device=device)
     except (RuntimeError, AssertionError) as e:  # out of memory; a CUDA device without CUDA ...
         raise RuntimeError(f"{op}: cannot create {h}x{w}x{shape.shape[0]} anchors on {device or 'cpu'}: {e}") from None
+
+
+def _shape(aw, ah):
+    return torch.stack([-aw / 2, -ah / 2, aw / 2, ah / 2], dim=1)  # [A, 4] around (0, 0)
+
+
+def anchor_shape(base_size: float, ratios, scales) -> torch.Tensor:
+    """float64 ``[A, 4]``: :func:`make_anchors`'s anchors of one cell around (0, 0), in its row order
+    (for :func:`grid_anchors`)."""
+    make_anchors((0, 0), 1, base_size, ratios, scales)  # the checks
+    r = torch.tensor([float(v) for v in ratios], dtype=torch.float64)[:, None]
+    s = torch.tensor([float(v) for v in scales], dtype=torch.float64)[None, :]
+    base = float(base_size)
+    return _shape((base * s / r.sqrt()).reshape(-1), (base * s * r.sqrt()).reshape(-1))
+
+
+def grid_anchors(shape: torch.Tensor, h, w, stride: float) -> torch.Tensor:
+    """The anchors of an ``h`` x ``w`` map from the float64 ``[A, 4]`` anchor ``shape`` around (0, 0)
+    (:func:`make_anchors`'s rows, float64). No argument checks and no Python arithmetic on ``h``,
+    ``w``: traceable with symbolic sizes (:mod:`sniper_ext.export`)."""
+    cy, cx = torch.meshgrid(
+        (torch.arange(h, dtype=torch.float64, device=shape.device) + 0.5) * stride,
+        (torch.arange(w, dtype=torch.float64, device=shape.device) + 0.5) * stride,
+        indexing="ij",
+    )
+    centres = torch.stack([cx, cy, cx, cy], dim=-1).reshape(-1, 1, 4)
+    return (centres + shape[None]).reshape(-1, 4)
 
 
 _MASK64 = (1 << 64) - 1

@@ -169,9 +169,12 @@ def deform_conv2d(input, offset, weight, bias=None, stride=1, padding=0, dilatio
     chunk = max(1, MAX_COLUMN_ELEMENTS // max(per_sample, 1))
     # A contiguous weight: the matmul then rounds alike whatever the layout of the given weight.
     w_mat = weight.contiguous().reshape(groups, oc // groups, cg * kh * kw)
+    # A symbolic batch (torch.export with a dynamic batch size) is one chunk: a loop over it
+    # would specialise the size.
+    starts = [0] if isinstance(n, torch.SymInt) else range(0, max(n, 1), chunk)
     outs = []
-    for s in range(0, max(n, 1), chunk):  # an empty batch still runs once (shapes, autograd)
-        e = min(n, s + chunk)
+    for s in starts:  # an empty batch still runs once (shapes, autograd)
+        e = n if isinstance(n, torch.SymInt) else min(n, s + chunk)
         cols = torch.ops.sniper.deform_im2col(
             input[s:e], offset[s:e], None if mask is None else mask[s:e], kh, kw, sh, sw, ph, pw, dh, dw, og
         )
