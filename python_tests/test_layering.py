@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "chips": 1,
     **dict.fromkeys(("modeling", "config", "viz", "nn"), 2),
     **dict.fromkeys(("data", "runtime"), 3),
-    **dict.fromkeys(("inference", "evaluation"), 4),
+    **dict.fromkeys(("inference", "evaluation", "export"), 4),
     "engine": 5,
     "demo": 6,
     "cli": 7,

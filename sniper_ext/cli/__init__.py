@@ -14,6 +14,9 @@ this package. Library errors (:mod:`sniper_ext.errors`) become one line and an e
                                 pictures of a checkpoint's detections (PNG + JSON)
     sniper eval --annotations GT.json (--results R.json | --checkpoint C) [--out M.json] [--per-class]
                                 COCO box AP/AR of a results file or of a checkpoint (pycocotools)
+    sniper export --checkpoint C --out MODEL.pt2 [--resolution MIN MAX] [--device cpu|cuda]
+                                the detector as an AOTInductor package for deployment
+                                (Python-free: examples/cpp/sniper_detect)
     sniper demo [--out DIR] [--quick]
                                 SNIPER end to end on a CPU (chips, two-stage training,
                                 multi-scale inference, COCO evaluation) and the paper's
@@ -31,14 +34,14 @@ from __future__ import annotations
 
 import argparse
 
-from . import chips, demo, detect, infer, info, nms_demo, train
+from . import chips, demo, detect, export, infer, info, nms_demo, train
 from . import eval as eval_
 from .common import EPILOG, EXIT_DATA, EXIT_OK, EXIT_USAGE, CommandError, Formatter, Parser, UsageError, run_command
 
 __all__ = ["main", "build_parser", "CommandError", "UsageError", "EXIT_OK", "EXIT_DATA", "EXIT_USAGE"]
 
 #: the commands, in the order of `sniper --help`
-COMMANDS = (chips, info, nms_demo, demo, train, eval_, infer, detect)
+COMMANDS = (chips, info, nms_demo, demo, train, eval_, infer, detect, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

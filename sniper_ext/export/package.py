@@ -18,11 +18,13 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from ..chips.records import ImageTable
 from ..chips.validity import resolution_scale
@@ -35,14 +37,19 @@ from .graph import ExportableDetector, input_names, output_names
 __all__ = [
     "FORMAT_VERSION",
     "compile_package",
+    "config_from_metadata",
+    "detect_image_file",
     "dynamic_shapes",
     "example_inputs",
     "export_detector",
+    "format_detections",
     "host_sync_nodes",
     "load_package",
     "package_metadata",
     "prepare_image",
     "program_batches",
+    "read_image_file",
+    "resize_image",
     "run_program",
     "unpack",
 ]
@@ -148,7 +155,12 @@ def compile_package(ep: torch.export.ExportedProgram, path: str, metadata: dict 
     os.close(fd)
     try:
         configs = {"aot_inductor.metadata": {str(k): str(v) for k, v in (metadata or {}).items()}}
-        torch._inductor.aoti_compile_and_package(ep, package_path=tmp, inductor_configs=configs)
+        with warnings.catch_warnings():  # torch's own deprecation notices while packaging
+            warnings.simplefilter("ignore", FutureWarning)
+            torch._inductor.aoti_compile_and_package(ep, package_path=tmp, inductor_configs=configs)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as a plain open() would create it, not mkstemp's 0o600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -268,3 +280,45 @@ def prepare_image(image: torch.Tensor, config: InferenceConfig, pad_rgb) -> tupl
         batch[:, :h, :w] = resize_image(image, w, h)
         inputs += [batch[None], torch.tensor([[float(w), float(h)]]), torch.tensor([s], dtype=torch.float32)]
     return tuple(inputs)
+
+
+def read_image_file(path: str) -> torch.Tensor:
+    """An image file (PPM, PNG, JPEG, ...) as uint8 ``[3, H, W]`` RGB."""
+    with Image.open(path) as img:
+        arr = np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+    return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
+
+
+def format_detections(outputs, metadata: dict, image_name: str, width: int, height: int, threshold: float = 0.0) -> str:
+    """The first image's detections of a program's outputs as ``examples/cpp/sniper_detect`` prints
+    them: a header line, then ``category_id, name, score, x1, y1, x2, y2`` per detection
+    (tab-separated, ``%.9g``)."""
+    boxes, scores, labels, count = (t.detach().cpu() for t in outputs)
+    ids = metadata["sniper.category_ids"].split(",")
+    names = metadata["sniper.category_names"].split("\n")
+    n = int(count[0])
+    shown = sum(1 for i in range(n) if float(scores[0, i]) >= threshold)
+    lines = [f"# {image_name}: {width}x{height}, {n} detections ({shown} scoring >= {threshold:g})"]
+    for i in range(n):
+        s = float(scores[0, i])
+        if not s >= threshold:
+            continue
+        k = int(labels[0, i]) - 1
+        cid = ids[k] if 0 <= k < len(ids) else str(k + 1)
+        name = names[k] if 0 <= k < len(names) else cid
+        box = "\t".join(f"{float(v):.9g}" for v in boxes[0, i])
+        lines.append(f"{cid}\t{name}\t{s:.9g}\t{box}")
+    return "\n".join(lines) + "\n"
+
+
+def detect_image_file(package_path: str, image_path: str, threshold: float = 0.0) -> str:
+    """What ``examples/cpp/sniper_detect PACKAGE IMAGE`` prints, computed in Python: the image read,
+    prepared (:func:`prepare_image`), run through the package and formatted."""
+    program = load_package(package_path)
+    meta = program.get_metadata()
+    config = config_from_metadata(meta)
+    pad = [int(v) for v in meta["sniper.pad_rgb"].split(",")]
+    image = read_image_file(image_path)
+    with torch.no_grad():
+        out = program(*prepare_image(image, config, pad))
+    return format_detections(out, meta, image_path, image.shape[2], image.shape[1], threshold)
