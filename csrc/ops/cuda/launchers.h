@@ -57,6 +57,24 @@ int64_t soft_nms(const void* boxes, const void* scores, const int64_t* group, in
                  Dtype dtype, int64_t* keep, void* kept_scores, DeviceAllocator& alloc, void* stream,
                  const NmsTuning& tuning = NmsTuning());
 
+// The fixed-capacity variants (sniper::nms_fixed, batched_nms_fixed,
+// soft_nms_fixed): `group` null puts every box in group 0 (nms_fixed only),
+// else a box whose id lies outside [0, groups) takes no part. keep [groups,
+// capacity] (and kept_scores) and count [groups] come prefilled (-1, 0, 0);
+// each group's row gets its first min(K_g, capacity) results in output order
+// and count[g] their number. Everything is planned from n, groups and
+// capacity: no stream synchronisation and no copy between host and device
+// (so the calls can be captured into a CUDA graph). nms_fixed with one group
+// takes the bitmask path (tuning.nms_mask_budget); with groups, every group
+// runs the one-block greedy loop, which stops at the capacity.
+void nms_fixed(const void* boxes, const void* scores, const int64_t* group, int64_t n, int64_t groups,
+               double iou_threshold, int64_t capacity, Dtype dtype, int64_t* keep, int64_t* count,
+               DeviceAllocator& alloc, void* stream, const NmsTuning& tuning = NmsTuning());
+
+void soft_nms_fixed(const void* boxes, const void* scores, const int64_t* group, int64_t n, int64_t groups,
+                    const SoftNmsSpec& spec, int64_t capacity, Dtype dtype, int64_t* keep, void* kept_scores,
+                    int64_t* count, DeviceAllocator& alloc, void* stream, const NmsTuning& tuning = NmsTuning());
+
 // Greedy chip cover (method §2). boxes [n, 4] (`dtype`), group [n] int64,
 // canvas [groups, 2] float64. Writes chips [count, 4] (`chip_dtype`, float32
 // or float64) and chip_group [count] into buffers of n rows, box_chip [n];

@@ -3,8 +3,14 @@
 // groups above NmsTuning::nms_large_segment: a suppression bitmask (batched
 // under NmsTuning::nms_mask_budget, column tiles for a group over it) walked
 // by one block per segment; smaller groups: one block per segment running the
-// greedy loop. Design and expected timings: docs/kernels.md, "NMS".
+// greedy loop. The fixed-capacity variants (nms_fixed, batched_nms_fixed) plan
+// everything from the host's sizes alone and never wait for the device:
+// nms_fixed takes the bitmask path with its jobs written on the device and the
+// walk listing the kept boxes; batched_nms_fixed runs the greedy loop on every
+// group, writing the group's row as it keeps boxes and stopping at the
+// capacity. Design and expected timings: docs/kernels.md, "NMS".
 #include <cmath>
+#include <stdexcept>
 #include <utility>
 #include <vector>
 
@@ -77,8 +83,9 @@ __global__ void __launch_bounds__(kWord)
 // One block per job: decides the boxes in score order, 64 at a time,
 // starting from the suppressed bits already in `removed` (zero, or set by
 // the cross kernel). Sets keep_by_index[order[p]] for every kept position
-// p. With kept_list (one job per launch), also appends the kept positions
-// to kept_list[*kept_count ..] and advances *kept_count.
+// p (unless keep_by_index is null). With kept_list (one job per launch),
+// also appends the kept positions to kept_list[*kept_count ..] and advances
+// *kept_count.
 __global__ void __launch_bounds__(kWalkThreads)
     nms_walk_kernel(const MaskJob* jobs, const uint64_t* mask, uint64_t* removed_all, const int64_t* order,
                     uint8_t* keep_by_index, int64_t* kept_list, int64_t* kept_count) {
@@ -108,7 +115,7 @@ __global__ void __launch_bounds__(kWalkThreads)
     const uint64_t bits = kept_bits;
     if (threadIdx.x < cnt && ((bits >> threadIdx.x) & 1)) {
       const int64_t p = job.start + base + threadIdx.x;
-      keep_by_index[order[p]] = 1;
+      if (keep_by_index != nullptr) keep_by_index[order[p]] = 1;
       if (kept_list != nullptr) {
         const uint64_t below = (uint64_t(1) << threadIdx.x) - 1;
         kept_list[listed + __popcll(bits & below)] = p;
@@ -174,6 +181,26 @@ __global__ void __launch_bounds__(kCrossThreads)
   }
 }
 
+// The greedy loop of one block over the segment positions [s, e) (score
+// order): thread 0 calls kept(i, rank) for the kept positions, in order,
+// and the loop stops after max_keep of them (later positions cannot change
+// the earlier decisions). Returns the number kept, in every thread.
+template <typename A, typename F>
+__device__ int64_t nms_greedy_segment(const BoxesSoA<A>& b, int64_t s, int64_t e, A thr, int64_t max_keep,
+                                      uint8_t* suppressed, F&& kept) {
+  int64_t count = 0;
+  for (int64_t i = s; i < e; ++i) {
+    __syncthreads();
+    if (suppressed[i]) continue;
+    if (threadIdx.x == 0) kept(i, count);
+    if (++count == max_keep) break;
+    for (int64_t j = i + 1 + threadIdx.x; j < e; j += blockDim.x) {
+      if (!suppressed[j] && b.iou(i, j) > thr) suppressed[j] = 1;
+    }
+  }
+  return count;
+}
+
 // One block per segment of at most `large` boxes (larger ones are left to
 // the bitmask path).
 template <typename A>
@@ -183,16 +210,54 @@ __global__ void nms_segments_kernel(BoxesSoA<A> b, const int64_t* order, const i
   for (int g = blockIdx.x; g < num; g += gridDim.x) {
     const int64_t s = starts[g], e = segment_end(starts, g, num, n);
     if (e - s > large) continue;
-    for (int64_t i = s; i < e; ++i) {
-      __syncthreads();
-      if (suppressed[i]) continue;
-      if (threadIdx.x == 0) keep_by_index[order[i]] = 1;
-      for (int64_t j = i + 1 + threadIdx.x; j < e; j += blockDim.x) {
-        if (!suppressed[j] && b.iou(i, j) > thr) suppressed[j] = 1;
-      }
-    }
+    nms_greedy_segment(b, s, e, thr, INT64_MAX, suppressed, [&](int64_t i, int64_t) { keep_by_index[order[i]] = 1; });
     __syncthreads();
   }
+}
+
+// batched_nms_fixed: one block per segment, of any size. The segment's group
+// id (group[order[s]]) picks its row of keep ([groups, cap]); the segment of
+// the ids outside [0, groups) is skipped. The row gets the kept indices in
+// output order, at most cap of them, and count[id] their number.
+template <typename A>
+__global__ void nms_segments_fixed_kernel(BoxesSoA<A> b, const int64_t* order, const int64_t* starts,
+                                          const int* num_segments, const int64_t* group, int64_t n, int64_t groups,
+                                          int64_t cap, A thr, uint8_t* suppressed, int64_t* keep, int64_t* count) {
+  const int num = *num_segments;
+  for (int g = blockIdx.x; g < num; g += gridDim.x) {
+    const int64_t s = starts[g], e = segment_end(starts, g, num, n);
+    const int64_t id = group[order[s]];
+    if (id < 0 || id >= groups) continue;
+    int64_t* row = keep + id * cap;
+    const int64_t kept =
+        nms_greedy_segment(b, s, e, thr, cap, suppressed, [&](int64_t i, int64_t rank) { row[rank] = order[i]; });
+    if (threadIdx.x == 0) count[id] = kept;
+    __syncthreads();
+  }
+}
+
+// The jobs of one segment [start, start + size) as nms_bitmask plans them
+// from the host's sizes: one job, or with `tiled` one per `tile` boxes.
+// Written here rather than copied from the host, so that nothing is read
+// from host memory when the launch runs (capturable in a CUDA graph).
+static __global__ void segment_jobs_kernel(MaskJob* jobs, int64_t start, int64_t size, int64_t tile, bool tiled,
+                                           int64_t count) {
+  for (int64_t k = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; k < count; k += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t t0 = tiled ? k * tile : 0;
+    const int64_t tn = tiled ? ::sniper::min_<int64_t>(tile, size - t0) : size;
+    jobs[k] = MaskJob{start + t0, tn, (tn + kWord - 1) / kWord, 0, 0, 0};
+  }
+}
+
+// nms_fixed: keep[q] = order[list[q]] for q < min(*listed, cap), and the
+// count. keep is prefilled with -1.
+static __global__ void fixed_list_kernel(const int64_t* order, const int64_t* list, const int64_t* listed, int64_t cap,
+                                         int64_t* keep, int64_t* count) {
+  const int64_t k = ::sniper::min_<int64_t>(*listed, cap);
+  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < k; q += int64_t(gridDim.x) * blockDim.x) {
+    keep[q] = order[list[q]];
+  }
+  if (blockIdx.x == 0 && threadIdx.x == 0) *count = k;
 }
 
 // Boxes per tile for a mask budget: 64 w boxes need 512 w^2 bytes.
@@ -203,11 +268,23 @@ int64_t tile_words(int64_t budget) {
   return w < 1 ? 1 : w;
 }
 
+// The kept positions of a one-segment bitmask run, in order: list[0 ..
+// *count), on the device.
+struct KeptList {
+  int64_t* list;  // n entries
+  int64_t* count;
+};
+
 // Runs the bitmask path on the segments (start, size) listed on the host.
+// With `listed` (one segment, whose size the host knows without reading the
+// device), the jobs are written on the device, the kept positions are listed
+// in order into *listed, and nothing else passes between host and device.
 template <typename A>
 void nms_bitmask(const BoxesSoA<A>& b, const int64_t* order, const std::vector<std::pair<int64_t, int64_t>>& segments,
-                 A thr, int64_t budget, uint8_t* keep_by_index, DeviceAllocator& alloc, cudaStream_t stream) {
+                 A thr, int64_t budget, uint8_t* keep_by_index, DeviceAllocator& alloc, cudaStream_t stream,
+                 const KeptList* listed = nullptr) {
   if (segments.empty()) return;
+  if (listed != nullptr && segments.size() != 1) throw std::logic_error("nms_bitmask: a kept list needs one segment");
   const int64_t tw = tile_words(budget), tile = tw * kWord;
 
   // Plan: launches of batched jobs, or one tiled segment (a job per tile).
@@ -259,13 +336,19 @@ void nms_bitmask(const BoxesSoA<A>& b, const int64_t* order, const std::vector<s
   }
   flush();
 
-  MaskJob* d_jobs = take<MaskJob>(alloc, static_cast<int64_t>(jobs.size()));
-  SNIPER_CUDA_CHECK(
-      cudaMemcpyAsync(d_jobs, jobs.data(), sizeof(MaskJob) * jobs.size(), cudaMemcpyHostToDevice, stream));
+  const int64_t num_jobs = static_cast<int64_t>(jobs.size());
+  MaskJob* d_jobs = take<MaskJob>(alloc, num_jobs);
+  if (listed != nullptr) {
+    segment_jobs_kernel<<<blocks_for(num_jobs, kThreads), kThreads, 0, stream>>>(
+        d_jobs, segments[0].first, segments[0].second, tile, plan[0].tiled, num_jobs);
+  } else {
+    SNIPER_CUDA_CHECK(cudaMemcpyAsync(d_jobs, jobs.data(), sizeof(MaskJob) * num_jobs, cudaMemcpyHostToDevice, stream));
+  }
   uint64_t* mask = take<uint64_t>(alloc, mask_cap);
   uint64_t* removed = take<uint64_t>(alloc, removed_cap);
-  int64_t* kept_list = list_cap > 0 ? take<int64_t>(alloc, list_cap) : nullptr;
-  int64_t* kept_count = list_cap > 0 ? take<int64_t>(alloc, 1) : nullptr;
+  int64_t* kept_list = listed != nullptr ? listed->list : list_cap > 0 ? take<int64_t>(alloc, list_cap) : nullptr;
+  int64_t* kept_count = listed != nullptr ? listed->count : list_cap > 0 ? take<int64_t>(alloc, 1) : nullptr;
+  if (listed != nullptr) SNIPER_CUDA_CHECK(cudaMemsetAsync(kept_count, 0, sizeof(int64_t), stream));
   auto rows = [](int64_t words) { return static_cast<unsigned int>(::sniper::min_<int64_t>(words, 65535)); };
 
   for (const Launch& l : plan) {
@@ -273,8 +356,10 @@ void nms_bitmask(const BoxesSoA<A>& b, const int64_t* order, const std::vector<s
       SNIPER_CUDA_CHECK(cudaMemsetAsync(removed, 0, sizeof(uint64_t) * l.removed_words, stream));
       const dim3 grid(static_cast<unsigned int>(l.col_blocks), rows(l.max_words));
       nms_mask_kernel<<<grid, kWord, 0, stream>>>(b, d_jobs + l.first, static_cast<int>(l.count), thr, mask);
+      // (with `listed`: one job, whose kept positions are listed)
       nms_walk_kernel<<<static_cast<unsigned int>(l.count), kWalkThreads, 0, stream>>>(
-          d_jobs + l.first, mask, removed, order, keep_by_index, nullptr, nullptr);
+          d_jobs + l.first, mask, removed, order, keep_by_index, listed != nullptr ? kept_list : nullptr,
+          listed != nullptr ? kept_count : nullptr);
       continue;
     }
     SNIPER_CUDA_CHECK(cudaMemsetAsync(kept_count, 0, sizeof(int64_t), stream));
@@ -354,7 +439,64 @@ int64_t nms_typed(const T* boxes, const T* scores, const int64_t* group, int64_t
   return read_count(count, stream);
 }
 
+// The fixed-capacity variants: every launch and allocation planned from n,
+// groups and cap; no host reads, no host copies.
+template <typename T>
+void nms_fixed_typed(const T* boxes, const T* scores, const int64_t* group, int64_t n, int64_t groups,
+                     double iou_threshold, int64_t cap, int64_t* keep, int64_t* count, DeviceAllocator& alloc,
+                     cudaStream_t stream, const NmsTuning& tuning) {
+  using A = typename Acc<T>::type;
+  const A thr = static_cast<A>(iou_threshold);
+  const unsigned int blocks = blocks_for(n, kThreads);
+
+  // Score order: descending, ties to the lower index (the sort is stable).
+  A* keys = take<A>(alloc, n);
+  A* sorted_keys = take<A>(alloc, n);
+  int64_t* iota = take<int64_t>(alloc, n);
+  int64_t* by_score = take<int64_t>(alloc, n);
+  score_keys_kernel<<<blocks, kThreads, 0, stream>>>(scores, keys, n);
+  iota_kernel<<<blocks, kThreads, 0, stream>>>(iota, n);
+  sort_pairs(keys, sorted_keys, iota, by_score, n, /*descending=*/true, alloc, stream);
+  BoxesSoA<A> b = BoxesSoA<A>::make(alloc, n);
+
+  if (group == nullptr) {
+    // One group of n boxes: the bitmask path, whose plan depends on n and
+    // the mask budget only; the walk lists the kept positions in order.
+    gather_boxes_kernel<<<blocks, kThreads, 0, stream>>>(boxes, by_score, n, b);
+    const KeptList listed{take<int64_t>(alloc, n), take<int64_t>(alloc, 1)};
+    nms_bitmask(b, by_score, {{int64_t(0), n}}, thr, tuning.nms_mask_budget, nullptr, alloc, stream, &listed);
+    fixed_list_kernel<<<blocks_for(::sniper::min_<int64_t>(n, cap), kThreads), kThreads, 0, stream>>>(
+        by_score, listed.list, listed.count, cap, keep, count);
+    SNIPER_CUDA_CHECK(cudaGetLastError());
+    return;
+  }
+
+  // Groups: ids outside [0, groups) mapped to `groups` (one segment, which
+  // the kernel skips), segments in score order, one block each.
+  int64_t* mapped = take<int64_t>(alloc, n);
+  map_groups_kernel<<<blocks, kThreads, 0, stream>>>(group, n, groups, mapped);
+  const Segments seg = segment_by_group(mapped, by_score, n, alloc, stream, map_key_bits(groups));
+  gather_boxes_kernel<<<blocks, kThreads, 0, stream>>>(boxes, seg.order, n, b);
+  uint8_t* suppressed = take<uint8_t>(alloc, n);
+  SNIPER_CUDA_CHECK(cudaMemsetAsync(suppressed, 0, n, stream));
+  const int64_t segments = groups < n ? groups + 1 : n;  // at most
+  nms_segments_fixed_kernel<<<blocks_for(segments, 1, 16384), kThreads, 0, stream>>>(
+      b, seg.order, seg.starts, seg.num_segments, group, n, groups, cap, thr, suppressed, keep, count);
+  SNIPER_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace
+
+void nms_fixed(const void* boxes, const void* scores, const int64_t* group, int64_t n, int64_t groups,
+               double iou_threshold, int64_t capacity, Dtype dtype, int64_t* keep, int64_t* count,
+               DeviceAllocator& alloc, void* stream, const NmsTuning& tuning) {
+  if (n == 0 || groups <= 0 || capacity <= 0) return;
+  check_count(n, group != nullptr ? "batched_nms_fixed" : "nms_fixed");
+  SNIPER_CUDA_DISPATCH(dtype, [&] {
+    nms_fixed_typed(static_cast<const scalar_t*>(boxes), static_cast<const scalar_t*>(scores), group, n, groups,
+                    iou_threshold, capacity, keep, count, alloc, as_stream(stream), tuning);
+  });
+}
 
 int64_t nms(const void* boxes, const void* scores, const int64_t* group, int64_t n, double iou_threshold, Dtype dtype,
             int64_t* keep, DeviceAllocator& alloc, void* stream, const NmsTuning& tuning) {

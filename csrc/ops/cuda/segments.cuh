@@ -73,24 +73,26 @@ static __global__ void gather_flags_kernel(const uint8_t* flags, const int64_t* 
   }
 }
 
-// Stable radix sort of (key, value) pairs; descending or ascending.
+// Stable radix sort of (key, value) pairs; descending or ascending. With
+// end_bit < the key's width only the bits [0, end_bit) are sorted on (keys
+// known to lie in [0, 2^end_bit)).
 template <typename K>
 void sort_pairs(const K* keys_in, K* keys_out, const int64_t* vals_in, int64_t* vals_out, int64_t n, bool descending,
-                DeviceAllocator& alloc, cudaStream_t stream) {
+                DeviceAllocator& alloc, cudaStream_t stream, int end_bit = int(sizeof(K) * 8)) {
   size_t bytes = 0;
   const int num = static_cast<int>(n);
   if (descending) {
     SNIPER_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(nullptr, bytes, keys_in, keys_out, vals_in, vals_out,
-                                                                num, 0, int(sizeof(K) * 8), stream));
+                                                                num, 0, end_bit, stream));
     void* tmp = alloc.allocate(bytes);
     SNIPER_CUDA_CHECK(cub::DeviceRadixSort::SortPairsDescending(tmp, bytes, keys_in, keys_out, vals_in, vals_out, num,
-                                                                0, int(sizeof(K) * 8), stream));
+                                                                0, end_bit, stream));
   } else {
-    SNIPER_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(nullptr, bytes, keys_in, keys_out, vals_in, vals_out, num, 0,
-                                                      int(sizeof(K) * 8), stream));
+    SNIPER_CUDA_CHECK(
+        cub::DeviceRadixSort::SortPairs(nullptr, bytes, keys_in, keys_out, vals_in, vals_out, num, 0, end_bit, stream));
     void* tmp = alloc.allocate(bytes);
-    SNIPER_CUDA_CHECK(cub::DeviceRadixSort::SortPairs(tmp, bytes, keys_in, keys_out, vals_in, vals_out, num, 0,
-                                                      int(sizeof(K) * 8), stream));
+    SNIPER_CUDA_CHECK(
+        cub::DeviceRadixSort::SortPairs(tmp, bytes, keys_in, keys_out, vals_in, vals_out, num, 0, end_bit, stream));
   }
 }
 
@@ -107,7 +109,8 @@ void select_flagged(const V* items, const uint8_t* flags, V* out, int* count, in
 
 // Box indices sorted into groups of equal id (ascending id, stable with
 // respect to `order_in`, which may be null for 0..n-1), and the start of
-// each group's segment. *num_segments stays on the device.
+// each group's segment. *num_segments stays on the device. With key_bits <
+// 64 the ids must lie in [0, 2^key_bits) (see map_groups).
 struct Segments {
   int64_t* order;
   int64_t* starts;
@@ -115,7 +118,7 @@ struct Segments {
 };
 
 static Segments segment_by_group(const int64_t* group, const int64_t* order_in, int64_t n, DeviceAllocator& alloc,
-                                 cudaStream_t stream) {
+                                 cudaStream_t stream, int key_bits = 64) {
   const unsigned int blocks = blocks_for(n, kThreads);
   int64_t* iota = take<int64_t>(alloc, n);
   iota_kernel<<<blocks, kThreads, 0, stream>>>(iota, n);
@@ -124,12 +127,29 @@ static Segments segment_by_group(const int64_t* group, const int64_t* order_in, 
   gather_i64_kernel<<<blocks, kThreads, 0, stream>>>(group, order_in, keys, n);
   Segments s{take<int64_t>(alloc, n), take<int64_t>(alloc, n), take<int>(alloc, 1)};
   int64_t* sorted_keys = take<int64_t>(alloc, n);
-  sort_pairs(keys, sorted_keys, order_in, s.order, n, /*descending=*/false, alloc, stream);
+  sort_pairs(keys, sorted_keys, order_in, s.order, n, /*descending=*/false, alloc, stream, key_bits);
   uint8_t* head = take<uint8_t>(alloc, n);
   segment_heads_kernel<<<blocks, kThreads, 0, stream>>>(sorted_keys, head, n);
   select_flagged(iota, head, s.starts, s.num_segments, n, alloc, stream);
   SNIPER_CUDA_CHECK(cudaGetLastError());
   return s;
+}
+
+// The fixed-capacity ops' group ids: id where it lies in [0, groups), else
+// `groups`, so that every box that takes no part falls into one last segment
+// and the ids fit in map_key_bits(groups) bits (a radix sort of fewer passes).
+static __global__ void map_groups_kernel(const int64_t* group, int64_t n, int64_t groups, int64_t* out) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t g = group[i];
+    out[i] = g >= 0 && g < groups ? g : groups;
+  }
+}
+
+// Bits of the ids map_groups_kernel writes (values 0 .. groups).
+inline int map_key_bits(int64_t groups) {
+  int bits = 1;
+  while (bits < 63 && (int64_t(1) << bits) <= groups) ++bits;
+  return bits;
 }
 
 static int read_count(const int* d_count, cudaStream_t stream) {

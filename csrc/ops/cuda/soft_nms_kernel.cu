@@ -4,8 +4,11 @@
 // to NmsTuning::soft_nms_large_group boxes: a 256-thread block each, many
 // groups per launch; larger groups: a 1024-thread block each that visits
 // only the runs of boxes whose x-range can overlap the selected box. The
-// host waits once, at the end, to learn how many boxes were kept. Design
-// and expected timings: docs/kernels.md, "Soft-NMS".
+// host waits once, at the end, to learn how many boxes were kept.
+// The fixed-capacity variant (soft_nms_fixed) runs the same kernels, which
+// then write each group's selections straight into its row (selection order
+// is output order, see SoftNmsOut) and stop at the capacity: no compaction,
+// no host wait. Design and expected timings: docs/kernels.md, "Soft-NMS".
 #include "segments.cuh"
 
 namespace sniper {
@@ -32,6 +35,52 @@ template <typename A>
 struct SoftNmsArgs {
   int64_t method;
   A sigma, iou_threshold, score_threshold;
+};
+
+// Where the kernels put a group's selections.
+// * soft_nms (rows null): keep_by_index and final_score, by input index; the
+//   host code sorts and compacts them afterwards.
+// * soft_nms_fixed: row id of rows / row_scores ([groups, cap]) in selection
+//   order, at most cap, and count[id]; id = group[index] of the segment's
+//   boxes, and a segment whose id lies outside [0, groups) is skipped.
+// Selection order is output order (decayed score descending, ties to the
+// lower index): scores only decay (weights lie in [0, 1], live scores are >=
+// score_threshold >= 0), so a box selected after box a has, at a's
+// selection, a score below a's or equal with a higher index, and its final
+// score is no higher. So a group's first cap selections are the first cap
+// boxes of its output, and the loop may stop there.
+template <typename T, typename A>
+struct SoftNmsOut {
+  uint8_t* keep_by_index;
+  A* final_score;
+  const int64_t* group;
+  int64_t groups, cap;
+  int64_t* rows;
+  T* row_scores;
+  int64_t* count;
+
+  // Selections a group may make.
+  __device__ __forceinline__ int64_t limit() const { return rows != nullptr ? cap : INT64_MAX; }
+  // The row of the group whose box `index` is, -1 to skip it (0 for soft_nms).
+  __device__ __forceinline__ int64_t row_of(int64_t index) const {
+    if (rows == nullptr) return 0;
+    const int64_t id = group[index];
+    return id >= 0 && id < groups ? id : -1;
+  }
+  // The group's selection `rank` (thread 0).
+  __device__ __forceinline__ void record(int64_t row, int64_t rank, int64_t index, A score) const {
+    if (rows == nullptr) {
+      keep_by_index[index] = 1;
+      final_score[index] = score;
+    } else {
+      rows[row * cap + rank] = index;
+      row_scores[row * cap + rank] = from_acc<T>(score);
+    }
+  }
+  // The group made `selected` selections (thread 0).
+  __device__ __forceinline__ void finish(int64_t row, int64_t selected) const {
+    if (rows != nullptr) count[row] = selected;
+  }
 };
 
 // Decays the live box k against the selected box (s*) and returns its
@@ -65,14 +114,17 @@ template <typename T, typename A>
 __global__ void __launch_bounds__(kThreads)
     soft_nms_segments_kernel(BoxesSoA<A> b, const T* scores, const int64_t* order, const int64_t* starts,
                              const int* num_segments, int64_t n, int64_t large, SoftNmsArgs<A> p, A* score,
-                             uint8_t* alive, A* final_score, uint8_t* keep_by_index) {
+                             uint8_t* alive, SoftNmsOut<T, A> out) {
   using Reduce = cub::BlockReduce<Candidate<A>, kThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   __shared__ Candidate<A> chosen;
   const int num = *num_segments;
+  const int64_t limit = out.limit();
   for (int g = blockIdx.x; g < num; g += gridDim.x) {
     const int64_t s = starts[g], e = segment_end(starts, g, num, n);
-    if (e - s > large) continue;
+    const int64_t row = out.row_of(order[s]);
+    if (e - s > large || row < 0) continue;
+    int64_t selected = 0;
     Candidate<A> c{A(0), 0, -1};
     for (int64_t k = s + threadIdx.x; k < e; k += kThreads) {
       const A sc = to_acc(scores[order[k]]);
@@ -88,10 +140,8 @@ __global__ void __launch_bounds__(kThreads)
       __syncthreads();
       const Candidate<A> best = chosen;
       if (best.pos < 0) break;
-      if (threadIdx.x == 0) {
-        keep_by_index[best.index] = 1;
-        final_score[best.index] = best.score;
-      }
+      if (threadIdx.x == 0) out.record(row, selected, best.index, best.score);
+      if (++selected == limit) break;
       const int64_t bp = best.pos;
       const A bx1 = b.x1[bp], by1 = b.y1[bp], bx2 = b.x2[bp], by2 = b.y2[bp], barea = b.area[bp];
       c = Candidate<A>{A(0), 0, -1};
@@ -99,6 +149,7 @@ __global__ void __launch_bounds__(kThreads)
         c = Better()(c, decay(b, order, p, bx1, by1, bx2, by2, barea, bp, k, score, alive));
       }
     }
+    if (threadIdx.x == 0) out.finish(row, selected);
     __syncthreads();
   }
 }
@@ -120,7 +171,7 @@ template <typename T, typename A>
 __global__ void __launch_bounds__(kLargeThreads)
     soft_nms_large_kernel(BoxesSoA<A> b, const T* scores, const int64_t* order, const int64_t* large_starts,
                           const int64_t* large_sizes, const int* large_count, SoftNmsArgs<A> p, A* score,
-                          uint8_t* alive, A* final_score, uint8_t* keep_by_index) {
+                          uint8_t* alive, SoftNmsOut<T, A> out) {
   using Reduce = cub::BlockReduce<Candidate<A>, kLargeThreads>;
   __shared__ typename Reduce::TempStorage tmp;
   __shared__ A run_x2[kLargeThreads];  // max x2 of each run, then running max over runs
@@ -130,8 +181,11 @@ __global__ void __launch_bounds__(kLargeThreads)
   __shared__ A sel[2][5];
   const int t = threadIdx.x;
   const int num = *large_count;
+  const int64_t limit = out.limit();
   for (int g = blockIdx.x; g < num; g += gridDim.x) {
     const int64_t s = large_starts[g], len = large_sizes[g], e = s + len;
+    const int64_t row = out.row_of(order[s]);
+    if (row < 0) continue;
     const int64_t per = (len + kLargeThreads - 1) / kLargeThreads;  // E
     const int64_t r0 = ::sniper::min_<int64_t>(e, s + t * per);
     const int64_t r1 = ::sniper::min_<int64_t>(e, r0 + per);
@@ -156,13 +210,13 @@ __global__ void __launch_bounds__(kLargeThreads)
     __syncthreads();
     const A run_max_x2 = run_x2[t];
 
+    int64_t selected = 0;
     for (int step = 0;; step ^= 1) {
       const Candidate<A> best = Reduce(tmp).Reduce(mine, Better());
       if (t == 0) {
         chosen[step] = best;
         if (best.pos >= 0) {
-          keep_by_index[best.index] = 1;
-          final_score[best.index] = best.score;
+          out.record(row, selected, best.index, best.score);
           sel[step][0] = b.x1[best.pos];
           sel[step][1] = b.y1[best.pos];
           sel[step][2] = b.x2[best.pos];
@@ -173,6 +227,7 @@ __global__ void __launch_bounds__(kLargeThreads)
       __syncthreads();
       const int64_t bp = chosen[step].pos;
       if (bp < 0) break;
+      if (++selected == limit) break;
       const A sx1 = sel[step][0], sx2 = sel[step][2];
       const bool own = bp >= r0 && bp < r1;
       if (own || (run_max_x2 > sx1 && run_x1 < sx2)) {
@@ -183,6 +238,7 @@ __global__ void __launch_bounds__(kLargeThreads)
         }
       }
     }
+    if (t == 0) out.finish(row, selected);
     __syncthreads();  // run_x2 and chosen are rewritten for the next group
   }
 }
@@ -204,10 +260,14 @@ __global__ void store_scores_kernel(const A* src, const int* count, T* out, int6
   }
 }
 
+// The selections of every group, into `out`: boxes segmented by `group`
+// (null: one group; with key_bits < 64 its ids lie in [0, 2^key_bits)),
+// groups of up to tuning.soft_nms_large_group boxes on the small-group
+// kernel, larger ones on the large-group kernel. Planned from n alone.
 template <typename T>
-int64_t soft_nms_typed(const T* boxes, const T* scores, const int64_t* group, int64_t n,
-                       SoftNmsArgs<typename Acc<T>::type> p, int64_t* keep, T* kept_scores, DeviceAllocator& alloc,
-                       cudaStream_t stream, const NmsTuning& tuning) {
+void soft_nms_run(const T* boxes, const T* scores, const int64_t* group, int64_t n, int key_bits,
+                  SoftNmsArgs<typename Acc<T>::type> p, const SoftNmsOut<T, typename Acc<T>::type>& out,
+                  DeviceAllocator& alloc, cudaStream_t stream, const NmsTuning& tuning) {
   using A = typename Acc<T>::type;
   const unsigned int blocks = blocks_for(n, kThreads);
   const int64_t large = tuning.soft_nms_large_group;
@@ -225,25 +285,35 @@ int64_t soft_nms_typed(const T* boxes, const T* scores, const int64_t* group, in
     iota_kernel<<<blocks, kThreads, 0, stream>>>(iota, n);
     sort_pairs(keys, sorted_keys, iota, x1_order, n, /*descending=*/false, alloc, stream);
   }
-  const Segments seg = group != nullptr ? segment_by_group(group, x1_order, n, alloc, stream)
+  const Segments seg = group != nullptr ? segment_by_group(group, x1_order, n, alloc, stream, key_bits)
                                         : single_segment(x1_order, n, alloc, stream);
   BoxesSoA<A> b = BoxesSoA<A>::make(alloc, n);
   gather_boxes_kernel<<<blocks, kThreads, 0, stream>>>(boxes, seg.order, n, b);
 
   A* score = take<A>(alloc, n);
   uint8_t* alive = take<uint8_t>(alloc, n);
+  soft_nms_segments_kernel<T, A><<<blocks_for(n, 1, 16384), kThreads, 0, stream>>>(
+      b, scores, seg.order, seg.starts, seg.num_segments, n, large, p, score, alive, out);
+  if (any_large) {
+    const LargeSegments ls = select_large_segments(seg, n, large, alloc, stream);
+    const unsigned int large_blocks = static_cast<unsigned int>(::sniper::min_<int64_t>(n / (large + 1), 4096));
+    soft_nms_large_kernel<T, A><<<large_blocks, kLargeThreads, 0, stream>>>(b, scores, seg.order, ls.starts, ls.sizes,
+                                                                            ls.count, p, score, alive, out);
+  }
+}
+
+template <typename T>
+int64_t soft_nms_typed(const T* boxes, const T* scores, const int64_t* group, int64_t n,
+                       SoftNmsArgs<typename Acc<T>::type> p, int64_t* keep, T* kept_scores, DeviceAllocator& alloc,
+                       cudaStream_t stream, const NmsTuning& tuning) {
+  using A = typename Acc<T>::type;
+  const unsigned int blocks = blocks_for(n, kThreads);
   A* final_score = take<A>(alloc, n);
   uint8_t* keep_by_index = take<uint8_t>(alloc, n);
   SNIPER_CUDA_CHECK(cudaMemsetAsync(final_score, 0, sizeof(A) * n, stream));
   SNIPER_CUDA_CHECK(cudaMemsetAsync(keep_by_index, 0, n, stream));
-  soft_nms_segments_kernel<T, A><<<blocks_for(n, 1, 16384), kThreads, 0, stream>>>(
-      b, scores, seg.order, seg.starts, seg.num_segments, n, large, p, score, alive, final_score, keep_by_index);
-  if (any_large) {
-    const LargeSegments ls = select_large_segments(seg, n, large, alloc, stream);
-    const unsigned int large_blocks = static_cast<unsigned int>(::sniper::min_<int64_t>(n / (large + 1), 4096));
-    soft_nms_large_kernel<T, A><<<large_blocks, kLargeThreads, 0, stream>>>(
-        b, scores, seg.order, ls.starts, ls.sizes, ls.count, p, score, alive, final_score, keep_by_index);
-  }
+  const SoftNmsOut<T, A> out{keep_by_index, final_score, nullptr, 0, 0, nullptr, nullptr, nullptr};
+  soft_nms_run(boxes, scores, group, n, 64, p, out, alloc, stream, tuning);
 
   // Output order: decayed score descending, ties to the lower index (stable
   // sort of 0..n-1), then the kept ones selected in that order.
@@ -264,6 +334,21 @@ int64_t soft_nms_typed(const T* boxes, const T* scores, const int64_t* group, in
   return read_count(count, stream);
 }
 
+// The fixed-capacity variant: group ids outside [0, groups) mapped to
+// `groups` (one segment, which the kernels skip), rows written by the
+// kernels. No host reads, no host copies.
+template <typename T>
+void soft_nms_fixed_typed(const T* boxes, const T* scores, const int64_t* group, int64_t n, int64_t groups,
+                          SoftNmsArgs<typename Acc<T>::type> p, int64_t cap, int64_t* keep, T* kept_scores,
+                          int64_t* count, DeviceAllocator& alloc, cudaStream_t stream, const NmsTuning& tuning) {
+  using A = typename Acc<T>::type;
+  int64_t* mapped = take<int64_t>(alloc, n);
+  map_groups_kernel<<<blocks_for(n, kThreads), kThreads, 0, stream>>>(group, n, groups, mapped);
+  const SoftNmsOut<T, A> out{nullptr, nullptr, group, groups, cap, keep, kept_scores, count};
+  soft_nms_run(boxes, scores, mapped, n, map_key_bits(groups), p, out, alloc, stream, tuning);
+  SNIPER_CUDA_CHECK(cudaGetLastError());
+}
+
 }  // namespace
 
 int64_t soft_nms(const void* boxes, const void* scores, const int64_t* group, int64_t n, const SoftNmsSpec& spec,
@@ -277,6 +362,20 @@ int64_t soft_nms(const void* boxes, const void* scores, const int64_t* group, in
                            static_cast<A>(spec.score_threshold)};
     return soft_nms_typed(static_cast<const scalar_t*>(boxes), static_cast<const scalar_t*>(scores), group, n, p, keep,
                           static_cast<scalar_t*>(kept_scores), alloc, as_stream(stream), tuning);
+  });
+}
+
+void soft_nms_fixed(const void* boxes, const void* scores, const int64_t* group, int64_t n, int64_t groups,
+                    const SoftNmsSpec& spec, int64_t capacity, Dtype dtype, int64_t* keep, void* kept_scores,
+                    int64_t* count, DeviceAllocator& alloc, void* stream, const NmsTuning& tuning) {
+  if (n == 0 || groups <= 0 || capacity <= 0) return;
+  check_count(n, "soft_nms_fixed");
+  SNIPER_CUDA_DISPATCH(dtype, [&] {
+    using A = typename Acc<scalar_t>::type;
+    const SoftNmsArgs<A> p{spec.method, static_cast<A>(spec.sigma), static_cast<A>(spec.iou_threshold),
+                           static_cast<A>(spec.score_threshold)};
+    soft_nms_fixed_typed(static_cast<const scalar_t*>(boxes), static_cast<const scalar_t*>(scores), group, n, groups, p,
+                         capacity, keep, static_cast<scalar_t*>(kept_scores), count, alloc, as_stream(stream), tuning);
   });
 }
 
