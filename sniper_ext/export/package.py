@@ -171,7 +171,9 @@ def compile_package(ep: torch.export.ExportedProgram, path: str, metadata: dict 
 def load_package(path: str):
     """The compiled program of a ``.pt2`` package (``torch._inductor.aoti_load_package``): call it
     with the inputs of :class:`ExportableDetector`; ``get_metadata()`` gives its metadata."""
-    return torch._inductor.aoti_load_package(path)
+    with warnings.catch_warnings():  # torch's own deprecation notices while unpacking
+        warnings.simplefilter("ignore", FutureWarning)
+        return torch._inductor.aoti_load_package(path)
 
 
 def config_from_metadata(metadata: dict) -> InferenceConfig:
