@@ -1,0 +1,91 @@
+"""Deployment: the AOTInductor package of `sniper export` (the whole detector: three resolutions,
+proposals, R-CNN head, valid ranges and the Soft-NMS merge, one compiled program) against the
+eager detector on the same batches, in the same run: images/s of the tiny preset on the CPU.
+
+Both sides get the same prepared batches (decoded, resized and padded once, before timing; 4
+images per batch) and produce the same detections (checked): the eager side is what
+MultiScaleInference does per batch -- ``SniperRCNN.detect`` at each resolution, the valid-range
+filter, the score threshold and one batched Soft-NMS merge. The model is untrained (seeded
+random weights: a full 100 detections per image reach the merge). Quick mode (CI) compiles a
+single-resolution package to save time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from bench_utils import QUICK
+
+from sniper_ext.config import preset
+from sniper_ext.data import load_coco, make_synthetic_dataset
+from sniper_ext.export import compile_package, export_detector, load_package, program_batches, unpack
+from sniper_ext.inference import MultiScaleInference, in_valid_range
+from sniper_ext.modeling import build_model
+
+IMAGES = 8 if QUICK else 32
+BATCH = 4
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("bench_export"))
+    path = make_synthetic_dataset(root, num_images=IMAGES, seed=0)
+    cfg = preset("tiny")
+    icfg = dataclasses.replace(cfg.inference, batch_size=BATCH)
+    if QUICK:
+        icfg = dataclasses.replace(icfg, resolutions=(icfg.resolutions[1],), valid_ranges=((0.0, math.inf),))
+    torch.manual_seed(0)
+    model = build_model(cfg.model, cfg.data).eval()
+    batches = list(program_batches(load_coco(path), os.path.join(root, "images"), icfg, cfg.data.pixel_mean))
+    pkg = compile_package(export_detector(model, icfg), os.path.join(root, "model.pt2"))
+    return model, icfg, batches, load_package(pkg)
+
+
+@torch.no_grad()
+def eager(model, icfg, batches):
+    """MultiScaleInference's per-batch work on the prepared batches."""
+    engine = MultiScaleInference(model, icfg)
+    out = []
+    for _, inputs in batches:
+        orig = inputs[0]
+        parts: list = [[] for _ in range(orig.shape[0])]
+        for r, (lo, hi) in enumerate(icfg.valid_ranges):
+            images, wh, scale = inputs[1 + 3 * r : 4 + 3 * r]
+            for k, o in enumerate(model.detect(images, wh, proposals_per_image=icfg.proposals_per_scale)):
+                w, h = (float(v) for v in orig[k])
+                boxes = o["boxes"].float() / float(scale[k])
+                boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w, h, w, h]))
+                ok = in_valid_range(boxes, lo, hi)
+                parts[k].append(engine._scored(boxes[ok], o["scores"].float()[ok]))
+        out += engine._merge(parts)
+    return out
+
+
+@torch.no_grad()
+def compiled(package, batches):
+    out = []
+    for _, inputs in batches:
+        out += unpack(package(*inputs))
+    return out
+
+
+@pytest.mark.parametrize("impl", ["sniper-aoti", "eager"])
+def test_package_vs_eager_images_per_s(benchmark, workload, impl):
+    model, icfg, batches, package = workload
+    scales = len(icfg.resolutions)
+    benchmark.group = f"tiny preset detector, CPU: {IMAGES} images x {scales} resolution(s), batches of {BATCH}"
+    benchmark.extra_info["impl"] = impl
+    benchmark.extra_info["groups"] = IMAGES  # the summary's groups/s are images/s
+    fn = (lambda: compiled(package, batches)) if impl == "sniper-aoti" else (lambda: eager(model, icfg, batches))
+    result = benchmark.pedantic(fn, rounds=1 if QUICK else 3, warmup_rounds=1)
+    reference = eager(model, icfg, batches) if impl == "sniper-aoti" else compiled(package, batches)
+    assert len(result) == IMAGES and sum(len(r[0]) for r in result) > 0
+    for (b, s, lab), (rb, rs, rl) in zip(result, reference, strict=True):
+        assert np.array_equal(lab, rl)
+        np.testing.assert_allclose(b, rb, atol=1e-3)
+        np.testing.assert_allclose(s, rs, rtol=1e-5, atol=1e-7)
