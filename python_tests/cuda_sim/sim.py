@@ -57,6 +57,9 @@ OPS = (
     "nms",
     "batched_nms",
     "soft_nms",
+    "nms_fixed",
+    "batched_nms_fixed",
+    "soft_nms_fixed",
     "greedy_chip_cover",
     "focus_chips",
     "label_anchors",
@@ -365,6 +368,27 @@ class Sim:
     def soft_nms(self, *args):
         return self.op("soft_nms", *args)
 
+    def nms_fixed(self, *args):
+        return self.op("nms_fixed", *args)
+
+    def batched_nms_fixed(self, *args):
+        return self.op("batched_nms_fixed", *args)
+
+    def soft_nms_fixed(self, *args):
+        return self.op("soft_nms_fixed", *args)
+
+    def host_traffic(self, reset: bool = False) -> dict[str, int]:
+        """The calls between host and device the simulated CUDA runtime has seen in this process
+        (fiber mode): stream/device synchronisations and synchronous copies ("syncs"), device-to-host
+        ("to_host") and host-to-device ("to_device") copies; `reset` zeroes the counters after reading."""
+        if self._lib is None:
+            raise SimError("cuda_sim: host_traffic needs the fiber mode")
+        fn = self._lib.sim_host_traffic
+        fn.argtypes = [ctypes.POINTER(ctypes.c_longlong), ctypes.c_int]
+        out = (ctypes.c_longlong * 3)()
+        fn(out, int(reset))
+        return dict(zip(("syncs", "to_host", "to_device"), out))
+
     def greedy_chip_cover(self, *args):
         return self.op("greedy_chip_cover", *args)
 
@@ -431,6 +455,46 @@ class Sim:
             [sigma, iou_threshold, score_threshold],
         )[0]
         return keep[:count].clone(), kept[:count].clone()
+
+    def _fixed_outputs(self, groups, capacity, scores_dtype=None):
+        """The outputs of a fixed-capacity op as FixedOutputs (nms_common.h) makes them: -1, 0, 0."""
+        keep = torch.full((groups, capacity), -1, dtype=torch.int64)
+        count = torch.zeros(groups, dtype=torch.int64)
+        scores = None if scores_dtype is None else torch.zeros((groups, capacity), dtype=scores_dtype)
+        return keep, scores, count
+
+    def _launch_nms_fixed_family(self, boxes, scores, idxs, iou_threshold, groups, capacity):
+        n = boxes.shape[0]
+        keep, _, count = self._fixed_outputs(groups, capacity)
+        if n > 0 and groups > 0 and capacity > 0:
+            b, s = boxes.contiguous(), scores.contiguous()
+            ids = None if idxs is None else idxs.to(torch.int64).contiguous()
+            ints = [n, groups, capacity, _dt(b)] + list(self.tuning)
+            self.call("nms_fixed", [b, s, ids, keep, count], ints, [iou_threshold])
+        return keep, count
+
+    def _launch_nms_fixed(self, boxes, scores, iou_threshold, capacity):
+        keep, count = self._launch_nms_fixed_family(boxes, scores, None, iou_threshold, 1, capacity)
+        return keep[0], count[0]
+
+    def _launch_batched_nms_fixed(self, boxes, scores, idxs, iou_threshold, num_groups, capacity):
+        return self._launch_nms_fixed_family(boxes, scores, idxs, iou_threshold, num_groups, capacity)
+
+    def _launch_soft_nms_fixed(
+        self, boxes, scores, idxs, method, sigma, iou_threshold, score_threshold, num_groups, capacity
+    ):
+        n = boxes.shape[0]
+        keep, kept, count = self._fixed_outputs(num_groups, capacity, boxes.dtype)
+        if n > 0 and num_groups > 0 and capacity > 0:
+            b, s = boxes.contiguous(), scores.contiguous()
+            ids = idxs.to(torch.int64).contiguous()
+            self.call(
+                "soft_nms_fixed",
+                [b, s, ids, keep, kept, count],
+                [n, num_groups, capacity, method, _dt(b)] + list(self.tuning),
+                [sigma, iou_threshold, score_threshold],
+            )
+        return keep, kept, count
 
     def _launch_greedy_chip_cover(self, boxes, box_group, canvas_wh, chip_size, stride, seed=None):
         n = boxes.shape[0]

@@ -131,6 +131,102 @@ def test_soft_nms_large_group_path(sim, method):
             assert_bitwise(s_sim, s_cpu, f"soft_nms scores n={n} soft_large={soft_large}")
 
 
+# The fixed-capacity ops (nms_fixed, batched_nms_fixed, soft_nms_fixed): rows and counts bitwise equal to
+# the CPU op's, and not one synchronisation or host<->device copy on the way (the simulated CUDA runtime
+# counts them; the variable-size ops, which read their output size back, show that it does).
+
+NO_HOST_TRAFFIC = {"syncs": 0, "to_host": 0, "to_device": 0}
+
+
+def _fixed_case(g, n, groups, dtype, canvas=150.0):
+    """Random boxes with coarse scores (ties), ids in [-2, groups + 2): out of range on both sides, empty
+    groups, and group groups - 1 made of one box."""
+    boxes = random_boxes(n, generator=g, canvas=canvas, dtype=dtype)
+    scores = (torch.randint(0, 50, (n,), generator=g).double() / 49).to(dtype)
+    idxs = torch.randint(-2, groups + 2, (n,), generator=g)
+    if n > 3:
+        idxs[idxs == groups - 1] = -1
+        idxs[n // 2] = groups - 1
+    return boxes, scores, idxs
+
+
+def _check_fixed(sim, boxes, scores, idxs, groups, cap, method, what):
+    """The three fixed ops through the harness against the CPU ops, bitwise, with no host traffic."""
+    thr = 0.5
+    sim.host_traffic(reset=True)
+    with Unchanged(boxes, scores, idxs):
+        got = {
+            "nms_fixed": sim.nms_fixed(boxes, scores, thr, cap),
+            "batched_nms_fixed": sim.batched_nms_fixed(boxes, scores, idxs, thr, groups, cap),
+            "soft_nms_fixed": sim.soft_nms_fixed(boxes, scores, idxs, method, 0.5, 0.3, 1e-3, groups, cap),
+        }
+    assert sim.host_traffic() == NO_HOST_TRAFFIC, what
+    want = {
+        "nms_fixed": ops.nms_fixed(boxes, scores, thr, cap),
+        "batched_nms_fixed": ops.batched_nms_fixed(boxes, scores, idxs, thr, groups, cap),
+        "soft_nms_fixed": ops.soft_nms_fixed(boxes, scores, idxs, method, 0.5, 0.3, 1e-3, groups, cap),
+    }
+    for name in got:
+        for k, (a, b) in enumerate(zip(got[name], want[name])):
+            assert_bitwise(a, b, f"{name} output {k}: {what}")
+
+
+@pytest.mark.parametrize(
+    "sim, dtype, method", rotate([(d, m) for d in ALL_DTYPES for m in SOFT_NMS_METHODS], _name), indirect=["sim"]
+)
+def test_fixed_ops(sim, dtype, method):
+    """Capacities below and above the number kept (1 .. all), no boxes, one box, empty groups, ids out of
+    range, one-box groups, and ~1000-box groups (whose variable-size op takes the bitmask path, here
+    with the threshold lowered; the fixed batched op runs every group on one block)."""
+    g = torch.Generator().manual_seed(31)
+    m = SOFT_NMS_METHODS[method]
+    for n, groups in ((0, 3), (1, 1), (2, 1), (64, 4), (700, 6), (2500, 2)):
+        boxes, scores, idxs = _fixed_case(g, n, groups, dtype)
+        for cap in (1, 13, 5000):
+            _check_fixed(sim, boxes, scores, idxs, groups, cap, m, f"n={n} groups={groups} cap={cap}")
+    boxes, scores, idxs = _fixed_case(g, 900, 3, dtype)
+    sim.tuning = (100, 256 << 20, 100)  # every group above the variable-size ops' large-group thresholds
+    _check_fixed(sim, boxes, scores, idxs, 3, 40, m, "lowered thresholds")
+    assert sim.batched_nms_fixed(boxes, scores, idxs, 0.5, 0, 4)[0].shape == (0, 4)
+    assert sim.soft_nms_fixed(boxes, scores, idxs, m, 0.5, 0.3, 1e-3, 3, 0)[1].shape == (3, 0)
+
+
+@pytest.mark.parametrize("sim, dtype", rotate(ALL_DTYPES, _name), indirect=["sim"])
+def test_fixed_ops_large_group_paths(sim, dtype):
+    """nms_fixed's bitmask path planned from n alone: one job, column tiles (mask budgets of 512 and 4096
+    bytes: 64- and 181-box tiles, with cross-tile suppression); soft_nms_fixed's 1024-thread kernel
+    (soft_large 0 or 5), with capacities inside and beyond the kept count."""
+    g = torch.Generator().manual_seed(32)
+    for n, tuning in ((700, (1024, 256 << 20, 0)), (2500, (1024, 512, 5)), (1500, (0, 4096, 1024))):
+        boxes, scores, idxs = _fixed_case(g, n, 3, dtype, canvas=400.0)
+        sim.tuning = tuning
+        for cap in (7, 300, n):
+            _check_fixed(sim, boxes, scores, idxs, 3, cap, cap % 3, f"n={n} {tuning} cap={cap}")
+
+
+def test_fixed_ops_ties_and_identical_boxes(sim):
+    """Equal scores (ties to the lower index), -0.0 beside +0.0, identical boxes, in one group and many."""
+    boxes = torch.tensor(
+        [[0, 0, 10, 10], [0, 0, 10, 10], [1, 1, 11, 11], [20, 20, 30, 30], [20, 20, 30, 30], [50, 50, 51, 51]],
+        dtype=torch.float32,
+    ).repeat(40, 1)
+    scores = torch.tensor([0.5, 0.5, -0.0, 0.0, 0.5, -0.0]).repeat(40)
+    idxs = torch.arange(240) % 3
+    for cap in (1, 5, 240):
+        for m in SOFT_NMS_METHODS.values():
+            _check_fixed(sim, boxes, scores, idxs, 3, cap, m, f"ties cap={cap} method={m}")
+
+
+def test_host_traffic_counter_sees_the_variable_size_ops(sim):
+    """The counter behind NO_HOST_TRAFFIC works: nms and soft_nms read their output size back."""
+    boxes, scores = random_boxes(50), torch.rand(50, dtype=torch.float64)
+    for call in (lambda: sim.nms(boxes, scores, 0.5), lambda: sim.soft_nms(boxes, scores, None, 0, 0.5, 0.3, 0.0)):
+        sim.host_traffic(reset=True)
+        call()
+        traffic = sim.host_traffic()
+        assert traffic["syncs"] >= 1 and traffic["to_host"] >= 1, traffic
+
+
 @pytest.mark.parametrize("sim, seed", rotate([None, 0, 99]), indirect=["sim"])
 def test_greedy_chip_cover(sim, seed):
     for s in range(5):

@@ -57,6 +57,35 @@ def check_soft_nms(s, n, groups, methods=(0, 1, 2)):
             torch.testing.assert_close(sc, scc, rtol=1e-5, atol=1e-6)
 
 
+def check_fixed(s, sizes, groups, caps=(1, 9, 400), large_paths=True):
+    """The fixed-capacity launchers (outputs allocated and prefilled in sim.py as FixedOutputs does),
+    ids out of range included; with large_paths the last size also through the large-group paths
+    (tiled mask, windowed Soft-NMS)."""
+    g = torch.Generator().manual_seed(14)
+    for n in sizes:
+        boxes, scores = random_boxes(n, generator=g, canvas=60.0), torch.rand(n, generator=g)
+        boxes = boxes.float()
+        idxs = torch.randint(-1, groups + 1, (n,), generator=g)
+        for tuning in [(1024, 256 << 20, 1024)] + ([(0, 512, 0)] if large_paths and n == sizes[-1] else []):
+            s.tuning = tuning
+            for cap in caps:
+                pairs = [
+                    (s.nms_fixed(boxes, scores, 0.5, cap), ops.nms_fixed(boxes, scores, 0.5, cap)),
+                    (
+                        s.batched_nms_fixed(boxes, scores, idxs, 0.5, groups, cap),
+                        ops.batched_nms_fixed(boxes, scores, idxs, 0.5, groups, cap),
+                    ),
+                    (
+                        s.soft_nms_fixed(boxes, scores, idxs, cap % 3, 0.5, 0.3, 1e-3, groups, cap),
+                        ops.soft_nms_fixed(boxes, scores, idxs, cap % 3, 0.5, 0.3, 1e-3, groups, cap),
+                    ),
+                ]
+                for got, want in pairs:
+                    for a, b in zip(got, want):
+                        assert_bitwise(a, b, f"fixed n={n} cap={cap} {tuning}")
+    s.tuning = (1024, 256 << 20, 1024)
+
+
 def check_focus_chips(s, maps, h, w):
     g = torch.Generator().manual_seed(13)
     prob = torch.maximum(focus_tests.blobs(maps, h, w, seed=13), (torch.rand(maps, h, w, generator=g) < 0.02).double())
@@ -150,6 +179,7 @@ def test_asan_launchers(asan):
     check_box_iou(asan, 60, 50, [torch.float32, torch.float16])
     check_nms(asan, (1, 65, 300), groups=5)
     check_soft_nms(asan, 300, groups=3)
+    check_fixed(asan, (1, 65, 300), groups=3)
     check_chip_cover(asan, groups=30, per_group=(0, 30))
     check_focus_chips(asan, maps=12, h=40, w=47)
     check_label_anchors(asan, (8, 8), chips=3, g=140, dtypes=[torch.float32, torch.bfloat16])
@@ -194,6 +224,7 @@ def test_tsan_launchers(tsan):
     check_box_iou(tsan, 20, 12, [torch.float32])
     check_nms(tsan, (70,), groups=3)
     check_soft_nms(tsan, 40, groups=2, methods=(0,))
+    check_fixed(tsan, (70,), groups=2, caps=(5,), large_paths=False)
     check_chip_cover(tsan, groups=3, per_group=(4, 12))
     check_focus_chips(tsan, maps=2, h=9, w=11)
     check_label_anchors(tsan, (4, 4), chips=2, g=10, dtypes=[torch.float32])

@@ -106,6 +106,30 @@ SIM_OP(soft_nms) {
   });
 }
 
+// p: boxes, scores, group (nullable), keep [groups, capacity], count [groups] (both prefilled: -1, 0);
+// i: n, groups, capacity, dtype, large_segment, mask_budget, soft_large; d: iou_threshold
+SIM_OP(nms_fixed) {
+  (void)ret;
+  return guarded([&] {
+    HostAllocator alloc;
+    sniper::cuda::nms_fixed(p[0], p[1], static_cast<const int64_t*>(p[2]), i[0], i[1], d[0], i[2], dt(i[3]),
+                            static_cast<int64_t*>(p[3]), static_cast<int64_t*>(p[4]), alloc, nullptr, tuning(i + 4));
+  });
+}
+
+// p: boxes, scores, group, keep [groups, capacity], kept_scores [groups, capacity], count [groups] (prefilled:
+// -1, 0, 0); i: n, groups, capacity, method, dtype, large_segment, mask_budget, soft_large;
+// d: sigma, iou_threshold, score_threshold
+SIM_OP(soft_nms_fixed) {
+  (void)ret;
+  return guarded([&] {
+    HostAllocator alloc;
+    sniper::cuda::soft_nms_fixed(
+        p[0], p[1], static_cast<const int64_t*>(p[2]), i[0], i[1], sniper::SoftNmsSpec{i[3], d[0], d[1], d[2]}, i[2],
+        dt(i[4]), static_cast<int64_t*>(p[3]), p[4], static_cast<int64_t*>(p[5]), alloc, nullptr, tuning(i + 5));
+  });
+}
+
 // p: boxes, group, canvas, chips, chip_group, box_chip;
 // i: n, groups, chip_size, stride, seed, dtype, chip_dtype; ret: count
 SIM_OP(greedy_chip_cover) {

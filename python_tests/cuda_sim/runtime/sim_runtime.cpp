@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
@@ -780,6 +781,22 @@ extern "C" int sim_threads_mode() { return SIM_THREADS; }
 
 // ---- host versions of the CUDA runtime: "device" memory is host memory ------------------
 
+// The calls that pass between host and device, counted so that tests can check that an op
+// never waits for the device or copies host memory (what CUDA-graph capture and sync-free
+// code need): [0] stream/device synchronisations and synchronous copies, [1] device-to-host
+// copies, [2] host-to-device copies (kinds as the caller names them; cudaMemcpyDefault and
+// device-to-device copies count as neither).
+static std::atomic<long long> host_traffic[3];
+
+extern "C" void sim_host_traffic(long long* out, int reset) {
+  for (int k = 0; k < 3; ++k) out[k] = reset ? host_traffic[k].exchange(0) : host_traffic[k].load();
+}
+
+static void count_copy(cudaMemcpyKind kind) {
+  if (kind == cudaMemcpyDeviceToHost) ++host_traffic[1];
+  if (kind == cudaMemcpyHostToDevice) ++host_traffic[2];
+}
+
 extern "C" {
 
 cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t) {
@@ -787,19 +804,29 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t) {
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void* p, int value, size_t count) {
+  ++host_traffic[0];  // synchronous with respect to the host
   if (count) std::memset(p, value, count);
   return cudaSuccess;
 }
-cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind, cudaStream_t) {
+cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind, cudaStream_t) {
+  count_copy(kind);
   if (count) std::memcpy(dst, src, count);
   return cudaSuccess;
 }
-cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind) {
+cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+  ++host_traffic[0];
+  count_copy(kind);
   if (count) std::memcpy(dst, src, count);
   return cudaSuccess;
 }
-cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaStreamSynchronize(cudaStream_t) {
+  ++host_traffic[0];
+  return cudaSuccess;
+}
+cudaError_t cudaDeviceSynchronize(void) {
+  ++host_traffic[0];
+  return cudaSuccess;
+}
 // Launch errors throw at the launch, so there is never one to report here.
 cudaError_t cudaGetLastError(void) { return cudaSuccess; }
 cudaError_t cudaPeekAtLastError(void) { return cudaSuccess; }
