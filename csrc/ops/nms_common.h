@@ -73,7 +73,7 @@ struct FixedOutputs {
       scores = new_output(like, {groups, capacity}, like.scalar_type(), op, "the kept scores");
       torch::stable::fill_(scores, 0.0);
     }
-    count = new_empty(like, {groups}, ScalarType::Long);
+    count = new_output(like, {groups}, ScalarType::Long, op, "the counts");
     torch::stable::fill_(count, 0.0);
   }
   // True when a kernel has work: boxes, groups and room.
