@@ -73,6 +73,38 @@ def soft_nms(boxes, scores, groups=None, method="gaussian", sigma=0.5, iou_thres
     return [i for i, _ in ordered], [s for _, s in ordered]
 
 
+def fixed_rows(boxes, scores, groups, num_groups, capacity, run):
+    """The fixed-capacity ops' rows: for each g in [0, num_groups), `run` (nms or soft_nms above) on
+    the boxes of group g alone -> its first `capacity` (index, score) results, padded with (-1, 0.0);
+    boxes whose group lies outside [0, num_groups) take no part. Returns (indices, scores, counts):
+    num_groups lists of `capacity` entries, and the counts."""
+    keep, kept, counts = [], [], []
+    for g in range(num_groups):
+        members = [i for i in range(len(boxes)) if (0 if groups is None else groups[i]) == g]
+        idx, sc = run([boxes[i] for i in members], [scores[i] for i in members])
+        idx, sc = [members[k] for k in idx][:capacity], list(sc)[:capacity]
+        counts.append(len(idx))
+        keep.append(idx + [-1] * (capacity - len(idx)))
+        kept.append(sc + [0.0] * (capacity - len(sc)))
+    return keep, kept, counts
+
+
+def nms_fixed(boxes, scores, iou_threshold, capacity, groups=None, num_groups=1):
+    """nms_fixed (groups None) and batched_nms_fixed: (rows of kept indices, counts)."""
+
+    def run(b, s):
+        idx = nms(b, s, iou_threshold)
+        return idx, [0.0] * len(idx)
+
+    keep, _, counts = fixed_rows(boxes, scores, groups, num_groups, capacity, run)
+    return keep, counts
+
+
+def soft_nms_fixed(boxes, scores, groups, num_groups, capacity, **kwargs):
+    """soft_nms_fixed: (rows of kept indices, rows of decayed scores, counts)."""
+    return fixed_rows(boxes, scores, groups, num_groups, capacity, lambda b, s: soft_nms(b, s, None, **kwargs))
+
+
 def chip_starts(length, K, d):
     """Window starts along one axis (method §2)."""
     if length <= K:

@@ -178,6 +178,37 @@ def _post_keep(case, out):
     return _index_range(keep, 0, n, "keep")
 
 
+def _post_fixed(case, out):
+    """The fixed-capacity ops: rows of distinct kept indices in range (of their group with idxs), then -1
+    (and 0.0 scores), counts in [0, capacity]."""
+    keep, count = out[0], out[-1]
+    if keep.device.type == "meta":
+        return None
+    n, cap = case.arg("boxes").value.shape[0], case.arg("capacity").value
+    groups = count.numel()
+    if keep.dtype != torch.int64 or tuple(keep.shape) != ((cap,) if count.dim() == 0 else (groups, cap)):
+        return f"keep must be int64 of the static shape, got {keep.dtype} {tuple(keep.shape)}"
+    count = count.reshape(groups).cpu()
+    if count.numel() and (int(count.min()) < 0 or int(count.max()) > cap):
+        return f"counts outside [0, {cap}]: {count.tolist()}"
+    if keep.numel() == 0:
+        return None if not count.any() else "counts above 0 with no room"
+    rows = keep.reshape(groups, cap).cpu()
+    slots = torch.arange(cap)[None, :] < count[:, None]
+    kept = rows[slots]
+    if not bool((rows[~slots] == -1).all()):
+        return "keep is not -1 after the count"
+    if len(out) == 3 and not bool((out[1].cpu().reshape(groups, cap)[~slots] == 0).all()):
+        return "scores are not 0 after the count"
+    if len(torch.unique(kept)) != len(kept):
+        return "duplicate indices in keep"
+    if case.has("idxs") and len(kept):
+        ids = case.arg("idxs").value.cpu().long()
+        if ids.shape == (n,) and not bool((ids[kept.clamp(0, n - 1)] == slots.nonzero()[:, 0]).all()):
+            return "a kept index in the row of another group"
+    return _index_range(kept, 0, n, "keep")
+
+
 def _post_iou(case, out):
     n, m = case.args[0].value.shape[0], case.args[1].value.shape[0]
     iou = out[0] if isinstance(out, tuple) else out
@@ -661,6 +692,12 @@ OP_TARGETS: dict[str, dict] = {
     "ops.batched_nms": dict(post=_post_keep),
     "raw.soft_nms": dict(post=_post_keep),
     "ops.soft_nms": dict(post=_post_keep),
+    "raw.nms_fixed": dict(post=_post_fixed),
+    "ops.nms_fixed": dict(post=_post_fixed),
+    "raw.batched_nms_fixed": dict(post=_post_fixed),
+    "ops.batched_nms_fixed": dict(post=_post_fixed),
+    "raw.soft_nms_fixed": dict(post=_post_fixed),
+    "ops.soft_nms_fixed": dict(post=_post_fixed),
     "raw.greedy_chip_cover": dict(post=_post_cover, specials=_COVER_SPECIALS),
     "ops.greedy_chip_cover": dict(post=_post_cover, specials=_COVER_SPECIALS),
     "raw.focus_chips": dict(post=_post_focus, specials=_FOCUS_SPECIALS),
