@@ -203,3 +203,48 @@ def test_nms_large_single_group(benchmark, n, impl):
     and 200k boxes (5 tiles; torchvision builds and copies a 5 GB mask)."""
     boxes, scores, _ = _proposals(1, n, seed=6, canvas=4000.0)
     _run_nms_impl(benchmark, f"nms single group N={n}", impl, boxes, scores, None, rounds=3)
+
+
+# Fixed capacity (sync-free, static shapes) beside the variable-size op on the same input: the RPN
+# case, 4 images x 1000 proposals, 100 kept per image; and the per-class Soft-NMS merge. The variable
+# op (impl "batched_nms" / "soft_nms", the baseline) returns every kept box; the fixed one the first
+# `capacity` of each group, which equal its first boxes of that group (asserted).
+FIXED_DEVICES = ["cpu"] + (["cuda"] if HAS_CUDA else [])
+RPN = (4, 250, 100) if QUICK else (4, 1000, 100)  # images x proposals, capacity
+
+
+def _first_per_group(keep, idxs, groups, capacity):
+    rows = torch.full((groups, capacity), -1, dtype=torch.int64)
+    for g in range(groups):
+        k = keep[idxs[keep] == g][:capacity]
+        rows[g, : len(k)] = k
+    return rows
+
+
+@pytest.mark.parametrize("impl", ["sniper-fixed", "batched_nms"])
+@pytest.mark.parametrize("device", FIXED_DEVICES)
+def test_batched_nms_fixed_rpn(benchmark, device, impl):
+    images, per, cap = RPN
+    boxes, scores, idxs = (t.to(device) for t in _proposals(images, per, seed=7, canvas=512.0))
+    group = f"batched_nms {images}img x {per} proposals, capacity {cap} ({device})"
+    if impl == "batched_nms":
+        _run(benchmark, group, impl, _cuda(lambda: ops.batched_nms(boxes, scores, idxs, 0.7)))
+        return
+    keep, _ = _run(benchmark, group, impl, _cuda(lambda: ops.batched_nms_fixed(boxes, scores, idxs, 0.7, images, cap)))
+    want = _first_per_group(ops.batched_nms(boxes, scores, idxs, 0.7).cpu(), idxs.cpu(), images, cap)
+    assert torch.equal(keep.cpu(), want)
+
+
+@pytest.mark.parametrize("impl", ["sniper-fixed", "soft_nms"])
+@pytest.mark.parametrize("device", FIXED_DEVICES)
+def test_soft_nms_fixed_merge(benchmark, device, impl):
+    images, classes, per = (4, 20, 50) if QUICK else (8, 80, 50)
+    boxes, scores, gid = (t.to(device) for t in synthetic_detections(images, classes, per, seed=8))
+    groups, cap = images * classes, 20
+    group = f"soft_nms {images}img x {classes}cls x {per}, capacity {cap} ({device})"
+    if impl == "soft_nms":
+        _run(benchmark, group, impl, _cuda(lambda: ops.soft_nms(boxes, scores, gid)))
+        return
+    keep, _, _ = _run(benchmark, group, impl, _cuda(lambda: ops.soft_nms_fixed(boxes, scores, gid, groups, cap)))
+    want = _first_per_group(ops.soft_nms(boxes, scores, gid)[0].cpu(), gid.cpu(), groups, cap)
+    assert torch.equal(keep.cpu(), want)
