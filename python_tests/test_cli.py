@@ -395,7 +395,7 @@ def test_written_files_follow_the_umask(tmp_path, capsys):
 def test_help_shows_every_default(capsys):
     parser = cli.build_parser()
     subs = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    assert sorted(subs.choices) == ["chips", "demo", "detect", "eval", "infer", "info", "nms-demo", "train"]
+    assert sorted(subs.choices) == ["chips", "demo", "detect", "eval", "export", "infer", "info", "nms-demo", "train"]
     for name, sub in subs.choices.items():
         formatter = sub._get_formatter()
         for action in sub._actions:

@@ -646,6 +646,53 @@ DETECT = [
     ),
 ]
 
+EXPORT = [
+    (
+        "out-not-pt2",
+        lambda d: ["export", "--checkpoint", _checkpoint(d), "--out", str(d / "m.onnx")],
+        2,
+        ["--out", "must end in .pt2"],
+    ),
+    (
+        "missing-checkpoint",
+        lambda d: ["export", "--checkpoint", str(d / "nope.pt"), "--out", str(d / "m.pt2")],
+        1,
+        ["nope.pt", "no such file"],
+    ),
+    (
+        "not-a-checkpoint",
+        lambda d: ((d / "c.pt").write_bytes(b"junk"), ["export", "--checkpoint", str(d / "c.pt"), "--out", "m.pt2"])[1],
+        1,
+        ["c.pt"],
+    ),
+    (
+        "resolution-inverted",
+        lambda d: ["export", "--checkpoint", "c", "--out", "m.pt2", "--resolution", "512", "320"],
+        2,
+        ["--resolution", "MIN 512 is above MAX 320"],
+    ),
+    (
+        "out-in-a-file",
+        lambda d: ((d / "f").write_text(""), ["export", "--checkpoint", "c", "--out", str(d / "f" / "m.pt2")])[1],
+        1,
+        ["--out"],
+    ),
+    (
+        "bad-set",
+        lambda d: [
+            "export",
+            "--checkpoint",
+            _checkpoint(d),
+            "--out",
+            "m.pt2",
+            "--set",
+            "inference.detections_per_image=0",
+        ],
+        2,
+        ["detections_per_image"],
+    ),
+]
+
 DEMO = [
     (
         "unknown-variant",
@@ -678,7 +725,7 @@ NMS_DEMO = [
 ]
 
 CASES = [("chips",) + c for c in CHIPS] + [("train",) + c for c in TRAIN] + [("infer",) + c for c in INFER]
-CASES += [("eval",) + c for c in EVAL] + [("detect",) + c for c in DETECT]
+CASES += [("eval",) + c for c in EVAL] + [("detect",) + c for c in DETECT] + [("export",) + c for c in EXPORT]
 CASES += [("demo",) + c for c in DEMO] + [("nms-demo",) + c for c in NMS_DEMO]
 
 

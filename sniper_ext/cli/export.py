@@ -63,9 +63,9 @@ def add_parser(subparsers):
         examples=_EXAMPLES_EXPORT,
     )
     p.add_argument(
-        "--checkpoint", metavar="C", required=True, help="checkpoint of sniper train, or its run folder (required)"
+        "--checkpoint", metavar="C", required=True, help="checkpoint of sniper train, or its run folder (required, no default)"
     )
-    p.add_argument("--out", metavar="MODEL.pt2", required=True, help="the package to write (required, ends in .pt2)")
+    p.add_argument("--out", metavar="MODEL.pt2", required=True, help="the package to write, ending in .pt2 (required, no default)")
     p.add_argument(
         "--resolution",
         metavar=("MIN", "MAX"),
@@ -78,7 +78,7 @@ def add_parser(subparsers):
         "--device",
         choices=("cpu", "cuda"),
         default="cpu",
-        help="the device the package runs on (default: cpu; cuda needs a GPU here)",
+        help="the device the package runs on (cuda needs a GPU here)",
     )
     p.add_argument(
         "--set",

@@ -8,6 +8,7 @@ import errno
 import io
 import os
 import pickle
+import struct
 import zipfile
 
 import torch
@@ -78,7 +79,8 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         AttributeError,
         IndexError,
         KeyError,
-    ) as e:  # IndexError, KeyError: the weights-only unpickler on some non-torch bytes
+        struct.error,
+    ) as e:  # IndexError, KeyError, struct.error: the weights-only unpickler on some non-torch bytes
         if isinstance(e, pickle.UnpicklingError):  # its text is a page about weights_only
             why = "a pickle that is not a torch checkpoint, or a damaged file"
         else:
