@@ -63,9 +63,14 @@ def add_parser(subparsers):
         examples=_EXAMPLES_EXPORT,
     )
     p.add_argument(
-        "--checkpoint", metavar="C", required=True, help="checkpoint of sniper train, or its run folder (required, no default)"
+        "--checkpoint",
+        metavar="C",
+        required=True,
+        help="checkpoint of sniper train, or its run folder (required, no default)",
     )
-    p.add_argument("--out", metavar="MODEL.pt2", required=True, help="the package to write, ending in .pt2 (required, no default)")
+    p.add_argument(
+        "--out", metavar="MODEL.pt2", required=True, help="the package to write, ending in .pt2 (required, no default)"
+    )
     p.add_argument(
         "--resolution",
         metavar=("MIN", "MAX"),
