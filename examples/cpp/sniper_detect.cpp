@@ -173,7 +173,13 @@ int main(int argc, char** argv) {
     const Image im = read_ppm(image_path);
     torch::inductor::AOTIModelPackageLoader loader(package);
     const PackageInfo info = read_info(loader.get_metadata(), package);
-    const std::vector<at::Tensor> out = loader.run(prepare(im, info));
+    std::vector<at::Tensor> inputs = prepare(im, info);
+    const auto meta = loader.get_metadata();
+    const auto device = meta.find("sniper.device");
+    if (device != meta.end() && device->second == "cuda") {  // a package compiled for the GPU
+      for (at::Tensor& t : inputs) t = t.to(at::kCUDA);
+    }
+    const std::vector<at::Tensor> out = loader.run(inputs);
     const at::Tensor boxes = out.at(0).cpu().contiguous(), scores = out.at(1).cpu().contiguous();
     const at::Tensor labels = out.at(2).cpu().contiguous();
     const int64_t count = out.at(3).cpu().item<int64_t>();
