@@ -20,8 +20,10 @@ import torch
 from torch import nn
 
 from ..config import InferenceConfig
+from ..inference.merge import in_valid_range
 from ..modeling.anchors import anchor_shape, grid_anchors
 from ..modeling.box_coder import _decode
+from ..modeling.proposals import proposal_candidates
 from ..ops.nms import SOFT_NMS_METHODS
 
 __all__ = ["ExportableDetector", "PRE_NMS_TOP_N", "input_names", "output_names"]
@@ -86,23 +88,19 @@ class ExportableDetector(nn.Module):
         b = feats.shape[0]
         shape = self.anchor_shape
         assert isinstance(shape, torch.Tensor)
-        anchors = grid_anchors(shape, feats.shape[2], feats.shape[3], float(c.anchor_stride))
-        anchors = anchors.to(torch.float32)
-        a = anchors.shape[0]
-        deltas = deltas.float()
-        boxes = _decode(anchors[None], deltas, (1.0, 1.0, 1.0, 1.0), clip_wh=wh[:, None, :])  # [B, A, 4]
-        w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
-        area = w * h
-        ms = float(c.proposal_min_size)
-        # valid range (0, inf) as detect's: lo*lo = 0, hi*hi = inf
-        keep = (w >= ms) & (h >= ms) & (area >= 0.0) & (area < math.inf)
-        scores = obj.float()
-        masked = torch.where(keep, scores, torch.full_like(scores, -math.inf))
-        top = masked.topk(torch.sym_min(self.pre_nms_top_n, a), dim=1).indices
-        pre = torch.zeros_like(keep)
-        pre.scatter_(1, top, True)
-        keep = keep & pre
-        chip = torch.arange(b, device=feats.device)[:, None].expand(b, a)
+        anchors = grid_anchors(shape, feats.shape[2], feats.shape[3], float(c.anchor_stride)).to(torch.float32)
+        unbounded = torch.tensor([[0.0, math.inf]], device=feats.device).expand(b, 2)  # as detect's
+        boxes, scores, keep = proposal_candidates(
+            anchors,
+            obj.float(),
+            deltas.float(),
+            wh,
+            unbounded,
+            float(c.proposal_min_size),
+            self.pre_nms_top_n,
+            (1.0, 1.0, 1.0, 1.0),
+        )
+        chip = torch.arange(b, device=feats.device)[:, None].expand_as(keep)
         idxs = torch.where(keep, chip, torch.full_like(chip, -1)).reshape(-1)
         flat_boxes, flat_scores = boxes.reshape(-1, 4), scores.reshape(-1)
         kept, _ = torch.ops.sniper.batched_nms_fixed(
@@ -130,12 +128,8 @@ class ExportableDetector(nn.Module):
         boxes = boxes / scale.to(torch.float32)[chip][:, None]
         lim = orig_wh.to(torch.float32)[chip].repeat(1, 2)
         boxes = torch.minimum(boxes.clamp(min=0), lim)
-        # in_valid_range: sqrt(w*h) in double within [lo, hi)
-        lo, hi = (float(v) for v in self.config.valid_ranges[r])
-        d = boxes.double()
-        side = (d[:, 2:] - d[:, :2]).clamp(min=0)
-        size = (side[:, 0] * side[:, 1]).sqrt()
-        in_range = (size >= lo) & (size < hi) & valid.reshape(-1)
+        lo, hi = self.config.valid_ranges[r]
+        in_range = in_valid_range(boxes, lo, hi) & valid.reshape(-1)
         cls = probs[:, 1:]  # [B*P, C]
         ncls = cls.shape[1]
         ok = in_range[:, None] & (cls > float(self.config.score_threshold))

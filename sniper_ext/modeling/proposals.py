@@ -18,7 +18,7 @@ from ..ops._checks import (
 )
 from .box_coder import _check_sized_boxes, _decode, _encode
 
-__all__ = ["filter_proposals", "proposal_targets"]
+__all__ = ["filter_proposals", "proposal_targets"]  # proposal_candidates: unchecked, for export
 
 
 def _check_real(op, name, t):
@@ -66,6 +66,31 @@ def _check_finite_values(op, name, t):
 
 def _check_top_n(op, name, v):
     return check_int(op, name, v, minimum=0)
+
+
+def proposal_candidates(anchors, objectness, deltas, canvas_wh, valid_range, min_size, pre_nms_top_n, weights):
+    """The NMS candidates of :func:`filter_proposals` (arguments checked there): every anchor
+    decoded and clipped to its chip, ``boxes [B, A, 4]``, ``scores [B, A]``, and ``keep [B, A]``:
+    both sides >= ``min_size``, area in [lo², hi²), and among the ``pre_nms_top_n`` best of the
+    chip. No data-dependent shape and no host read: :mod:`sniper_ext.export` traces it with
+    symbolic sizes."""
+    a = anchors.shape[0]
+    dtype = deltas.dtype
+    canvas = canvas_wh.to(dtype)
+    boxes = _decode(anchors.to(dtype)[None], deltas, weights, clip_wh=canvas[:, None, :])  # [B, A, 4]
+    w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
+    area = w * h
+    lo, hi = valid_range[:, 0:1].to(dtype), valid_range[:, 1:2].to(dtype)
+    keep = (w >= min_size) & (h >= min_size) & (area >= lo * lo) & (area < hi * hi)
+    scores = objectness.to(dtype)
+    # a symbolic anchor count (export) takes the top min(N, A): the same as skipping when N >= A
+    if pre_nms_top_n is not None and (isinstance(a, torch.SymInt) or pre_nms_top_n < a):
+        masked = torch.where(keep, scores, torch.full_like(scores, -torch.inf))
+        top = masked.topk(torch.sym_min(pre_nms_top_n, a), dim=1).indices
+        pre = torch.zeros_like(keep)
+        pre.scatter_(1, top, True)
+        keep = keep & pre
+    return boxes, scores, keep
 
 
 def filter_proposals(
@@ -132,20 +157,9 @@ def filter_proposals(
         raise ValueError(f"{op}: `canvas_wh` must be finite and positive")
     _check_range_values(op, valid_range)
 
-    dtype = deltas.dtype
-    canvas = canvas_wh.to(dtype)
-    boxes = _decode(anchors.to(dtype)[None], deltas, weights, clip_wh=canvas[:, None, :])  # [B, A, 4]
-    w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
-    area = w * h
-    lo, hi = valid_range[:, 0:1].to(dtype), valid_range[:, 1:2].to(dtype)
-    keep = (w >= min_size) & (h >= min_size) & (area >= lo * lo) & (area < hi * hi)
-    scores = objectness.to(dtype)
-    if pre_nms_top_n is not None and pre_nms_top_n < a:
-        masked = torch.where(keep, scores, torch.full_like(scores, -torch.inf))
-        top = masked.topk(pre_nms_top_n, dim=1).indices
-        pre = torch.zeros_like(keep)
-        pre.scatter_(1, top, True)
-        keep &= pre
+    boxes, scores, keep = proposal_candidates(
+        anchors, objectness, deltas, canvas_wh, valid_range, min_size, pre_nms_top_n, weights
+    )
     chip = torch.arange(b, device=anchors.device)[:, None].expand(b, a)
     boxes, scores, chip = boxes[keep], scores[keep], chip[keep]
     # Finite, clipped boxes and finite scores: the raw op needs none of the wrapper's value checks.
