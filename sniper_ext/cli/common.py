@@ -240,6 +240,18 @@ def run_command(prog: str, fn, args) -> int:
 # Inference commands: infer, detect, eval --checkpoint
 
 
+def add_overrides_option(p, help: str) -> None:
+    """``--set KEY=VALUE`` (repeatable) into ``args.overrides``; ``help`` says what it overrides."""
+    p.add_argument(
+        "--set",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        dest="overrides",
+        help=f"{help} (repeatable; default: none)",
+    )
+
+
 def add_inference_options(p, *, single_scale: bool = True) -> None:
     """The options every inference command shares (``infer``, ``detect``, ``eval --checkpoint``)."""
     if single_scale:
@@ -249,14 +261,10 @@ def add_inference_options(p, *, single_scale: bool = True) -> None:
             help="only the middle inference resolution, every box size valid (default: off, all "
             "of the checkpoint's resolutions with their valid ranges)",
         )
-    p.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="override an inference setting of the checkpoint, e.g. inference.batch_size=8 or "
-        'inference.resolutions=[[320,512]] inference.valid_ranges=[[0,"inf"]] (repeatable; default: none)',
+    add_overrides_option(
+        p,
+        "override an inference setting of the checkpoint, e.g. inference.batch_size=8 or "
+        'inference.resolutions=[[320,512]] inference.valid_ranges=[[0,"inf"]]',
     )
     p.add_argument(
         "--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run (auto: the GPU if any)"

@@ -33,7 +33,17 @@ from ..export import (
 )
 from ..inference import inference_config
 from ..runtime import init_distributed, load_detector, resolve_checkpoint
-from .common import EXIT_OK, CommandError, UsageError, add_command, check_output_file, option, positive_int, usage
+from .common import (
+    EXIT_OK,
+    CommandError,
+    UsageError,
+    add_command,
+    add_overrides_option,
+    check_output_file,
+    option,
+    positive_int,
+    usage,
+)
 
 __all__ = ["add_parser", "run", "sidecar_path"]
 
@@ -85,15 +95,7 @@ def add_parser(subparsers):
         default="cpu",
         help="the device the package runs on (cuda needs a GPU here)",
     )
-    p.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="override an inference setting of the checkpoint, e.g. inference.detections_per_image=50 "
-        "(repeatable; default: none)",
-    )
+    add_overrides_option(p, "override an inference setting of the checkpoint, e.g. inference.detections_per_image=50")
     return p
 
 

@@ -17,6 +17,7 @@ from .common import (
     CommandError,
     UsageError,
     add_command,
+    add_overrides_option,
     check_output_dir,
     nonnegative_int,
     positive_int,
@@ -60,14 +61,7 @@ def add_parser(subparsers):
         "tiny_autofocus, r101_autofocus",
     )
     p.add_argument("--config", metavar="FILE", help="a config.json to start from instead of --preset (default: none)")
-    p.add_argument(
-        "--set",
-        metavar="KEY=VALUE",
-        action="append",
-        default=[],
-        dest="overrides",
-        help="override a configuration value, e.g. solver.base_lr=0.01 (repeatable; default: none)",
-    )
+    add_overrides_option(p, "override a configuration value, e.g. solver.base_lr=0.01")
     p.add_argument("--annotations", metavar="JSON", help="COCO-format training annotations (default: synthetic data)")
     p.add_argument("--image-root", metavar="DIR", help="folder of the images (default: the annotations' folder)")
     p.add_argument(

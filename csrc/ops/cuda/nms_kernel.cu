@@ -381,14 +381,11 @@ void nms_bitmask(const BoxesSoA<A>& b, const int64_t* order, const std::vector<s
   SNIPER_CUDA_CHECK(cudaGetLastError());
 }
 
-template <typename T>
-int64_t nms_typed(const T* boxes, const T* scores, const int64_t* group, int64_t n, double iou_threshold, int64_t* keep,
-                  DeviceAllocator& alloc, cudaStream_t stream, const NmsTuning& tuning) {
-  using A = typename Acc<T>::type;
-  const A thr = static_cast<A>(iou_threshold);
+// Box indices by score: descending, ties to the lower index (the sort is
+// stable). No host read.
+template <typename T, typename A>
+int64_t* score_order(const T* scores, int64_t n, DeviceAllocator& alloc, cudaStream_t stream) {
   const unsigned int blocks = blocks_for(n, kThreads);
-
-  // Score order: descending, ties to the lower index (the sort is stable).
   A* keys = take<A>(alloc, n);
   A* sorted_keys = take<A>(alloc, n);
   int64_t* iota = take<int64_t>(alloc, n);
@@ -396,6 +393,17 @@ int64_t nms_typed(const T* boxes, const T* scores, const int64_t* group, int64_t
   score_keys_kernel<<<blocks, kThreads, 0, stream>>>(scores, keys, n);
   iota_kernel<<<blocks, kThreads, 0, stream>>>(iota, n);
   sort_pairs(keys, sorted_keys, iota, by_score, n, /*descending=*/true, alloc, stream);
+  return by_score;
+}
+
+template <typename T>
+int64_t nms_typed(const T* boxes, const T* scores, const int64_t* group, int64_t n, double iou_threshold, int64_t* keep,
+                  DeviceAllocator& alloc, cudaStream_t stream, const NmsTuning& tuning) {
+  using A = typename Acc<T>::type;
+  const A thr = static_cast<A>(iou_threshold);
+  const unsigned int blocks = blocks_for(n, kThreads);
+
+  int64_t* by_score = score_order<T, A>(scores, n, alloc, stream);
 
   // Segments by group, score order inside each.
   const Segments seg = group != nullptr ? segment_by_group(group, by_score, n, alloc, stream)
@@ -449,14 +457,7 @@ void nms_fixed_typed(const T* boxes, const T* scores, const int64_t* group, int6
   const A thr = static_cast<A>(iou_threshold);
   const unsigned int blocks = blocks_for(n, kThreads);
 
-  // Score order: descending, ties to the lower index (the sort is stable).
-  A* keys = take<A>(alloc, n);
-  A* sorted_keys = take<A>(alloc, n);
-  int64_t* iota = take<int64_t>(alloc, n);
-  int64_t* by_score = take<int64_t>(alloc, n);
-  score_keys_kernel<<<blocks, kThreads, 0, stream>>>(scores, keys, n);
-  iota_kernel<<<blocks, kThreads, 0, stream>>>(iota, n);
-  sort_pairs(keys, sorted_keys, iota, by_score, n, /*descending=*/true, alloc, stream);
+  int64_t* by_score = score_order<T, A>(scores, n, alloc, stream);
   BoxesSoA<A> b = BoxesSoA<A>::make(alloc, n);
 
   if (group == nullptr) {
