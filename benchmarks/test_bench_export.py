@@ -24,7 +24,7 @@ from bench_utils import QUICK
 from sniper_ext.config import preset
 from sniper_ext.data import load_coco, make_synthetic_dataset
 from sniper_ext.export import compile_package, export_detector, load_package, program_batches, unpack
-from sniper_ext.inference import MultiScaleInference, in_valid_range
+from sniper_ext.inference import MultiScaleInference
 from sniper_ext.modeling import build_model
 
 IMAGES = 8 if QUICK else 32
@@ -54,14 +54,10 @@ def eager(model, icfg, batches):
     for _, inputs in batches:
         orig = inputs[0]
         parts: list = [[] for _ in range(orig.shape[0])]
-        for r, (lo, hi) in enumerate(icfg.valid_ranges):
+        for r in range(len(icfg.resolutions)):
             images, wh, scale = inputs[1 + 3 * r : 4 + 3 * r]
             for k, o in enumerate(model.detect(images, wh, proposals_per_image=icfg.proposals_per_scale)):
-                w, h = (float(v) for v in orig[k])
-                boxes = o["boxes"].float() / float(scale[k])
-                boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w, h, w, h]))
-                ok = in_valid_range(boxes, lo, hi)
-                parts[k].append(engine._scored(boxes[ok], o["scores"].float()[ok]))
+                parts[k].append(engine._scale_part(r, o["boxes"] / float(scale[k]), o["scores"], orig[k].tolist()))
         out += engine._merge(parts)
     return out
 

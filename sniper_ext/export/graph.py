@@ -82,8 +82,8 @@ class ExportableDetector(nn.Module):
 
     def proposals(self, feats, obj, deltas, wh):
         """``filter_proposals`` of ``SniperRCNN.detect`` with a fixed capacity: ``(boxes [B, P, 4],
-        scores [B, P], valid [B, P])``, each image's proposals by score descending, P =
-        ``proposals_per_scale``; invalid slots hold image 0's first box."""
+        valid [B, P])``, each image's proposals by score descending, P = ``proposals_per_scale``;
+        invalid slots hold image 0's first box."""
         c = self.model.cfg
         b = feats.shape[0]
         shape = self.anchor_shape
@@ -106,9 +106,7 @@ class ExportableDetector(nn.Module):
         kept, _ = torch.ops.sniper.batched_nms_fixed(
             flat_boxes, flat_scores, idxs, float(c.proposal_nms_iou), b, int(self.config.proposals_per_scale)
         )
-        valid = kept >= 0
-        safe = kept.clamp(min=0)
-        return flat_boxes[safe], flat_scores[safe], valid
+        return flat_boxes[kept.clamp(min=0)], kept >= 0
 
     def scale_candidates(self, r: int, images, image_wh, scale, orig_wh):
         """Resolution r's (box, class) candidates: ``(boxes [B, P*C, 4] original pixels, scores
@@ -118,7 +116,7 @@ class ExportableDetector(nn.Module):
         wh = image_wh.to(torch.float32)
         feats = m.features(images)
         obj, deltas = m.rpn(feats)
-        props, _, valid = self.proposals(feats, obj, deltas, wh)
+        props, valid = self.proposals(feats, obj, deltas, wh)
         b, p = props.shape[:2]
         chip = torch.arange(b, device=props.device)[:, None].expand(b, p).reshape(-1)
         flat = props.reshape(-1, 4)

@@ -19,7 +19,6 @@ import math
 import os
 import tempfile
 import warnings
-from functools import partial
 
 import numpy as np
 import torch
@@ -30,8 +29,8 @@ from ..chips.records import ImageTable
 from ..chips.validity import resolution_scale
 from ..config import InferenceConfig
 from ..data.chip_dataset import pad_colour
-from ..data.image_batches import image_loader
 from ..errors import ConfigError
+from ..inference import resolution_loaders
 from .graph import ExportableDetector, input_names, output_names
 
 __all__ = [
@@ -65,21 +64,11 @@ HOST_SYNC_OPS = ("_local_scalar_dense", "item", "nonzero", "masked_select", "uni
 
 
 def example_inputs(config: InferenceConfig, batch: int = 2, pad_rgb=(124, 116, 104)) -> tuple:
-    """Plausible inputs of the program: ``batch`` random 4:3 images at each resolution (content
-    smaller than the padded batch for the second image)."""
-    d = int(config.size_divisibility)
-    g = torch.Generator().manual_seed(0)
-    orig = torch.tensor([[640.0, 480.0]] * batch)
-    out: list = [orig]
-    for res in config.resolutions:
-        s = resolution_scale(640, 480, tuple(res))
-        w, h = max(1, round(640 * s)), max(1, round(480 * s))
-        hp, wp = math.ceil(h / d) * d, math.ceil(w / d) * d
-        images = torch.tensor(pad_rgb, dtype=torch.uint8).view(1, 3, 1, 1).repeat(batch, 1, hp, wp)
-        images[:, :, :h, :w] = torch.randint(0, 256, (batch, 3, h, w), generator=g, dtype=torch.uint8)
-        wh = torch.tensor([[float(w), float(h)]] * batch)
-        out += [images, wh, torch.full((batch,), s, dtype=torch.float32)]
-    return tuple(out)
+    """Plausible inputs of the program: a random 640 x 480 image prepared as :func:`prepare_image`
+    does, ``batch`` times."""
+    image = torch.randint(0, 256, (3, 480, 640), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    one = prepare_image(image, config, pad_rgb)
+    return tuple(t.expand(batch, *t.shape[1:]).contiguous() for t in one)
 
 
 def dynamic_shapes(config: InferenceConfig) -> tuple:
@@ -201,28 +190,15 @@ def program_batches(records, image_root, config: InferenceConfig, pixel_mean, *,
     ``batch_size`` or ``config.batch_size`` per batch), each batch at every resolution, as the
     program's inputs."""
     records = ImageTable.from_records(records)
-    order = np.lexsort((np.arange(len(records)), records.widths / records.heights)).tolist()
-    grouped = records.take(order)
-    bs = int(batch_size or config.batch_size)
-    loaders = [
-        image_loader(
-            grouped,
-            image_root,
-            partial(resolution_scale, resolution=tuple(res)),
-            batch_size=bs,
-            workers=0,
-            divisibility=config.size_divisibility,
-            pixel_mean=pixel_mean,
-        )
-        for res in config.resolutions
-    ]
+    order, loaders = resolution_loaders(records, image_root, config, pixel_mean, batch_size=batch_size)
+    sizes_of = np.asarray(records.sizes)
     for batches in zip(*loaders, strict=True):
         index = batches[0][3]
-        sizes = torch.as_tensor(np.asarray(grouped.sizes)[index.numpy()], dtype=torch.float32).reshape(-1, 2)
-        inputs: list = [sizes]
+        idx = [order[int(i)] for i in index]
+        inputs: list = [torch.as_tensor(sizes_of[idx], dtype=torch.float32).reshape(-1, 2)]
         for images, wh, scales, _ in batches:
             inputs += [images, wh.to(torch.float32), scales.to(torch.float32)]
-        yield [order[int(i)] for i in index], tuple(inputs)
+        yield idx, tuple(inputs)
 
 
 def unpack(outputs) -> list:

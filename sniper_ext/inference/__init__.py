@@ -12,7 +12,7 @@ method §11).
 
 from .autofocus import AutoFocusInference, cascade_order, check_autofocus_config, chip_edge_keep
 from .merge import in_valid_range, merge_detections
-from .multiscale import InferenceRun, MultiScaleInference
+from .multiscale import InferenceRun, MultiScaleInference, resolution_loaders
 from .results import detections_to_coco, read_results_jsonl, write_results_json, write_results_jsonl
 from .settings import check_class_count, check_overrides, inference_config
 
@@ -27,6 +27,7 @@ __all__ = [
     "check_overrides",
     "detections_to_coco",
     "in_valid_range",
+    "resolution_loaders",
     "inference_config",
     "merge_detections",
     "read_results_jsonl",

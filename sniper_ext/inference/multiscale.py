@@ -34,7 +34,7 @@ from ..runtime.precision import autocast_for
 from .merge import in_valid_range, merge_detections, merge_proposals
 from .results import detections_to_coco
 
-__all__ = ["InferenceRun", "MultiScaleInference"]
+__all__ = ["InferenceRun", "MultiScaleInference", "resolution_loaders"]
 
 
 @dataclass
@@ -66,6 +66,29 @@ class InferenceRun:
         """The Soft-NMS merge as a share of this rank's inference time."""
         total = self.stats.get("seconds", 0.0)
         return self.stats.get("merge_seconds", 0.0) / total if total > 0 else 0.0
+
+
+def resolution_loaders(
+    records: ImageTable, image_root, config: InferenceConfig, pixel_mean, *, workers=0, batch_size=None
+):
+    """``(order, loaders)``: the records in order of aspect ratio (landscape with landscape, so
+    that a batch pads little; ``order[k]`` is the k-th image's record index) and one DataLoader of
+    padded batches per resolution of ``config``, batch k of every loader holding the same images."""
+    order = np.lexsort((np.arange(len(records)), records.widths / records.heights)).tolist()
+    grouped = records.take(order)
+    loaders = [
+        image_loader(
+            grouped,
+            image_root,
+            partial(resolution_scale, resolution=tuple(res)),
+            batch_size=int(batch_size or config.batch_size),
+            workers=workers,
+            divisibility=config.size_divisibility,
+            pixel_mean=pixel_mean,
+        )
+        for res in config.resolutions
+    ]
+    return order, loaders
 
 
 class MultiScaleInference:
@@ -137,20 +160,9 @@ class MultiScaleInference:
         """Yields (resolution index, record index, output of model.detect with boxes in original
         pixels). Images are batched in order of aspect ratio (landscape with landscape), so that a
         batch pads little; the results do not depend on the grouping except through that padding."""
-        icfg = self.config
-        order = np.lexsort((np.arange(len(records)), records.widths / records.heights)).tolist()
-        grouped = records.take(order)
+        order, loaders = resolution_loaders(records, image_root, self.config, self.pixel_mean, workers=self.workers)
         self.model.eval()
-        for ri, res in enumerate(icfg.resolutions):
-            loader = image_loader(
-                grouped,
-                image_root,
-                partial(resolution_scale, resolution=tuple(res)),
-                batch_size=icfg.batch_size,
-                workers=self.workers,
-                divisibility=icfg.size_divisibility,
-                pixel_mean=self.pixel_mean,
-            )
+        for ri, loader in enumerate(loaders):
             for images, wh, scales, index in loader:
                 with autocast_for(self.device, self.precision):
                     outs = self.model.detect(images.to(self.device, non_blocking=True), wh.to(self.device), **detect_kw)
@@ -164,6 +176,17 @@ class MultiScaleInference:
                 bar.update(len(index))
 
     # -- §9: detections -----------------------------------------------------------------------
+
+    def _scale_part(self, ri: int, boxes: torch.Tensor, probs: torch.Tensor, size) -> tuple:
+        """One image's ``_scored`` part at resolution ``ri``: its ``boxes`` (original pixels) clipped
+        to the image (``size`` = (W, H)), those in the resolution's valid range."""
+        boxes, probs = boxes.float(), probs.float()
+        # clipped in the resized image (round(W*s) x round(H*s)), so up to 0.5/s px beyond (W, H)
+        w, h = (float(v) for v in size)
+        boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w, h, w, h]))
+        lo, hi = self.config.valid_ranges[ri]
+        ok = in_valid_range(boxes, lo, hi)
+        return self._scored(boxes[ok], probs[ok])
 
     def _scored(self, boxes: torch.Tensor, probs: torch.Tensor) -> tuple:
         """(boxes, scores, labels 1..C) on the CPU of every (box, class) scoring above the threshold;
@@ -205,13 +228,7 @@ class MultiScaleInference:
         mine, idx, bar = self._share(records, "detecting")
         parts: list = [[] for _ in mine]
         for ri, i, o in self._passes(mine, image_root, bar, proposals_per_image=icfg.proposals_per_scale):
-            boxes, probs = o["boxes"].float(), o["scores"].float()
-            # clipped in the resized image (round(W*s) x round(H*s)), so up to 0.5/s px beyond (W, H)
-            w, h = (float(v) for v in mine.sizes[i])
-            boxes = torch.minimum(boxes.clamp(min=0), boxes.new_tensor([w, h, w, h]))
-            lo, hi = icfg.valid_ranges[ri]
-            ok = in_valid_range(boxes, lo, hi)
-            parts[i].append(self._scored(boxes[ok], probs[ok]))
+            parts[i].append(self._scale_part(ri, o["boxes"], o["scores"], mine.sizes[i]))
         bar.close()
         t1 = time.perf_counter()
         out = self._merge(parts)
