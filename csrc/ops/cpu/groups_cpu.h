@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <numeric>
+#include <utility>
 #include <vector>
 
 namespace sniper {
@@ -11,54 +12,46 @@ namespace sniper {
 struct Groups {
   std::vector<int64_t> order;    // box indices, grouped, ascending within a group
   std::vector<int64_t> offsets;  // group g is order[offsets[g] .. offsets[g+1])
+  std::vector<int64_t> id;       // group g's id (0 when there are no ids)
   int64_t count() const { return static_cast<int64_t>(offsets.size()) - 1; }
 };
 
-// `ids` may be null (all boxes in one group). Groups come out in ascending id.
-inline Groups make_groups(const int64_t* ids, int64_t n) {
+// Groups the boxes listed (ascending) in `rows` by equal id, in ascending id;
+// `ids` null puts them all in one group.
+inline Groups group_rows(const int64_t* ids, std::vector<int64_t> rows) {
   Groups g;
-  g.order.resize(n);
-  std::iota(g.order.begin(), g.order.end(), int64_t(0));
+  g.order = std::move(rows);
   g.offsets.push_back(0);
-  if (ids != nullptr && n > 0) {
+  const int64_t m = static_cast<int64_t>(g.order.size());
+  if (m == 0) return g;
+  if (ids != nullptr) {
     std::stable_sort(g.order.begin(), g.order.end(), [ids](int64_t a, int64_t b) { return ids[a] < ids[b]; });
-    for (int64_t i = 1; i < n; ++i) {
-      if (ids[g.order[i]] != ids[g.order[i - 1]]) g.offsets.push_back(i);
-    }
   }
-  if (n > 0) g.offsets.push_back(n);
+  for (int64_t i = 0; i < m; ++i) {
+    if (i > 0 && (ids == nullptr || ids[g.order[i]] == ids[g.order[i - 1]])) continue;
+    if (i > 0) g.offsets.push_back(i);
+    g.id.push_back(ids != nullptr ? ids[g.order[i]] : 0);
+  }
+  g.offsets.push_back(m);
   return g;
 }
 
-// Groups of the boxes whose id lies in [0, num_groups) (all boxes in group 0
-// when `ids` is null), for the fixed-capacity kernels; `id[k]` is group k's id.
-struct RangedGroups : Groups {
-  std::vector<int64_t> id;
-};
+// All `n` boxes by id (`ids` may be null: one group).
+inline Groups make_groups(const int64_t* ids, int64_t n) {
+  std::vector<int64_t> rows(n);
+  std::iota(rows.begin(), rows.end(), int64_t(0));
+  return group_rows(ids, std::move(rows));
+}
 
-inline RangedGroups make_groups_in_range(const int64_t* ids, int64_t n, int64_t num_groups) {
-  RangedGroups g;
-  g.offsets.push_back(0);
-  if (ids == nullptr) {
-    g.order.resize(n);
-    std::iota(g.order.begin(), g.order.end(), int64_t(0));
-    if (n > 0) {
-      g.offsets.push_back(n);
-      g.id.push_back(0);
-    }
-    return g;
-  }
+// The boxes whose id lies in [0, num_groups) (all boxes in group 0 when `ids`
+// is null), for the fixed-capacity kernels.
+inline Groups make_groups_in_range(const int64_t* ids, int64_t n, int64_t num_groups) {
+  if (ids == nullptr) return make_groups(nullptr, n);
+  std::vector<int64_t> rows;
   for (int64_t i = 0; i < n; ++i) {
-    if (ids[i] >= 0 && ids[i] < num_groups) g.order.push_back(i);
+    if (ids[i] >= 0 && ids[i] < num_groups) rows.push_back(i);
   }
-  std::stable_sort(g.order.begin(), g.order.end(), [ids](int64_t a, int64_t b) { return ids[a] < ids[b]; });
-  const int64_t m = static_cast<int64_t>(g.order.size());
-  for (int64_t i = 0; i < m; ++i) {
-    if (i > 0 && ids[g.order[i]] != ids[g.order[i - 1]]) g.offsets.push_back(i);
-    if (i == 0 || ids[g.order[i]] != ids[g.order[i - 1]]) g.id.push_back(ids[g.order[i]]);
-  }
-  if (m > 0) g.offsets.push_back(m);
-  return g;
+  return group_rows(ids, std::move(rows));
 }
 
 // Grain for torch's parallel_for over groups: enough boxes per task to pay

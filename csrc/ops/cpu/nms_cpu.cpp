@@ -135,7 +135,7 @@ struct NmsCpu : CpuBackend {
       using A = acc_t<scalar_t>;
       const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
       const scalar_t* ps = scores.const_data_ptr<scalar_t>();
-      const RangedGroups g = make_groups_in_range(ids ? ids->const_data_ptr<int64_t>() : nullptr, n, num_groups);
+      const Groups g = make_groups_in_range(ids ? ids->const_data_ptr<int64_t>() : nullptr, n, num_groups);
       std::vector<uint8_t> keep(n, 0);
       torch::stable::parallel_for(0, g.count(), group_grain(n, g.count()), [&](int64_t b, int64_t e) {
         for (int64_t k = b; k < e; ++k) {

@@ -116,7 +116,7 @@ struct SoftNmsCpu : CpuBackend {
                                static_cast<A>(spec.score_threshold)};
       const scalar_t* pb = boxes.const_data_ptr<scalar_t>();
       const scalar_t* ps = scores.const_data_ptr<scalar_t>();
-      const RangedGroups g = make_groups_in_range(ids.const_data_ptr<int64_t>(), n, num_groups);
+      const Groups g = make_groups_in_range(ids.const_data_ptr<int64_t>(), n, num_groups);
       int64_t* out_idx = keep.mutable_data_ptr<int64_t>();
       scalar_t* out_s = kept_scores.mutable_data_ptr<scalar_t>();
       int64_t* out_count = count_out.mutable_data_ptr<int64_t>();
